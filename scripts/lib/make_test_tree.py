@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Write the deterministic parts of the woesafe test ISO tree.
+
+Usage: make_test_tree.py TREE_DIR WIMSRC_DIR [--big-file-mib N]
+
+Writes every file of the Windows-installer-like tree except the ones built by
+external tools (efi/boot/bootx64.efi, efi/microsoft/boot/efisys.bin,
+sources/boot.wim, sources/install.wim), and the small source directories the
+WIM files are captured from (under WIMSRC_DIR).  All content comes from a
+seeded PRNG, so two runs produce identical bytes.
+
+Called by scripts/make-test-iso; not meant to be run on its own.
+"""
+
+import os
+import random
+import sys
+
+MIB = 1024 * 1024
+
+BIOS_MARKER = b"WOESAFE-BIOS-OK"
+ELTORITO_MARKER = b"WOESAFE-ISO-BIOS-OK"
+
+
+def serial_print_program(marker: bytes) -> bytes:
+    """Position-independent real-mode x86 code: print marker + CRLF on COM1, halt.
+
+        BA F8 03        mov dx, 0x3f8
+        B0 xx / EE      mov al, xx / out dx, al      (per character)
+        FA              cli
+        F4              hlt          <-+
+        EB FD           jmp short -----+
+    """
+    code = bytearray(b"\xba\xf8\x03")
+    for ch in marker + b"\r\n":
+        code += bytes([0xB0, ch, 0xEE])
+    code += b"\xfa\xf4\xeb\xfd"
+    return bytes(code)
+
+
+def write(root, rel, data: bytes):
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def fake_pe(rng, size):
+    """Bytes that start like a PE file ("MZ"); content is irrelevant."""
+    return b"MZ" + rng.randbytes(size - 2)
+
+
+def main():
+    args = sys.argv[1:]
+    big_mib = 0
+    if "--big-file-mib" in args:
+        i = args.index("--big-file-mib")
+        big_mib = int(args[i + 1])
+        del args[i : i + 2]
+    if len(args) != 2:
+        sys.exit(__doc__)
+    tree, wimsrc = args
+
+    rng = random.Random(0x5AFE_15_0)
+
+    # --- top level -------------------------------------------------------
+    bootmgr = serial_print_program(BIOS_MARKER)
+    write(tree, "bootmgr", bootmgr)
+    write(tree, "bootmgr.efi", fake_pe(rng, 4096))
+    write(tree, "setup.exe", fake_pe(rng, 8192 + 123))
+    write(
+        tree,
+        "autorun.inf",
+        b"[AutoRun.Amd64]\r\nopen=setup.exe\r\nicon=setup.exe,0\r\n\r\n"
+        b"[AutoRun]\r\nopen=sources\\SetupError.exe x64\r\n"
+        b"icon=sources\\SetupError.exe,0\r\n",
+    )
+    write(
+        tree,
+        "README.TXT",
+        b'This disc contains a "UDF" file system and requires an operating '
+        b'system\r\nthat supports the ISO-13346 "UDF" file system '
+        b"specification.\r\n",
+    )
+
+    # --- boot/ -----------------------------------------------------------
+    write(tree, "boot/bcd", rng.randbytes(16384))
+    write(tree, "boot/boot.sdi", rng.randbytes(65536))
+    # El Torito no-emulation boot image (loaded at 0x07C0:0000 by the BIOS).
+    write(tree, "boot/etfsboot.com", serial_print_program(ELTORITO_MARKER).ljust(2048, b"\0"))
+    write(tree, "boot/en-us/bootsect.exe.mui", fake_pe(rng, 3000))
+    write(tree, "boot/fonts/segmono_boot.ttf", rng.randbytes(5000))
+
+    # --- efi/ (bootx64.efi and efisys.bin are built by make-test-iso) ----
+    write(tree, "efi/microsoft/boot/bcd", rng.randbytes(16384))
+    write(tree, "efi/microsoft/boot/fonts/wgl4_boot.ttf", rng.randbytes(4000))
+
+    # --- sources/ (boot.wim and install.wim are built by make-test-iso) --
+    write(tree, "sources/setup.exe", fake_pe(rng, 20000))
+    write(tree, "sources/Program Files/some file.txt", b"a file in a directory with a space\r\n")
+    write(tree, "sources/\u00fcn\u00efc\u00f6d\u00e9/\u65e5\u672c\u8a9e \u30d5\u30a1\u30a4\u30eb.txt",
+          "non-ASCII name: \u65e5\u672c\u8a9e \u30d5\u30a1\u30a4\u30eb\r\n".encode("utf-8"))
+    write(tree, "sources/\u00f1.txt", "\u00f1\r\n".encode("utf-8"))
+    write(tree, "sources/longfilename-one.txt", b"one\r\n")
+    write(tree, "sources/longfilename-two.txt", b"two\r\n")
+    write(tree, "sources/LongFileName-three.TXT", b"three\r\n")
+    write(tree, "sources/lowercase.txt", b"lower\r\n")
+    write(tree, "sources/UPPERCASE.TXT", b"UPPER\r\n")
+    write(tree, "sources/MiXeD.CaSe.Name.Txt", b"mixed\r\n")
+    write(tree, "sources/a name with  two  spaces and.dots..txt", b"odd\r\n")
+    write(tree, "sources/empty.dat", b"")
+    write(tree, "sources/exactly-1mib.bin", rng.randbytes(MIB))
+    write(tree, "sources/random-3mib-odd.bin", rng.randbytes(3 * MIB + 12345))
+    write(tree, "sources/en-us/setup.exe.mui", fake_pe(rng, 7000))
+
+    # --- support/: 3000 small files in 64 nested directories -------------
+    top = ["adprep", "logging", "migwiz", "Tools"]
+    mid = ["x86", "AMD64", "arm64"]
+    low = ["en-us", "de-de", "ja-jp", "Common Files"]
+    dirs = []
+    for t in top:
+        dirs.append(f"support/{t}")
+        for m in mid:
+            dirs.append(f"support/{t}/{m}")
+            for l in low:
+                dirs.append(f"support/{t}/{m}/{l}")
+    exts = [".dll", ".mui", ".xml", ".inf", ".cat", ".txt", ".EXE", ".Sys"]
+    stems = ["file", "Component", "lib", "RESOURCE", "setupapi", "x"]
+    for n in range(3000):
+        d = dirs[n % len(dirs)]
+        stem = stems[n % len(stems)]
+        ext = exts[(n // 7) % len(exts)]
+        name = f"{stem}{n:04d}{ext}"
+        size = rng.randint(0, 2048)
+        write(tree, f"{d}/{name}", rng.randbytes(size))
+
+    # --- optional big sparse file ----------------------------------------
+    if big_mib > 0:
+        path = os.path.join(tree, "sources/big.bin")
+        size = big_mib * MIB
+        with open(path, "wb") as f:
+            f.truncate(size)
+            # A few random 64 KiB blocks: at the start, around every 1 GiB
+            # boundary minus one UDF block (where UDF extents split), in
+            # the middle, and at the very end.
+            offsets = {0, size // 2, max(0, size - 65536)}
+            ext_max = 0x3FFFF800  # largest UDF extent genisoimage writes
+            o = ext_max
+            while o < size:
+                offsets.add(o - 32768)
+                o += ext_max
+            for off in sorted(offsets):
+                off = max(0, min(off, size - 65536)) if size >= 65536 else 0
+                f.seek(off)
+                f.write(rng.randbytes(min(65536, size - off)))
+
+    # --- WIM capture sources ---------------------------------------------
+    def wimdir(name, nfiles, bigsize):
+        base = os.path.join(wimsrc, name)
+        write(base, "Windows/System32/config/SYSTEM", rng.randbytes(bigsize))
+        write(base, "Windows/System32/winload.exe", fake_pe(rng, 5000))
+        write(base, "Windows/System32/drivers/etc/hosts", b"127.0.0.1 localhost\r\n")
+        write(base, f"Windows/{name}.txt", f"image {name}\r\n".encode())
+        for i in range(nfiles):
+            write(base, f"Program Files/App{i % 5}/data{i:03d}.bin", rng.randbytes(rng.randint(0, 4096)))
+
+    wimdir("boot1", 20, 60000)
+    wimdir("boot2", 30, 120000)
+    wimdir("install1", 40, 150000)
+    wimdir("install2", 40, 150000)
+
+
+if __name__ == "__main__":
+    main()

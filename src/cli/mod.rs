@@ -1,0 +1,46 @@
+//! The command line: one file per subcommand, turning arguments into library calls and results into what the
+//! user sees. Exit codes are defined here.
+
+pub mod write;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (documented in --help and README.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const REFUSED: u8 = 3;
+}
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the write failed (the message says what state the target is in)
+  2  usage error: bad arguments, missing or unreadable files
+  3  refused by a safety check (nothing was written), or the target is busy";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "woesafe",
+    version,
+    about = "Write Windows installation ISOs to USB sticks, loop devices and image files, leaving nothing behind",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    /// More output (-v: details, -vv: debug)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors and the final result
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a Windows ISO to a whole disk (/dev/sdX, /dev/nvmeXnY, /dev/mmcblkX, /dev/loopN) or an image file
+    #[command(after_help = EXIT_CODES_HELP)]
+    Write(write::WriteArgs),
+}

@@ -1,0 +1,527 @@
+//! Userspace, streaming reader of ISO images (UDF first, else Joliet, else plain ISO 9660): volume detection, the directory tree and per-file extents, file data read with pread, without mounting.
+
+mod iso9660;
+mod udf;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::media::SourceEntry;
+
+/// Size of a CD/DVD sector and of every volume descriptor we read.
+pub(crate) const SECTOR: u64 = 2048;
+/// Most entries (files and directories) a volume may have before we call it corrupt.
+pub(crate) const MAX_ENTRIES: usize = 4_000_000;
+/// Deepest directory nesting we follow.
+pub(crate) const MAX_DEPTH: usize = 256;
+/// Largest directory (its raw records) we read into memory.
+pub(crate) const MAX_DIR_BYTES: u64 = 64 << 20;
+/// Longest path (in UTF-8 bytes) we accept.
+pub(crate) const MAX_PATH_BYTES: usize = 4096;
+
+/// Which file system of the image supplies the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsoFormat {
+    Udf,
+    Joliet,
+    Iso9660,
+}
+
+/// What failed while reading an ISO image.
+#[derive(Debug, thiserror::Error)]
+pub enum IsoError {
+    #[error("cannot open ISO image {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read ISO image {} at byte offset {offset}", path.display())]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{} is not an ISO image: no UDF volume and no ISO 9660 primary volume descriptor",
+        path.display()
+    )]
+    NotAnIso { path: PathBuf },
+    #[error("bad UDF file system in {}: {what}", path.display())]
+    BadUdf { path: PathBuf, what: String },
+    #[error("bad ISO 9660 file system in {}: {what}", path.display())]
+    BadIso9660 { path: PathBuf, what: String },
+    #[error("unsupported feature in ISO image {}: {what}", path.display())]
+    Unsupported { path: PathBuf, what: String },
+    #[error("entry index {index} out of range: {} has {count} entries", path.display())]
+    NoSuchEntry { path: PathBuf, index: usize, count: usize },
+    #[error("{entry} in {} is a directory, not a file", path.display())]
+    IsDirectory { path: PathBuf, entry: String },
+}
+
+/// One piece of a file's data, in order.
+#[derive(Clone)]
+pub(crate) enum Extent {
+    /// `len` bytes at byte `offset` of the image.
+    Disk { offset: u64, len: u64 },
+    /// `len` bytes that read as zeros (unrecorded or unallocated extent).
+    Zeros { len: u64 },
+    /// Data kept inside the descriptor itself (UDF data embedded in the ICB).
+    Inline { data: Box<[u8]> },
+}
+
+impl Extent {
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Extent::Disk { len, .. } | Extent::Zeros { len } => *len,
+            Extent::Inline { data } => data.len() as u64,
+        }
+    }
+}
+
+impl fmt::Debug for Extent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Extent::Disk { offset, len } => write!(f, "Disk({offset}+{len})"),
+            Extent::Zeros { len } => write!(f, "Zeros({len})"),
+            Extent::Inline { data } => write!(f, "Inline({})", data.len()),
+        }
+    }
+}
+
+/// Keeps only the first `size` bytes of `extents`; `None` if they hold fewer.
+pub(crate) fn truncate_extents(mut extents: Vec<Extent>, size: u64) -> Option<Vec<Extent>> {
+    let mut left = size;
+    let mut out = Vec::with_capacity(extents.len());
+    for ext in extents.drain(..) {
+        if left == 0 {
+            break;
+        }
+        let len = ext.len();
+        if len == 0 {
+            continue;
+        }
+        if len <= left {
+            left -= len;
+            out.push(ext);
+        } else {
+            out.push(match ext {
+                Extent::Disk { offset, .. } => Extent::Disk { offset, len: left },
+                Extent::Zeros { .. } => Extent::Zeros { len: left },
+                Extent::Inline { data } => {
+                    Extent::Inline { data: data.get(..left as usize).unwrap_or(&data[..]).into() }
+                }
+            });
+            left = 0;
+        }
+    }
+    (left == 0).then_some(out)
+}
+
+/// The open image file.
+#[derive(Debug)]
+pub(crate) struct Image {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl Image {
+    fn open(path: &Path) -> Result<Image, IsoError> {
+        let open_err = |source| IsoError::Open { path: path.to_path_buf(), source };
+        let mut file = File::open(path).map_err(open_err)?;
+        // Seeking to the end also gives the size of a block device, where metadata says 0.
+        let len = file.seek(SeekFrom::End(0)).map_err(open_err)?;
+        Ok(Image { file, path: path.to_path_buf(), len })
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Fills `buf` from byte `offset`; an error if that runs past the end of the image.
+    pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IsoError> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.len) {
+            return Err(self.read_err(
+                offset,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} bytes wanted, past the end of the image ({} bytes)", buf.len(), self.len),
+                ),
+            ));
+        }
+        self.file.read_exact_at(buf, offset).map_err(|e| self.read_err(offset, e))
+    }
+
+    pub(crate) fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>, IsoError> {
+        let mut buf = vec![0u8; len];
+        self.read_exact_at(offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// The 2048-byte sector `n`, or `None` if the image ends before it.
+    pub(crate) fn sector(&self, n: u64) -> Result<Option<Vec<u8>>, IsoError> {
+        match n.checked_add(1).and_then(|e| e.checked_mul(SECTOR)) {
+            Some(end) if end <= self.len => Ok(Some(self.read_vec(n * SECTOR, SECTOR as usize)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Reads all bytes of `extents` (for directories: bounded by the caller).
+    pub(crate) fn read_extents(&self, extents: &[Extent]) -> Result<Vec<u8>, IsoError> {
+        let mut out = Vec::new();
+        for ext in extents {
+            match ext {
+                Extent::Disk { offset, len } => {
+                    let start = out.len();
+                    out.resize(start + *len as usize, 0);
+                    self.read_exact_at(*offset, &mut out[start..])?;
+                }
+                Extent::Zeros { len } => out.resize(out.len() + *len as usize, 0),
+                Extent::Inline { data } => out.extend_from_slice(data),
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_err(&self, offset: u64, source: io::Error) -> IsoError {
+        IsoError::Read { path: self.path.clone(), offset, source }
+    }
+
+    pub(crate) fn bad_udf(&self, what: impl Into<String>) -> IsoError {
+        IsoError::BadUdf { path: self.path.clone(), what: what.into() }
+    }
+
+    pub(crate) fn bad_iso(&self, what: impl Into<String>) -> IsoError {
+        IsoError::BadIso9660 { path: self.path.clone(), what: what.into() }
+    }
+
+    pub(crate) fn unsupported(&self, what: impl Into<String>) -> IsoError {
+        IsoError::Unsupported { path: self.path.clone(), what: what.into() }
+    }
+}
+
+/// One entry of a directory as a format parser lists it.
+pub(crate) struct Child<D> {
+    pub name: String,
+    pub size: u64,
+    pub mtime: i64,
+    /// File data (empty for directories).
+    pub extents: Vec<Extent>,
+    /// For a directory: how to list it.
+    pub dir: Option<D>,
+}
+
+/// A parsed volume: everything `IsoFs` keeps besides the file handle.
+pub(crate) struct Volume {
+    pub format: IsoFormat,
+    pub volume_id: String,
+    pub entries: Vec<SourceEntry>,
+    pub extents: Vec<Vec<Extent>>,
+}
+
+/// Walks the tree from `root` depth-first (children sorted by name, parents before
+/// children), with guards against cycles, depth, entry count and bad names.
+/// `key` identifies a directory on disk; `list` lists one; `bad` makes the format's error.
+pub(crate) fn walk<D>(
+    image: &Image,
+    root: D,
+    key: impl Fn(&D) -> u64,
+    mut list: impl FnMut(&D) -> Result<Vec<Child<D>>, IsoError>,
+    bad: impl Fn(String) -> IsoError,
+) -> Result<(Vec<SourceEntry>, Vec<Vec<Extent>>), IsoError> {
+    let mut visited = HashSet::new();
+    visited.insert(key(&root));
+    let mut entries = Vec::new();
+    let mut all_extents = Vec::new();
+    let mut stack: Vec<(String, usize, Child<D>)> = Vec::new();
+    let push_children = |stack: &mut Vec<_>, parent: &str, depth: usize, mut kids: Vec<Child<D>>| {
+        kids.sort_by(|a, b| a.name.cmp(&b.name));
+        for pair in kids.windows(2) {
+            if pair[0].name == pair[1].name {
+                let shown = if parent.is_empty() { "/" } else { parent };
+                return Err(bad(format!("directory {shown} holds \"{}\" twice", pair[0].name)));
+            }
+        }
+        for kid in kids.into_iter().rev() {
+            if kid.name.is_empty() || kid.name == "." || kid.name == ".." || kid.name.contains(['/', '\0']) {
+                return Err(bad(format!("invalid file name {:?} in directory /{parent}", kid.name)));
+            }
+            let path = if parent.is_empty() { kid.name.clone() } else { format!("{parent}/{}", kid.name) };
+            if path.len() > MAX_PATH_BYTES {
+                return Err(bad(format!("path longer than {MAX_PATH_BYTES} bytes under /{parent}")));
+            }
+            stack.push((path, depth, kid));
+        }
+        Ok(())
+    };
+    let kids = list(&root)?;
+    push_children(&mut stack, "", 1, kids)?;
+    while let Some((path, depth, kid)) = stack.pop() {
+        if entries.len() >= MAX_ENTRIES {
+            return Err(bad(format!("more than {MAX_ENTRIES} entries")));
+        }
+        for ext in &kid.extents {
+            if let Extent::Disk { offset, len } = ext
+                && offset.checked_add(*len).is_none_or(|end| end > image.len())
+            {
+                return Err(bad(format!(
+                    "data of {path} lies past the end of the image (bytes {offset}..{}, image has {})",
+                    offset.saturating_add(*len),
+                    image.len()
+                )));
+            }
+        }
+        entries.push(SourceEntry {
+            path: path.clone(),
+            is_dir: kid.dir.is_some(),
+            size: if kid.dir.is_some() { 0 } else { kid.size },
+            mtime: kid.mtime,
+        });
+        all_extents.push(if kid.dir.is_some() { Vec::new() } else { kid.extents });
+        if let Some(dir) = kid.dir {
+            if depth >= MAX_DEPTH {
+                return Err(bad(format!("directories nested deeper than {MAX_DEPTH} levels at {path}")));
+            }
+            if !visited.insert(key(&dir)) {
+                return Err(bad(format!("directory {path} is reached twice (directory cycle or hard link)")));
+            }
+            let kids = list(&dir)?;
+            push_children(&mut stack, &path, depth + 1, kids)?;
+        }
+    }
+    Ok((entries, all_extents))
+}
+
+/// Seconds since the Unix epoch of a civil UTC date and time, `None` if a field is out of range.
+pub(crate) fn civil_to_unix(year: i64, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> Option<i64> {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second))
+}
+
+/// Decodes big-endian UTF-16 (UCS-2 names of Joliet, compression id 16 of UDF); a trailing odd byte is dropped.
+pub(crate) fn utf16be(bytes: &[u8]) -> String {
+    let units = bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+    char::decode_utf16(units).map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER)).collect()
+}
+
+/// Decodes Latin-1 bytes.
+pub(crate) fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// What the Volume Recognition Sequence and the descriptors from sector 16 on hold.
+#[derive(Debug, Default)]
+struct Recognition {
+    /// An NSR02/NSR03 descriptor: the image has UDF.
+    nsr: bool,
+    /// Sector of the ISO 9660 primary volume descriptor.
+    pvd: Option<u64>,
+    /// Sector of a Joliet supplementary volume descriptor.
+    joliet: Option<u64>,
+}
+
+/// Most descriptors scanned from sector 16 on.
+const MAX_RECOGNITION_SECTORS: u64 = 64;
+
+fn recognize(image: &Image) -> Result<Recognition, IsoError> {
+    let mut rec = Recognition::default();
+    for n in 16..16 + MAX_RECOGNITION_SECTORS {
+        let Some(s) = image.sector(n)? else { break };
+        match &s[1..6] {
+            b"CD001" => match s[0] {
+                1 if rec.pvd.is_none() => rec.pvd = Some(n),
+                2 if rec.joliet.is_none() && iso9660::is_joliet(&s) => rec.joliet = Some(n),
+                _ => {}
+            },
+            b"NSR02" | b"NSR03" => rec.nsr = true,
+            b"BEA01" | b"TEA01" | b"BOOT2" | b"CDW02" => {}
+            _ => break,
+        }
+    }
+    Ok(rec)
+}
+
+/// An ISO image opened for reading without mounting it.
+pub struct IsoFs {
+    image: Image,
+    format: IsoFormat,
+    volume_id: String,
+    entries: Vec<SourceEntry>,
+    extents: Vec<Vec<Extent>>,
+}
+
+impl fmt::Debug for IsoFs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IsoFs")
+            .field("path", &self.image.path)
+            .field("format", &self.format)
+            .field("volume_id", &self.volume_id)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl IsoFs {
+    /// Opens the image at `path` and reads its whole directory tree: UDF if the image
+    /// has it (its ISO 9660 side is then ignored), else Joliet, else plain ISO 9660.
+    pub fn open(path: &Path) -> Result<IsoFs, IsoError> {
+        let image = Image::open(path)?;
+        let rec = recognize(&image)?;
+        let volume = if rec.nsr || udf::has_anchor(&image)? {
+            udf::read(&image)?
+        } else if let Some(pvd) = rec.pvd {
+            iso9660::read(&image, pvd, rec.joliet)?
+        } else {
+            return Err(IsoError::NotAnIso { path: path.to_path_buf() });
+        };
+        tracing::debug!(
+            path = %path.display(),
+            format = ?volume.format,
+            volume_id = %volume.volume_id,
+            entries = volume.entries.len(),
+            "opened ISO image"
+        );
+        Ok(IsoFs {
+            image,
+            format: volume.format,
+            volume_id: volume.volume_id,
+            entries: volume.entries,
+            extents: volume.extents,
+        })
+    }
+
+    /// The file system the content was read from.
+    pub fn format(&self) -> IsoFormat {
+        self.format
+    }
+
+    /// UDF: the Logical Volume Identifier (else the Primary Volume Descriptor's);
+    /// Joliet / ISO 9660: the primary volume descriptor's volume identifier.
+    pub fn volume_id(&self) -> &str {
+        &self.volume_id
+    }
+
+    /// Every directory and file except the root, parents before children, sorted by name within a directory.
+    pub fn entries(&self) -> &[SourceEntry] {
+        &self.entries
+    }
+
+    /// A streaming reader of the file `entries()[index]`.
+    pub fn open_file(&self, index: usize) -> Result<IsoFileReader<'_>, IsoError> {
+        let entry = self.entries.get(index).ok_or_else(|| IsoError::NoSuchEntry {
+            path: self.image.path.clone(),
+            index,
+            count: self.entries.len(),
+        })?;
+        if entry.is_dir {
+            return Err(IsoError::IsDirectory { path: self.image.path.clone(), entry: entry.path.clone() });
+        }
+        Ok(IsoFileReader {
+            image: &self.image,
+            extents: self.extents.get(index).map_or(&[], |v| &v[..]),
+            index: 0,
+            within: 0,
+            remaining: entry.size,
+        })
+    }
+}
+
+/// Reads one file of an `IsoFs`, extent after extent, with positioned reads.
+pub struct IsoFileReader<'a> {
+    image: &'a Image,
+    extents: &'a [Extent],
+    /// Current extent.
+    index: usize,
+    /// Bytes already read from the current extent.
+    within: u64,
+    /// Bytes of the file still to read.
+    remaining: u64,
+}
+
+impl fmt::Debug for IsoFileReader<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IsoFileReader")
+            .field("extents", &self.extents)
+            .field("index", &self.index)
+            .field("within", &self.within)
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
+impl Read for IsoFileReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.remaining == 0 || buf.is_empty() {
+                return Ok(0);
+            }
+            let Some(ext) = self.extents.get(self.index) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("file data of {} ends {} bytes early", self.image.path.display(), self.remaining),
+                ));
+            };
+            let avail = ext.len().saturating_sub(self.within);
+            if avail == 0 {
+                self.index += 1;
+                self.within = 0;
+                continue;
+            }
+            let n = (buf.len() as u64).min(avail).min(self.remaining) as usize;
+            let out = &mut buf[..n];
+            let got = match ext {
+                Extent::Disk { offset, .. } => {
+                    let at = offset + self.within;
+                    match self.image.file.read_at(out, at) {
+                        Ok(0) => {
+                            let source = io::Error::new(io::ErrorKind::UnexpectedEof, "image ends inside file data");
+                            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, self.image.read_err(at, source)));
+                        }
+                        Ok(got) => got,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            return Err(io::Error::new(e.kind(), self.image.read_err(at, e)));
+                        }
+                    }
+                }
+                Extent::Zeros { .. } => {
+                    out.fill(0);
+                    n
+                }
+                Extent::Inline { data } => {
+                    let start = self.within as usize;
+                    match data.get(start..start + n) {
+                        Some(src) => out.copy_from_slice(src),
+                        None => out.fill(0),
+                    }
+                    n
+                }
+            };
+            self.within += got as u64;
+            self.remaining -= got as u64;
+            return Ok(got);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+}

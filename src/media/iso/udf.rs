@@ -1,0 +1,619 @@
+//! UDF (ECMA-167, OSTA UDF 1.02–2.01) side of the ISO reader: anchor, volume descriptor sequence, partitions, file set, ICBs and directories.
+
+use super::{
+    Child, Extent, Image, IsoError, IsoFormat, MAX_DIR_BYTES, SECTOR, Volume, civil_to_unix, latin1, truncate_extents,
+    utf16be, walk,
+};
+
+// Descriptor tag identifiers (ECMA-167 3/7.2.1 and 4/7.2.1).
+const TAG_PVD: u16 = 1;
+const TAG_AVDP: u16 = 2;
+const TAG_VDP: u16 = 3;
+const TAG_PD: u16 = 5;
+const TAG_LVD: u16 = 6;
+const TAG_TD: u16 = 8;
+const TAG_FSD: u16 = 256;
+const TAG_FID: u16 = 257;
+const TAG_AED: u16 = 258;
+const TAG_FE: u16 = 261;
+const TAG_EFE: u16 = 266;
+
+// ICB file types (ECMA-167 4/14.6.6).
+const FILE_TYPE_DIR: u8 = 4;
+const FILE_TYPE_FILE: u8 = 5;
+
+/// Most sectors of one volume descriptor sequence we scan.
+const MAX_VDS_SECTORS: u64 = 1024;
+/// Most volume descriptor pointers / allocation extent descriptors we follow in a chain.
+const MAX_CHAIN: usize = 4096;
+/// Most allocation descriptors of one file.
+const MAX_ADS: usize = 1 << 20;
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2).map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4).map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).map_or(0, |s| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        u64::from_le_bytes(a)
+    })
+}
+
+fn tag_name(id: u16) -> &'static str {
+    match id {
+        1 => "Primary Volume Descriptor",
+        2 => "Anchor Volume Descriptor Pointer",
+        3 => "Volume Descriptor Pointer",
+        4 => "Implementation Use Volume Descriptor",
+        5 => "Partition Descriptor",
+        6 => "Logical Volume Descriptor",
+        7 => "Unallocated Space Descriptor",
+        8 => "Terminating Descriptor",
+        9 => "Logical Volume Integrity Descriptor",
+        256 => "File Set Descriptor",
+        257 => "File Identifier Descriptor",
+        258 => "Allocation Extent Descriptor",
+        259 => "Indirect Entry",
+        260 => "Terminal Entry",
+        261 => "File Entry",
+        262 => "Extended Attribute Header Descriptor",
+        263 => "Unallocated Space Entry",
+        264 => "Space Bitmap Descriptor",
+        265 => "Partition Integrity Entry",
+        266 => "Extended File Entry",
+        _ => "unknown descriptor",
+    }
+}
+
+const fn crc_table() -> [u16; 256] {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+}
+
+static CRC_TABLE: [u16; 256] = crc_table();
+
+/// CRC-ITU-T (polynomial 0x1021, initial 0) used by descriptor tags.
+fn crc16(data: &[u8]) -> u16 {
+    data.iter().fold(0u16, |crc, &b| (crc << 8) ^ CRC_TABLE[usize::from((crc >> 8) as u8 ^ b)])
+}
+
+/// Checks a descriptor tag: identifier, checksum, CRC and (if `loc` is given) location.
+/// `buf` starts at the tag and holds at least the whole descriptor.
+fn check_tag(buf: &[u8], want: u16, loc: Option<u32>) -> Result<(), String> {
+    if buf.len() < 16 {
+        return Err(format!("{} truncated", tag_name(want)));
+    }
+    let sum = buf[..16].iter().enumerate().filter(|&(i, _)| i != 4).fold(0u8, |s, (_, &b)| s.wrapping_add(b));
+    let id = le16(buf, 0);
+    if id != want {
+        return Err(format!("expected a {} (tag {want}), found tag {id} ({})", tag_name(want), tag_name(id)));
+    }
+    if sum != buf[4] {
+        return Err(format!("{} has a bad tag checksum ({:#04x}, computed {sum:#04x})", tag_name(want), buf[4]));
+    }
+    let crc_len = usize::from(le16(buf, 10));
+    let Some(body) = buf.get(16..16 + crc_len) else {
+        return Err(format!("{} has a CRC length ({crc_len}) past its end", tag_name(want)));
+    };
+    let crc = crc16(body);
+    if crc != le16(buf, 8) {
+        return Err(format!("{} has a bad CRC ({:#06x}, computed {crc:#06x})", tag_name(want), le16(buf, 8)));
+    }
+    if let Some(loc) = loc
+        && le32(buf, 12) != loc
+    {
+        return Err(format!("{} records location {} but was read at block {loc}", tag_name(want), le32(buf, 12)));
+    }
+    Ok(())
+}
+
+/// OSTA compressed unicode (UDF 2.1.1): compression id 8 = Latin-1, 16 = UTF-16BE.
+fn osta(bytes: &[u8]) -> Result<String, String> {
+    match bytes.split_first() {
+        None => Ok(String::new()),
+        Some((8 | 254, rest)) => Ok(latin1(rest)),
+        Some((16 | 255, rest)) => Ok(utf16be(rest)),
+        Some((id, _)) => Err(format!("unknown OSTA compression id {id}")),
+    }
+}
+
+/// A fixed-size dstring field: the last byte is the used length.
+fn dstring(field: &[u8]) -> String {
+    let Some((&used, body)) = field.split_last() else {
+        return String::new();
+    };
+    let used = usize::from(used).min(body.len());
+    osta(&body[..used]).unwrap_or_default().trim_end_matches(['\0', ' ']).to_string()
+}
+
+/// A UDF timestamp (ECMA-167 1/7.3) as Unix seconds UTC; 0 if it is not a valid date.
+fn timestamp(b: &[u8]) -> i64 {
+    if b.len() < 12 {
+        return 0;
+    }
+    let type_tz = le16(b, 0);
+    let kind = type_tz >> 12;
+    let mut tz = i64::from(type_tz & 0x0FFF);
+    if tz & 0x800 != 0 {
+        tz -= 0x1000;
+    }
+    let offset_min = if kind == 1 && tz != -2047 && (-1440..=1440).contains(&tz) { tz } else { 0 };
+    let year = i64::from(le16(b, 2) as i16);
+    civil_to_unix(year, u32::from(b[4]), u32::from(b[5]), u32::from(b[6]), u32::from(b[7]), u32::from(b[8]))
+        .map_or(0, |t| t - offset_min * 60)
+}
+
+/// An extent_ad: length in bytes and first sector.
+#[derive(Debug, Clone, Copy)]
+struct ExtentAd {
+    len: u32,
+    loc: u32,
+}
+
+fn extent_ad(b: &[u8], at: usize) -> ExtentAd {
+    ExtentAd { len: le32(b, at), loc: le32(b, at + 4) }
+}
+
+/// The location of a long_ad: block and partition reference.
+#[derive(Debug, Clone, Copy)]
+struct LongAd {
+    lbn: u32,
+    part: u16,
+}
+
+fn long_ad(b: &[u8], at: usize) -> LongAd {
+    LongAd { lbn: le32(b, at + 4), part: le16(b, at + 8) }
+}
+
+/// The Anchor Volume Descriptor Pointer at sector 256 (or, failing that, at N-256 or N-1).
+fn find_anchor(image: &Image) -> Result<Result<(ExtentAd, ExtentAd), String>, IsoError> {
+    let last = (image.len() / SECTOR).saturating_sub(1);
+    let mut spots = vec![256];
+    for s in [last.saturating_sub(256), last] {
+        if s > 256 && !spots.contains(&s) {
+            spots.push(s);
+        }
+    }
+    let mut first_err = None;
+    for s in spots {
+        let Some(buf) = image.sector(s)? else {
+            first_err.get_or_insert_with(|| format!("image ends before sector {s}"));
+            continue;
+        };
+        match check_tag(&buf, TAG_AVDP, u32::try_from(s).ok()) {
+            Ok(()) => return Ok(Ok((extent_ad(&buf, 16), extent_ad(&buf, 24)))),
+            Err(e) => {
+                first_err.get_or_insert_with(|| format!("sector {s}: {e}"));
+            }
+        }
+    }
+    Ok(Err(first_err.unwrap_or_default()))
+}
+
+/// Whether a valid Anchor Volume Descriptor Pointer is present.
+pub(crate) fn has_anchor(image: &Image) -> Result<bool, IsoError> {
+    Ok(find_anchor(image)?.is_ok())
+}
+
+/// What the volume descriptor sequence holds that we use.
+#[derive(Debug, Default)]
+struct Vds {
+    /// Volume identifier of the Primary Volume Descriptor, with its sequence number.
+    pvd: Option<(u32, String)>,
+    /// Partition descriptors: (sequence number, partition number, start sector, length in sectors).
+    partitions: Vec<(u32, u16, u32, u32)>,
+    /// The Logical Volume Descriptor with the highest sequence number, and that number.
+    lvd: Option<(u32, Vec<u8>)>,
+}
+
+fn read_vds(image: &Image, ext: ExtentAd) -> Result<Result<Vds, String>, IsoError> {
+    let mut vds = Vds::default();
+    let mut loc = u64::from(ext.loc);
+    let mut count = (u64::from(ext.len) / SECTOR).min(MAX_VDS_SECTORS);
+    let mut hops = 0;
+    let mut i = 0;
+    while i < count {
+        let sector = loc + i;
+        i += 1;
+        let Some(buf) = image.sector(sector)? else {
+            return Ok(Err(format!("volume descriptor sequence runs past the end of the image (sector {sector})")));
+        };
+        let here = u32::try_from(sector).ok();
+        let id = le16(&buf, 0);
+        let seq = le32(&buf, 16);
+        match id {
+            TAG_PVD | TAG_PD | TAG_LVD | TAG_VDP | TAG_TD => {
+                if let Err(e) = check_tag(&buf, id, here) {
+                    return Ok(Err(format!("sector {sector}: {e}")));
+                }
+            }
+            _ => {}
+        }
+        match id {
+            TAG_PVD => {
+                if vds.pvd.as_ref().is_none_or(|(s, _)| seq >= *s) {
+                    vds.pvd = Some((seq, dstring(&buf[24..56])));
+                }
+            }
+            TAG_PD => {
+                let number = le16(&buf, 22);
+                let start = le32(&buf, 188);
+                let len = le32(&buf, 192);
+                match vds.partitions.iter_mut().find(|p| p.1 == number) {
+                    Some(p) if seq >= p.0 => *p = (seq, number, start, len),
+                    Some(_) => {}
+                    None => vds.partitions.push((seq, number, start, len)),
+                }
+            }
+            TAG_LVD => {
+                if vds.lvd.as_ref().is_none_or(|(s, _)| seq >= *s) {
+                    vds.lvd = Some((seq, buf));
+                }
+            }
+            TAG_VDP => {
+                hops += 1;
+                if hops > MAX_CHAIN {
+                    return Ok(Err("too many volume descriptor pointers".into()));
+                }
+                let next = extent_ad(&buf, 20);
+                loc = u64::from(next.loc);
+                count = (u64::from(next.len) / SECTOR).min(MAX_VDS_SECTORS);
+                i = 0;
+            }
+            TAG_TD => break,
+            // Implementation use and unallocated space descriptors.
+            4 | 7 => {}
+            // Anything else ends the recorded sequence.
+            _ => break,
+        }
+    }
+    if vds.lvd.is_none() {
+        return Ok(Err("no Logical Volume Descriptor".into()));
+    }
+    if vds.partitions.is_empty() {
+        return Ok(Err("no Partition Descriptor".into()));
+    }
+    Ok(Ok(vds))
+}
+
+/// How a partition reference maps to sectors of the image.
+#[derive(Debug)]
+enum PartMap {
+    /// Starts at `start` and spans `len` sectors.
+    Physical {
+        start: u64,
+        len: u64,
+    },
+    Unsupported(String),
+}
+
+struct Udf<'a> {
+    image: &'a Image,
+    parts: Vec<PartMap>,
+}
+
+/// What a File Entry or Extended File Entry says.
+struct Icb {
+    file_type: u8,
+    size: u64,
+    mtime: i64,
+    extents: Vec<Extent>,
+}
+
+impl Udf<'_> {
+    fn bad(&self, what: impl Into<String>) -> IsoError {
+        self.image.bad_udf(what)
+    }
+
+    fn partition(&self, part: u16) -> Result<(u64, u64), IsoError> {
+        match self.parts.get(usize::from(part)) {
+            Some(PartMap::Physical { start, len }) => Ok((*start, *len)),
+            Some(PartMap::Unsupported(what)) => Err(self.image.unsupported(what.clone())),
+            None => Err(self
+                .bad(format!("partition reference {part} but the volume has {} partition map(s)", self.parts.len()))),
+        }
+    }
+
+    /// Byte offset in the image of block `lbn` of partition `part`.
+    fn offset(&self, part: u16, lbn: u32) -> Result<u64, IsoError> {
+        let (start, _) = self.partition(part)?;
+        Ok((start + u64::from(lbn)) * SECTOR)
+    }
+
+    /// Reads block `lbn` of partition `part`, which must lie inside the partition.
+    fn block(&self, part: u16, lbn: u32) -> Result<Vec<u8>, IsoError> {
+        let (start, len) = self.partition(part)?;
+        if u64::from(lbn) >= len {
+            return Err(self.bad(format!("block {lbn} lies outside partition {part} ({len} blocks)")));
+        }
+        self.image.read_vec((start + u64::from(lbn)) * SECTOR, SECTOR as usize)
+    }
+
+    /// Reads the (Extended) File Entry at `ad`.
+    fn icb(&self, ad: LongAd) -> Result<Icb, IsoError> {
+        let buf = self.block(ad.part, ad.lbn)?;
+        let where_ = || format!("partition {} block {}", ad.part, ad.lbn);
+        let id = le16(&buf, 0);
+        let (size_at, mtime_at, lengths_at) = match id {
+            TAG_FE => (56, 84, 168),
+            TAG_EFE => (56, 92, 208),
+            _ => {
+                return Err(self.bad(format!(
+                    "expected a File Entry at {}, found tag {id} ({})",
+                    where_(),
+                    tag_name(id)
+                )));
+            }
+        };
+        check_tag(&buf, id, Some(ad.lbn)).map_err(|e| self.bad(format!("{}: {e}", where_())))?;
+        let strategy = le16(&buf, 16 + 4);
+        if strategy != 4 && strategy != 4096 {
+            return Err(self.image.unsupported(format!("ICB strategy {strategy} at {}", where_())));
+        }
+        let file_type = buf[16 + 11];
+        let ad_type = le16(&buf, 16 + 18) & 7;
+        let size = le64(&buf, size_at);
+        let mtime = timestamp(&buf[mtime_at..mtime_at + 12]);
+        let l_ea = le32(&buf, lengths_at) as usize;
+        let l_ad = le32(&buf, lengths_at + 4) as usize;
+        let base = lengths_at + 8;
+        let Some(ads) = base.checked_add(l_ea).and_then(|s| Some(s..s.checked_add(l_ad)?)).and_then(|r| buf.get(r))
+        else {
+            return Err(self.bad(format!(
+                "File Entry at {} has extended attributes ({l_ea} bytes) and allocation descriptors ({l_ad} bytes) past its block",
+                where_()
+            )));
+        };
+        let extents = if ad_type == 3 {
+            vec![Extent::Inline { data: ads.into() }]
+        } else {
+            self.allocation(ad.part, ads, ad_type, size).map_err(|e| match e {
+                IsoError::BadUdf { path, what } => {
+                    IsoError::BadUdf { path, what: format!("File Entry at {}: {what}", where_()) }
+                }
+                e => e,
+            })?
+        };
+        let Some(extents) = truncate_extents(extents, size) else {
+            return Err(self.bad(format!(
+                "File Entry at {}: its data holds fewer bytes than its information length ({size})",
+                where_()
+            )));
+        };
+        Ok(Icb { file_type, size, mtime, extents })
+    }
+
+    /// Parses allocation descriptors of type `ad_type` (0 short, 1 long, 2 extended),
+    /// following allocation extent descriptors, until `size` bytes are covered.
+    fn allocation(&self, part: u16, first: &[u8], ad_type: u16, size: u64) -> Result<Vec<Extent>, IsoError> {
+        let ad_size = match ad_type {
+            0 => 8,
+            1 => 16,
+            2 => 20,
+            t => return Err(self.bad(format!("unknown allocation descriptor type {t}"))),
+        };
+        let mut out = Vec::new();
+        let mut total = 0u64;
+        let mut area = first.to_vec();
+        let mut hops = 0;
+        loop {
+            let mut next = None;
+            for ad in area.chunks_exact(ad_size) {
+                let raw = le32(ad, 0);
+                let kind = raw >> 30;
+                let len = u64::from(raw & 0x3FFF_FFFF);
+                if len == 0 {
+                    break;
+                }
+                let (lbn, ad_part) = match ad_type {
+                    0 => (le32(ad, 4), part),
+                    1 => (le32(ad, 4), le16(ad, 8)),
+                    _ => (le32(ad, 12), le16(ad, 16)),
+                };
+                match kind {
+                    0 => out.push(Extent::Disk { offset: self.offset(ad_part, lbn)?, len }),
+                    1 | 2 => out.push(Extent::Zeros { len }),
+                    _ => {
+                        next = Some((ad_part, lbn, len));
+                        break;
+                    }
+                }
+                if out.len() > MAX_ADS {
+                    return Err(self.bad(format!("more than {MAX_ADS} allocation descriptors")));
+                }
+                total += len;
+                if total >= size {
+                    return Ok(out);
+                }
+            }
+            let Some((next_part, next_lbn, next_len)) = next else {
+                return Ok(out);
+            };
+            hops += 1;
+            if hops > MAX_CHAIN {
+                return Err(self.bad("too many allocation extent descriptors"));
+            }
+            let buf = self.block(next_part, next_lbn)?;
+            check_tag(&buf, TAG_AED, Some(next_lbn))
+                .map_err(|e| self.bad(format!("partition {next_part} block {next_lbn}: {e}")))?;
+            let l_ad = le32(&buf, 20) as usize;
+            let end = 24usize.saturating_add(l_ad).min(buf.len()).min(usize::try_from(next_len).unwrap_or(usize::MAX));
+            area = buf.get(24..end).unwrap_or_default().to_vec();
+        }
+    }
+
+    /// Lists the directory whose ICB is at `ad`.
+    fn list(&self, ad: LongAd) -> Result<Vec<Child<LongAd>>, IsoError> {
+        let dir = self.icb(ad)?;
+        if dir.file_type != FILE_TYPE_DIR {
+            return Err(self.bad(format!(
+                "ICB at partition {} block {} should be a directory but has file type {}",
+                ad.part, ad.lbn, dir.file_type
+            )));
+        }
+        if dir.size > MAX_DIR_BYTES {
+            return Err(self.bad(format!(
+                "directory at partition {} block {} is {} bytes (limit {MAX_DIR_BYTES})",
+                ad.part, ad.lbn, dir.size
+            )));
+        }
+        let data = self.image.read_extents(&dir.extents)?;
+        let mut kids = Vec::new();
+        let mut p = 0;
+        while p < data.len() {
+            let rest = &data[p..];
+            if rest.len() < 38 {
+                return Err(self.bad(format!(
+                    "directory at partition {} block {}: truncated File Identifier Descriptor at byte {p}",
+                    ad.part, ad.lbn
+                )));
+            }
+            let l_fi = usize::from(rest[19]);
+            let l_iu = usize::from(le16(rest, 36));
+            let used = 38 + l_iu + l_fi;
+            let fid_len = (used + 3) & !3;
+            let Some(fid) = rest.get(..used) else {
+                return Err(self.bad(format!(
+                    "directory at partition {} block {}: File Identifier Descriptor at byte {p} runs past the directory end",
+                    ad.part, ad.lbn
+                )));
+            };
+            let tagged = rest.get(..fid_len).unwrap_or(fid);
+            check_tag(tagged, TAG_FID, None)
+                .map_err(|e| self.bad(format!("directory at partition {} block {}, byte {p}: {e}", ad.part, ad.lbn)))?;
+            p += fid_len;
+            let characteristics = fid[18];
+            // Deleted (bit 2) and parent (bit 3) entries.
+            if characteristics & 0x0C != 0 {
+                continue;
+            }
+            let name = osta(&fid[38 + l_iu..]).map_err(|e| {
+                self.bad(format!("directory at partition {} block {}: file name: {e}", ad.part, ad.lbn))
+            })?;
+            let child_ad = long_ad(fid, 20);
+            let icb = self.icb(child_ad)?;
+            match icb.file_type {
+                FILE_TYPE_DIR => {
+                    kids.push(Child { name, size: 0, mtime: icb.mtime, extents: Vec::new(), dir: Some(child_ad) })
+                }
+                FILE_TYPE_FILE => {
+                    kids.push(Child { name, size: icb.size, mtime: icb.mtime, extents: icb.extents, dir: None })
+                }
+                other => tracing::warn!(
+                    name = %name,
+                    file_type = other,
+                    "skipping UDF entry that is neither a file nor a directory"
+                ),
+            }
+        }
+        Ok(kids)
+    }
+}
+
+/// Reads the UDF volume of `image`.
+pub(crate) fn read(image: &Image) -> Result<Volume, IsoError> {
+    let (main, reserve) =
+        find_anchor(image)?.map_err(|e| image.bad_udf(format!("no valid Anchor Volume Descriptor Pointer: {e}")))?;
+    let vds = match read_vds(image, main)? {
+        Ok(vds) => vds,
+        Err(main_err) => read_vds(image, reserve)?
+            .map_err(|_| image.bad_udf(format!("main volume descriptor sequence: {main_err}")))?,
+    };
+    let Some((_, lvd)) = &vds.lvd else {
+        return Err(image.bad_udf("no Logical Volume Descriptor"));
+    };
+    let block_size = le32(lvd, 212);
+    if u64::from(block_size) != SECTOR {
+        return Err(image.unsupported(format!("UDF logical block size {block_size} (only {SECTOR} is supported)")));
+    }
+    let map_len = le32(lvd, 264) as usize;
+    let map_count = le32(lvd, 268);
+    let Some(maps) = 440usize.checked_add(map_len).and_then(|end| lvd.get(440..end)) else {
+        return Err(
+            image.bad_udf(format!("partition map table of {map_len} bytes does not fit the Logical Volume Descriptor"))
+        );
+    };
+    let mut parts = Vec::new();
+    let mut p = 0;
+    for n in 0..map_count {
+        let (Some(&kind), Some(&len)) = (maps.get(p), maps.get(p + 1)) else {
+            return Err(image.bad_udf(format!("partition map {n} lies past the map table")));
+        };
+        let len = usize::from(len);
+        let Some(map) = maps.get(p..p + len).filter(|_| len >= 2) else {
+            return Err(image.bad_udf(format!("partition map {n} has bad length {len}")));
+        };
+        let number = match kind {
+            1 if len == 6 => Some(le16(map, 4)),
+            2 if len >= 40 => {
+                let ident = map.get(5..28).unwrap_or_default();
+                if ident.starts_with(b"*UDF Sparable Partition") {
+                    // Sparing only remaps defective packets of rewritable media; an image has none.
+                    Some(le16(map, 38))
+                } else {
+                    let name = String::from_utf8_lossy(ident).trim_end_matches(['\0', ' ']).to_string();
+                    parts.push(PartMap::Unsupported(format!(
+                        "UDF partition map \"{name}\" (virtual/metadata partitions of UDF 1.50/2.50+)"
+                    )));
+                    None
+                }
+            }
+            _ => {
+                parts.push(PartMap::Unsupported(format!("UDF partition map type {kind}")));
+                None
+            }
+        };
+        if let Some(number) = number {
+            let Some(&(_, _, start, plen)) = vds.partitions.iter().find(|d| d.1 == number) else {
+                return Err(image.bad_udf(format!(
+                    "partition map {n} refers to partition {number}, which has no Partition Descriptor"
+                )));
+            };
+            parts.push(PartMap::Physical { start: u64::from(start), len: u64::from(plen) });
+        }
+        p += len;
+    }
+    let udf = Udf { image, parts };
+
+    let fsd_ad = long_ad(lvd, 248);
+    let fsd = udf.block(fsd_ad.part, fsd_ad.lbn)?;
+    check_tag(&fsd, TAG_FSD, Some(fsd_ad.lbn))
+        .map_err(|e| image.bad_udf(format!("partition {} block {}: {e}", fsd_ad.part, fsd_ad.lbn)))?;
+    let root = long_ad(&fsd, 400);
+
+    let mut volume_id = dstring(&lvd[84..212]);
+    if volume_id.is_empty() {
+        volume_id = vds.pvd.map(|(_, id)| id).unwrap_or_default();
+    }
+    let (entries, extents) = walk(
+        image,
+        root,
+        |ad| (u64::from(ad.part) << 32) | u64::from(ad.lbn),
+        |ad| udf.list(*ad),
+        |what| image.bad_udf(what),
+    )?;
+    Ok(Volume { format: IsoFormat::Udf, volume_id, entries, extents })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    // Tests will follow.
+}

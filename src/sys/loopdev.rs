@@ -1,0 +1,199 @@
+//! Loop devices through raw ioctls: always attached with LOOP_CONFIGURE and LO_FLAGS_AUTOCLEAR, so they detach
+//! by themselves when the last holder (our fd, or a mount) goes away.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("cannot open /dev/loop-control: {0} (is the loop module loaded?)")]
+    OpenControl(#[source] std::io::Error),
+    #[error("no free loop device: {0}")]
+    GetFree(#[source] std::io::Error),
+    #[error("cannot open {path}: {source}")]
+    OpenDevice {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot attach {backing} to {device}: {source}")]
+    Configure {
+        device: PathBuf,
+        backing: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no free loop device after {0} attempts (others kept taking them)")]
+    Exhausted(u32),
+}
+
+/// Where a loop device reads from: a window of a backing file or block device.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoopWindow {
+    pub offset: u64,
+    /// 0 = to the end of the backing file.
+    pub size: u64,
+    pub read_only: bool,
+}
+
+/// An attached autoclear loop device. Dropping it closes our fd: the kernel detaches the device as soon as
+/// nothing else (a mount) holds it.
+#[derive(Debug)]
+pub struct LoopDevice {
+    path: PathBuf,
+    file: File,
+}
+
+impl LoopDevice {
+    /// Attach `backing` (an open file or block device) with LOOP_CONFIGURE + autoclear. Retries when another
+    /// process grabs the free device between LOOP_CTL_GET_FREE and LOOP_CONFIGURE (EBUSY), as systemd does.
+    pub fn attach(backing: &File, backing_path: &Path, window: LoopWindow) -> Result<LoopDevice, LoopError> {
+        let control =
+            OpenOptions::new().read(true).write(true).open("/dev/loop-control").map_err(LoopError::OpenControl)?;
+        const ATTEMPTS: u32 = 64;
+        for attempt in 0..ATTEMPTS {
+            // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
+            let nr = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
+            if nr < 0 {
+                return Err(LoopError::GetFree(std::io::Error::last_os_error()));
+            }
+            let path = PathBuf::from(format!("/dev/loop{nr}"));
+            let file = match OpenOptions::new().read(true).write(!window.read_only).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt + 1 < ATTEMPTS => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                Err(source) => return Err(LoopError::OpenDevice { path, source }),
+            };
+            let mut flags = LO_FLAGS_AUTOCLEAR;
+            if window.read_only {
+                flags |= LO_FLAGS_READ_ONLY;
+            }
+            let config = LoopConfig {
+                fd: backing.as_raw_fd() as u32,
+                block_size: 0,
+                info: LoopInfo64 {
+                    lo_device: 0,
+                    lo_inode: 0,
+                    lo_rdevice: 0,
+                    lo_offset: window.offset,
+                    lo_sizelimit: window.size,
+                    lo_number: 0,
+                    lo_encrypt_type: 0,
+                    lo_encrypt_key_size: 0,
+                    lo_flags: flags,
+                    lo_file_name: file_name_field(backing_path),
+                    lo_crypt_name: [0; 64],
+                    lo_encrypt_key: [0; 32],
+                    lo_init: [0; 2],
+                },
+                reserved: [0; 8],
+            };
+            // SAFETY: `config` is a fully initialised struct loop_config that outlives the call; the kernel only
+            // reads it.
+            let rc = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_CONFIGURE, &config as *const LoopConfig) };
+            if rc == 0 {
+                return Ok(LoopDevice { path, file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EBUSY) {
+                // Someone else took it between GET_FREE and CONFIGURE: back off a little and try another.
+                std::thread::sleep(Duration::from_millis(1 + u64::from(attempt) * 2));
+                continue;
+            }
+            return Err(LoopError::Configure { device: path, backing: backing_path.to_path_buf(), source: err });
+        }
+        Err(LoopError::Exhausted(ATTEMPTS))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+fn file_name_field(path: &Path) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let n = bytes.len().min(63);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
+}
+
+/// Size in bytes of an open block device (BLKGETSIZE64) or regular file.
+pub fn device_size(file: &File) -> std::io::Result<u64> {
+    let meta = file.metadata()?;
+    if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+        let mut size: u64 = 0;
+        // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at a live local.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(size)
+    } else {
+        Ok(meta.len())
+    }
+}
+
+/// The backing file of /dev/loopN, or None when it is not attached (read from sysfs: `losetup -l` is not
+/// reliable for this).
+pub fn backing_file(loop_name: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/block/{loop_name}/loop/backing_file"))
+        .ok()
+        .map(|s| s.trim_end_matches('\n').to_string())
+}
+
+/// Every attached loop device with its backing file: (name, backing file).
+pub fn attached() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/sys/block") {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("loop")
+                && let Some(b) = backing_file(&name)
+            {
+                out.push((name, b));
+            }
+        }
+    }
+    out.sort();
+    out
+}

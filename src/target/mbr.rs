@@ -1,0 +1,85 @@
+//! The MBR partition table: one FAT32 (LBA) partition, active, starting at 1 MiB.
+
+pub const SECTOR: u64 = 512;
+/// First sector of the partition: 1 MiB, which also leaves the MBR gap for GRUB's core image.
+pub const PART_START_LBA: u64 = 2048;
+pub const PART_TYPE_FAT32_LBA: u8 = 0x0C;
+
+/// Where the partition lies, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionSpan {
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// The partition for a disk of `disk_bytes`: from 1 MiB to the last whole MiB (MBR caps it at 2 TiB).
+pub fn partition_span(disk_bytes: u64) -> Option<PartitionSpan> {
+    let total = disk_bytes / SECTOR;
+    let end = (total / 2048) * 2048; // keep the partition MiB-aligned at both ends
+    let sectors = end.checked_sub(PART_START_LBA)?.min(u64::from(u32::MAX));
+    if sectors < 2048 {
+        return None;
+    }
+    Some(PartitionSpan { offset: PART_START_LBA * SECTOR, size: sectors * SECTOR })
+}
+
+fn chs(lba: u64) -> [u8; 3] {
+    const HEADS: u64 = 255;
+    const SPT: u64 = 63;
+    let c = lba / (HEADS * SPT);
+    if c > 1023 {
+        return [0xFE, 0xFF, 0xFF];
+    }
+    let h = (lba / SPT) % HEADS;
+    let s = lba % SPT + 1;
+    [h as u8, (s as u8) | (((c >> 8) as u8) << 6), c as u8]
+}
+
+/// A boot sector holding only the partition table (boot code is written later, into bytes 0..440).
+pub fn build(span: PartitionSpan, disk_signature: u32, part_type: u8) -> [u8; 512] {
+    let mut s = [0u8; 512];
+    s[440..444].copy_from_slice(&disk_signature.to_le_bytes());
+    let start = span.offset / SECTOR;
+    let count = span.size / SECTOR;
+    let e = &mut s[446..462];
+    e[0] = 0x80; // active
+    e[1..4].copy_from_slice(&chs(start));
+    e[4] = part_type;
+    e[5..8].copy_from_slice(&chs(start + count - 1));
+    e[8..12].copy_from_slice(&(start as u32).to_le_bytes());
+    e[12..16].copy_from_slice(&(count as u32).to_le_bytes());
+    s[510] = 0x55;
+    s[511] = 0xAA;
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_is_mib_aligned() {
+        let s = partition_span(2 << 30).unwrap();
+        assert_eq!(s.offset, 1 << 20);
+        assert_eq!(s.size, (2 << 30) - (1 << 20));
+        let odd = partition_span((2 << 30) + 12345).unwrap();
+        assert_eq!(odd.size, s.size);
+        assert!(partition_span(1 << 20).is_none());
+        // 4 TiB disk: capped at the MBR limit
+        let big = partition_span(4 << 40).unwrap();
+        assert_eq!(big.size, u64::from(u32::MAX) * 512);
+    }
+
+    #[test]
+    fn entry_bytes() {
+        let s = build(partition_span(2 << 30).unwrap(), 0xDEADBEEF, PART_TYPE_FAT32_LBA);
+        assert_eq!(&s[440..444], &0xDEADBEEFu32.to_le_bytes());
+        assert_eq!(s[446], 0x80);
+        assert_eq!(s[450], 0x0C);
+        assert_eq!(u32::from_le_bytes(s[454..458].try_into().unwrap()), 2048);
+        assert_eq!(u32::from_le_bytes(s[458..462].try_into().unwrap()), (2 << 21) - 2048);
+        assert_eq!(&s[447..450], &[32, 33, 0]); // CHS of LBA 2048 with 255/63 geometry
+        assert_eq!(&s[510..], &[0x55, 0xAA]);
+        assert!(s[..440].iter().all(|&b| b == 0));
+    }
+}

@@ -1,0 +1,8 @@
+//! The stick: what the target is, the safety checks, the partition table and the FAT32 filesystem.
+
+pub mod disk;
+pub mod fat;
+pub mod label;
+pub mod mbr;
+pub mod safety;
+pub mod units;

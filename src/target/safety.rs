@@ -1,0 +1,306 @@
+//! Safety checks before the first byte is written, as pure functions over `disk` facts and the ISO inventory,
+//! so that fixture tests cover every refusal.
+
+use std::path::{Path, PathBuf};
+
+use super::disk::{BlockFacts, HostFacts, TargetFacts};
+use super::units::human;
+
+/// Why woesafe refuses to write (exit code 3).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    #[error(
+        "{path} is a partition; woesafe writes whole disks: use /dev/{disk} (every partition on it will be erased)"
+    )]
+    Partition { path: PathBuf, disk: String },
+    #[error("{path} has mounted filesystems: {}; unmount them first (e.g. `umount {}`)", .mounts.join(", "), .mounts.first().map(String::as_str).unwrap_or(""))]
+    Mounted { path: PathBuf, mounts: Vec<String> },
+    #[error("{path} holds the running system's root filesystem (/); refusing to overwrite it")]
+    RootDisk { path: PathBuf },
+    #[error("{path} holds the ISO {iso}; copy the ISO to another disk first")]
+    IsoOnTarget { path: PathBuf, iso: PathBuf },
+    #[error("{path} is the ISO itself (or a loop device backed by it); give a different target")]
+    IsoIsTarget { path: PathBuf },
+    #[error("{path} is read-only (write-protect switch, or `blockdev --setro`); make it writable first")]
+    ReadOnly { path: PathBuf },
+    #[error("{path} ({model}, {transport}) is neither removable nor on USB; if you really mean this disk, add --force")]
+    NotRemovable { path: PathBuf, model: String, transport: String },
+    #[error("{path} is in use by {}; stop using it (e.g. `dmsetup remove`) first", .holders.join(", "))]
+    Held { path: PathBuf, holders: Vec<String> },
+    #[error("{path} is a loop device with nothing attached; attach an image (`losetup`) or give the image file")]
+    LoopNotAttached { path: PathBuf },
+    #[error("image file {path} is attached to {device}; detach it (`losetup -d {device}`) or write to {device}")]
+    ImageAttached { path: PathBuf, device: String },
+    #[error("{path} is too small: {} needed for the ISO's files, the target has {}", human(*.needed), human(*.size))]
+    TooSmall { path: PathBuf, size: u64, needed: u64 },
+    #[error(
+        "{iso} does not look like a Windows installation ISO (no sources/install.wim, install.esd or boot.wim); \
+         for other ISOs a raw writer suits better: `dd if={iso} of=TARGET bs=4M conv=fsync`"
+    )]
+    NotWindows { iso: PathBuf },
+    #[error(
+        "{file} is {} but FAT32 holds files up to 4 GiB - 1 byte; splitting large WIM files and NTFS targets are \
+         not supported yet",
+        human(*.size)
+    )]
+    FileTooBig { file: String, size: u64 },
+}
+
+/// Checks that need only the target and host facts (run before the ISO is read).
+pub fn check_target(
+    target: &TargetFacts,
+    host: &HostFacts,
+    loops: &[(String, String)],
+    iso: &std::path::Path,
+    force: bool,
+) -> Result<(), Refusal> {
+    match target {
+        TargetFacts::Block(b) => check_block(b, host, iso, force),
+        TargetFacts::Image { path, exists, dev, ino, .. } => {
+            if *exists && (*dev, *ino) == host.iso_id {
+                return Err(Refusal::IsoIsTarget { path: path.clone() });
+            }
+            if *exists {
+                let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                if let Some((dev, _)) = loops.iter().find(|(_, b)| Path::new(b) == canon) {
+                    return Err(Refusal::ImageAttached { path: path.clone(), device: format!("/dev/{dev}") });
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_block(b: &BlockFacts, host: &HostFacts, iso: &std::path::Path, force: bool) -> Result<(), Refusal> {
+    let path = PathBuf::from(format!("/dev/{}", b.name));
+    if let Some(disk) = &b.parent_disk {
+        return Err(Refusal::Partition { path, disk: disk.clone() });
+    }
+    if host.root_disk.as_deref() == Some(b.name.as_str()) {
+        return Err(Refusal::RootDisk { path });
+    }
+    if host.iso_disk.as_deref() == Some(b.name.as_str()) {
+        return Err(Refusal::IsoOnTarget { path, iso: iso.to_path_buf() });
+    }
+    if b.transport == "loop" {
+        match &b.loop_backing {
+            None => return Err(Refusal::LoopNotAttached { path }),
+            Some(back) => {
+                let canon_iso = std::fs::canonicalize(iso).unwrap_or_else(|_| iso.to_path_buf());
+                if Path::new(back) == canon_iso {
+                    return Err(Refusal::IsoIsTarget { path });
+                }
+            }
+        }
+    }
+    let mounts: Vec<String> =
+        host.mounts.iter().filter(|m| b.devnums.contains(&(m.major, m.minor))).map(|m| m.mount_point.clone()).collect();
+    if !mounts.is_empty() {
+        return Err(Refusal::Mounted { path, mounts });
+    }
+    if !b.holders.is_empty() {
+        return Err(Refusal::Held { path, holders: b.holders.clone() });
+    }
+    if b.read_only {
+        return Err(Refusal::ReadOnly { path });
+    }
+    let removable_like = b.removable || b.transport == "usb" || b.transport == "loop";
+    if !removable_like && !force {
+        return Err(Refusal::NotRemovable { path, model: b.model.clone(), transport: b.transport.clone() });
+    }
+    Ok(())
+}
+
+/// What the worker learned about the ISO, sent up before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Inventory {
+    pub volume_id: String,
+    /// How the ISO is read: "UDF (userspace)", "Joliet (userspace)", "udf (kernel)", ...
+    pub reader: String,
+    pub dirs: u64,
+    pub files: u64,
+    pub total_bytes: u64,
+    pub largest: Vec<(String, u64)>,
+    pub is_windows: bool,
+    pub has_bootmgr: bool,
+    pub has_uefi_loader: bool,
+    /// Bytes the FAT32 filesystem needs for these files on this target (cluster rounding included).
+    pub needed_bytes: u64,
+}
+
+pub const FAT32_MAX_FILE: u64 = 0xFFFF_FFFF;
+
+/// Checks that need the ISO's inventory.
+pub fn check_content(
+    inv: &Inventory,
+    iso: &std::path::Path,
+    target_path: &std::path::Path,
+    target_size: u64,
+) -> Result<(), Refusal> {
+    if !inv.is_windows {
+        return Err(Refusal::NotWindows { iso: iso.to_path_buf() });
+    }
+    if let Some((file, size)) = inv.largest.iter().find(|(_, s)| *s > FAT32_MAX_FILE) {
+        return Err(Refusal::FileTooBig { file: file.clone(), size: *size });
+    }
+    if inv.needed_bytes > target_size {
+        return Err(Refusal::TooSmall { path: target_path.to_path_buf(), size: target_size, needed: inv.needed_bytes });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::mountinfo::parse;
+
+    fn stick() -> BlockFacts {
+        BlockFacts {
+            name: "sdb".into(),
+            major: 8,
+            minor: 16,
+            size: 16 << 30,
+            removable: true,
+            transport: "usb".into(),
+            model: "Flash Disk".into(),
+            devnums: vec![(8, 16), (8, 17)],
+            ..Default::default()
+        }
+    }
+
+    fn host() -> HostFacts {
+        HostFacts {
+            mounts: parse("22 1 254:0 / / rw - ext4 /dev/vda rw\n"),
+            root_disk: Some("vda".into()),
+            iso_disk: Some("vda".into()),
+            iso_id: (1, 2),
+            mount_disks: vec![],
+        }
+    }
+
+    fn check(b: BlockFacts, h: &HostFacts, force: bool) -> Result<(), Refusal> {
+        check_target(&TargetFacts::Block(b), h, &[], std::path::Path::new("/isos/win.iso"), force)
+    }
+
+    #[test]
+    fn a_usb_stick_passes() {
+        assert_eq!(check(stick(), &host(), false), Ok(()));
+    }
+
+    #[test]
+    fn partition_is_refused_naming_the_disk() {
+        let mut b = stick();
+        b.name = "sdb1".into();
+        b.parent_disk = Some("sdb".into());
+        let err = check(b, &host(), true).unwrap_err();
+        assert_eq!(err, Refusal::Partition { path: "/dev/sdb1".into(), disk: "sdb".into() });
+        assert!(err.to_string().contains("use /dev/sdb"));
+    }
+
+    #[test]
+    fn mounted_partition_is_refused_saying_where() {
+        let mut h = host();
+        h.mounts.extend(parse("45 22 8:17 / /media/user/STICK rw - vfat /dev/sdb1 rw\n"));
+        let err = check(stick(), &h, true).unwrap_err();
+        assert_eq!(err, Refusal::Mounted { path: "/dev/sdb".into(), mounts: vec!["/media/user/STICK".into()] });
+        assert!(err.to_string().contains("/media/user/STICK"));
+    }
+
+    #[test]
+    fn root_disk_and_iso_disk_are_refused_even_with_force() {
+        let mut b = stick();
+        b.name = "vda".into();
+        assert_eq!(check(b, &host(), true), Err(Refusal::RootDisk { path: "/dev/vda".into() }));
+        let mut h = host();
+        h.iso_disk = Some("sdb".into());
+        assert!(matches!(check(stick(), &h, true), Err(Refusal::IsoOnTarget { .. })));
+    }
+
+    #[test]
+    fn read_only_and_held_disks_are_refused() {
+        let mut b = stick();
+        b.read_only = true;
+        assert_eq!(check(b, &host(), true), Err(Refusal::ReadOnly { path: "/dev/sdb".into() }));
+        let mut b = stick();
+        b.holders = vec!["dm-0".into()];
+        assert!(matches!(check(b, &host(), true), Err(Refusal::Held { .. })));
+    }
+
+    #[test]
+    fn fixed_disk_needs_force() {
+        let mut b = stick();
+        b.removable = false;
+        b.transport = "ata/scsi".into();
+        assert!(matches!(check(b.clone(), &host(), false), Err(Refusal::NotRemovable { .. })));
+        assert_eq!(check(b, &host(), true), Ok(()));
+        // A USB disk that reports removable=0 (most USB SSDs) is still fine.
+        let mut u = stick();
+        u.removable = false;
+        assert_eq!(check(u, &host(), false), Ok(()));
+    }
+
+    #[test]
+    fn loop_devices() {
+        let mut b = stick();
+        b.name = "loop7".into();
+        b.transport = "loop".into();
+        b.removable = false;
+        b.devnums = vec![(7, 7)];
+        assert_eq!(check(b.clone(), &host(), false), Err(Refusal::LoopNotAttached { path: "/dev/loop7".into() }));
+        b.loop_backing = Some("/isos/win.iso".into());
+        assert_eq!(check(b.clone(), &host(), false), Err(Refusal::IsoIsTarget { path: "/dev/loop7".into() }));
+        b.loop_backing = Some("/var/tmp/stick.img".into());
+        assert_eq!(check(b, &host(), false), Ok(()));
+    }
+
+    #[test]
+    fn image_files() {
+        let h = host();
+        let iso = std::path::Path::new("/isos/win.iso");
+        let same = TargetFacts::Image { path: "/isos/win.iso".into(), exists: true, size: 5, dev: 1, ino: 2 };
+        assert!(matches!(check_target(&same, &h, &[], iso, true), Err(Refusal::IsoIsTarget { .. })));
+        let new =
+            TargetFacts::Image { path: "/nonexistent/dir/out.img".into(), exists: false, size: 0, dev: 0, ino: 0 };
+        assert_eq!(check_target(&new, &h, &[], iso, false), Ok(()));
+        let attached =
+            TargetFacts::Image { path: "/nonexistent/out.img".into(), exists: true, size: 5, dev: 9, ino: 9 };
+        let loops = vec![("loop3".to_string(), "/nonexistent/out.img".to_string())];
+        assert_eq!(
+            check_target(&attached, &h, &loops, iso, false),
+            Err(Refusal::ImageAttached { path: "/nonexistent/out.img".into(), device: "/dev/loop3".into() })
+        );
+    }
+
+    fn inventory() -> Inventory {
+        Inventory {
+            volume_id: "CCCOMA_X64FRE_EN-US_DV9".into(),
+            reader: "UDF (userspace)".into(),
+            dirs: 10,
+            files: 100,
+            total_bytes: 5 << 30,
+            largest: vec![("sources/install.wim".into(), 3 << 30)],
+            is_windows: true,
+            has_bootmgr: true,
+            has_uefi_loader: true,
+            needed_bytes: (5 << 30) + (50 << 20),
+        }
+    }
+
+    #[test]
+    fn content_checks() {
+        let iso = std::path::Path::new("/isos/win.iso");
+        let t = std::path::Path::new("/dev/sdb");
+        assert_eq!(check_content(&inventory(), iso, t, 8 << 30), Ok(()));
+        let err = check_content(&inventory(), iso, t, 4 << 30).unwrap_err();
+        assert!(matches!(err, Refusal::TooSmall { .. }));
+        assert!(err.to_string().contains("GiB needed"), "{err}");
+        let mut big = inventory();
+        big.largest = vec![("sources/install.wim".into(), 5 << 30)];
+        let err = check_content(&big, iso, t, 64 << 30).unwrap_err();
+        assert!(err.to_string().contains("sources/install.wim is 5.0 GiB"), "{err}");
+        let mut linux = inventory();
+        linux.is_windows = false;
+        let err = check_content(&linux, iso, t, 64 << 30).unwrap_err();
+        assert!(err.to_string().contains("dd if=/isos/win.iso"), "{err}");
+    }
+}

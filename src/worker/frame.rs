@@ -1,0 +1,238 @@
+//! Typed frames between supervisor and worker: a 4-byte little-endian length, then one JSON value. A bad
+//! frame is an error value, never a panic.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::boot::BootMode;
+use crate::target::safety::Inventory;
+
+/// Largest frame accepted (an inventory of a huge ISO stays far below this).
+pub const MAX_FRAME: u32 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame pipe: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(u32),
+    #[error("malformed frame: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("the other side closed the pipe in the middle of a frame")]
+    Truncated,
+}
+
+pub fn write_frame<T: Serialize>(w: &mut impl Write, value: &T) -> Result<(), FrameError> {
+    let body = serde_json::to_vec(value)?;
+    let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge(u32::MAX))?;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Read one frame; `Ok(None)` on a clean end of stream between frames.
+pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> Result<Option<T>, FrameError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = u32::from_le_bytes(len);
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof { FrameError::Truncated } else { FrameError::Io(e) }
+    })?;
+    Ok(Some(serde_json::from_slice(&body)?))
+}
+
+/// How to reach a filesystem (DESIGN.md, "Filesystem access").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Driver {
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+/// Everything the worker needs to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    pub iso: PathBuf,
+    /// The whole disk or the image file.
+    pub target: PathBuf,
+    pub target_is_image: bool,
+    /// Size of the target disk in bytes (for a new image: the --size).
+    pub target_size: u64,
+    /// Label given with --label (already validated), or None to derive it from the ISO.
+    pub label: Option<String>,
+    pub boot: BootMode,
+    pub source_driver: Driver,
+    pub target_driver: Driver,
+    /// A directory the supervisor created for us; the worker mounts a private tmpfs on it.
+    pub work_dir: PathBuf,
+    /// Test-only: stop for this many milliseconds when entering the named step (see `Step::name`).
+    pub pause_at: Option<(String, u64)>,
+}
+
+/// The steps of a write, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    ReadIso,
+    Wipe,
+    Partition,
+    Format,
+    Mount,
+    Copy,
+    BootBios,
+    BootUefi,
+    Flush,
+    Unmount,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::ReadIso => "read-iso",
+            Step::Wipe => "wipe",
+            Step::Partition => "partition",
+            Step::Format => "format",
+            Step::Mount => "mount",
+            Step::Copy => "copy",
+            Step::BootBios => "boot-bios",
+            Step::BootUefi => "boot-uefi",
+            Step::Flush => "flush",
+            Step::Unmount => "unmount",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Step::ReadIso => "Reading the ISO",
+            Step::Wipe => "Wiping old signatures",
+            Step::Partition => "Writing the partition table",
+            Step::Format => "Formatting FAT32",
+            Step::Mount => "Opening the filesystems",
+            Step::Copy => "Copying files",
+            Step::BootBios => "Installing BIOS boot code (GRUB ntldr)",
+            Step::BootUefi => "Checking the UEFI loader",
+            Step::Flush => "Flushing to the device",
+            Step::Unmount => "Closing the filesystems",
+        }
+    }
+}
+
+/// What state the target is in when a write stops early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetState {
+    Untouched,
+    Wiped,
+    Partitioned,
+    Formatted,
+    FilesIncomplete,
+    BootIncomplete,
+    Complete,
+}
+
+impl TargetState {
+    pub fn describe(self) -> &'static str {
+        match self {
+            TargetState::Untouched => "the target was not changed",
+            TargetState::Wiped => {
+                "old signatures were wiped; the target holds no partition table: run woesafe write again"
+            }
+            TargetState::Partitioned => "partition table written, no filesystem yet: run woesafe write again",
+            TargetState::Formatted => "partition table and empty filesystem written, no files: run woesafe write again",
+            TargetState::FilesIncomplete => {
+                "partition table and filesystem written, files incomplete: run woesafe write again"
+            }
+            TargetState::BootIncomplete => "all files written, boot code incomplete: run woesafe write again",
+            TargetState::Complete => "the write is complete",
+        }
+    }
+}
+
+/// The summary of a finished write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub label: String,
+    pub serial: String,
+    pub partition_offset: u64,
+    pub partition_size: u64,
+    pub dirs: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub bios: bool,
+    pub uefi: bool,
+    pub source_driver: String,
+    pub target_driver: String,
+}
+
+/// Supervisor → worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Down {
+    Start(Box<WriteRequest>),
+    Proceed,
+    Abort,
+}
+
+/// Worker → supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Up {
+    Info(String),
+    Warning(String),
+    Inventory(Box<Inventory>),
+    Step(Step),
+    Progress { done: u64, total: u64 },
+    Done(Box<Report>),
+    Failed { step: Step, message: String, state: TargetState, refused: bool },
+    Aborted,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Up::Progress { done: 5, total: 10 }).unwrap();
+        write_frame(&mut buf, &Up::Step(Step::Copy)).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<Up>(&mut r).unwrap(), Some(Up::Progress { done: 5, total: 10 }));
+        assert_eq!(read_frame::<Up>(&mut r).unwrap(), Some(Up::Step(Step::Copy)));
+        assert!(read_frame::<Up>(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        let mut r: &[u8] = &[1, 0];
+        assert!(matches!(read_frame::<Up>(&mut r), Err(FrameError::Truncated)));
+        let mut r: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(read_frame::<Up>(&mut r), Err(FrameError::TooLarge(_))));
+        let mut bad = 3u32.to_le_bytes().to_vec();
+        bad.extend_from_slice(b"{x}");
+        assert!(matches!(read_frame::<Up>(&mut &bad[..]), Err(FrameError::Decode(_))));
+        let mut short = 10u32.to_le_bytes().to_vec();
+        short.extend_from_slice(b"{}");
+        assert!(matches!(read_frame::<Up>(&mut &short[..]), Err(FrameError::Truncated)));
+        let mut wrong = 2u32.to_le_bytes().to_vec();
+        wrong.extend_from_slice(b"{}");
+        assert!(matches!(read_frame::<Up>(&mut &wrong[..]), Err(FrameError::Decode(_))));
+    }
+}

@@ -1,0 +1,58 @@
+//! Worker side: PID 1 of its own PID namespace, in a private mount namespace. Reads the request, runs the
+//! write, reports over frames, and leaves nothing behind: its mounts and loop devices end with it.
+
+use std::io::{BufReader, BufWriter, Stdin, Stdout};
+
+use super::frame::{Down, FrameError, Up, read_frame, write_frame};
+
+/// The worker's two pipes to the supervisor.
+pub struct Link {
+    to: BufWriter<Stdout>,
+    from: BufReader<Stdin>,
+}
+
+impl Link {
+    pub fn send(&mut self, msg: &Up) -> Result<(), FrameError> {
+        write_frame(&mut self.to, msg)
+    }
+
+    pub fn recv(&mut self) -> Result<Option<Down>, FrameError> {
+        read_frame(&mut self.from)
+    }
+}
+
+/// Entry point of `woesafe __woesafe_worker`. Returns the process exit code.
+pub fn main() -> i32 {
+    let mut link = Link { to: BufWriter::new(std::io::stdout()), from: BufReader::new(std::io::stdin()) };
+    if std::process::id() != 1 {
+        let _ = link.send(&Up::Failed {
+            step: super::frame::Step::ReadIso,
+            message: "internal error: the worker is not PID 1 of its own namespace".into(),
+            state: super::frame::TargetState::Untouched,
+            refused: false,
+        });
+        return 1;
+    }
+    let request = match link.recv() {
+        Ok(Some(Down::Start(r))) => r,
+        // The supervisor went away before asking anything: nothing to do.
+        Ok(None) | Ok(Some(Down::Abort)) => return 0,
+        Ok(Some(other)) => {
+            eprintln!("woesafe worker: unexpected first frame {other:?}");
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("woesafe worker: {e}");
+            return 1;
+        }
+    };
+    let outcome = crate::write::run(&request, &mut link);
+    let code = match &outcome {
+        Up::Done(_) | Up::Aborted => 0,
+        _ => 1,
+    };
+    if link.send(&outcome).is_err() {
+        return 1;
+    }
+    code
+}

@@ -1,0 +1,336 @@
+//! The write itself, as the worker runs it inside its namespaces: read the ISO → (supervisor checks) → wipe →
+//! partition → format → copy → boot code → flush → unmount. Every loop device and mount here is held by a
+//! guard and ends with the worker at the latest.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::mount::MsFlags;
+
+use crate::boot::bios;
+use crate::copy::{SourceTree, TargetTree, copy_tree};
+use crate::media::source::{self, Source, SourceError};
+use crate::sys::loopdev::{LoopDevice, LoopWindow, device_size};
+use crate::sys::mount::MountGuard;
+use crate::target::fat::{self, FatfsTarget, MountedTarget};
+use crate::target::safety::Inventory;
+use crate::target::{label, mbr};
+use crate::worker::frame::{Down, Driver, Report, Step, TargetState, Up, WriteRequest};
+use crate::worker::helper;
+use crate::worker::init::Link;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot set up the worker's private directory {path}: {source}")]
+    WorkDir { path: std::path::PathBuf, source: crate::sys::mount::MountError },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("the target {path} ({size} bytes) has no room for a partition")]
+    NoRoom { path: std::path::PathBuf, size: u64 },
+    #[error("cannot open the target {path}: {source}")]
+    OpenTarget {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the target {path} changed size while we were preparing ({expected} → {found} bytes)")]
+    SizeChanged { path: std::path::PathBuf, expected: u64, found: u64 },
+    #[error(transparent)]
+    Loop(#[from] crate::sys::loopdev::LoopError),
+    #[error("cannot write to {path}: {source}")]
+    Device {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Helper(#[from] helper::HelperError),
+    #[error(transparent)]
+    Mount(#[from] crate::sys::mount::MountError),
+    #[error(transparent)]
+    Fat(#[from] fat::FatError),
+    #[error(transparent)]
+    Copy(#[from] crate::copy::CopyError),
+    #[error(transparent)]
+    Bios(#[from] bios::BiosError),
+    #[error("cannot write {path} on the target: {source}")]
+    BootFile {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("lost contact with the supervisor: {0}")]
+    Frame(#[from] crate::worker::frame::FrameError),
+}
+
+struct Job<'a> {
+    req: &'a WriteRequest,
+    link: &'a mut Link,
+    step: Step,
+    state: TargetState,
+}
+
+/// Run the whole write; the returned frame is the last one the worker sends.
+pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
+    let mut job = Job { req, link, step: Step::ReadIso, state: TargetState::Untouched };
+    match job.execute() {
+        Ok(Some(report)) => Up::Done(Box::new(report)),
+        Ok(None) => Up::Aborted,
+        Err(e) => Up::Failed { step: job.step, message: e.to_string(), state: job.state, refused: false },
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return t.subsec_nanos() ^ (t.as_secs() as u32);
+    }
+    u32::from_le_bytes(b)
+}
+
+fn zero_range(f: &File, path: &Path, offset: u64, len: u64) -> Result<(), WriteError> {
+    let buf = vec![0u8; 1 << 20];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        f.write_all_at(&buf[..n], offset + done).map_err(|source| WriteError::Device { path: path.into(), source })?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+impl Job<'_> {
+    fn enter(&mut self, step: Step) -> Result<(), WriteError> {
+        self.step = step;
+        self.link.send(&Up::Step(step))?;
+        if let Some((name, ms)) = &self.req.pause_at
+            && name == step.name()
+        {
+            std::thread::sleep(Duration::from_millis(*ms));
+        }
+        Ok(())
+    }
+
+    fn info(&mut self, msg: String) -> Result<(), WriteError> {
+        Ok(self.link.send(&Up::Info(msg))?)
+    }
+
+    fn execute(&mut self) -> Result<Option<Report>, WriteError> {
+        let req = self.req;
+        // A private tmpfs over the directory the supervisor made: our mount points and scratch files live in
+        // it and vanish with the namespace, whatever happens.
+        let work = MountGuard::mount(
+            "woesafe-work",
+            &req.work_dir,
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=0700,size=64m"),
+        )
+        .map_err(|source| WriteError::WorkDir { path: req.work_dir.clone(), source })?;
+
+        self.enter(Step::ReadIso)?;
+        let use_kernel_source = match req.source_driver {
+            Driver::Kernel => true,
+            Driver::Userspace => false,
+            Driver::Auto => source::kernel_has("udf") || source::kernel_has("iso9660"),
+        };
+        let source = if use_kernel_source {
+            Source::open_kernel(&req.iso, &work.path().join("source"))?
+        } else {
+            Source::open_userspace(&req.iso)?
+        };
+        let use_kernel_target = match req.target_driver {
+            Driver::Kernel => true,
+            Driver::Userspace => false,
+            Driver::Auto => source::kernel_has("vfat"),
+        };
+        let source_desc = source.describe();
+        let target_desc =
+            if use_kernel_target { "vfat (kernel mount)" } else { "FAT32 (userspace writer)" }.to_string();
+        if req.source_driver == Driver::Auto || req.target_driver == Driver::Auto {
+            self.info(format!("Drivers: source {source_desc}, target {target_desc} (auto: from /proc/filesystems)"))?;
+        }
+
+        let span = mbr::partition_span(req.target_size)
+            .ok_or(WriteError::NoRoom { path: req.target.clone(), size: req.target_size })?;
+        let entries = source.entries();
+        let layout = source::layout(entries);
+        let volume_id = source.volume_id();
+        let inventory = Inventory {
+            volume_id: volume_id.clone(),
+            reader: source_desc.clone(),
+            dirs: layout.dirs,
+            files: layout.files,
+            total_bytes: layout.total_bytes,
+            largest: layout.largest.clone(),
+            is_windows: layout.is_windows,
+            has_bootmgr: layout.has_bootmgr,
+            has_uefi_loader: layout.has_uefi_loader,
+            needed_bytes: fat::estimate_disk_bytes(entries, span.size),
+        };
+        self.link.send(&Up::Inventory(Box::new(inventory)))?;
+        match self.link.recv()? {
+            Some(Down::Proceed) => {}
+            _ => return Ok(None),
+        }
+
+        // The disk: the block device itself, or the image file on an autoclear loop device.
+        let target_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&req.target)
+            .map_err(|source| WriteError::OpenTarget { path: req.target.clone(), source })?;
+        let disk_loop = if req.target_is_image {
+            Some(LoopDevice::attach(&target_file, &req.target, LoopWindow::default())?)
+        } else {
+            None
+        };
+        let (disk, disk_path) = match &disk_loop {
+            Some(l) => (
+                l.file().try_clone().map_err(|source| WriteError::Device { path: l.path().into(), source })?,
+                l.path().to_path_buf(),
+            ),
+            None => (target_file, req.target.clone()),
+        };
+        let found = device_size(&disk).map_err(|source| WriteError::Device { path: disk_path.clone(), source })?;
+        if found != req.target_size {
+            return Err(WriteError::SizeChanged { path: req.target.clone(), expected: req.target_size, found });
+        }
+        let dev_err = |source| WriteError::Device { path: disk_path.clone(), source };
+
+        self.enter(Step::Wipe)?;
+        self.state = TargetState::Wiped;
+        zero_range(&disk, &disk_path, 0, 1 << 20)?;
+        zero_range(&disk, &disk_path, span.offset, (1u64 << 20).min(span.size))?;
+        let tail = found.saturating_sub(1 << 20).max(span.offset + (1 << 20));
+        zero_range(&disk, &disk_path, tail, found.saturating_sub(tail))?;
+
+        self.enter(Step::Partition)?;
+        let table = mbr::build(span, random_u32(), mbr::PART_TYPE_FAT32_LBA);
+        disk.write_all_at(&table, 0).map_err(dev_err)?;
+        disk.sync_data().map_err(dev_err)?;
+        self.state = TargetState::Partitioned;
+
+        self.enter(Step::Format)?;
+        let part = LoopDevice::attach(
+            &disk,
+            &disk_path,
+            LoopWindow { offset: span.offset, size: span.size, read_only: false },
+        )?;
+        let label = req.label.clone().unwrap_or_else(|| label::derive(&volume_id));
+        let serial = random_u32();
+        let args = fat::mkfs_args(part.path(), span.size, &label, serial, span.offset / mbr::SECTOR);
+        helper::run("mkfs.fat", &args, "dosfstools")?;
+        self.state = TargetState::Formatted;
+
+        self.enter(Step::Mount)?;
+        let part_err = |source| WriteError::Device { path: part.path().into(), source };
+        let mut target_mount = None;
+        let mut target: Box<dyn TargetTree> = if use_kernel_target {
+            let dev = part.path().to_string_lossy().into_owned();
+            let m = MountGuard::mount(
+                &dev,
+                &work.path().join("target"),
+                "vfat",
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("utf8,shortname=mixed,errors=remount-ro"),
+            )?;
+            let t = MountedTarget::new(m.path());
+            target_mount = Some(m);
+            Box::new(t)
+        } else {
+            Box::new(FatfsTarget::open(part.file().try_clone().map_err(part_err)?, part.path())?)
+        };
+
+        self.enter(Step::Copy)?;
+        self.state = TargetState::FilesIncomplete;
+        let total = layout.total_bytes;
+        let mut last_sent = Instant::now();
+        let link = &mut *self.link;
+        let mut send_err = None;
+        copy_tree(&source, target.as_mut(), &mut |done| {
+            if send_err.is_none() && (done == total || last_sent.elapsed() >= Duration::from_millis(100)) {
+                last_sent = Instant::now();
+                if let Err(e) = link.send(&Up::Progress { done, total }) {
+                    send_err = Some(e);
+                }
+            }
+        })?;
+        if let Some(e) = send_err {
+            return Err(e.into());
+        }
+        self.link.send(&Up::Progress { done: total, total })?;
+
+        if req.boot.bios() {
+            self.enter(Step::BootBios)?;
+            self.state = TargetState::BootIncomplete;
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+            let cfg_err = |source| WriteError::BootFile { path: bios::GRUB_CFG_PATH, source };
+            target.create_dir("boot", now).map_err(cfg_err)?;
+            target.create_dir("boot/grub", now).map_err(cfg_err)?;
+            {
+                let mut w =
+                    target.create_file(bios::GRUB_CFG_PATH, now, bios::GRUB_CFG.len() as u64).map_err(cfg_err)?;
+                w.write_all(bios::GRUB_CFG.as_bytes()).map_err(cfg_err)?;
+                w.flush().map_err(cfg_err)?;
+            }
+            let core_path = work.path().join("core.img");
+            helper::run("grub-mkimage", &bios::mkimage_args(&core_path), "grub-common")?;
+            let core =
+                std::fs::read(&core_path).map_err(|source| WriteError::Device { path: core_path.clone(), source })?;
+            bios::install(&disk, &disk_path, &core)?;
+        }
+        target.finish(entries).map_err(|e| WriteError::Copy(crate::copy::CopyError::Finish(e)))?;
+        if req.boot.uefi() {
+            self.enter(Step::BootUefi)?;
+            let loader = crate::boot::uefi::find_loader(entries).map(|e| e.path.clone());
+            match loader {
+                Some(p) => self.info(format!("UEFI: the stick boots through the ISO's /{p}"))?,
+                None => self
+                    .link
+                    .send(&Up::Warning("the ISO has no efi/boot/bootx64.efi: UEFI boot is not available".into()))?,
+            }
+        }
+
+        self.enter(Step::Flush)?;
+        target.close().map_err(|e| WriteError::Copy(crate::copy::CopyError::Finish(e)))?;
+        if target_mount.is_none() {
+            part.file().sync_all().map_err(part_err)?;
+        }
+
+        self.enter(Step::Unmount)?;
+        if let Some(m) = target_mount.take() {
+            m.unmount()?;
+            part.file().sync_all().map_err(part_err)?;
+        }
+        source.close()?;
+        drop(part);
+        disk.sync_all().map_err(dev_err)?;
+        if disk_loop.is_none() {
+            // A real disk: have the kernel re-read the new table (EBUSY etc. are harmless here).
+            // SAFETY: BLKRRPART takes no argument.
+            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&disk), 0x125F) };
+        }
+        drop(disk);
+        drop(disk_loop);
+        self.state = TargetState::Complete;
+        Ok(Some(Report {
+            label,
+            serial: format!("{:04X}-{:04X}", serial >> 16, serial & 0xFFFF),
+            partition_offset: span.offset,
+            partition_size: span.size,
+            dirs: layout.dirs,
+            files: layout.files,
+            bytes: total,
+            bios: req.boot.bios(),
+            uefi: req.boot.uefi() && layout.has_uefi_loader,
+            source_driver: source_desc,
+            target_driver: target_desc,
+        }))
+    }
+}
