@@ -71,11 +71,17 @@ pub fn mkimage_args(out: &Path) -> Vec<String> {
     a
 }
 
-/// Sector 0 with GRUB's boot code: boot.img's first 440 bytes, the existing disk signature and partition
-/// table kept. boot.img's defaults already point at the core image in LBA 1.
+/// Offset in boot.img of the jump over its boot-drive check; grub-bios-setup replaces it with two NOPs for
+/// hard disks so that a BIOS passing a floppy-like drive number still boots the stick as disk 0x80.
+const BOOT_DRIVE_CHECK: usize = 0x66;
+
+/// Sector 0 with GRUB's boot code: boot.img's first 440 bytes (drive check patched as grub-bios-setup does),
+/// the existing disk signature and partition table kept. boot.img's defaults already point at the core image
+/// in LBA 1.
 pub fn merge_boot_sector(existing: &[u8; 512], boot_img: &[u8; 512]) -> [u8; 512] {
     let mut s = *existing;
     s[..440].copy_from_slice(&boot_img[..440]);
+    s[BOOT_DRIVE_CHECK..BOOT_DRIVE_CHECK + 2].copy_from_slice(&[0x90, 0x90]);
     s
 }
 
@@ -100,7 +106,7 @@ pub fn install(disk: &File, device: &Path, core_img: &[u8]) -> Result<(), BiosEr
     if check[440..] != sector0[440..] {
         return Err(BiosError::Verify { device: device.to_path_buf(), what: "partition table changed" });
     }
-    if check[..440] != boot[..440] {
+    if check[..440] != merged[..440] {
         return Err(BiosError::Verify { device: device.to_path_buf(), what: "boot code not written" });
     }
     Ok(())
@@ -119,7 +125,8 @@ mod tests {
         existing[511] = 0xAA;
         let boot = [0xEBu8; 512];
         let m = merge_boot_sector(&existing, &boot);
-        assert!(m[..440].iter().all(|&b| b == 0xEB));
+        assert!(m[..0x66].iter().chain(&m[0x68..440]).all(|&b| b == 0xEB));
+        assert_eq!(&m[0x66..0x68], &[0x90, 0x90]);
         assert_eq!(m[440..], existing[440..]);
     }
 

@@ -47,8 +47,12 @@ pub fn estimate_disk_bytes(entries: &[SourceEntry], partition_bytes: u64) -> u64
     let clusters = data / cs;
     let fats = 2 * (clusters + 2) * 4;
     let margin = 4 << 20;
-    (1 << 20) + 32 * 512 + fats + data + margin
+    ((1 << 20) + 32 * 512 + fats + data + margin).max(MIN_FAT32_DISK)
 }
+
+/// The smallest disk that holds a FAT32 filesystem: FAT32 needs at least 65525 clusters (of 512 bytes here),
+/// plus the MBR gap, reserved sectors and two FATs.
+pub const MIN_FAT32_DISK: u64 = 36 << 20;
 
 /// The FAT timestamp of a Unix time (UTC), clamped to FAT's range 1980..2107.
 pub fn fat_datetime(unix: i64) -> fatfs::DateTime {
@@ -247,7 +251,10 @@ mod tests {
         let est = estimate_disk_bytes(&entries, 2 << 30);
         // 1 + 2 clusters of data for files, one for dir a, root: at least 4 clusters of 4 KiB beyond overhead
         assert!(est >= (1 << 20) + 4 * 4096 + (4 << 20));
-        assert!(est < (1 << 20) + (4 << 20) + 64 * 1024);
+        assert_eq!(est, MIN_FAT32_DISK, "tiny content still needs FAT32's minimum");
+        let big = vec![e("big", false, 100 << 20)];
+        let est = estimate_disk_bytes(&big, 2 << 30);
+        assert!(est >= (105 << 20) && est < (106 << 20), "{est}");
         let many: Vec<SourceEntry> = (0..1000).map(|i| e(&format!("f{i}"), false, 10)).collect();
         assert!(estimate_disk_bytes(&many, 2 << 30) >= 1000 * 4096);
     }

@@ -615,5 +615,474 @@ pub(crate) fn read(image: &Image) -> Result<Volume, IsoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    // Tests will follow.
+    use crate::media::iso::iso9660::tests as iso_build;
+    use crate::media::iso::{IsoFs, Recognition};
+    use std::io::{Read, Write};
+
+    /// First sector of the partition, and its length in blocks.
+    const PSTART: u32 = 270;
+    const PLEN: u32 = 64;
+
+    fn put16(b: &mut [u8], at: usize, v: u16) {
+        b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn put32(b: &mut [u8], at: usize, v: u32) {
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn put64(b: &mut [u8], at: usize, v: u64) {
+        b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// Fills in the tag of descriptor `d` (the CRC covers all of `d` after the tag).
+    fn tag(d: &mut [u8], id: u16, loc: u32) {
+        put16(d, 0, id);
+        put16(d, 2, 2);
+        put16(d, 6, 1);
+        put16(d, 10, (d.len() - 16) as u16);
+        let crc = crc16(&d[16..]);
+        put16(d, 8, crc);
+        put32(d, 12, loc);
+        retag_checksum(d);
+    }
+
+    fn retag_checksum(d: &mut [u8]) {
+        d[4] = 0;
+        d[4] = d[..16].iter().fold(0u8, |s, &b| s.wrapping_add(b));
+    }
+
+    fn block(d: &[u8]) -> Vec<u8> {
+        let mut b = d.to_vec();
+        b.resize(2048, 0);
+        b
+    }
+
+    fn dstring_field(s: &str, n: usize) -> Vec<u8> {
+        let mut f = vec![0u8; n];
+        f[0] = 8;
+        f[1..1 + s.len()].copy_from_slice(s.as_bytes());
+        f[n - 1] = s.len() as u8 + 1;
+        f
+    }
+
+    /// A UDF timestamp of local time with `tz` minutes east of UTC.
+    fn ts(year: i16, month: u8, day: u8, hour: u8, minute: u8, tz: i16) -> [u8; 12] {
+        let mut t = [0u8; 12];
+        let type_tz = (1u16 << 12) | (tz as u16 & 0x0FFF);
+        t[0..2].copy_from_slice(&type_tz.to_le_bytes());
+        t[2..4].copy_from_slice(&year.to_le_bytes());
+        t[4] = month;
+        t[5] = day;
+        t[6] = hour;
+        t[7] = minute;
+        t[8] = 5;
+        t
+    }
+
+    fn short_ad(len: u32, lbn: u32) -> Vec<u8> {
+        let mut a = vec![0u8; 8];
+        put32(&mut a, 0, len);
+        put32(&mut a, 4, lbn);
+        a
+    }
+
+    fn long_ad_bytes(len: u32, lbn: u32) -> Vec<u8> {
+        let mut a = vec![0u8; 16];
+        put32(&mut a, 0, len);
+        put32(&mut a, 4, lbn);
+        a
+    }
+
+    /// A File Entry (or Extended File Entry) block at `lbn`.
+    fn file_entry(
+        lbn: u32,
+        extended: bool,
+        file_type: u8,
+        size: u64,
+        ad_type: u16,
+        ads: &[u8],
+        mtime: [u8; 12],
+    ) -> Vec<u8> {
+        let (mtime_at, lengths_at) = if extended { (92, 208) } else { (84, 168) };
+        let base = lengths_at + 8;
+        let mut d = vec![0u8; base + ads.len()];
+        put16(&mut d, 16 + 4, 4);
+        put16(&mut d, 16 + 8, 1);
+        d[16 + 11] = file_type;
+        put16(&mut d, 16 + 18, ad_type);
+        put64(&mut d, 56, size);
+        d[mtime_at..mtime_at + 12].copy_from_slice(&mtime);
+        put32(&mut d, lengths_at + 4, ads.len() as u32);
+        d[base..].copy_from_slice(ads);
+        tag(&mut d, if extended { TAG_EFE } else { TAG_FE }, lbn);
+        block(&d)
+    }
+
+    /// A File Identifier Descriptor; `name` is already OSTA-compressed (empty for the parent).
+    fn fid(characteristics: u8, name: &[u8], icb_lbn: u32) -> Vec<u8> {
+        let used = 38 + name.len();
+        let mut d = vec![0u8; (used + 3) & !3];
+        put16(&mut d, 16, 1);
+        d[18] = characteristics;
+        d[19] = name.len() as u8;
+        d[20..36].copy_from_slice(&long_ad_bytes(2048, icb_lbn));
+        d[38..used].copy_from_slice(name);
+        tag(&mut d, TAG_FID, 0);
+        d
+    }
+
+    fn latin1_name(s: &str) -> Vec<u8> {
+        let mut v = vec![8u8];
+        v.extend(s.bytes());
+        v
+    }
+
+    fn utf16_name(s: &str) -> Vec<u8> {
+        let mut v = vec![16u8];
+        v.extend(s.encode_utf16().flat_map(u16::to_be_bytes));
+        v
+    }
+
+    const SUB_NAME: &str = "ü日本 ñ.txt";
+
+    /// The embedded directory "Sub Dir" (Extended File Entry at block 5) whose only
+    /// entry points at the ICB in block `child`.
+    fn sub_dir(child: u32) -> Vec<u8> {
+        let mut fids = fid(0x0A, &[], 1);
+        fids.extend(fid(0, &utf16_name(SUB_NAME), child));
+        file_entry(5, true, FILE_TYPE_DIR, fids.len() as u64, 3, &fids, ts(2001, 2, 3, 4, 5, 0))
+    }
+
+    struct Img(Vec<u8>);
+
+    impl Img {
+        fn sector(&mut self, n: u32, bytes: &[u8]) {
+            iso_build::put(&mut self.0, n, bytes);
+        }
+
+        fn lbn(&mut self, lbn: u32, bytes: &[u8]) {
+            self.sector(PSTART + lbn, bytes);
+        }
+    }
+
+    /// Volume descriptor sequence at `at`: PVD, PD, LVD, TD.
+    fn vds(img: &mut Img, at: u32) {
+        let mut pvd = vec![0u8; 512];
+        pvd[24..56].copy_from_slice(&dstring_field("PVD_ID", 32));
+        tag(&mut pvd, TAG_PVD, at);
+        img.sector(at, &pvd);
+
+        let mut pd = vec![0u8; 512];
+        put16(&mut pd, 20, 1);
+        put16(&mut pd, 22, 0);
+        pd[25..31].copy_from_slice(b"+NSR02");
+        put32(&mut pd, 184, 1);
+        put32(&mut pd, 188, PSTART);
+        put32(&mut pd, 192, PLEN);
+        tag(&mut pd, TAG_PD, at + 1);
+        img.sector(at + 1, &pd);
+
+        let mut lvd = vec![0u8; 446];
+        lvd[84..212].copy_from_slice(&dstring_field("TEST_LVI", 128));
+        put32(&mut lvd, 212, 2048);
+        lvd[248..264].copy_from_slice(&long_ad_bytes(2048, 0));
+        put32(&mut lvd, 264, 6);
+        put32(&mut lvd, 268, 1);
+        lvd[440..446].copy_from_slice(&[1, 6, 1, 0, 0, 0]);
+        tag(&mut lvd, TAG_LVD, at + 2);
+        img.sector(at + 2, &lvd);
+
+        let mut td = vec![0u8; 512];
+        tag(&mut td, TAG_TD, at + 3);
+        img.sector(at + 3, &td);
+    }
+
+    /// The two-recorded-extent file "two.bin": 3000 bytes, a 2048-byte unrecorded hole, 1000 bytes.
+    fn two_bin() -> Vec<u8> {
+        let mut want = iso_build::pattern(3000, 3);
+        want.extend(vec![0u8; 2048]);
+        want.extend(iso_build::pattern(1000, 4));
+        want
+    }
+
+    const INLINE: &[u8] = b"hello, embedded world\n";
+
+    /// A minimal UDF 1.02 image; with `iso_side`, its ISO 9660 tree holds README.TXT and NODOT instead.
+    fn udf_image(iso_side: bool) -> Img {
+        let mut img = Img(vec![0u8; (PSTART + PLEN) as usize * 2048]);
+        let mut vrs = 16;
+        if iso_side {
+            img.sector(16, &iso_build::descriptor(1, "ISO_SIDE", 20, 2048));
+            img.sector(17, &iso_build::terminator());
+            img.sector(20, &iso_build::primary_root(20));
+            img.sector(30, b"readme\n");
+            img.sector(31, b"hello");
+            vrs = 18;
+        }
+        for (i, id) in [b"BEA01", b"NSR02", b"TEA01"].into_iter().enumerate() {
+            let mut d = vec![0u8; 2048];
+            d[1..6].copy_from_slice(id);
+            d[6] = 1;
+            img.sector(vrs + i as u32, &d);
+        }
+        vds(&mut img, 32);
+        vds(&mut img, 48);
+        let mut avdp = vec![0u8; 512];
+        put32(&mut avdp, 16, 16 * 2048);
+        put32(&mut avdp, 20, 32);
+        put32(&mut avdp, 24, 16 * 2048);
+        put32(&mut avdp, 28, 48);
+        tag(&mut avdp, TAG_AVDP, 256);
+        img.sector(256, &avdp);
+
+        // Block 0: File Set Descriptor, root ICB at block 1.
+        let mut fsd = vec![0u8; 512];
+        fsd[400..416].copy_from_slice(&long_ad_bytes(2048, 1));
+        tag(&mut fsd, TAG_FSD, 0);
+        img.lbn(0, &fsd);
+
+        // Block 2: root directory.
+        let mut root = fid(0x0A, &[], 1);
+        root.extend(fid(0, &latin1_name("two.bin"), 3));
+        root.extend(fid(0, &latin1_name("inline.txt"), 4));
+        root.extend(fid(0x02, &latin1_name("Sub Dir"), 5));
+        root.extend(fid(0x04, &latin1_name("gone"), 60));
+        img.lbn(
+            1,
+            &file_entry(
+                1,
+                false,
+                FILE_TYPE_DIR,
+                root.len() as u64,
+                0,
+                &short_ad(root.len() as u32, 2),
+                ts(2001, 2, 3, 4, 5, 0),
+            ),
+        );
+        img.lbn(2, &block(&root));
+
+        // Block 3: "two.bin", short_ads with a hole and an allocation extent descriptor at block 7.
+        let mut ads = short_ad(3000, 10);
+        ads.extend(short_ad((1 << 30) | 2048, 0));
+        ads.extend(short_ad((3 << 30) | 2048, 7));
+        img.lbn(3, &file_entry(3, false, FILE_TYPE_FILE, 6048, 0, &ads, ts(2020, 1, 2, 3, 4, 60)));
+        let mut aed = vec![0u8; 24];
+        put32(&mut aed, 20, 8);
+        aed.extend(short_ad(1000, 20));
+        tag(&mut aed, TAG_AED, 7);
+        img.lbn(7, &aed);
+        let data = two_bin();
+        img.lbn(10, &data[..3000]);
+        img.lbn(20, &data[5048..]);
+
+        // Block 4: "inline.txt", data embedded in the ICB.
+        img.lbn(4, &file_entry(4, false, FILE_TYPE_FILE, INLINE.len() as u64, 3, INLINE, ts(2001, 2, 3, 4, 5, 0)));
+
+        // Block 5: "Sub Dir", block 6: its file (Extended File Entry with a long_ad).
+        img.lbn(5, &sub_dir(6));
+        img.lbn(6, &file_entry(6, true, FILE_TYPE_FILE, 5, 1, &long_ad_bytes(5, 30), ts(1999, 12, 31, 23, 0, -300)));
+        img.lbn(30, b"abcde");
+        img
+    }
+
+    fn write_temp(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(bytes).expect("write image");
+        f.flush().expect("flush image");
+        f
+    }
+
+    fn read_all(fs: &IsoFs, path: &str) -> Vec<u8> {
+        let i = fs.entries().iter().position(|e| e.path == path).unwrap_or_else(|| panic!("{path} missing"));
+        let mut out = Vec::new();
+        fs.open_file(i).expect("open file").read_to_end(&mut out).expect("read file");
+        out
+    }
+
+    fn check_udf_tree(fs: &IsoFs) {
+        assert_eq!(fs.format(), IsoFormat::Udf);
+        assert_eq!(fs.volume_id(), "TEST_LVI");
+        let got: Vec<_> = fs.entries().iter().map(|e| (e.path.as_str(), e.is_dir, e.size)).collect();
+        let sub_file = format!("Sub Dir/{SUB_NAME}");
+        assert_eq!(
+            got,
+            [
+                ("Sub Dir", true, 0),
+                (sub_file.as_str(), false, 5),
+                ("inline.txt", false, INLINE.len() as u64),
+                ("two.bin", false, 6048),
+            ]
+        );
+        let mtimes: Vec<_> = fs.entries().iter().map(|e| e.mtime).collect();
+        assert_eq!(mtimes[1], 946_699_205);
+        assert_eq!(mtimes[3], 1_577_930_645);
+        assert_eq!(read_all(fs, "two.bin"), two_bin());
+        assert_eq!(read_all(fs, "inline.txt"), INLINE);
+        assert_eq!(read_all(fs, &sub_file), b"abcde");
+    }
+
+    #[test]
+    fn reads_hand_built_udf() {
+        let f = write_temp(&udf_image(false).0);
+        let fs = IsoFs::open(f.path()).expect("open");
+        check_udf_tree(&fs);
+        // Odd-sized reads across the extents and the hole.
+        let mut r = fs.open_file(3).expect("open two.bin");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 333];
+        loop {
+            let n = r.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, two_bin());
+    }
+
+    #[test]
+    fn udf_wins_over_a_different_iso9660_tree() {
+        let f = write_temp(&udf_image(true).0);
+        let image = Image::open(f.path()).expect("image");
+        let rec: Recognition = crate::media::iso::recognize(&image).expect("recognize");
+        assert!(rec.nsr);
+        assert_eq!(rec.pvd, Some(16));
+        let fs = IsoFs::open(f.path()).expect("open");
+        check_udf_tree(&fs);
+        assert!(!fs.entries().iter().any(|e| e.path == "README.TXT"));
+    }
+
+    #[test]
+    fn reserve_sequence_used_when_main_is_damaged() {
+        let mut img = udf_image(false);
+        img.0[34 * 2048 + 100] ^= 0xFF; // main LVD
+        let f = write_temp(&img.0);
+        check_udf_tree(&IsoFs::open(f.path()).expect("open"));
+    }
+
+    fn open_err(img: &[u8]) -> IsoError {
+        let f = write_temp(img);
+        IsoFs::open(f.path()).expect_err("must fail")
+    }
+
+    #[test]
+    fn corrupt_udf_is_an_error_not_iso9660() {
+        // Bad CRC of the root File Entry.
+        let mut img = udf_image(true);
+        img.0[(PSTART as usize + 1) * 2048 + 60] ^= 1;
+        let err = open_err(&img.0);
+        assert!(matches!(err, IsoError::BadUdf { .. }), "{err}");
+        assert!(err.to_string().contains("CRC"), "{err}");
+
+        // Bad tag checksum.
+        let mut img = udf_image(true);
+        img.0[(PSTART as usize + 3) * 2048 + 4] ^= 1;
+        let err = open_err(&img.0);
+        assert!(err.to_string().contains("checksum"), "{err}");
+
+        // Wrong tag location.
+        let mut img = udf_image(true);
+        let fe = file_entry(9, false, FILE_TYPE_FILE, 0, 0, &[], ts(2001, 1, 1, 0, 0, 0));
+        img.lbn(4, &fe);
+        let err = open_err(&img.0);
+        assert!(err.to_string().contains("location"), "{err}");
+
+        // No anchor although NSR02 is present: never fall back to the ISO 9660 tree.
+        let mut img = udf_image(true);
+        img.sector(256, &[0u8; 2048]);
+        let err = open_err(&img.0);
+        assert!(matches!(err, IsoError::BadUdf { .. }), "{err}");
+
+        // A directory that contains itself.
+        let mut img = udf_image(false);
+        img.lbn(5, &sub_dir(5));
+        let err = open_err(&img.0);
+        assert!(err.to_string().contains("twice"), "{err}");
+
+        // A File Entry whose allocation covers less than its length.
+        let mut img = udf_image(false);
+        img.lbn(6, &file_entry(6, true, FILE_TYPE_FILE, 50, 1, &long_ad_bytes(5, 30), ts(2001, 1, 1, 0, 0, 0)));
+        let err = open_err(&img.0);
+        assert!(err.to_string().contains("fewer bytes"), "{err}");
+
+        // File data past the end of a truncated image.
+        let mut img = udf_image(false);
+        img.0.truncate((PSTART as usize + 15) * 2048);
+        let err = open_err(&img.0);
+        assert!(matches!(err, IsoError::BadUdf { .. } | IsoError::Read { .. }), "{err}");
+
+        // An allocation extent descriptor chain that points at itself.
+        let mut img = udf_image(false);
+        let mut aed = vec![0u8; 24];
+        put32(&mut aed, 20, 8);
+        aed.extend(short_ad((3 << 30) | 2048, 7));
+        tag(&mut aed, TAG_AED, 7);
+        img.lbn(7, &aed);
+        let err = open_err(&img.0);
+        assert!(err.to_string().contains("allocation extent"), "{err}");
+    }
+
+    #[test]
+    fn decoders() {
+        assert_eq!(osta(&[8, b'a', 0xFC]).expect("latin1"), "aü");
+        assert_eq!(osta(&utf16_name("日本")).expect("utf16"), "日本");
+        assert!(osta(&[3, b'a']).is_err());
+        assert_eq!(osta(&[]).expect("empty"), "");
+        assert_eq!(dstring(&dstring_field("VOL  ", 32)), "VOL");
+        assert_eq!(timestamp(&ts(2020, 1, 2, 3, 4, 60)), 1_577_930_645);
+        // Unspecified time zone (-2047) counts as UTC.
+        let mut t = ts(1970, 1, 1, 0, 0, 0);
+        t[0..2].copy_from_slice(&((1u16 << 12) | (-2047i16 as u16 & 0x0FFF)).to_le_bytes());
+        assert_eq!(timestamp(&t), 5);
+        assert_eq!(timestamp(&ts(2020, 0, 2, 3, 4, 0)), 0);
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+    }
+
+    /// Recomputes the tag checksum and CRC of a descriptor at the start of `b`, if it has a plausible tag.
+    fn retag(b: &mut [u8]) {
+        let crc_len = usize::from(le16(b, 10));
+        if le16(b, 0) == 0 || 16 + crc_len > b.len() {
+            return;
+        }
+        let crc = crc16(&b[16..16 + crc_len]);
+        put16(b, 8, crc);
+        retag_checksum(b);
+    }
+
+    #[test]
+    fn random_corruption_never_panics() {
+        let base = udf_image(true).0;
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Sectors with descriptors: recognition, both sequences, the anchor, partition blocks 0..8.
+        let sectors: Vec<u32> = (16..22).chain(32..36).chain(48..52).chain([256]).chain(PSTART..PSTART + 8).collect();
+        for round in 0..300 {
+            let mut img = base.clone();
+            let sector = sectors[(next() % sectors.len() as u64) as usize] as usize;
+            for _ in 0..1 + next() % 3 {
+                let at = sector * 2048 + (next() % 512) as usize;
+                img[at] = next() as u8;
+            }
+            if round % 2 == 0 {
+                retag(&mut img[sector * 2048..(sector + 1) * 2048]);
+            }
+            f.as_file_mut().set_len(0).expect("truncate");
+            std::io::Seek::rewind(f.as_file_mut()).expect("rewind");
+            f.write_all(&img).expect("write");
+            if let Ok(fs) = IsoFs::open(f.path()) {
+                for i in 0..fs.entries().len() {
+                    if let Ok(r) = fs.open_file(i) {
+                        let _ = r.take(1 << 20).read_to_end(&mut Vec::new());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,215 @@
+//! Shared test fixtures: the test ISO (built once by scripts/make-test-iso), running the binary, and
+//! assertions on host state (mount table, loop devices) that never touch anything the test did not create.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_woesafe"))
+}
+
+/// True when running as root; otherwise prints a visible SKIPPED line.
+pub fn need_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    eprintln!("SKIPPED: {test}: needs root (loop devices, namespaces)");
+    false
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The fixture ISO: (iso, tree it was built from, sha256 manifest). Built once for all test binaries, under a
+/// file lock.
+pub struct Fixture {
+    pub iso: PathBuf,
+    pub tree: PathBuf,
+    pub manifest: PathBuf,
+}
+
+pub fn fixture() -> Fixture {
+    let dir = root().join("target/test-fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = File::create(dir.join(".lock")).unwrap();
+    // SAFETY: flock on an fd we own; blocks until other test binaries finish building.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let iso = dir.join("win.iso");
+    let stamp = dir.join("win.iso.ok");
+    if !stamp.exists() {
+        let _ = std::fs::remove_file(&iso);
+        let _ = std::fs::remove_dir_all(dir.join("win.d"));
+        let out = Command::new(root().join("scripts/make-test-iso")).arg(&iso).output().unwrap();
+        assert!(
+            out.status.success(),
+            "make-test-iso failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&stamp, b"").unwrap();
+    }
+    Fixture { iso: iso.clone(), tree: dir.join("win.d"), manifest: dir.join("win.sha256") }
+}
+
+/// Run woesafe with arguments and extra environment.
+pub fn woesafe(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The host state a write must leave exactly as it found it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostState {
+    pub mountinfo: Vec<String>,
+    pub loops_under: Vec<(String, String)>,
+    pub run_dirs: Vec<String>,
+}
+
+/// Mount table (mount ids dropped? no: compared whole), loop devices backed by anything under `dir`, and our
+/// own directories in /run.
+pub fn host_state(dir: &Path) -> HostState {
+    let mut mountinfo: Vec<String> =
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().map(str::to_string).collect();
+    mountinfo.sort();
+    let prefix = std::fs::canonicalize(dir).unwrap().to_string_lossy().into_owned();
+    let loops_under = woesafe::sys::loopdev::attached().into_iter().filter(|(_, b)| b.starts_with(&prefix)).collect();
+    HostState { mountinfo, loops_under, run_dirs: run_dirs() }
+}
+
+/// woesafe work directories currently in /run (other tests may be running: compare only what a pid owns).
+pub fn run_dirs() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/run")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("woesafe."))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Attach `file` (at `offset`, `size` bytes; 0 = to the end) on an autoclear loop device held by the returned
+/// guard: it detaches by itself when the guard drops, even if the test panics.
+pub fn test_loop(file: &Path, offset: u64, size: u64, read_only: bool) -> (File, woesafe::sys::loopdev::LoopDevice) {
+    let f = std::fs::OpenOptions::new().read(true).write(!read_only).open(file).unwrap();
+    let l = woesafe::sys::loopdev::LoopDevice::attach(
+        &f,
+        file,
+        woesafe::sys::loopdev::LoopWindow { offset, size, read_only },
+    )
+    .unwrap();
+    (f, l)
+}
+
+/// Check a written image: MBR with one active FAT32 partition at 1 MiB, fsck.fat clean, every ISO file
+/// present and identical (extracted with mtools, an independent FAT reader), GRUB's files in place.
+pub fn verify_written(image: &Path, fx: &Fixture, work: &Path) {
+    // Partition table as sfdisk sees it
+    let out = Command::new("sfdisk").arg("--json").arg(image).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pt = &json["partitiontable"];
+    assert_eq!(pt["label"], "dos", "{json}");
+    let parts = pt["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 1, "{json}");
+    assert_eq!(parts[0]["start"], 2048);
+    assert_eq!(parts[0]["type"], "c");
+    assert_eq!(parts[0]["bootable"], true);
+    let size = parts[0]["size"].as_u64().unwrap() * 512;
+
+    // fsck.fat on the partition, through a loop device limited to it
+    let (_f, lo) = test_loop(image, 1 << 20, size, true);
+    let out = Command::new("fsck.fat").arg("-n").arg("-v").arg(lo.path()).output().unwrap();
+    assert!(out.status.success(), "fsck.fat -n reported problems:\n{}", text(&out));
+    let fsck = String::from_utf8_lossy(&out.stdout);
+    assert!(!fsck.contains("Dirty bit"), "{fsck}");
+    drop(lo);
+
+    // Every file byte for byte: extract with mcopy and compare with the tree the ISO was built from
+    let ext = work.join("extracted");
+    std::fs::create_dir_all(&ext).unwrap();
+    let out = Command::new("mcopy")
+        .env("LC_ALL", "C.UTF-8")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@1M", image.display()))
+        .args(["-s", "-n", "-m", "::/*"])
+        .arg(&ext)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mcopy failed: {}", text(&out));
+    let out = Command::new("sha256sum").arg("--quiet").arg("-c").arg(&fx.manifest).current_dir(&ext).output().unwrap();
+    assert!(out.status.success(), "files differ from the ISO's:\n{}", text(&out));
+    // Nothing extra but GRUB's config; nothing missing (sha256sum -c checks presence of every manifest line).
+    let listed = std::fs::read_to_string(&fx.manifest).unwrap().lines().count();
+    let found = walk_files(&ext).len();
+    assert_eq!(found, listed + 1, "files on the stick: ISO's {listed} + boot/grub/grub.cfg");
+    let cfg = std::fs::read_to_string(ext.join("boot/grub/grub.cfg")).unwrap();
+    assert!(cfg.contains("ntldr /bootmgr"), "{cfg}");
+    // Empty directories of the ISO exist too
+    for d in walk_dirs(&fx.tree) {
+        let rel = d.strip_prefix(&fx.tree).unwrap();
+        assert!(ext.join(rel).is_dir(), "directory {} missing on the stick", rel.display());
+    }
+}
+
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+pub fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.push(p.clone());
+            out.extend(walk_dirs(&p));
+        }
+    }
+    out
+}
+
+/// Boot an image in QEMU through scripts/boot-check; returns (ok, output).
+pub fn boot_check(image: &Path, mode: &str) -> (bool, String) {
+    let out = Command::new(root().join("scripts/boot-check"))
+        .arg(image)
+        .arg(mode)
+        .arg("--timeout")
+        .arg("180")
+        .output()
+        .unwrap();
+    (out.status.success(), text(&out))
+}
