@@ -39,7 +39,16 @@ fn bios_only_and_uefi_only() {
     let work = tempfile::tempdir().unwrap();
     // --boot uefi: no GRUB in the MBR gap, so SeaBIOS finds nothing to boot, while OVMF boots.
     let image = work.path().join("uefi.img");
-    let out = woesafe(&["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "600M", "--yes", "--boot", "uefi"]);
+    let out = woesafe(&[
+        "write",
+        fx.iso.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--size",
+        "600M",
+        "--yes",
+        "--boot",
+        "uefi",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let mut mbr = [0u8; 512];
     use std::os::unix::fs::FileExt;
@@ -52,7 +61,16 @@ fn bios_only_and_uefi_only() {
     assert!(!ok, "a stick without BIOS boot code must not pass the BIOS boot check:\n{log}");
     // --boot bios: boots under SeaBIOS.
     let image = work.path().join("bios.img");
-    let out = woesafe(&["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "600M", "--yes", "--boot", "bios"]);
+    let out = woesafe(&[
+        "write",
+        fx.iso.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--size",
+        "600M",
+        "--yes",
+        "--boot",
+        "bios",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let (ok, log) = boot_check(&image, "bios");
     assert!(ok, "{log}");

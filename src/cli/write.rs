@@ -7,7 +7,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
 use indicatif::{ProgressBar, ProgressStyle};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use super::exit;
 use crate::boot::BootMode;
@@ -15,7 +22,7 @@ use crate::target::disk::{self, TargetFacts};
 use crate::target::label;
 use crate::target::safety::{self, Inventory};
 use crate::target::units::{human, parse_size};
-use crate::worker::frame::{Down, Driver, Report, Step, Up, WriteRequest};
+use crate::worker::frame::{Down, Driver, Report, Step, TargetState, Up, WriteRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FsChoice {
@@ -64,6 +71,7 @@ struct Ui {
     step_no: usize,
     steps: usize,
     last_pct: u64,
+    last_step: Option<Step>,
 }
 
 impl Ui {
@@ -119,6 +127,11 @@ impl Ui {
     }
 }
 
+/// The signal that stopped the write (0: none yet).
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+/// The worker's pid, for the signal watcher (0: not started).
+static WORKER_PID: AtomicI32 = AtomicI32::new(0);
+
 /// An error to show with its exit code.
 pub struct Exit {
     pub code: u8,
@@ -149,6 +162,19 @@ fn confirm(question: &str) -> Result<bool, Exit> {
     }
     eprint!("{question} Type 'yes' to continue: ");
     let _ = std::io::stderr().flush();
+    // Wait for the answer without blocking signals out: a Ctrl-C at the prompt must end woesafe at once.
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) != 0 {
+            eprintln!();
+            return Ok(false);
+        }
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(200u16)) {
+            Ok(0) | Err(nix::Error::EINTR) => continue,
+            Ok(_) => break,
+            Err(e) => return Err(fail(exit::FAILED, format!("cannot read the answer: {e}"))),
+        }
+    }
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer).map_err(|e| fail(exit::FAILED, e))?;
     Ok(answer.trim().eq_ignore_ascii_case("yes"))
@@ -291,6 +317,7 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
         step_no: 0,
         steps: 10 - usize::from(!args.boot.bios()) - usize::from(!args.boot.uefi()),
         last_pct: 0,
+        last_step: None,
     };
     if let (TargetFacts::Image { exists: true, .. }, Some(s)) = (&facts, size_arg)
         && s != target_size
@@ -350,8 +377,82 @@ fn supervise(
         work_dir: work_dir.to_path_buf(),
         pause_at,
     };
-    let mut worker = crate::worker::spawn::spawn().map_err(|e| fail(exit::FAILED, e))?;
+    // The signal watcher thread must exist before the worker is spawned: once the supervisor has unshared its
+    // PID namespace for children, it can no longer create threads (clone(CLONE_THREAD) fails with EINVAL).
+    // A signal kills the worker, which takes its PID namespace, mounts and autoclear loop devices with it; we
+    // then say what state the target is in.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| fail(exit::FAILED, e))?;
+    let signal_handle = signals.handle();
+    let watcher = std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            INTERRUPTED.store(sig, Ordering::SeqCst);
+            let pid = WORKER_PID.load(Ordering::SeqCst);
+            if pid > 0 {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    });
+    let mut worker = match crate::worker::spawn::spawn() {
+        Ok(w) => w,
+        Err(e) => {
+            signal_handle.close();
+            let _ = watcher.join();
+            return Err(fail(exit::FAILED, e));
+        }
+    };
+    WORKER_PID.store(worker.pid() as i32, Ordering::SeqCst);
+    if INTERRUPTED.load(Ordering::SeqCst) != 0 {
+        // The signal came while the worker was being born.
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker.pid() as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    let result = follow(args, facts, &mut worker, request, lock, ui);
+    signal_handle.close();
+    let _ = watcher.join();
+    ui.done();
+    let status = worker.finish(false);
+    let sig = INTERRUPTED.load(Ordering::SeqCst);
+    if sig != 0 {
+        let name = match sig {
+            SIGINT => "SIGINT (Ctrl-C)",
+            SIGTERM => "SIGTERM",
+            _ => "SIGHUP",
+        };
+        let state = TargetState::when_stopped_in(ui.last_step);
+        let during =
+            ui.last_step.map_or("before writing".to_string(), |s| format!("while {}", s.describe().to_lowercase()));
+        return Err(fail(
+            128 + sig as u8,
+            format!(
+                "stopped by {name} {during}; the worker and its mounts and loop devices are gone.\nTarget state: {}",
+                state.describe()
+            ),
+        ));
+    }
+    match status {
+        Ok(status) if !status.success() && result.is_ok() => {
+            return Err(fail(exit::FAILED, format!("the worker exited with {status}")));
+        }
+        Err(e) => return Err(fail(exit::FAILED, format!("cannot wait for the worker: {e}"))),
+        _ => {}
+    }
+    if let (Ok(_), Some(f)) = (&result, lock.as_ref()) {
+        f.sync_all().map_err(|e| fail(exit::FAILED, format!("cannot flush {}: {e}", args.target.display())))?;
+    }
+    result
+}
+
+/// Read the worker's frames to the end: show progress, run the content checks and the confirmation.
+fn follow(
+    args: &WriteArgs,
+    facts: &TargetFacts,
+    worker: &mut crate::worker::spawn::Worker,
+    request: WriteRequest,
+    lock: &mut Option<File>,
+    ui: &mut Ui,
+) -> Result<Option<Report>, Exit> {
     let broken = |e| fail(exit::FAILED, format!("lost contact with the worker: {e}"));
+    let target_size = request.target_size;
     worker.send(&Down::Start(Box::new(request))).map_err(broken)?;
     let mut outcome: Result<Option<Report>, Exit> =
         Err(fail(exit::FAILED, "the worker stopped without a result (see the messages above)"));
@@ -392,13 +493,14 @@ fn supervise(
                     Ok(()) => worker.send(&Down::Proceed).map_err(broken)?,
                     Err(e) => {
                         let _ = worker.send(&Down::Abort);
-                        outcome = Err(e);
-                        let _ = worker.finish(false);
-                        return outcome;
+                        return Err(e);
                     }
                 }
             }
-            Up::Step(s) => ui.step(s),
+            Up::Step(s) => {
+                ui.last_step = Some(s);
+                ui.step(s)
+            }
             Up::Progress { done, total } => ui.progress(done, total),
             Up::Done(r) => outcome = Ok(Some(*r)),
             Up::Aborted => outcome = Ok(None),
@@ -409,17 +511,6 @@ fn supervise(
                 ));
             }
         }
-    }
-    ui.done();
-    match worker.finish(false) {
-        Ok(status) if !status.success() && outcome.is_ok() => {
-            return Err(fail(exit::FAILED, format!("the worker exited with {status}")));
-        }
-        Err(e) => return Err(fail(exit::FAILED, format!("cannot wait for the worker: {e}"))),
-        _ => {}
-    }
-    if let (Ok(_), Some(f)) = (&outcome, lock.as_ref()) {
-        f.sync_all().map_err(|e| fail(exit::FAILED, format!("cannot flush {}: {e}", args.target.display())))?;
     }
     outcome
 }

@@ -150,6 +150,18 @@ pub enum TargetState {
 }
 
 impl TargetState {
+    /// The state a write leaves when it is stopped abruptly during `step` (None: before any step).
+    pub fn when_stopped_in(step: Option<Step>) -> TargetState {
+        match step {
+            None | Some(Step::ReadIso) => TargetState::Untouched,
+            Some(Step::Wipe) | Some(Step::Partition) => TargetState::Wiped,
+            Some(Step::Format) => TargetState::Partitioned,
+            Some(Step::Mount) => TargetState::Formatted,
+            Some(Step::Copy) | Some(Step::Flush) | Some(Step::Unmount) => TargetState::FilesIncomplete,
+            Some(Step::BootBios) | Some(Step::BootUefi) => TargetState::BootIncomplete,
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             TargetState::Untouched => "the target was not changed",
@@ -207,6 +219,14 @@ pub enum Up {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stopped_states() {
+        assert_eq!(TargetState::when_stopped_in(None), TargetState::Untouched);
+        assert_eq!(TargetState::when_stopped_in(Some(Step::Copy)), TargetState::FilesIncomplete);
+        assert_eq!(TargetState::when_stopped_in(Some(Step::Flush)), TargetState::FilesIncomplete);
+        assert!(TargetState::when_stopped_in(Some(Step::Format)).describe().contains("run woesafe write again"));
+    }
 
     #[test]
     fn round_trip() {

@@ -23,8 +23,9 @@ pub struct Worker {
     from: BufReader<ChildStdout>,
 }
 
-/// Start the worker. Must be called before the supervisor starts any thread, and only once per process: the
-/// supervisor's children from now on are born into the new PID namespace (the worker becomes its PID 1).
+/// Start the worker. Call it only once per process: the supervisor's children from now on are born into the
+/// new PID namespace (the worker becomes its PID 1), and the calling thread can create no more threads
+/// (clone(CLONE_THREAD) across PID namespaces fails), so start any thread before.
 pub fn spawn() -> Result<Worker, SpawnError> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(SpawnError::Exe)?;

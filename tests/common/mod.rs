@@ -204,11 +204,15 @@ pub fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
 
 /// Boot an image in QEMU through scripts/boot-check; returns (ok, output).
 pub fn boot_check(image: &Path, mode: &str) -> (bool, String) {
+    boot_check_within(image, mode, 180)
+}
+
+pub fn boot_check_within(image: &Path, mode: &str, seconds: u32) -> (bool, String) {
     let out = Command::new(root().join("scripts/boot-check"))
         .arg(image)
         .arg(mode)
         .arg("--timeout")
-        .arg("180")
+        .arg(seconds.to_string())
         .output()
         .unwrap();
     (out.status.success(), text(&out))
