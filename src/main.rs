@@ -6,8 +6,18 @@ use clap::Parser;
 use woesafe::cli::{self, Cli, Command, exit};
 
 fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("woesafe: {e:#}");
+            ExitCode::from(exit::FAILED)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
     if std::env::args_os().nth(1).is_some_and(|a| a == woesafe::worker::WORKER_ARG) {
-        return ExitCode::from(woesafe::worker::init::main() as u8);
+        return Ok(ExitCode::from(woesafe::worker::init::main() as u8));
     }
     let cli = Cli::parse();
     let level = if cli.quiet { "error" } else { ["warn", "info", "debug"][usize::from(cli.verbose.min(2))] };
@@ -15,15 +25,16 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WOESAFE_LOG").unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
         .without_time()
-        .init();
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
     let result = match &cli.command {
         Command::Write(args) => cli::write::run(args, cli.verbose, cli.quiet),
     };
-    match result {
+    Ok(match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("woesafe: {}", e.message);
             ExitCode::from(if e.code == exit::OK { exit::FAILED } else { e.code })
         }
-    }
+    })
 }

@@ -12,10 +12,12 @@ use nix::mount::MsFlags;
 
 use crate::boot::bios;
 use crate::copy::{SourceTree, TargetTree, copy_tree};
+use crate::media::SourceEntry;
 use crate::media::source::{self, Source, SourceError};
 use crate::sys::loopdev::{LoopDevice, LoopWindow, device_size};
 use crate::sys::mount::MountGuard;
-use crate::target::fat::{self, FatfsTarget, MountedTarget};
+use crate::target::fat::{self, MountedTarget};
+use crate::target::fatwrite::FatWriter;
 use crate::target::safety::Inventory;
 use crate::target::{label, mbr};
 use crate::worker::frame::{Down, Driver, Report, Step, TargetState, Up, WriteRequest};
@@ -51,7 +53,7 @@ pub enum WriteError {
     #[error(transparent)]
     Mount(#[from] crate::sys::mount::MountError),
     #[error(transparent)]
-    Fat(#[from] fat::FatError),
+    Fat(#[from] crate::target::fatwrite::FatWriteError),
     #[error(transparent)]
     Copy(#[from] crate::copy::CopyError),
     #[error(transparent)]
@@ -81,6 +83,31 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
         Ok(None) => Up::Aborted,
         Err(e) => Up::Failed { step: job.step, message: e.to_string(), state: job.state, refused: false },
     }
+}
+
+/// The ISO's entries plus what BIOS boot adds: boot/grub/grub.cfg, reusing a `boot` or `boot/grub` directory the
+/// ISO already has in whatever letter case (FAT and GRUB ignore case). grub.cfg is always the last entry.
+fn with_boot_files(entries: &[SourceEntry], bios: bool) -> Vec<SourceEntry> {
+    let mut out = entries.to_vec();
+    if !bios {
+        return out;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let mut parent = String::new();
+    for name in ["boot", "grub"] {
+        let want = if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") };
+        match entries.iter().find(|e| e.is_dir && e.path.eq_ignore_ascii_case(&want)) {
+            Some(e) => parent = e.path.clone(),
+            None => {
+                out.push(SourceEntry { path: want.clone(), is_dir: true, size: 0, mtime: now });
+                parent = want;
+            }
+        }
+    }
+    let cfg = format!("{parent}/grub.cfg");
+    out.retain(|e| !e.path.eq_ignore_ascii_case(&cfg));
+    out.push(SourceEntry { path: cfg, is_dir: false, size: bios::GRUB_CFG.len() as u64, mtime: now });
+    out
 }
 
 fn random_u32() -> u32 {
@@ -243,7 +270,8 @@ impl Job<'_> {
             target_mount = Some(m);
             Box::new(t)
         } else {
-            Box::new(FatfsTarget::open(part.file().try_clone().map_err(part_err)?, part.path())?)
+            let planned = with_boot_files(entries, req.boot.bios());
+            Box::new(FatWriter::open(part.file().try_clone().map_err(part_err)?, part.path(), &planned)?)
         };
 
         self.enter(Step::Copy)?;

@@ -1,10 +1,9 @@
-//! FAT32: cluster-size choice, space estimate, formatting with mkfs.fat, and the two ways to fill it: the
-//! userspace writer (the `fatfs` crate on the partition device, no mount) and a kernel vfat mount.
+//! FAT32: cluster-size choice, space estimate, formatting with mkfs.fat, and the kernel-mount way to fill it
+//! (the userspace writer is `fatwrite`).
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::copy::TargetTree;
 use crate::media::SourceEntry;
@@ -54,8 +53,19 @@ pub fn estimate_disk_bytes(entries: &[SourceEntry], partition_bytes: u64) -> u64
 /// plus the MBR gap, reserved sectors and two FATs.
 pub const MIN_FAT32_DISK: u64 = 36 << 20;
 
-/// The FAT timestamp of a Unix time (UTC), clamped to FAT's range 1980..2107.
-pub fn fat_datetime(unix: i64) -> fatfs::DateTime {
+/// A calendar date and time (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CivilTime {
+    pub year: u16,
+    pub month: u16,
+    pub day: u16,
+    pub hour: u16,
+    pub min: u16,
+    pub sec: u16,
+}
+
+/// The calendar time of a Unix time (UTC), clamped to FAT's range 1980..2107.
+pub fn fat_datetime(unix: i64) -> CivilTime {
     let unix = unix.clamp(315_532_800, 4_354_819_198); // 1980-01-01 .. 2107-12-31
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
@@ -69,29 +79,13 @@ pub fn fat_datetime(unix: i64) -> fatfs::DateTime {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    fatfs::DateTime {
-        date: fatfs::Date { year: year as u16, month: month as u16, day: day as u16 },
-        time: fatfs::Time {
-            hour: (secs / 3600) as u16,
-            min: (secs / 60 % 60) as u16,
-            sec: (secs % 60) as u16,
-            millis: 0,
-        },
-    }
-}
-
-/// fatfs takes a `&'static` time provider: this one answers with the time of the entry being created, so
-/// directories and files carry the ISO's timestamps instead of "now".
-#[derive(Debug)]
-struct EntryTime(AtomicI64);
-static ENTRY_TIME: EntryTime = EntryTime(AtomicI64::new(315_532_800));
-
-impl fatfs::TimeProvider for EntryTime {
-    fn get_current_date(&self) -> fatfs::Date {
-        self.get_current_date_time().date
-    }
-    fn get_current_date_time(&self) -> fatfs::DateTime {
-        fat_datetime(self.0.load(Ordering::Relaxed))
+    CivilTime {
+        year: year as u16,
+        month: month as u16,
+        day: day as u16,
+        hour: (secs / 3600) as u16,
+        min: (secs / 60 % 60) as u16,
+        sec: (secs % 60) as u16,
     }
 }
 
@@ -113,60 +107,6 @@ pub fn mkfs_args(device: &Path, partition_bytes: u64, label: &str, serial: u32, 
         "--mbr=n".into(),
         device.to_string_lossy().into_owned(),
     ]
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum FatError {
-    #[error("cannot open the FAT32 filesystem on {device}: {source}")]
-    Open {
-        device: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{device} holds {found:?}, not FAT32, after formatting")]
-    NotFat32 { device: PathBuf, found: String },
-}
-
-/// The userspace FAT writer: fills the freshly formatted partition through the `fatfs` crate.
-pub struct FatfsTarget {
-    fs: fatfs::FileSystem<File>,
-    device: PathBuf,
-}
-
-impl FatfsTarget {
-    pub fn open(device_file: File, device: &Path) -> Result<FatfsTarget, FatError> {
-        let options = fatfs::FsOptions::new().update_accessed_date(false).time_provider(&ENTRY_TIME);
-        let fs = fatfs::FileSystem::new(device_file, options)
-            .map_err(|source| FatError::Open { device: device.to_path_buf(), source })?;
-        if fs.fat_type() != fatfs::FatType::Fat32 {
-            return Err(FatError::NotFat32 { device: device.to_path_buf(), found: format!("{:?}", fs.fat_type()) });
-        }
-        Ok(FatfsTarget { fs, device: device.to_path_buf() })
-    }
-}
-
-impl TargetTree for FatfsTarget {
-    fn create_dir(&mut self, path: &str, mtime: i64) -> std::io::Result<()> {
-        ENTRY_TIME.0.store(mtime, Ordering::Relaxed);
-        self.fs.root_dir().create_dir(path).map(|_| ())
-    }
-
-    fn create_file<'a>(&'a mut self, path: &str, mtime: i64, _size: u64) -> std::io::Result<Box<dyn Write + 'a>> {
-        ENTRY_TIME.0.store(mtime, Ordering::Relaxed);
-        let mut file = self.fs.root_dir().create_file(path)?;
-        file.truncate()?;
-        Ok(Box::new(file))
-    }
-
-    fn finish(&mut self, _entries: &[SourceEntry]) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    /// Write the FSInfo sector and mark the volume clean.
-    fn close(self: Box<Self>) -> std::io::Result<()> {
-        let FatfsTarget { fs, device } = *self;
-        fs.unmount().map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", device.display())))
-    }
 }
 
 /// A mounted filesystem (the kernel's vfat) as a target tree.
@@ -236,12 +176,14 @@ mod tests {
     #[test]
     fn fat_dates() {
         let d = fat_datetime(1_700_000_000); // 2023-11-14 22:13:20 UTC
-        assert_eq!((d.date.year, d.date.month, d.date.day), (2023, 11, 14));
-        assert_eq!((d.time.hour, d.time.min, d.time.sec), (22, 13, 20));
+        assert_eq!((d.year, d.month, d.day), (2023, 11, 14));
+        assert_eq!((d.hour, d.min, d.sec), (22, 13, 20));
         let d = fat_datetime(0);
-        assert_eq!((d.date.year, d.date.month, d.date.day), (1980, 1, 1));
+        assert_eq!((d.year, d.month, d.day), (1980, 1, 1));
         let d = fat_datetime(951_782_400); // 2000-02-29
-        assert_eq!((d.date.year, d.date.month, d.date.day), (2000, 2, 29));
+        assert_eq!((d.year, d.month, d.day), (2000, 2, 29));
+        let d = fat_datetime(i64::MAX);
+        assert_eq!((d.year, d.month, d.day), (2107, 12, 31));
     }
 
     #[test]

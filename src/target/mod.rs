@@ -2,6 +2,7 @@
 
 pub mod disk;
 pub mod fat;
+pub mod fatwrite;
 pub mod label;
 pub mod mbr;
 pub mod safety;

@@ -65,9 +65,25 @@ pub fn fixture() -> Fixture {
     Fixture { iso: iso.clone(), tree: dir.join("win.d"), manifest: dir.join("win.sha256") }
 }
 
-/// Run woesafe with arguments and extra environment.
+/// Run woesafe with arguments.
 pub fn woesafe(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).stdin(Stdio::null()).output().unwrap()
+    woesafe_pid(args).0
+}
+
+/// Run woesafe and also return its pid; asserts its work directory /run/woesafe.<pid> is gone afterwards.
+pub fn woesafe_pid(args: &[&str]) -> (Output, u32) {
+    let child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let dir = PathBuf::from(format!("/run/woesafe.{pid}"));
+    assert!(!dir.exists(), "woesafe left its work directory {} behind\n{}", dir.display(), text(&out));
+    (out, pid)
 }
 
 pub fn text(out: &Output) -> String {
@@ -84,32 +100,17 @@ pub fn text(out: &Output) -> String {
 pub struct HostState {
     pub mountinfo: Vec<String>,
     pub loops_under: Vec<(String, String)>,
-    pub run_dirs: Vec<String>,
 }
 
-/// Mount table (mount ids dropped? no: compared whole), loop devices backed by anything under `dir`, and our
-/// own directories in /run.
+/// The whole mount table and the loop devices backed by anything under `dir`. (Work directories are checked
+/// per run by `woesafe_pid`: other tests' writes may be running.)
 pub fn host_state(dir: &Path) -> HostState {
     let mut mountinfo: Vec<String> =
         std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().map(str::to_string).collect();
     mountinfo.sort();
     let prefix = std::fs::canonicalize(dir).unwrap().to_string_lossy().into_owned();
     let loops_under = woesafe::sys::loopdev::attached().into_iter().filter(|(_, b)| b.starts_with(&prefix)).collect();
-    HostState { mountinfo, loops_under, run_dirs: run_dirs() }
-}
-
-/// woesafe work directories currently in /run (other tests may be running: compare only what a pid owns).
-pub fn run_dirs() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/run")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("woesafe."))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    HostState { mountinfo, loops_under }
 }
 
 /// Attach `file` (at `offset`, `size` bytes; 0 = to the end) on an autoclear loop device held by the returned
@@ -154,6 +155,7 @@ pub fn verify_written(image: &Path, fx: &Fixture, work: &Path) {
     std::fs::create_dir_all(&ext).unwrap();
     let out = Command::new("mcopy")
         .env("LC_ALL", "C.UTF-8")
+        .env("TZ", "UTC")
         .env("MTOOLS_SKIP_CHECK", "1")
         .arg("-i")
         .arg(format!("{}@@1M", image.display()))
@@ -170,6 +172,14 @@ pub fn verify_written(image: &Path, fx: &Fixture, work: &Path) {
     assert_eq!(found, listed + 1, "files on the stick: ISO's {listed} + boot/grub/grub.cfg");
     let cfg = std::fs::read_to_string(ext.join("boot/grub/grub.cfg")).unwrap();
     assert!(cfg.contains("ntldr /bootmgr"), "{cfg}");
+    // Timestamps: FAT keeps modification times to 2 seconds; woesafe writes the ISO's times (as UTC).
+    use std::os::unix::fs::MetadataExt;
+    for line in std::fs::read_to_string(&fx.manifest).unwrap().lines() {
+        let rel = line.split_once("  ").unwrap().1;
+        let want = std::fs::metadata(fx.tree.join(rel)).unwrap().mtime();
+        let got = std::fs::metadata(ext.join(rel)).unwrap().mtime();
+        assert!((want - got).abs() <= 2, "{rel}: mtime {got} on the stick, {want} in the ISO");
+    }
     // Empty directories of the ISO exist too
     for d in walk_dirs(&fx.tree) {
         let rel = d.strip_prefix(&fx.tree).unwrap();

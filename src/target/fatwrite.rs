@@ -1,0 +1,729 @@
+//! The userspace FAT32 writer: fills a freshly formatted (mkfs.fat) FAT32 filesystem with a known tree, without
+//! a mount. Because the whole tree is known up front, it plans every cluster first (directories, then files in
+//! copy order, all contiguous), streams file data sequentially to its planned place, and writes the FATs,
+//! directories and FSInfo last, so an interrupted write leaves a consistent, empty-looking filesystem.
+//! Short names follow Windows' rules (`LONGFI~1.TXT`), long names are VFAT entries, times are the ISO's (UTC).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::copy::TargetTree;
+use crate::media::SourceEntry;
+
+const DIR_ENTRY: usize = 32;
+const ATTR_DIRECTORY: u8 = 0x10;
+const ATTR_VOLUME_ID: u8 = 0x08;
+const ATTR_ARCHIVE: u8 = 0x20;
+const ATTR_LFN: u8 = 0x0F;
+const EOC: u32 = 0x0FFF_FFFF;
+/// FAT32 directories hold at most 65536 entries.
+const MAX_DIR_ENTRIES: usize = 65536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FatWriteError {
+    #[error("cannot read the FAT32 boot sector of {device}: {source}")]
+    ReadBoot {
+        device: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{device} holds no FAT32 filesystem ({what})")]
+    NotFat32 { device: PathBuf, what: &'static str },
+    #[error("{path}: FAT cannot store the character {ch:?} in a file name")]
+    BadName { path: String, ch: char },
+    #[error("{path}: the name is longer than FAT's 255 characters")]
+    NameTooLong { path: String },
+    #[error("{a} and {b} differ only in letter case; FAT cannot hold both in one directory")]
+    CaseClash { a: String, b: String },
+    #[error("{path}: directory has more than 65536 entries, FAT32's limit")]
+    DirTooBig { path: String },
+    #[error("{path} is {size} bytes; FAT32 files hold at most 4 GiB - 1 byte")]
+    FileTooBig { path: String, size: u64 },
+    #[error("{path}: the parent directory is not in the tree")]
+    Orphan { path: String },
+    #[error("the files need {need} clusters but the filesystem has {have}")]
+    NoSpace { need: u64, have: u64 },
+    #[error("{path} is not in the planned tree (or was written twice)")]
+    Unplanned { path: String },
+    #[error("{path}: {written} bytes written, {size} planned")]
+    SizeMismatch { path: String, size: u64, written: u64 },
+}
+
+impl From<FatWriteError> for std::io::Error {
+    fn from(e: FatWriteError) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
+/// The parameters of the filesystem, read from the boot sector mkfs.fat wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub bytes_per_sector: u64,
+    pub sectors_per_cluster: u64,
+    pub reserved_sectors: u64,
+    pub fats: u64,
+    pub fat_sectors: u64,
+    pub root_cluster: u32,
+    pub fsinfo_sector: u64,
+    pub total_sectors: u64,
+    pub label: [u8; 11],
+}
+
+impl Geometry {
+    pub fn parse(bs: &[u8; 512]) -> Result<Geometry, &'static str> {
+        let u16_at = |o: usize| u64::from(u16::from_le_bytes([bs[o], bs[o + 1]]));
+        let u32_at = |o: usize| u32::from_le_bytes([bs[o], bs[o + 1], bs[o + 2], bs[o + 3]]);
+        if bs[510] != 0x55 || bs[511] != 0xAA {
+            return Err("no boot sector signature");
+        }
+        let g = Geometry {
+            bytes_per_sector: u16_at(11),
+            sectors_per_cluster: u64::from(bs[13]),
+            reserved_sectors: u16_at(14),
+            fats: u64::from(bs[16]),
+            fat_sectors: u64::from(u32_at(36)),
+            root_cluster: u32_at(44),
+            fsinfo_sector: u16_at(48),
+            total_sectors: u64::from(u32_at(32)),
+            label: bs[71..82].try_into().map_err(|_| "short boot sector")?,
+        };
+        if u16_at(17) != 0 || u16_at(22) != 0 || g.fat_sectors == 0 {
+            return Err("FAT12/16 layout");
+        }
+        if !matches!(g.bytes_per_sector, 512 | 1024 | 2048 | 4096)
+            || !g.sectors_per_cluster.is_power_of_two()
+            || g.fats == 0
+            || g.root_cluster < 2
+            || g.total_sectors == 0
+        {
+            return Err("implausible BPB values");
+        }
+        if g.data_sector() >= g.total_sectors {
+            return Err("data area beyond the end");
+        }
+        Ok(g)
+    }
+
+    pub fn cluster_bytes(&self) -> u64 {
+        self.bytes_per_sector * self.sectors_per_cluster
+    }
+    fn data_sector(&self) -> u64 {
+        self.reserved_sectors + self.fats * self.fat_sectors
+    }
+    /// Number of data clusters (cluster numbers run from 2 to clusters + 1).
+    pub fn clusters(&self) -> u64 {
+        let by_area = (self.total_sectors - self.data_sector()) / self.sectors_per_cluster;
+        let by_fat = self.fat_sectors * self.bytes_per_sector / 4 - 2;
+        by_area.min(by_fat)
+    }
+    fn cluster_offset(&self, cluster: u32) -> u64 {
+        (self.data_sector() + (u64::from(cluster) - 2) * self.sectors_per_cluster) * self.bytes_per_sector
+    }
+}
+
+/// A FAT date and time from Unix seconds (UTC), clamped to 1980..2107.
+pub fn dos_datetime(unix: i64) -> (u16, u16) {
+    let d = super::fat::fat_datetime(unix);
+    let date = ((d.year - 1980) << 9) | (d.month << 5) | d.day;
+    let time = (d.hour << 11) | (d.min << 5) | (d.sec / 2);
+    (date, time)
+}
+
+const SFN_EXTRA: &[u8] = b"$%'-_@~`!(){}^#&";
+
+fn sfn_char(c: char) -> Option<u8> {
+    let u = c.to_ascii_uppercase();
+    if u.is_ascii_uppercase() || u.is_ascii_digit() || (u.is_ascii() && SFN_EXTRA.contains(&(u as u8))) {
+        Some(u as u8)
+    } else {
+        None
+    }
+}
+
+/// Characters a long name cannot hold.
+fn lfn_forbidden(c: char) -> bool {
+    (c as u32) < 0x20 || "\"*/:<>?\\|".contains(c)
+}
+
+/// The 8.3 name for `name`, and whether a long-name entry is needed. `taken` holds the short names already
+/// used in the directory. Windows' rules: an exact upper-case 8.3 name is kept; otherwise upper-case, drop
+/// spaces and extra dots, replace what 8.3 cannot hold with '_', and add "~N" when characters were lost or cut.
+pub fn short_name(name: &str, taken: &std::collections::HashSet<[u8; 11]>) -> ([u8; 11], bool) {
+    let (base_part, ext_part) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i + 1..]),
+        _ => (name, ""),
+    };
+    let exact = name.len() <= 12
+        && !base_part.is_empty()
+        && base_part.len() <= 8
+        && ext_part.len() <= 3
+        && !base_part.contains('.')
+        && !name.ends_with('.')
+        && base_part.chars().chain(ext_part.chars()).all(|c| sfn_char(c) == Some(c as u8));
+    let mut lossy = base_part.starts_with('.');
+    let mut conv = |part: &str, cap: usize| -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in part.chars() {
+            if c == ' ' || c == '.' {
+                lossy = true;
+                continue;
+            }
+            let b = sfn_char(c).unwrap_or_else(|| {
+                lossy = true;
+                b'_'
+            });
+            if out.len() < cap {
+                out.push(b);
+            } else {
+                lossy = true;
+            }
+        }
+        out
+    };
+    let stripped = base_part.trim_start_matches('.');
+    let base = conv(stripped, 8);
+    let ext = conv(ext_part, 3);
+    let mut sfn = [b' '; 11];
+    let base = if base.is_empty() { b"_".to_vec() } else { base };
+    sfn[..base.len()].copy_from_slice(&base);
+    sfn[8..8 + ext.len()].copy_from_slice(&ext);
+    if exact && !taken.contains(&sfn) {
+        return (sfn, false);
+    }
+    if !lossy && !taken.contains(&sfn) {
+        return (sfn, true);
+    }
+    for n in 1u32.. {
+        let tail = format!("~{n}");
+        let keep = base.len().min(8 - tail.len());
+        let mut cand = [b' '; 11];
+        cand[..keep].copy_from_slice(&base[..keep]);
+        cand[keep..keep + tail.len()].copy_from_slice(tail.as_bytes());
+        cand[8..].copy_from_slice(&sfn[8..]);
+        if !taken.contains(&cand) {
+            return (cand, true);
+        }
+    }
+    unreachable!("u32 tails exhausted")
+}
+
+fn lfn_checksum(sfn: &[u8; 11]) -> u8 {
+    sfn.iter().fold(0u8, |sum, &b| ((sum & 1) << 7).wrapping_add(sum >> 1).wrapping_add(b))
+}
+
+/// The long-name entries for `name` (in on-disk order: the last part first).
+fn lfn_entries(name: &str, sfn: &[u8; 11]) -> Vec<[u8; 32]> {
+    let units: Vec<u16> = name.encode_utf16().collect();
+    let count = units.len().div_ceil(13);
+    let sum = lfn_checksum(sfn);
+    let mut out = Vec::with_capacity(count);
+    for i in (0..count).rev() {
+        let mut e = [0u8; 32];
+        e[0] = (i as u8 + 1) | if i == count - 1 { 0x40 } else { 0 };
+        e[11] = ATTR_LFN;
+        e[13] = sum;
+        let mut chars = [0xFFFFu16; 13];
+        for (k, slot) in chars.iter_mut().enumerate() {
+            let idx = i * 13 + k;
+            if idx < units.len() {
+                *slot = units[idx];
+            } else if idx == units.len() {
+                *slot = 0;
+            }
+        }
+        let offsets = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
+        for (k, &o) in offsets.iter().enumerate() {
+            e[o..o + 2].copy_from_slice(&chars[k].to_le_bytes());
+        }
+        out.push(e);
+    }
+    out
+}
+
+fn short_entry(sfn: &[u8; 11], attr: u8, cluster: u32, size: u32, mtime: i64) -> [u8; 32] {
+    let mut e = [0u8; 32];
+    e[..11].copy_from_slice(sfn);
+    e[11] = attr;
+    let (date, time) = dos_datetime(mtime);
+    e[14..16].copy_from_slice(&time.to_le_bytes()); // created
+    e[16..18].copy_from_slice(&date.to_le_bytes());
+    e[18..20].copy_from_slice(&date.to_le_bytes()); // accessed
+    e[20..22].copy_from_slice(&((cluster >> 16) as u16).to_le_bytes());
+    e[22..24].copy_from_slice(&time.to_le_bytes()); // modified
+    e[24..26].copy_from_slice(&date.to_le_bytes());
+    e[26..28].copy_from_slice(&(cluster as u16).to_le_bytes());
+    e[28..32].copy_from_slice(&size.to_le_bytes());
+    e
+}
+
+#[derive(Debug)]
+struct PlannedFile {
+    path: String,
+    size: u64,
+    first_cluster: u32,
+    written: u64,
+    done: bool,
+}
+
+/// The whole layout: directory contents, file places, FAT chains.
+#[derive(Debug)]
+pub struct Plan {
+    geometry: Geometry,
+    /// (first cluster, bytes) of every directory, root first.
+    dirs: Vec<(u32, Vec<u8>)>,
+    files: Vec<PlannedFile>,
+    by_path: HashMap<String, usize>,
+    dir_paths: std::collections::HashSet<String>,
+    /// FAT entries for clusters 2..2+fat.len().
+    fat: Vec<u32>,
+}
+
+impl Plan {
+    /// Plan `entries` (parents before children, as the copy engine lists them) on a filesystem of `geometry`.
+    pub fn new(geometry: Geometry, entries: &[SourceEntry]) -> Result<Plan, FatWriteError> {
+        let cs = geometry.cluster_bytes();
+        // Children of each directory ("" = root), in order.
+        let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut dir_set: std::collections::HashSet<&str> = std::collections::HashSet::from([""]);
+        for (i, e) in entries.iter().enumerate() {
+            let (parent, name) = e.path.rsplit_once('/').unwrap_or(("", &e.path));
+            if !dir_set.contains(parent) {
+                return Err(FatWriteError::Orphan { path: e.path.clone() });
+            }
+            if let Some(ch) = name.chars().find(|&c| lfn_forbidden(c)) {
+                return Err(FatWriteError::BadName { path: e.path.clone(), ch });
+            }
+            if name.encode_utf16().count() > 255 || name.is_empty() {
+                return Err(FatWriteError::NameTooLong { path: e.path.clone() });
+            }
+            if !e.is_dir && e.size > u64::from(u32::MAX) {
+                return Err(FatWriteError::FileTooBig { path: e.path.clone(), size: e.size });
+            }
+            if e.is_dir {
+                dir_set.insert(&e.path);
+            }
+            children.entry(parent).or_default().push(i);
+        }
+        // Directory order: root, then the entries' directories in list order.
+        let mut dir_order: Vec<(&str, i64, Option<&str>)> = vec![("", 0, None)];
+        for e in entries.iter().filter(|e| e.is_dir) {
+            let parent = e.path.rsplit_once('/').map_or("", |(p, _)| p);
+            dir_order.push((&e.path, e.mtime, Some(parent)));
+        }
+        // Build each directory's entries (cluster numbers filled in below).
+        let label = geometry.label;
+        let has_label = &label != b"NO NAME    " && label.iter().any(|&b| b != b' ' && b != 0);
+        let mut dir_slots: Vec<Vec<([u8; 32], Option<usize>)>> = Vec::new();
+        for (path, _, parent) in &dir_order {
+            let mut slots: Vec<([u8; 32], Option<usize>)> = Vec::new();
+            if parent.is_none() && has_label {
+                slots.push((short_entry(&label, ATTR_VOLUME_ID, 0, 0, 0), None));
+            }
+            if parent.is_some() {
+                slots.push(([0; 32], None)); // "." and "..": filled once clusters are known
+                slots.push(([0; 32], None));
+            }
+            let mut taken = std::collections::HashSet::new();
+            let mut upper_names: HashMap<String, &str> = HashMap::new();
+            for &ci in children.get(path).map(Vec::as_slice).unwrap_or(&[]) {
+                let e = &entries[ci];
+                let name = e.path.rsplit_once('/').map_or(e.path.as_str(), |(_, n)| n);
+                if let Some(prev) = upper_names.insert(name.to_uppercase(), &e.path) {
+                    return Err(FatWriteError::CaseClash { a: prev.to_string(), b: e.path.clone() });
+                }
+                let (sfn, needs_lfn) = short_name(name, &taken);
+                taken.insert(sfn);
+                if needs_lfn {
+                    for l in lfn_entries(name, &sfn) {
+                        slots.push((l, None));
+                    }
+                }
+                let attr = if e.is_dir { ATTR_DIRECTORY } else { ATTR_ARCHIVE };
+                slots.push((short_entry(&sfn, attr, 0, if e.is_dir { 0 } else { e.size as u32 }, e.mtime), Some(ci)));
+            }
+            if slots.len() > MAX_DIR_ENTRIES {
+                return Err(FatWriteError::DirTooBig { path: path.to_string() });
+            }
+            dir_slots.push(slots);
+        }
+        // Allocate: directories first (root at the root cluster mkfs chose), then files in list order.
+        let mut next = geometry.root_cluster;
+        let mut fat: Vec<u32> = Vec::new();
+        let mut alloc = |bytes: u64, fat: &mut Vec<u32>| -> u32 {
+            let n = bytes.div_ceil(cs).max(1) as u32;
+            let first = next;
+            for k in 0..n {
+                let c = first + k;
+                let idx = (c - 2) as usize;
+                if fat.len() <= idx {
+                    fat.resize(idx + 1, 0);
+                }
+                fat[idx] = if k + 1 == n { EOC } else { c + 1 };
+            }
+            next += n;
+            first
+        };
+        let mut dir_cluster: HashMap<&str, u32> = HashMap::new();
+        for (k, (path, _, _)) in dir_order.iter().enumerate() {
+            let c = alloc((dir_slots[k].len() * DIR_ENTRY) as u64, &mut fat);
+            dir_cluster.insert(path, c);
+        }
+        let mut files = Vec::new();
+        let mut by_path = HashMap::new();
+        let mut file_cluster: HashMap<usize, u32> = HashMap::new();
+        for (i, e) in entries.iter().enumerate().filter(|(_, e)| !e.is_dir) {
+            let first = if e.size == 0 { 0 } else { alloc(e.size, &mut fat) };
+            file_cluster.insert(i, first);
+            by_path.insert(e.path.clone(), files.len());
+            files.push(PlannedFile {
+                path: e.path.clone(),
+                size: e.size,
+                first_cluster: first,
+                written: 0,
+                done: false,
+            });
+        }
+        let used = u64::from(next - 2);
+        if used > geometry.clusters() {
+            return Err(FatWriteError::NoSpace { need: used, have: geometry.clusters() });
+        }
+        // Fill in cluster numbers and serialise the directories.
+        let root = geometry.root_cluster;
+        let mut dirs = Vec::new();
+        for (k, (path, mtime, parent)) in dir_order.iter().enumerate() {
+            let own = dir_cluster[path];
+            let mut bytes = Vec::with_capacity(dir_slots[k].len() * DIR_ENTRY);
+            for (slot_no, (entry, child)) in dir_slots[k].iter().enumerate() {
+                let mut e = *entry;
+                if let Some(parent) = parent {
+                    if slot_no == 0 {
+                        e = short_entry(b".          ", ATTR_DIRECTORY, own, 0, *mtime);
+                    } else if slot_no == 1 {
+                        // ".." of a first-level directory points at cluster 0, not the root's cluster
+                        let pc = dir_cluster[parent];
+                        e = short_entry(b"..         ", ATTR_DIRECTORY, if pc == root { 0 } else { pc }, 0, *mtime);
+                    }
+                }
+                if let Some(ci) = child {
+                    let c =
+                        if entries[*ci].is_dir { dir_cluster[entries[*ci].path.as_str()] } else { file_cluster[ci] };
+                    e[20..22].copy_from_slice(&((c >> 16) as u16).to_le_bytes());
+                    e[26..28].copy_from_slice(&(c as u16).to_le_bytes());
+                }
+                bytes.extend_from_slice(&e);
+            }
+            dirs.push((own, bytes));
+        }
+        let dir_paths = dir_order.iter().map(|(p, _, _)| p.to_string()).collect();
+        Ok(Plan { geometry, dirs, files, by_path, dir_paths, fat })
+    }
+
+    /// Clusters the plan uses.
+    pub fn used_clusters(&self) -> u64 {
+        self.fat.len() as u64
+    }
+}
+
+/// The userspace FAT32 writer over the partition device.
+pub struct FatWriter {
+    device: File,
+    device_path: PathBuf,
+    plan: Plan,
+}
+
+impl FatWriter {
+    /// Read the boot sector of the formatted partition and plan `entries` on it.
+    pub fn open(device: File, device_path: &Path, entries: &[SourceEntry]) -> Result<FatWriter, FatWriteError> {
+        let mut bs = [0u8; 512];
+        device
+            .read_exact_at(&mut bs, 0)
+            .map_err(|source| FatWriteError::ReadBoot { device: device_path.to_path_buf(), source })?;
+        let geometry =
+            Geometry::parse(&bs).map_err(|what| FatWriteError::NotFat32 { device: device_path.to_path_buf(), what })?;
+        let plan = Plan::new(geometry, entries)?;
+        Ok(FatWriter { device, device_path: device_path.to_path_buf(), plan })
+    }
+
+    fn write_metadata(&self) -> std::io::Result<()> {
+        let g = &self.plan.geometry;
+        // FATs: entries 0 and 1 as mkfs.fat wrote them, then our chains; the rest stays zero (free).
+        let mut head = [0u8; 8];
+        let fat0 = g.reserved_sectors * g.bytes_per_sector;
+        self.device.read_exact_at(&mut head, fat0)?;
+        let mut table = Vec::with_capacity(8 + self.plan.fat.len() * 4);
+        table.extend_from_slice(&head);
+        for v in &self.plan.fat {
+            table.extend_from_slice(&v.to_le_bytes());
+        }
+        for k in 0..g.fats {
+            self.device.write_all_at(&table, fat0 + k * g.fat_sectors * g.bytes_per_sector)?;
+        }
+        let cs = g.cluster_bytes() as usize;
+        for (cluster, bytes) in &self.plan.dirs {
+            let mut padded = bytes.clone();
+            padded.resize(bytes.len().div_ceil(cs).max(1) * cs, 0);
+            self.device.write_all_at(&padded, g.cluster_offset(*cluster))?;
+        }
+        // FSInfo: free cluster count and the next free cluster hint.
+        if g.fsinfo_sector != 0 && g.fsinfo_sector < g.reserved_sectors {
+            let off = g.fsinfo_sector * g.bytes_per_sector;
+            let mut info = [0u8; 512];
+            self.device.read_exact_at(&mut info, off)?;
+            if info[..4] == [0x52, 0x52, 0x61, 0x41] {
+                let free = g.clusters() - self.plan.used_clusters();
+                info[488..492].copy_from_slice(&(free as u32).to_le_bytes());
+                info[492..496].copy_from_slice(&((self.plan.used_clusters() + 2) as u32).to_le_bytes());
+                self.device.write_all_at(&info, off)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct PlannedWriter<'a> {
+    device: &'a File,
+    offset: u64,
+    file: &'a mut PlannedFile,
+}
+
+impl Write for PlannedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.file.size - self.file.written;
+        if buf.len() as u64 > room {
+            return Err(FatWriteError::SizeMismatch {
+                path: self.file.path.clone(),
+                size: self.file.size,
+                written: self.file.written + buf.len() as u64,
+            }
+            .into());
+        }
+        self.device.write_all_at(buf, self.offset + self.file.written)?;
+        self.file.written += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl TargetTree for FatWriter {
+    fn create_dir(&mut self, path: &str, _mtime: i64) -> std::io::Result<()> {
+        if self.plan.dir_paths.contains(path) {
+            Ok(())
+        } else {
+            Err(FatWriteError::Unplanned { path: path.to_string() }.into())
+        }
+    }
+
+    fn create_file<'a>(&'a mut self, path: &str, _mtime: i64, size: u64) -> std::io::Result<Box<dyn Write + 'a>> {
+        let idx = *self.plan.by_path.get(path).ok_or_else(|| FatWriteError::Unplanned { path: path.to_string() })?;
+        let file = &mut self.plan.files[idx];
+        if file.done {
+            return Err(FatWriteError::Unplanned { path: path.to_string() }.into());
+        }
+        if file.size != size {
+            return Err(FatWriteError::SizeMismatch { path: path.to_string(), size: file.size, written: size }.into());
+        }
+        file.done = true;
+        let offset = if file.first_cluster == 0 { 0 } else { self.plan.geometry.cluster_offset(file.first_cluster) };
+        Ok(Box::new(PlannedWriter { device: &self.device, offset, file }))
+    }
+
+    fn finish(&mut self, _entries: &[SourceEntry]) -> std::io::Result<()> {
+        if let Some(f) = self.plan.files.iter().find(|f| f.written != f.size) {
+            return Err(FatWriteError::SizeMismatch { path: f.path.clone(), size: f.size, written: f.written }.into());
+        }
+        self.write_metadata().map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.device_path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn sfn(s: &str) -> String {
+        let (a, b) = s.split_at(8);
+        let b = b.trim_end();
+        if b.is_empty() { a.trim_end().to_string() } else { format!("{}.{}", a.trim_end(), b) }
+    }
+
+    fn name(n: &str, taken: &mut HashSet<[u8; 11]>) -> (String, bool) {
+        let (s, l) = short_name(n, taken);
+        taken.insert(s);
+        (sfn(std::str::from_utf8(&s).unwrap()), l)
+    }
+
+    #[test]
+    fn short_names_follow_windows() {
+        let mut t = HashSet::new();
+        assert_eq!(name("SETUP.EXE", &mut t), ("SETUP.EXE".into(), false));
+        assert_eq!(name("bootmgr", &mut t), ("BOOTMGR".into(), true));
+        assert_eq!(name("longfilename-one.txt", &mut t), ("LONGFI~1.TXT".into(), true));
+        assert_eq!(name("longfilename-two.txt", &mut t), ("LONGFI~2.TXT".into(), true));
+        assert_eq!(name("LongFileName-three.TXT", &mut t), ("LONGFI~3.TXT".into(), true));
+        assert_eq!(name("Program Files", &mut t), ("PROGRA~1".into(), true));
+        assert_eq!(name("ñ.txt", &mut t), ("_~1.TXT".into(), true));
+        assert_eq!(name("archive.tar.gz", &mut t), ("ARCHIV~1.GZ".into(), true));
+        assert_eq!(name(".hidden", &mut t), ("HIDDEN~1".into(), true));
+        assert_eq!(name("a+b.txt", &mut t), ("A_B~1.TXT".into(), true));
+        assert_eq!(name("install.wim", &mut t), ("INSTALL.WIM".into(), true));
+        let mut many = HashSet::new();
+        let got: Vec<String> = (1..=11).map(|i| name(&format!("longfilename{i}.txt"), &mut many).0).collect();
+        assert_eq!(got[0], "LONGFI~1.TXT");
+        assert_eq!(got[8], "LONGFI~9.TXT");
+        assert_eq!(got[9], "LONGF~10.TXT");
+        assert_eq!(got[10], "LONGF~11.TXT");
+    }
+
+    #[test]
+    fn lfn_checksum_and_layout() {
+        // Known value: checksum of "README  TXT"
+        assert_eq!(lfn_checksum(b"README  TXT"), 0x73);
+        let e = lfn_entries("A very long file name.txt", b"AVERYL~1TXT");
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0][0], 0x42, "last part first, with the 0x40 flag");
+        assert_eq!(e[1][0], 0x01);
+        assert!(e.iter().all(|x| x[11] == ATTR_LFN && x[13] == lfn_checksum(b"AVERYL~1TXT")));
+        assert_eq!(u16::from_le_bytes([e[1][1], e[1][2]]), u16::from(b'A'));
+    }
+
+    #[test]
+    fn dos_times() {
+        assert_eq!(dos_datetime(1_704_067_200), ((44 << 9) | (1 << 5) | 1, 0)); // 2024-01-01 00:00:00
+        let (_, t) = dos_datetime(1_704_067_200 + 13 * 3600 + 14 * 60 + 15);
+        assert_eq!(t, (13 << 11) | (14 << 5) | 7);
+    }
+
+    fn geometry() -> Geometry {
+        Geometry {
+            bytes_per_sector: 512,
+            sectors_per_cluster: 8,
+            reserved_sectors: 32,
+            fats: 2,
+            fat_sectors: 1000,
+            root_cluster: 2,
+            fsinfo_sector: 1,
+            total_sectors: 1_000_000,
+            label: *b"MYLABEL    ",
+        }
+    }
+
+    fn e(p: &str, d: bool, s: u64) -> SourceEntry {
+        SourceEntry { path: p.into(), is_dir: d, size: s, mtime: 1_704_067_200 }
+    }
+
+    #[test]
+    fn plan_layout_and_dot_entries() {
+        let p = Plan::new(geometry(), &[e("a", true, 0), e("a/b", true, 0), e("a/f", false, 5000), e("g", false, 0)])
+            .unwrap();
+        // root (2), a (3), a/b (4), a/f: 2 clusters (5, 6); g is empty: no cluster
+        assert_eq!(p.fat, vec![EOC, EOC, EOC, 6, EOC]);
+        let a = &p.dirs[1].1;
+        assert_eq!(&a[..11], b".          ");
+        assert_eq!(u16::from_le_bytes([a[26], a[27]]), 3);
+        assert_eq!(&a[32..43], b"..         ");
+        assert_eq!(u16::from_le_bytes([a[58], a[59]]), 0, ".. of a first-level directory is cluster 0");
+        let b = &p.dirs[2].1;
+        assert_eq!(u16::from_le_bytes([b[58], b[59]]), 3, ".. of a/b is a's cluster");
+        // root starts with the volume label
+        assert_eq!(&p.dirs[0].1[..11], b"MYLABEL    ");
+        assert_eq!(p.dirs[0].1[11], ATTR_VOLUME_ID);
+    }
+
+    #[test]
+    fn plan_refusals() {
+        let g = geometry();
+        assert!(matches!(Plan::new(g, &[e("x/y", false, 1)]), Err(FatWriteError::Orphan { .. })));
+        assert!(matches!(Plan::new(g, &[e("a:b", false, 1)]), Err(FatWriteError::BadName { ch: ':', .. })));
+        assert!(matches!(Plan::new(g, &[e("A", false, 1), e("a", false, 1)]), Err(FatWriteError::CaseClash { .. })));
+        assert!(matches!(Plan::new(g, &[e("big", false, 5 << 30)]), Err(FatWriteError::FileTooBig { .. })));
+        assert!(matches!(Plan::new(g, &[e("big", false, 4 << 30 - 1)]), Err(FatWriteError::NoSpace { .. })));
+    }
+
+    /// Format a real filesystem with mkfs.fat, write a tree, and let fsck.fat and mtools judge it.
+    #[test]
+    fn writes_a_filesystem_that_fsck_and_mtools_accept() {
+        let have = |t: &str| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {t}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !have("mkfs.fat") || !have("mcopy") {
+            eprintln!("SKIPPED: writes_a_filesystem_that_fsck_and_mtools_accept: dosfstools or mtools missing");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("fs.img");
+        File::create(&img).unwrap().set_len(48 << 20).unwrap();
+        let st = std::process::Command::new("mkfs.fat")
+            .args(["-F", "32", "-n", "TESTVOL", "--mbr=n"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{st:?}");
+        let mut entries = vec![e("Program Files", true, 0), e("Program Files/ünï cödé.txt", false, 3)];
+        entries.push(e("boot", true, 0));
+        entries.push(e("boot/en-us", true, 0));
+        entries.push(e("boot/en-us/bootmgr.exe.mui", false, 70_000));
+        entries.push(e("empty.dat", false, 0));
+        entries.push(e("emptydir", true, 0));
+        for i in 0..40 {
+            entries.push(e(&format!("longfilename-{i}.txt"), false, i));
+        }
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+        let mut w = FatWriter::open(f, &img, &entries).unwrap();
+        let content = |p: &str, n: u64| -> Vec<u8> { (0..n).map(|i| (i as usize + p.len()) as u8).collect() };
+        for ent in &entries {
+            if ent.is_dir {
+                w.create_dir(&ent.path, ent.mtime).unwrap();
+            } else {
+                let mut out = w.create_file(&ent.path, ent.mtime, ent.size).unwrap();
+                out.write_all(&content(&ent.path, ent.size)).unwrap();
+            }
+        }
+        w.finish(&entries).unwrap();
+        drop(w);
+        let out = std::process::Command::new("fsck.fat").arg("-n").arg(&img).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let ext = dir.path().join("x");
+        std::fs::create_dir(&ext).unwrap();
+        let out = std::process::Command::new("mcopy")
+            .env("LC_ALL", "C.UTF-8")
+            .env("TZ", "UTC")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&img)
+            .args(["-s", "-n", "-m", "::/*"])
+            .arg(&ext)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        for ent in &entries {
+            let p = ext.join(&ent.path);
+            if ent.is_dir {
+                assert!(p.is_dir(), "{}", ent.path);
+            } else {
+                assert_eq!(std::fs::read(&p).unwrap(), content(&ent.path, ent.size), "{}", ent.path);
+                use std::os::unix::fs::MetadataExt;
+                assert_eq!(std::fs::metadata(&p).unwrap().mtime(), ent.mtime, "{}", ent.path);
+            }
+        }
+        let out = std::process::Command::new("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&img)
+            .arg("::/")
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(listing.contains("Volume in drive : is TESTVOL"), "{listing}");
+        assert!(listing.contains("LONGFI~1 TXT"), "{listing}");
+        assert!(listing.contains("PROGRA~1"), "{listing}");
+    }
+}
