@@ -641,7 +641,7 @@ mod tests {
         assert!(matches!(Plan::new(g, &[e("a:b", false, 1)]), Err(FatWriteError::BadName { ch: ':', .. })));
         assert!(matches!(Plan::new(g, &[e("A", false, 1), e("a", false, 1)]), Err(FatWriteError::CaseClash { .. })));
         assert!(matches!(Plan::new(g, &[e("big", false, 5 << 30)]), Err(FatWriteError::FileTooBig { .. })));
-        assert!(matches!(Plan::new(g, &[e("big", false, 4 << 30 - 1)]), Err(FatWriteError::NoSpace { .. })));
+        assert!(matches!(Plan::new(g, &[e("big", false, (4u64 << 30) - 1)]), Err(FatWriteError::NoSpace { .. })));
     }
 
     /// Format a real filesystem with mkfs.fat, write a tree, and let fsck.fat and mtools judge it.
