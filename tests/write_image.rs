@@ -127,3 +127,26 @@ fn existing_image_keeps_its_size_and_label_is_derived() {
     // CCCOMA_X64FRE_EN-US_DV9 → CCCOMA_X64F
     assert!(String::from_utf8_lossy(&out.stderr).contains("FAT32 \"CCCOMA_X64F\""), "{}", text(&out));
 }
+
+#[test]
+fn file_over_1_gib_spanning_several_udf_extents() {
+    if !need_root("file_over_1_gib_spanning_several_udf_extents") {
+        return;
+    }
+    // A fixture of its own: sources/big.bin of 1100 MiB, which UDF stores in two extents (limit 1 GiB - 2 KiB).
+    let work = tempfile::tempdir().unwrap();
+    let iso = work.path().join("win.iso");
+    let out = std::process::Command::new(root().join("scripts/make-test-iso"))
+        .arg(&iso)
+        .args(["--big-file-mib", "1100"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let fx = Fixture { iso: iso.clone(), tree: work.path().join("win.d"), manifest: work.path().join("win.sha256") };
+    let image = work.path().join("out.img");
+    let out = woesafe(&["write", iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "2G", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The ISO and its tree are no longer needed: free the space before extracting.
+    std::fs::remove_file(&iso).unwrap();
+    verify_written(&image, &fx, work.path());
+}
