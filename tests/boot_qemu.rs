@@ -19,8 +19,7 @@ fn written_image_boots_under_bios_and_uefi() {
     let fx = fixture();
     let work = tempfile::tempdir().unwrap();
     let image = work.path().join("stick.img");
-    let out = woesafe(&["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "2G", "--yes"]);
-    assert!(out.status.success(), "{}", text(&out));
+    write_fixture(&fx.iso, &image, "2G", &[]);
     let (ok, log) = boot_check(&image, "bios");
     assert!(ok, "BIOS boot (SeaBIOS → GRUB ntldr → bootmgr) did not reach the marker:\n{log}");
     assert!(log.contains("bios OK"), "{log}");
@@ -39,17 +38,7 @@ fn bios_only_and_uefi_only() {
     let work = tempfile::tempdir().unwrap();
     // --boot uefi: no GRUB in the MBR gap, so SeaBIOS finds nothing to boot, while OVMF boots.
     let image = work.path().join("uefi.img");
-    let out = woesafe(&[
-        "write",
-        fx.iso.to_str().unwrap(),
-        image.to_str().unwrap(),
-        "--size",
-        "600M",
-        "--yes",
-        "--boot",
-        "uefi",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    write_fixture(&fx.iso, &image, "600M", &["--boot", "uefi"]);
     let mut mbr = [0u8; 512];
     use std::os::unix::fs::FileExt;
     std::fs::File::open(&image).unwrap().read_exact_at(&mut mbr, 0).unwrap();
@@ -61,17 +50,7 @@ fn bios_only_and_uefi_only() {
     assert!(!ok, "a stick without BIOS boot code must not pass the BIOS boot check:\n{log}");
     // --boot bios: boots under SeaBIOS.
     let image = work.path().join("bios.img");
-    let out = woesafe(&[
-        "write",
-        fx.iso.to_str().unwrap(),
-        image.to_str().unwrap(),
-        "--size",
-        "600M",
-        "--yes",
-        "--boot",
-        "bios",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    write_fixture(&fx.iso, &image, "600M", &["--boot", "bios"]);
     let (ok, log) = boot_check(&image, "bios");
     assert!(ok, "{log}");
 }

@@ -86,6 +86,15 @@ pub fn woesafe_pid(args: &[&str]) -> (Output, u32) {
     (out, pid)
 }
 
+/// Write the fixture ISO to `image` (a new image file of `size`, --yes) with extra arguments; asserts success.
+pub fn write_fixture(iso: &Path, image: &Path, size: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["write", iso.to_str().unwrap(), image.to_str().unwrap(), "--size", size, "--yes"];
+    args.extend_from_slice(extra);
+    let out = woesafe(&args);
+    assert!(out.status.success(), "woesafe {args:?} failed:\n{}", text(&out));
+    out
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "status: {:?}\nstdout:\n{}\nstderr:\n{}",
