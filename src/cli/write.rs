@@ -88,10 +88,9 @@ impl Ui {
     fn step(&mut self, step: Step) {
         self.step_no += 1;
         let text = format!("[{}/{}] {}", self.step_no.min(self.steps), self.steps, step.describe());
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
+        if let Some(b) = self.bar.take() {
+            b.finish(); // keep the finished bar on screen as the step's line
         }
-        self.bar = None;
         if step == Step::Copy && self.tty && !self.quiet {
             let b = ProgressBar::new(0);
             b.set_style(
@@ -122,7 +121,7 @@ impl Ui {
 
     fn done(&mut self) {
         if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
+            b.abandon(); // leave it where it stopped
         }
     }
 }
