@@ -17,9 +17,31 @@ pub trait TargetTree {
     fn create_file<'a>(&'a mut self, path: &str, mtime: i64, size: u64) -> std::io::Result<Box<dyn Write + 'a>>;
     /// Called once after the last file: set what could only be set at the end (directory times), flush.
     fn finish(&mut self, entries: &[SourceEntry]) -> std::io::Result<()>;
+    /// A handle that pushes what was written so far to the device (so progress counts bytes on the device,
+    /// not in the page cache); None when there is nothing to push.
+    fn flusher(&self) -> std::io::Result<Option<Flusher>> {
+        Ok(None)
+    }
     /// Write everything still pending and release the filesystem, reporting errors.
     fn close(self: Box<Self>) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Pushes written data to the device while a file is still being written.
+pub enum Flusher {
+    /// fdatasync on the device the filesystem lives on.
+    Device(std::fs::File),
+    /// syncfs on a mounted filesystem (any fd inside it).
+    Filesystem(std::fs::File),
+}
+
+impl Flusher {
+    pub fn flush(&self) -> std::io::Result<()> {
+        match self {
+            Flusher::Device(f) => f.sync_data(),
+            Flusher::Filesystem(f) => nix::unistd::syncfs(f).map_err(std::io::Error::from),
+        }
     }
 }
 
@@ -41,20 +63,35 @@ pub enum CopyError {
     ShortRead { path: String, expected: u64, got: u64 },
     #[error("cannot finish the target filesystem: {0}")]
     Finish(#[source] std::io::Error),
+    #[error("cannot flush the target to the device: {0}")]
+    Sync(#[source] std::io::Error),
+    #[error("stopped while copying {path}")]
+    Stopped { path: String },
 }
 
 const CHUNK: usize = 1 << 20;
+/// How much is written between two flushes to the device: the progress shown counts flushed bytes, so that the
+/// end follows 100 % within seconds and a stop never waits minutes for a flush.
+pub const SYNC_EVERY: u64 = 16 << 20;
 
-/// Copy everything; `progress` gets the running total of bytes written after each chunk.
+/// Copy everything; `progress` gets the running total of bytes that reached the device after each flush.
+/// `stop` is asked before every chunk: when it says yes, the copy ends with `CopyError::Stopped`.
 pub fn copy_tree(
     source: &dyn SourceTree,
     target: &mut dyn TargetTree,
     progress: &mut dyn FnMut(u64),
+    stop: &dyn Fn() -> bool,
 ) -> Result<u64, CopyError> {
     let mut done = 0u64;
+    let mut since_sync = 0u64;
+    let flusher = target.flusher().map_err(CopyError::Sync)?;
+    let sync = |f: &Option<Flusher>| f.as_ref().map_or(Ok(()), Flusher::flush).map_err(CopyError::Sync);
     let mut buf = vec![0u8; CHUNK];
     for (index, entry) in source.entries().iter().enumerate() {
         let wt = |source| CopyError::WriteTarget { path: entry.path.clone(), source };
+        if stop() {
+            return Err(CopyError::Stopped { path: entry.path.clone() });
+        }
         if entry.is_dir {
             target.create_dir(&entry.path, entry.mtime).map_err(wt)?;
             continue;
@@ -64,6 +101,9 @@ pub fn copy_tree(
         let mut writer = target.create_file(&entry.path, entry.mtime, entry.size).map_err(wt)?;
         let mut copied = 0u64;
         while copied < entry.size {
+            if stop() {
+                return Err(CopyError::Stopped { path: entry.path.clone() });
+            }
             let want = (entry.size - copied).min(CHUNK as u64) as usize;
             let n = read_full(&mut reader, &mut buf[..want]).map_err(rs)?;
             if n == 0 {
@@ -72,10 +112,17 @@ pub fn copy_tree(
             writer.write_all(&buf[..n]).map_err(wt)?;
             copied += n as u64;
             done += n as u64;
-            progress(done);
+            since_sync += n as u64;
+            if since_sync >= SYNC_EVERY {
+                sync(&flusher)?;
+                since_sync = 0;
+                progress(done);
+            }
         }
         writer.flush().map_err(wt)?;
     }
+    sync(&flusher)?;
+    progress(done);
     Ok(done)
 }
 
@@ -146,19 +193,34 @@ mod tests {
         );
         let mut t = MemTarget::default();
         let mut seen = Vec::new();
-        let n = copy_tree(&src, &mut t, &mut |d| seen.push(d)).unwrap();
+        let n = copy_tree(&src, &mut t, &mut |d| seen.push(d), &|| false).unwrap();
         assert_eq!(n, big.len() as u64);
         assert_eq!(t.0["d"], None);
         assert_eq!(t.0["d/big"].as_deref(), Some(&big[..]));
         assert_eq!(t.0["empty"].as_deref(), Some(&[][..]));
         assert_eq!(seen.last(), Some(&(big.len() as u64)));
-        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn stop_is_honoured_between_chunks() {
+        let src = MemSource(vec![e("a", false, 3), e("b", false, 3)], vec![vec![1, 2, 3], vec![4, 5, 6]]);
+        let calls = std::cell::Cell::new(0);
+        let mut t = MemTarget::default();
+        let err = copy_tree(&src, &mut t, &mut |_| {}, &|| {
+            calls.set(calls.get() + 1);
+            calls.get() > 2
+        })
+        .unwrap_err();
+        assert!(matches!(err, CopyError::Stopped { ref path } if path == "b"), "{err}");
+        assert_eq!(t.0["a"].as_deref(), Some(&[1, 2, 3][..]));
+        assert!(!t.0.contains_key("b"));
     }
 
     #[test]
     fn short_source_is_an_error_naming_the_file() {
         let src = MemSource(vec![e("f", false, 10)], vec![vec![1, 2, 3]]);
-        let err = copy_tree(&src, &mut MemTarget::default(), &mut |_| {}).unwrap_err();
+        let err = copy_tree(&src, &mut MemTarget::default(), &mut |_| {}, &|| false).unwrap_err();
         assert!(matches!(err, CopyError::ShortRead { ref path, expected: 10, got: 3 } if path == "f"), "{err}");
     }
 }

@@ -9,3 +9,16 @@ pub mod sys;
 pub mod target;
 pub mod worker;
 pub mod write;
+
+/// Skipped tests: printed, and recorded in target/test-skipped.txt so that scripts/test can show them after
+/// cargo's captured output (a skip must be visible).
+#[doc(hidden)]
+pub fn report_skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED: {test}: {reason}");
+    eprintln!("{line}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-skipped.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{line}");
+    }
+}

@@ -22,7 +22,7 @@ use crate::target::safety::Inventory;
 use crate::target::{label, mbr};
 use crate::worker::frame::{Down, Driver, Report, Step, TargetState, Up, WriteRequest};
 use crate::worker::helper;
-use crate::worker::init::Link;
+use crate::worker::init::{Link, stop_requested};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -66,6 +66,20 @@ pub enum WriteError {
     },
     #[error("lost contact with the supervisor: {0}")]
     Frame(#[from] crate::worker::frame::FrameError),
+    #[error("stopped on request")]
+    Stopped,
+}
+
+impl WriteError {
+    /// Whether this error is the orderly end of a stop request (at whatever depth it was noticed).
+    fn is_stop(&self) -> bool {
+        matches!(
+            self,
+            WriteError::Stopped
+                | WriteError::Copy(crate::copy::CopyError::Stopped { .. })
+                | WriteError::Helper(helper::HelperError::Stopped { .. })
+        )
+    }
 }
 
 struct Job<'a> {
@@ -81,6 +95,7 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
     match job.execute() {
         Ok(Some(report)) => Up::Done(Box::new(report)),
         Ok(None) => Up::Aborted,
+        Err(e) if e.is_stop() || stop_requested() => Up::Stopped { step: job.step, state: job.state },
         Err(e) => Up::Failed { step: job.step, message: e.to_string(), state: job.state, refused: false },
     }
 }
@@ -131,13 +146,23 @@ fn zero_range(f: &File, path: &Path, offset: u64, len: u64) -> Result<(), WriteE
 }
 
 impl Job<'_> {
+    /// Start a step: stop here if a stop was asked for; announce it; hold it for the test-only pause.
     fn enter(&mut self, step: Step) -> Result<(), WriteError> {
+        if stop_requested() {
+            return Err(WriteError::Stopped);
+        }
         self.step = step;
         self.link.send(&Up::Step(step))?;
         if let Some((name, ms)) = &self.req.pause_at
             && name == step.name()
         {
-            std::thread::sleep(Duration::from_millis(*ms));
+            let until = Instant::now() + Duration::from_millis(*ms);
+            while Instant::now() < until {
+                if stop_requested() {
+                    return Err(WriteError::Stopped);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         Ok(())
     }
@@ -229,6 +254,8 @@ impl Job<'_> {
         }
         let dev_err = |source| WriteError::Device { path: disk_path.clone(), source };
 
+        let disk_name = disk_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        self.link.send(&Up::Devices(vec![disk_name.clone()]))?;
         self.enter(Step::Wipe)?;
         self.state = TargetState::Wiped;
         zero_range(&disk, &disk_path, 0, 1 << 20)?;
@@ -248,6 +275,8 @@ impl Job<'_> {
             &disk_path,
             LoopWindow { offset: span.offset, size: span.size, read_only: false },
         )?;
+        let part_name = part.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        self.link.send(&Up::Devices(vec![disk_name, part_name]))?;
         let label = req.label.clone().unwrap_or_else(|| label::derive(&volume_id));
         let serial = random_u32();
         let args = fat::mkfs_args(part.path(), span.size, &label, serial, span.offset / mbr::SECTOR);
@@ -275,45 +304,58 @@ impl Job<'_> {
         };
 
         self.enter(Step::Copy)?;
-        self.state = TargetState::FilesIncomplete;
+        // Through a mount, files appear as they are written; the userspace writer writes the directories and
+        // FATs last, so until then the filesystem still reads as empty.
+        if use_kernel_target {
+            self.state = TargetState::FilesIncomplete;
+        }
         let total = layout.total_bytes;
         let mut last_sent = Instant::now();
         let link = &mut *self.link;
         let mut send_err = None;
-        copy_tree(&source, target.as_mut(), &mut |done| {
-            if send_err.is_none() && (done == total || last_sent.elapsed() >= Duration::from_millis(100)) {
-                last_sent = Instant::now();
-                if let Err(e) = link.send(&Up::Progress { done, total }) {
-                    send_err = Some(e);
+        copy_tree(
+            &source,
+            target.as_mut(),
+            &mut |done| {
+                if send_err.is_none() && (done == total || last_sent.elapsed() >= Duration::from_millis(100)) {
+                    last_sent = Instant::now();
+                    if let Err(e) = link.send(&Up::Progress { done, total }) {
+                        send_err = Some(e);
+                    }
                 }
-            }
-        })?;
+            },
+            &stop_requested,
+        )?;
         if let Some(e) = send_err {
             return Err(e.into());
         }
         self.link.send(&Up::Progress { done: total, total })?;
+        if req.boot.bios() {
+            // GRUB's configuration is one more file of the tree.
+            let planned = with_boot_files(entries, true);
+            let cfg_err = |source| WriteError::BootFile { path: bios::GRUB_CFG_PATH, source };
+            for e in &planned[entries.len()..] {
+                if e.is_dir {
+                    target.create_dir(&e.path, e.mtime).map_err(cfg_err)?;
+                }
+            }
+            let cfg = planned.last().expect("grub.cfg is planned last");
+            let mut w = target.create_file(&cfg.path, cfg.mtime, cfg.size).map_err(cfg_err)?;
+            w.write_all(bios::GRUB_CFG.as_bytes()).map_err(cfg_err)?;
+            w.flush().map_err(cfg_err)?;
+        }
+        target.finish(entries).map_err(|e| WriteError::Copy(crate::copy::CopyError::Finish(e)))?;
+        self.state = TargetState::BootIncomplete;
 
         if req.boot.bios() {
             self.enter(Step::BootBios)?;
-            self.state = TargetState::BootIncomplete;
-            let now =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-            let cfg_err = |source| WriteError::BootFile { path: bios::GRUB_CFG_PATH, source };
-            target.create_dir("boot", now).map_err(cfg_err)?;
-            target.create_dir("boot/grub", now).map_err(cfg_err)?;
-            {
-                let mut w =
-                    target.create_file(bios::GRUB_CFG_PATH, now, bios::GRUB_CFG.len() as u64).map_err(cfg_err)?;
-                w.write_all(bios::GRUB_CFG.as_bytes()).map_err(cfg_err)?;
-                w.flush().map_err(cfg_err)?;
-            }
             let core_path = work.path().join("core.img");
             helper::run("grub-mkimage", &bios::mkimage_args(&core_path), "grub-common")?;
             let core =
                 std::fs::read(&core_path).map_err(|source| WriteError::Device { path: core_path.clone(), source })?;
             bios::install(&disk, &disk_path, &core)?;
         }
-        target.finish(entries).map_err(|e| WriteError::Copy(crate::copy::CopyError::Finish(e)))?;
+        self.state = TargetState::NotFlushed;
         if req.boot.uefi() {
             self.enter(Step::BootUefi)?;
             let loader = crate::boot::uefi::find_loader(entries).map(|e| e.path.clone());

@@ -12,7 +12,7 @@ fn written_image_boots_under_bios_and_uefi() {
     for tool in ["qemu-system-x86_64"] {
         if !have(tool) {
             // scripts/test installs it; only a machine without the package skips.
-            eprintln!("SKIPPED: written_image_boots_under_bios_and_uefi: {tool} not installed");
+            woesafe::report_skip("written_image_boots_under_bios_and_uefi", &format!("{tool} not installed"));
             return;
         }
     }
@@ -31,7 +31,7 @@ fn written_image_boots_under_bios_and_uefi() {
 #[test]
 fn bios_only_and_uefi_only() {
     if !need_root("bios_only_and_uefi_only") || !have("qemu-system-x86_64") {
-        eprintln!("SKIPPED: bios_only_and_uefi_only: needs root and qemu-system-x86_64");
+        woesafe::report_skip("bios_only_and_uefi_only", "needs root and qemu-system-x86_64");
         return;
     }
     let fx = fixture();

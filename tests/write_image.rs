@@ -51,7 +51,7 @@ fn kernel_drivers_where_available() {
     let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     let have = |f: &str| fs.lines().any(|l| l.split_whitespace().last() == Some(f));
     if !have("vfat") || !have("udf") {
-        eprintln!("SKIPPED: kernel_drivers_where_available: this kernel lacks vfat or udf (/proc/filesystems)");
+        woesafe::report_skip("kernel_drivers_where_available", "this kernel lacks vfat or udf (/proc/filesystems)");
         return;
     }
     write_and_verify(&["--source-driver", "kernel", "--target-driver", "kernel"], "kernel_drivers_where_available");

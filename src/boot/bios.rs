@@ -149,7 +149,7 @@ mod tests {
         f.write_all_at(&s0, 0).unwrap();
         f.write_all_at(&[0x77; 512], PART_START_LBA * SECTOR).unwrap();
         if check_grub_installed().is_err() {
-            eprintln!("SKIPPED: install_writes_gap_and_code_only: grub-pc-bin not installed");
+            crate::report_skip("install_writes_gap_and_code_only", "grub-pc-bin not installed");
             return;
         }
         install(f, tmp.path(), &[0x42; 1000]).unwrap();

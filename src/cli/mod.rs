@@ -11,6 +11,7 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const REFUSED: u8 = 3;
+    pub const STALLED: u8 = 4;
 }
 
 pub const EXIT_CODES_HELP: &str = "\
@@ -18,7 +19,10 @@ Exit codes:
   0  success
   1  the write failed (the message says what state the target is in)
   2  usage error: bad arguments, missing or unreadable files
-  3  refused by a safety check (nothing was written), or the target is busy";
+  3  refused by a safety check (nothing was written), or the target is busy
+  4  stalled: no byte moved for --stall-timeout seconds; the report names the step, process and device
+  128+N  stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 131 SIGQUIT); the message says what state
+     the target is in";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -9,20 +9,25 @@ use std::time::Instant;
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::exit;
 use crate::boot::BootMode;
+use crate::sys::procfs;
 use crate::target::disk::{self, TargetFacts};
 use crate::target::label;
 use crate::target::safety::{self, Inventory};
 use crate::target::units::{human, parse_size};
 use crate::worker::frame::{Down, Driver, Report, Step, TargetState, Up, WriteRequest};
+use crate::worker::spawn::{Event, Worker};
+use crate::worker::watchdog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FsChoice {
@@ -60,6 +65,10 @@ pub struct WriteArgs {
     /// Allow a disk that is neither removable nor on USB
     #[arg(long)]
     pub force: bool,
+    /// Seconds without any byte moving (in any step) before the write is declared stalled: woesafe then names
+    /// the stuck step, process and device, tears the worker down and exits 4
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub stall_timeout: u64,
 }
 
 /// What the user sees: a progress bar on a terminal, plain lines otherwise.
@@ -128,8 +137,6 @@ impl Ui {
 
 /// The signal that stopped the write (0: none yet).
 static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
-/// The worker's pid, for the signal watcher (0: not started).
-static WORKER_PID: AtomicI32 = AtomicI32::new(0);
 
 /// An error to show with its exit code.
 pub struct Exit {
@@ -376,76 +383,59 @@ fn supervise(
         work_dir: work_dir.to_path_buf(),
         pause_at,
     };
-    // The signal watcher thread must exist before the worker is spawned: once the supervisor has unshared its
-    // PID namespace for children, it can no longer create threads (clone(CLONE_THREAD) fails with EINVAL).
-    // A signal kills the worker, which takes its PID namespace, mounts and autoclear loop devices with it; we
-    // then say what state the target is in.
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| fail(exit::FAILED, e))?;
+    // Threads first: once the worker is spawned the supervisor can start no more (see worker::spawn).
+    let (events, inbox) = mpsc::channel();
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT]).map_err(|e| fail(exit::FAILED, format!("signals: {e}")))?;
     let signal_handle = signals.handle();
+    let signal_events = events.clone();
     let watcher = std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            INTERRUPTED.store(sig, Ordering::SeqCst);
-            let pid = WORKER_PID.load(Ordering::SeqCst);
-            if pid > 0 {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        for sig in signals.forever() {
+            let _ = INTERRUPTED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+            if signal_events.send(Event::Signal(sig)).is_err() {
+                break;
             }
         }
     });
-    let mut worker = match crate::worker::spawn::spawn() {
-        Ok(w) => w,
-        Err(e) => {
-            signal_handle.close();
-            let _ = watcher.join();
-            return Err(fail(exit::FAILED, e));
-        }
+    let result = match crate::worker::spawn::spawn(events) {
+        Ok(mut worker) => follow(args, facts, &mut worker, &inbox, request, lock, ui),
+        Err(e) => Err(fail(exit::FAILED, e)),
     };
-    WORKER_PID.store(worker.pid() as i32, Ordering::SeqCst);
-    if INTERRUPTED.load(Ordering::SeqCst) != 0 {
-        // The signal came while the worker was being born.
-        let _ =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker.pid() as i32), nix::sys::signal::Signal::SIGKILL);
-    }
-    let result = follow(args, facts, &mut worker, request, lock, ui);
     signal_handle.close();
     let _ = watcher.join();
     ui.done();
-    let status = worker.finish(false);
-    let sig = INTERRUPTED.load(Ordering::SeqCst);
-    if sig != 0 {
-        let name = match sig {
-            SIGINT => "SIGINT (Ctrl-C)",
-            SIGTERM => "SIGTERM",
-            _ => "SIGHUP",
-        };
-        let state = TargetState::when_stopped_in(ui.last_step);
-        let during =
-            ui.last_step.map_or("before writing".to_string(), |s| format!("while {}", s.describe().to_lowercase()));
-        return Err(fail(
-            128 + sig as u8,
-            format!(
-                "stopped by {name} {during}; the worker and its mounts and loop devices are gone.\nTarget state: {}",
-                state.describe()
-            ),
-        ));
-    }
-    match status {
-        Ok(status) if !status.success() && result.is_ok() => {
-            return Err(fail(exit::FAILED, format!("the worker exited with {status}")));
-        }
-        Err(e) => return Err(fail(exit::FAILED, format!("cannot wait for the worker: {e}"))),
-        _ => {}
-    }
     if let (Ok(_), Some(f)) = (&result, lock.as_ref()) {
         f.sync_all().map_err(|e| fail(exit::FAILED, format!("cannot flush {}: {e}", args.target.display())))?;
     }
     result
 }
 
-/// Read the worker's frames to the end: show progress, run the content checks and the confirmation.
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        SIGINT => "SIGINT (Ctrl-C)",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        SIGQUIT => "SIGQUIT",
+        _ => "a signal",
+    }
+}
+
+/// How the worker's run ended, as far as its frames tell.
+enum Ending {
+    Done(Box<Report>),
+    Aborted,
+    Refused(Exit),
+    Failed(Exit),
+    Stopped { step: Step, state: TargetState },
+}
+
+/// Read the worker's events to the end: progress, the content checks and the confirmation, signals (first:
+/// orderly stop; second: tear down), and the stall watchdog.
 fn follow(
     args: &WriteArgs,
     facts: &TargetFacts,
-    worker: &mut crate::worker::spawn::Worker,
+    worker: &mut Worker,
+    inbox: &mpsc::Receiver<Event>,
     request: WriteRequest,
     lock: &mut Option<File>,
     ui: &mut Ui,
@@ -453,63 +443,154 @@ fn follow(
     let broken = |e| fail(exit::FAILED, format!("lost contact with the worker: {e}"));
     let target_size = request.target_size;
     worker.send(&Down::Start(Box::new(request))).map_err(broken)?;
-    let mut outcome: Result<Option<Report>, Exit> =
-        Err(fail(exit::FAILED, "the worker stopped without a result (see the messages above)"));
+    let stall_after = Duration::from_secs(args.stall_timeout.max(1));
+    let mut ending = None;
+    let mut first_signal = None;
+    let mut torn_down = false;
+    let mut devices: Vec<String> = Vec::new();
+    let mut io_seen = None;
+    let mut last_move = Instant::now();
     loop {
-        let frame = match worker.recv() {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                outcome = Err(fail(exit::FAILED, format!("bad message from the worker: {e}")));
-                break;
-            }
-        };
-        match frame {
-            Up::Info(m) => ui.line(&m),
-            Up::Warning(m) => ui.line(&format!("warning: {m}")),
-            Up::Inventory(inv) => {
-                print_inventory(ui, &inv);
-                let mut verdict = safety::check_content(&inv, &args.iso, &args.target, target_size)
-                    .map_err(|e| fail(exit::REFUSED, e));
-                if verdict.is_ok() && args.boot == BootMode::Uefi && !inv.has_uefi_loader {
-                    verdict = Err(fail(
-                        exit::REFUSED,
-                        "--boot uefi: the ISO has no efi/boot/bootx64.efi (Windows 7 ISOs are not supported yet); use --boot bios",
-                    ));
-                }
-                if verdict.is_ok() && !args.yes {
-                    let q = format!("This will ERASE everything on {}.", describe_target(facts, target_size));
-                    verdict = match confirm(&q) {
-                        Ok(true) => Ok(()),
-                        Ok(false) => Err(fail(exit::REFUSED, "not confirmed; nothing was written")),
-                        Err(e) => Err(e),
-                    };
-                }
-                if verdict.is_ok() && lock.is_none() {
-                    verdict = open_and_lock(facts, &args.target, target_size).map(|f| *lock = Some(f));
-                }
-                match verdict {
-                    Ok(()) => worker.send(&Down::Proceed).map_err(broken)?,
-                    Err(e) => {
-                        let _ = worker.send(&Down::Abort);
-                        return Err(e);
+        match inbox.recv_timeout(Duration::from_millis(250)) {
+            Ok(Event::Frame(frame)) => {
+                last_move = Instant::now();
+                match frame {
+                    Up::Info(m) => ui.line(&m),
+                    Up::Warning(m) => ui.line(&format!("warning: {m}")),
+                    Up::Devices(d) => devices = d,
+                    Up::Inventory(inv) => {
+                        print_inventory(ui, &inv);
+                        match decide(args, facts, &inv, target_size, lock) {
+                            Ok(()) => worker.send(&Down::Proceed).map_err(broken)?,
+                            Err(e) => {
+                                let _ = worker.send(&Down::Abort);
+                                ending = Some(Ending::Refused(e));
+                            }
+                        }
+                        last_move = Instant::now(); // the time spent at the prompt is no stall
+                    }
+                    Up::Step(s) => {
+                        ui.last_step = Some(s);
+                        ui.step(s)
+                    }
+                    Up::Progress { done, total } => ui.progress(done, total),
+                    Up::Done(r) => ending = Some(Ending::Done(r)),
+                    Up::Aborted => ending = ending.or(Some(Ending::Aborted)),
+                    Up::Stopped { step, state } => ending = Some(Ending::Stopped { step, state }),
+                    Up::Failed { step, message, state, refused } => {
+                        ending = Some(Ending::Failed(fail(
+                            if refused { exit::REFUSED } else { exit::FAILED },
+                            format!("{} failed: {message}\nTarget state: {}", step.describe(), state.describe()),
+                        )))
                     }
                 }
             }
-            Up::Step(s) => {
-                ui.last_step = Some(s);
-                ui.step(s)
+            Ok(Event::Signal(sig)) => {
+                if first_signal.is_none() {
+                    first_signal = Some(sig);
+                    ui.line(&format!(
+                        "Stopping ({}): finishing cleanly — flush, unmount, detach. Press Ctrl-C again to stop at once.",
+                        signal_name(sig)
+                    ));
+                    worker.signal(nix::sys::signal::Signal::SIGTERM);
+                } else if !torn_down {
+                    torn_down = true;
+                    ui.line("Second signal: tearing the worker's namespace down now.");
+                    worker.signal(nix::sys::signal::Signal::SIGKILL);
+                }
             }
-            Up::Progress { done, total } => ui.progress(done, total),
-            Up::Done(r) => outcome = Ok(Some(*r)),
-            Up::Aborted => outcome = Ok(None),
-            Up::Failed { step, message, state, refused } => {
-                outcome = Err(fail(
-                    if refused { exit::REFUSED } else { exit::FAILED },
-                    format!("{} failed: {message}\nTarget state: {}", step.describe(), state.describe()),
-                ));
+            Ok(Event::Bad(e)) => {
+                worker.signal(nix::sys::signal::Signal::SIGKILL);
+                ending = Some(Ending::Failed(fail(exit::FAILED, format!("bad message from the worker: {e}"))));
+                break;
             }
+            Ok(Event::Closed) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let io: u64 = devices.iter().filter_map(|d| procfs::block_io(d)).map(|(moved, _)| moved).sum();
+        if io_seen != Some(io) {
+            io_seen = Some(io);
+            last_move = Instant::now();
+        }
+        if last_move.elapsed() >= stall_after && ending.is_none() {
+            ui.done();
+            return Err(fail(exit::STALLED, watchdog::stalled(worker, ui.last_step, &devices, stall_after)));
         }
     }
-    outcome
+    worker.hang_up();
+    let status = worker.wait_for(Duration::from_secs(10));
+    let state_now = || TargetState::when_stopped_in(ui.last_step);
+    if let Some(sig) = first_signal {
+        let code = 128 + sig as u8;
+        let message = match ending {
+            Some(Ending::Stopped { step, state }) => format!(
+                "stopped by {} while {}: what was written is flushed, and the worker unmounted and detached \
+                 everything it used.\nTarget state: {}",
+                signal_name(sig),
+                step.describe().to_lowercase(),
+                state.describe()
+            ),
+            Some(Ending::Done(_)) => {
+                format!("{} came after the last byte: the write is complete", signal_name(sig))
+            }
+            Some(Ending::Refused(_)) | Some(Ending::Aborted) | None if ui.last_step.is_none() => {
+                format!(
+                    "stopped by {} before anything was written.\nTarget state: the target was not changed",
+                    signal_name(sig)
+                )
+            }
+            _ => format!(
+                "stopped at once by {}{}; the worker's namespace is gone, and its mounts and loop devices with it.\n\
+                 Target state: {}",
+                signal_name(sig),
+                ui.last_step.map_or(String::new(), |s| format!(" while {}", s.describe().to_lowercase())),
+                state_now().describe()
+            ),
+        };
+        if let Some(Ending::Done(r)) = ending {
+            return Ok(Some(*r));
+        }
+        return Err(fail(code, message));
+    }
+    match ending {
+        Some(Ending::Done(r)) if status.is_some_and(|s| s.success()) => Ok(Some(*r)),
+        Some(Ending::Aborted) => Ok(None),
+        Some(Ending::Refused(e)) | Some(Ending::Failed(e)) => Err(e),
+        _ => Err(fail(
+            exit::FAILED,
+            format!(
+                "the worker ended unexpectedly ({}){}.\nTarget state: {}",
+                status.map_or("still running".to_string(), |s| s.to_string()),
+                ui.last_step.map_or(String::new(), |s| format!(" while {}", s.describe().to_lowercase())),
+                state_now().describe()
+            ),
+        )),
+    }
+}
+
+/// The checks that need the ISO's inventory, then the confirmation, then the lock on a new image file.
+fn decide(
+    args: &WriteArgs,
+    facts: &TargetFacts,
+    inv: &Inventory,
+    target_size: u64,
+    lock: &mut Option<File>,
+) -> Result<(), Exit> {
+    safety::check_content(inv, &args.iso, &args.target, target_size).map_err(|e| fail(exit::REFUSED, e))?;
+    if args.boot == BootMode::Uefi && !inv.has_uefi_loader {
+        return Err(fail(
+            exit::REFUSED,
+            "--boot uefi: the ISO has no efi/boot/bootx64.efi (Windows 7 ISOs are not supported yet); use --boot bios",
+        ));
+    }
+    if !args.yes {
+        let q = format!("This will ERASE everything on {}.", describe_target(facts, target_size));
+        if !confirm(&q)? {
+            return Err(fail(exit::REFUSED, "not confirmed; nothing was written"));
+        }
+    }
+    if lock.is_none() {
+        *lock = Some(open_and_lock(facts, &args.target, target_size)?);
+    }
+    Ok(())
 }

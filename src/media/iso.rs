@@ -576,7 +576,7 @@ mod tests {
             Command::new("genisoimage").args(["-quiet", "-V", "WOE_TEST", "-o"]).arg(out).args(args).arg(src).status();
         match status {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                eprintln!("SKIPPED: genisoimage not installed");
+                crate::report_skip("genisoimage tests", "genisoimage not installed");
                 None
             }
             Err(e) => panic!("cannot run genisoimage: {e}"),

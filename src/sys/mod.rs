@@ -4,3 +4,4 @@ pub mod lock;
 pub mod loopdev;
 pub mod mount;
 pub mod mountinfo;
+pub mod procfs;

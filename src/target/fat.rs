@@ -141,6 +141,10 @@ impl Write for MountedFile {
 }
 
 impl TargetTree for MountedTarget {
+    fn flusher(&self) -> std::io::Result<Option<crate::copy::Flusher>> {
+        Ok(Some(crate::copy::Flusher::Filesystem(File::open(&self.root)?)))
+    }
+
     fn create_dir(&mut self, path: &str, _mtime: i64) -> std::io::Result<()> {
         match std::fs::create_dir(self.root.join(path)) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),

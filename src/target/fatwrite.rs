@@ -510,6 +510,10 @@ impl Write for PlannedWriter<'_> {
 }
 
 impl TargetTree for FatWriter {
+    fn flusher(&self) -> std::io::Result<Option<crate::copy::Flusher>> {
+        Ok(Some(crate::copy::Flusher::Device(self.device.try_clone()?)))
+    }
+
     fn create_dir(&mut self, path: &str, _mtime: i64) -> std::io::Result<()> {
         if self.plan.dir_paths.contains(path) {
             Ok(())
@@ -655,7 +659,7 @@ mod tests {
                 .is_ok_and(|o| o.status.success())
         };
         if !have("mkfs.fat") || !have("mcopy") {
-            eprintln!("SKIPPED: writes_a_filesystem_that_fsck_and_mtools_accept: dosfstools or mtools missing");
+            crate::report_skip("writes_a_filesystem_that_fsck_and_mtools_accept", "dosfstools or mtools missing");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -146,6 +146,7 @@ pub enum TargetState {
     Formatted,
     FilesIncomplete,
     BootIncomplete,
+    NotFlushed,
     Complete,
 }
 
@@ -157,8 +158,9 @@ impl TargetState {
             Some(Step::Wipe) | Some(Step::Partition) => TargetState::Wiped,
             Some(Step::Format) => TargetState::Partitioned,
             Some(Step::Mount) => TargetState::Formatted,
-            Some(Step::Copy) | Some(Step::Flush) | Some(Step::Unmount) => TargetState::FilesIncomplete,
+            Some(Step::Copy) => TargetState::FilesIncomplete,
             Some(Step::BootBios) | Some(Step::BootUefi) => TargetState::BootIncomplete,
+            Some(Step::Flush) | Some(Step::Unmount) => TargetState::NotFlushed,
         }
     }
 
@@ -174,6 +176,9 @@ impl TargetState {
                 "partition table and filesystem written, files incomplete: run woesafe write again"
             }
             TargetState::BootIncomplete => "all files written, boot code incomplete: run woesafe write again",
+            TargetState::NotFlushed => {
+                "files and boot code written but not all flushed to the device: run woesafe write again"
+            }
             TargetState::Complete => "the write is complete",
         }
     }
@@ -210,9 +215,24 @@ pub enum Up {
     Warning(String),
     Inventory(Box<Inventory>),
     Step(Step),
-    Progress { done: u64, total: u64 },
+    Progress {
+        done: u64,
+        total: u64,
+    },
     Done(Box<Report>),
-    Failed { step: Step, message: String, state: TargetState, refused: bool },
+    Failed {
+        step: Step,
+        message: String,
+        state: TargetState,
+        refused: bool,
+    },
+    /// Stopped in an orderly way on request (a signal): everything flushed, unmounted and detached.
+    Stopped {
+        step: Step,
+        state: TargetState,
+    },
+    /// The block devices the write goes through (kernel names), for the stall watchdog's I/O counters.
+    Devices(Vec<String>),
     Aborted,
 }
 
@@ -224,7 +244,7 @@ mod tests {
     fn stopped_states() {
         assert_eq!(TargetState::when_stopped_in(None), TargetState::Untouched);
         assert_eq!(TargetState::when_stopped_in(Some(Step::Copy)), TargetState::FilesIncomplete);
-        assert_eq!(TargetState::when_stopped_in(Some(Step::Flush)), TargetState::FilesIncomplete);
+        assert_eq!(TargetState::when_stopped_in(Some(Step::Flush)), TargetState::NotFlushed);
         assert!(TargetState::when_stopped_in(Some(Step::Format)).describe().contains("run woesafe write again"));
     }
 

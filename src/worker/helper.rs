@@ -14,17 +14,31 @@ pub enum HelperError {
     },
     #[error("{program} failed ({status}): {stderr}")]
     Failed { program: String, status: String, stderr: String },
+    #[error("{program} was stopped (stop requested)")]
+    Stopped { program: String },
+    #[error("cannot wait for {program}: {source}")]
+    Wait {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Make a command die with its parent and keep it out of the terminal's process group.
 pub fn harden(cmd: &mut Command) -> &mut Command {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
-    // SAFETY: the closure runs between fork and exec and only calls prctl, which is async-signal-safe.
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only calls prctl and getppid, which are
+    // async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the death signal was armed.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         })
@@ -36,7 +50,33 @@ pub fn run(program: &str, args: &[String], package: &'static str) -> Result<Stri
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).env("LC_ALL", "C");
     harden(&mut cmd);
-    let out = cmd.output().map_err(|source| HelperError::Spawn { program: program.to_string(), package, source })?;
+    let mut child =
+        cmd.spawn().map_err(|source| HelperError::Spawn { program: program.to_string(), package, source })?;
+    // Drain stdout and stderr while waiting, checking for a stop request: on one, the helper's whole process
+    // group is killed and waited for.
+    let mut stdout = child.stdout.take();
+    let mut stderr_pipe = child.stderr.take();
+    let mut out_buf = Vec::new();
+    let mut err_buf = Vec::new();
+    let status = loop {
+        drain(&mut stdout, &mut out_buf);
+        drain(&mut stderr_pipe, &mut err_buf);
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(source) => return Err(HelperError::Wait { program: program.to_string(), source }),
+        }
+        if super::init::stop_requested() {
+            let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            return Err(HelperError::Stopped { program: program.to_string() });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    drain(&mut stdout, &mut out_buf);
+    drain(&mut stderr_pipe, &mut err_buf);
+    let out = std::process::Output { status, stdout: out_buf, stderr: err_buf };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
@@ -47,4 +87,26 @@ pub fn run(program: &str, args: &[String], package: &'static str) -> Result<Stri
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Read whatever a helper's pipe holds now, without blocking.
+fn drain<R: std::io::Read + std::os::fd::AsRawFd>(pipe: &mut Option<R>, buf: &mut Vec<u8>) {
+    let Some(p) = pipe else { return };
+    let fd = p.as_raw_fd();
+    // SAFETY: fcntl on a pipe fd we own; only the O_NONBLOCK flag changes.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let mut chunk = [0u8; 4096];
+    loop {
+        match p.read(&mut chunk) {
+            Ok(0) => {
+                *pipe = None;
+                return;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return,
+        }
+    }
 }

@@ -2,6 +2,8 @@
 //! write, reports over frames, and leaves nothing behind: its mounts and loop devices end with it.
 
 use std::io::{BufReader, BufWriter, Stdin, Stdout};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::frame::{Down, FrameError, Up, read_frame, write_frame};
 
@@ -21,8 +23,30 @@ impl Link {
     }
 }
 
+/// Set by SIGINT, SIGTERM, SIGHUP or SIGQUIT: stop in an orderly way at the next check.
+static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+
+/// Whether an orderly stop was asked for (the supervisor forwards the user's signal as SIGTERM).
+pub fn stop_requested() -> bool {
+    STOP.get().is_some_and(|f| f.load(Ordering::Relaxed))
+}
+
+/// PID 1 of a namespace ignores signals left at their default action: install our own. SIGPIPE stays ignored
+/// (Rust's default): a vanished supervisor shows as a write error on the frame pipe.
+fn install_signal_flags() -> std::io::Result<()> {
+    let flag = STOP.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        signal_hook::flag::register(sig, Arc::clone(flag))?;
+    }
+    Ok(())
+}
+
 /// Entry point of `woesafe __woesafe_worker`. Returns the process exit code.
 pub fn main() -> i32 {
+    if let Err(e) = install_signal_flags() {
+        eprintln!("woesafe worker: cannot install signal handlers: {e}");
+        return 1;
+    }
     let mut link = Link { to: BufWriter::new(std::io::stdout()), from: BufReader::new(std::io::stdin()) };
     if std::process::id() != 1 {
         let _ = link.send(&Up::Failed {
@@ -48,7 +72,7 @@ pub fn main() -> i32 {
     };
     let outcome = crate::write::run(&request, &mut link);
     let code = match &outcome {
-        Up::Done(_) | Up::Aborted => 0,
+        Up::Done(_) | Up::Aborted | Up::Stopped { .. } => 0,
         _ => 1,
     };
     if link.send(&outcome).is_err() {

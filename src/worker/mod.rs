@@ -4,6 +4,7 @@ pub mod frame;
 pub mod helper;
 pub mod init;
 pub mod spawn;
+pub mod watchdog;
 
 /// The hidden first argument that turns the binary into the worker.
 pub const WORKER_ARG: &str = "__woesafe_worker";

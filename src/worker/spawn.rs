@@ -1,7 +1,10 @@
-//! Supervisor side: start the worker in new PID + mount namespaces and talk to it over its stdin/stdout.
+//! Supervisor side: start the worker in new PID + mount namespaces. Frames from the worker, and signals, arrive
+//! as events on one channel, so the supervisor can wait with a timeout (for the stall watchdog).
 
 use std::io::{BufReader, BufWriter};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::Sender;
 
 use nix::sched::CloneFlags;
 
@@ -13,66 +16,143 @@ pub enum SpawnError {
     PidNamespace(#[source] nix::Error),
     #[error("cannot find our own executable: {0}")]
     Exe(#[source] std::io::Error),
+    #[error("cannot create the frame pipe: {0}")]
+    Pipe(#[source] nix::Error),
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("cannot start the worker: {0}")]
     Spawn(#[source] std::io::Error),
 }
 
-pub struct Worker {
-    child: Child,
-    to: BufWriter<ChildStdin>,
-    from: BufReader<ChildStdout>,
+/// What the supervisor waits for.
+#[derive(Debug)]
+pub enum Event {
+    Frame(Up),
+    /// The worker closed its end (it exited, or was killed).
+    Closed,
+    /// A malformed frame: the worker is not trustworthy any more.
+    Bad(FrameError),
+    Signal(i32),
 }
 
-/// Start the worker. Call it only once per process: the supervisor's children from now on are born into the
-/// new PID namespace (the worker becomes its PID 1), and the calling thread can create no more threads
-/// (clone(CLONE_THREAD) across PID namespaces fails), so start any thread before.
-pub fn spawn() -> Result<Worker, SpawnError> {
+pub struct Worker {
+    child: Child,
+    to: Option<BufWriter<ChildStdin>>,
+}
+
+/// pidfd_open(2) of our own process: the child checks it right after setting its parent-death signal, which
+/// closes the race with a supervisor that died before the signal was armed.
+fn pidfd_self() -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; the fd is owned by us from here on.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    if fd < 0 {
+        None
+    } else {
+        // SAFETY: fd is a fresh descriptor returned by the kernel and not owned elsewhere.
+        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+}
+
+/// Start the worker; its frames arrive on `events`. Call it only once per process and after starting every
+/// thread the supervisor needs: from here on the supervisor's children are born into the new PID namespace
+/// (the worker becomes its PID 1), and clone(CLONE_THREAD) across PID namespaces fails, so no new thread can
+/// be started.
+pub fn spawn(events: Sender<Event>) -> Result<Worker, SpawnError> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(SpawnError::Exe)?;
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Pipe)?;
+    // The reader thread exists before the PID namespace is unshared.
+    std::thread::Builder::new()
+        .name("frames".into())
+        .spawn(move || {
+            let mut from = BufReader::new(std::fs::File::from(read_end));
+            loop {
+                let event = match read_frame::<Up>(&mut from) {
+                    Ok(Some(up)) => Event::Frame(up),
+                    Ok(None) => Event::Closed,
+                    Err(e) => Event::Bad(e),
+                };
+                let last = !matches!(event, Event::Frame(_));
+                if events.send(event).is_err() || last {
+                    break;
+                }
+            }
+        })
+        .map_err(SpawnError::Thread)?;
+    let parent = pidfd_self();
+    let parent_fd = parent.as_ref().map(|f| f.as_raw_fd());
     nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(SpawnError::PidNamespace)?;
     let mut cmd = Command::new(exe);
-    cmd.arg(super::WORKER_ARG).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-    // Helpers and the worker stay out of the terminal's process group: Ctrl-C reaches the supervisor only,
+    cmd.arg(super::WORKER_ARG).stdin(Stdio::piped()).stdout(Stdio::from(write_end)).stderr(Stdio::inherit());
+    // The worker and its helpers stay out of the terminal's process group: Ctrl-C reaches the supervisor only,
     // which decides how to stop them.
     cmd.process_group(0);
-    // SAFETY: runs between fork and exec in the single-threaded child; unshare, mount and prctl are plain
-    // system calls, nothing allocates or takes locks.
+    // SAFETY: runs between fork and exec in the single-threaded child; unshare, mount, prctl and poll are
+    // plain system calls, nothing allocates or takes locks.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
-            crate::sys::mount::make_namespace_private().map_err(|_| std::io::Error::last_os_error())?;
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .map_err(std::io::Error::from)?;
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // The supervisor may have died before the death signal was armed: its pidfd is readable then.
+            if let Some(fd) = parent_fd {
+                let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+                if libc::poll(&mut pfd, 1, 0) > 0 {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
             }
             Ok(())
         });
     }
     let mut child = cmd.spawn().map_err(SpawnError::Spawn)?;
-    let to = BufWriter::new(child.stdin.take().expect("stdin is piped"));
-    let from = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    Ok(Worker { child, to, from })
+    drop(cmd); // closes our copy of the pipe's write end, so the reader sees the end when the worker goes
+    drop(parent);
+    let to = child.stdin.take().map(BufWriter::new);
+    Ok(Worker { child, to })
 }
 
 impl Worker {
     pub fn send(&mut self, msg: &Down) -> Result<(), FrameError> {
-        write_frame(&mut self.to, msg)
-    }
-
-    /// The next frame, or None when the worker closed its end.
-    pub fn recv(&mut self) -> Result<Option<Up>, FrameError> {
-        read_frame(&mut self.from)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Wait for the worker to exit (killing it first when `kill`): it takes its whole PID namespace with it.
-    pub fn finish(mut self, kill: bool) -> std::io::Result<std::process::ExitStatus> {
-        drop(self.to);
-        if kill {
-            let _ = self.child.kill();
+        match &mut self.to {
+            Some(to) => write_frame(to, msg),
+            None => Err(FrameError::Io(std::io::ErrorKind::BrokenPipe.into())),
         }
-        self.child.wait()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Send a signal to the worker (SIGTERM: orderly stop; SIGKILL: it takes its PID namespace with it).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// Close our end of the request pipe (the worker reads its end as "supervisor gone").
+    pub fn hang_up(&mut self) {
+        self.to = None;
+    }
+
+    /// Wait up to `timeout` for the worker to exit; None when it is still there (e.g. stuck in D state).
+    pub fn wait_for(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                _ => return None,
+            }
+        }
     }
 }

@@ -21,7 +21,7 @@ pub fn need_root(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    eprintln!("SKIPPED: {test}: needs root (loop devices, namespaces)");
+    woesafe::report_skip(test, "needs root (loop devices, namespaces)");
     false
 }
 

@@ -1,0 +1,56 @@
+//! The stall watchdog's report and teardown: when no byte has moved for the stall timeout, name the step, every
+//! process of the worker's PID namespace with its state and wait channel, and the devices; then kill the
+//! namespace and say whether anything stayed in uninterruptible sleep.
+
+use std::time::Duration;
+
+use super::frame::Step;
+use super::spawn::Worker;
+use crate::sys::procfs::{self, ProcInfo};
+
+fn describe(p: &ProcInfo) -> String {
+    let wchan = if p.wchan.is_empty() || p.wchan == "0" { String::new() } else { format!(", waiting in {}", p.wchan) };
+    format!("pid {} ({}): {}{}", p.pid, p.comm, p.describe_state(), wchan)
+}
+
+fn describe_device(name: &str) -> String {
+    let backing = crate::sys::loopdev::backing_file(name).map(|b| format!(" (backed by {b})")).unwrap_or_default();
+    let inflight = procfs::block_io(name).map(|(_, f)| format!(", {f} I/O requests in flight")).unwrap_or_default();
+    format!("/dev/{name}{backing}{inflight}")
+}
+
+/// Report the stall, tear the worker's namespace down, and return the whole message for the user.
+pub fn stalled(worker: &mut Worker, step: Option<Step>, devices: &[String], after: Duration) -> String {
+    let ns = procfs::pid_namespace(worker.pid());
+    let before = ns.as_deref().map(procfs::processes_in_namespace).unwrap_or_default();
+    let mut msg = format!(
+        "stalled: no byte moved for {} s while {}.",
+        after.as_secs(),
+        step.map_or("starting".to_string(), |s| s.describe().to_lowercase())
+    );
+    for p in &before {
+        msg.push_str(&format!("\n  {}", describe(p)));
+    }
+    for d in devices {
+        msg.push_str(&format!("\n  device: {}", describe_device(d)));
+    }
+    // Killing PID 1 kills every process of the namespace; its mounts and autoclear loops go with it.
+    worker.signal(nix::sys::signal::Signal::SIGKILL);
+    let gone = worker.wait_for(Duration::from_secs(3)).is_some();
+    let left = ns.as_deref().map(procfs::processes_in_namespace).unwrap_or_default();
+    if gone && left.is_empty() {
+        msg.push_str("\nThe worker's namespace is torn down: its mounts and loop devices are gone.");
+    } else {
+        msg.push_str(
+            "\nStill in the kernel after the teardown (they end when their I/O completes or the device is removed):",
+        );
+        for p in &left {
+            msg.push_str(&format!("\n  {}", describe(p)));
+        }
+        msg.push_str(
+            "\nTheir mounts are private to the worker's namespace, invisible to the host, and go away with them.",
+        );
+    }
+    msg.push_str("\nTarget state: unknown beyond the last step; check the device, then run woesafe write again.");
+    msg
+}
