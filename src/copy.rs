@@ -28,21 +28,18 @@ pub trait TargetTree {
     }
 }
 
-/// Pushes written data to the device while a file is still being written.
-pub enum Flusher {
-    /// fdatasync on the device the filesystem lives on.
-    Device(std::fs::File),
-    /// syncfs on a mounted filesystem (any fd inside it).
-    Filesystem(std::fs::File),
+/// Pushes written data to the device while a file is still being written (fdatasync on the device, or
+/// syncfs on a mounted filesystem).
+pub type Flusher = Box<dyn Fn() -> std::io::Result<()>>;
+
+/// fdatasync on the device the filesystem lives on.
+pub fn device_flusher(device: std::fs::File) -> Flusher {
+    Box::new(move || device.sync_data())
 }
 
-impl Flusher {
-    pub fn flush(&self) -> std::io::Result<()> {
-        match self {
-            Flusher::Device(f) => f.sync_data(),
-            Flusher::Filesystem(f) => nix::unistd::syncfs(f).map_err(std::io::Error::from),
-        }
-    }
+/// syncfs on a mounted filesystem (through any fd inside it).
+pub fn filesystem_flusher(inside: std::fs::File) -> Flusher {
+    Box::new(move || nix::unistd::syncfs(&inside).map_err(std::io::Error::from))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +82,7 @@ pub fn copy_tree(
     let mut done = 0u64;
     let mut since_sync = 0u64;
     let flusher = target.flusher().map_err(CopyError::Sync)?;
-    let sync = |f: &Option<Flusher>| f.as_ref().map_or(Ok(()), Flusher::flush).map_err(CopyError::Sync);
+    let sync = |f: &Option<Flusher>| f.as_ref().map_or(Ok(()), |f| f()).map_err(CopyError::Sync);
     let mut buf = vec![0u8; CHUNK];
     for (index, entry) in source.entries().iter().enumerate() {
         let wt = |source| CopyError::WriteTarget { path: entry.path.clone(), source };
@@ -200,6 +197,41 @@ mod tests {
         assert_eq!(t.0["empty"].as_deref(), Some(&[][..]));
         assert_eq!(seen.last(), Some(&(big.len() as u64)));
         assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    /// A target whose flushes are counted, to check that progress reports only flushed bytes.
+    struct Counted(MemTarget, std::rc::Rc<std::cell::Cell<u32>>);
+    impl TargetTree for Counted {
+        fn create_dir(&mut self, p: &str, m: i64) -> std::io::Result<()> {
+            self.0.create_dir(p, m)
+        }
+        fn create_file<'a>(&'a mut self, p: &str, m: i64, s: u64) -> std::io::Result<Box<dyn Write + 'a>> {
+            self.0.create_file(p, m, s)
+        }
+        fn finish(&mut self, e: &[SourceEntry]) -> std::io::Result<()> {
+            self.0.finish(e)
+        }
+        fn flusher(&self) -> std::io::Result<Option<Flusher>> {
+            let n = self.1.clone();
+            Ok(Some(Box::new(move || {
+                n.set(n.get() + 1);
+                Ok(())
+            })))
+        }
+    }
+
+    #[test]
+    fn progress_counts_flushed_bytes() {
+        let size = 2 * SYNC_EVERY + 12345;
+        let data: Vec<u8> = (0..size).map(|i| (i % 7) as u8).collect();
+        let src = MemSource(vec![e("a", false, size), e("b", false, 5)], vec![data, vec![1; 5]]);
+        let flushes = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut t = Counted(MemTarget::default(), flushes.clone());
+        let mut seen = Vec::new();
+        let f2 = flushes.clone();
+        copy_tree(&src, &mut t, &mut |d| seen.push((d, f2.get())), &|| false).unwrap();
+        // every report follows a flush: two during the big file, one at the end
+        assert_eq!(seen, vec![(SYNC_EVERY, 1), (2 * SYNC_EVERY, 2), (size + 5, 3)]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("woesafe: {e:#}");
+            woesafe::say!("woesafe: {e:#}");
             ExitCode::from(exit::FAILED)
         }
     }
@@ -33,7 +33,7 @@ fn run() -> anyhow::Result<ExitCode> {
     Ok(match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("woesafe: {}", e.message);
+            woesafe::say!("woesafe: {}", e.message);
             ExitCode::from(if e.code == exit::OK { exit::FAILED } else { e.code })
         }
     })

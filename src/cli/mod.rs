@@ -3,6 +3,16 @@
 
 pub mod write;
 
+/// Print a line on stderr, never panicking: with stderr a closed pipe (SIGPIPE is ignored, so writes fail with
+/// EPIPE), woesafe goes on and finishes its work; it just cannot be heard.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use clap::{Parser, Subcommand};
 
 /// Exit codes (documented in --help and README.md).

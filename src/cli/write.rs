@@ -90,7 +90,7 @@ impl Ui {
         }
         match &self.bar {
             Some(b) => b.println(msg),
-            None => eprintln!("{msg}"),
+            None => crate::say!("{msg}"),
         }
     }
 
@@ -123,7 +123,7 @@ impl Ui {
             let pct = done * 100 / total;
             if pct / 10 > self.last_pct / 10 {
                 self.last_pct = pct;
-                eprintln!("      {pct:3}%  {} of {}", human(done), human(total));
+                crate::say!("      {pct:3}%  {} of {}", human(done), human(total));
             }
         }
     }
@@ -166,12 +166,12 @@ fn confirm(question: &str) -> Result<bool, Exit> {
             "refusing to write without confirmation: standard input is not a terminal; add --yes to confirm",
         ));
     }
-    eprint!("{question} Type 'yes' to continue: ");
+    let _ = write!(std::io::stderr(), "{question} Type 'yes' to continue: ");
     let _ = std::io::stderr().flush();
     // Wait for the answer without blocking signals out: a Ctrl-C at the prompt must end woesafe at once.
     loop {
         if INTERRUPTED.load(Ordering::SeqCst) != 0 {
-            eprintln!();
+            crate::say!("");
             return Ok(false);
         }
         let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
@@ -334,18 +334,22 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
             human(target_size)
         ));
     }
+    // An existing image file is locked first, so that a second writer hears "busy" rather than a complaint
+    // about the first writer's loop device; a block device is checked first (opening it exclusively would
+    // turn every other refusal into "busy"); a new image file is created only once everything has passed.
+    let mut lock = match facts {
+        TargetFacts::Image { exists: true, .. } => Some(open_and_lock(&facts, &args.target, target_size)?),
+        _ => None,
+    };
     let host = disk::host_facts(&args.iso).map_err(|e| fail(exit::FAILED, e))?;
     safety::check_target(&facts, &host, &crate::sys::loopdev::attached(), &args.iso, args.force)
         .map_err(|e| fail(exit::REFUSED, e))?;
     if args.boot.bios() {
         crate::boot::bios::check_grub_installed().map_err(|e| fail(exit::FAILED, e))?;
     }
-
-    // Existing targets are locked now; a new image file is only created once the checks have passed.
-    let mut lock = match facts {
-        TargetFacts::Image { exists: false, .. } => None,
-        _ => Some(open_and_lock(&facts, &args.target, target_size)?),
-    };
+    if let TargetFacts::Block(_) = facts {
+        lock = Some(open_and_lock(&facts, &args.target, target_size)?);
+    }
     let work_dir = make_work_dir()?;
     let result = supervise(args, &facts, label, target_size, &work_dir, &mut lock, &mut ui);
     ui.done();
@@ -446,7 +450,7 @@ fn follow(
     let stall_after = Duration::from_secs(args.stall_timeout.max(1));
     let mut ending = None;
     let mut first_signal = None;
-    let mut torn_down = false;
+    let mut torn_down: Option<Instant> = None;
     let mut devices: Vec<String> = Vec::new();
     let mut io_seen = None;
     let mut last_move = Instant::now();
@@ -493,8 +497,8 @@ fn follow(
                         signal_name(sig)
                     ));
                     worker.signal(nix::sys::signal::Signal::SIGTERM);
-                } else if !torn_down {
-                    torn_down = true;
+                } else if torn_down.is_none() {
+                    torn_down = Some(Instant::now());
                     ui.line("Second signal: tearing the worker's namespace down now.");
                     worker.signal(nix::sys::signal::Signal::SIGKILL);
                 }
@@ -507,6 +511,10 @@ fn follow(
             Ok(Event::Closed) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
+        // A worker stuck in the kernel keeps its pipe open even when killed: stop waiting for it.
+        if torn_down.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
+            break;
+        }
         let io: u64 = devices.iter().filter_map(|d| procfs::block_io(d)).map(|(moved, _)| moved).sum();
         if io_seen != Some(io) {
             io_seen = Some(io);
@@ -518,7 +526,8 @@ fn follow(
         }
     }
     worker.hang_up();
-    let status = worker.wait_for(Duration::from_secs(10));
+    let leftovers = if torn_down.is_some() { watchdog::teardown(worker) } else { String::new() };
+    let status = worker.wait_for(Duration::from_secs(if torn_down.is_some() { 0 } else { 10 }));
     let state_now = || TargetState::when_stopped_in(ui.last_step);
     if let Some(sig) = first_signal {
         let code = 128 + sig as u8;
@@ -540,10 +549,14 @@ fn follow(
                 )
             }
             _ => format!(
-                "stopped at once by {}{}; the worker's namespace is gone, and its mounts and loop devices with it.\n\
-                 Target state: {}",
+                "stopped at once by {}{}.{}\nTarget state: {}",
                 signal_name(sig),
                 ui.last_step.map_or(String::new(), |s| format!(" while {}", s.describe().to_lowercase())),
+                if leftovers.is_empty() {
+                    "\nThe worker's namespace is torn down: its mounts and loop devices are gone.".to_string()
+                } else {
+                    leftovers
+                },
                 state_now().describe()
             ),
         };

@@ -10,6 +10,8 @@ pub struct ProcInfo {
     pub state: char,
     /// The kernel function it sleeps in ("0" or empty when running).
     pub wchan: String,
+    /// Its pid inside its own (innermost) PID namespace, from NSpid in /proc/PID/status.
+    pub ns_pid: Option<i32>,
 }
 
 impl ProcInfo {
@@ -38,7 +40,13 @@ pub fn read_proc(pid: i32) -> Option<ProcInfo> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (comm, state) = parse_stat(&stat)?;
     let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-    Some(ProcInfo { pid, comm, state, wchan: wchan.trim().to_string() })
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    Some(ProcInfo { pid, comm, state, wchan: wchan.trim().to_string(), ns_pid: parse_nspid(&status) })
+}
+
+/// The innermost pid from the NSpid line of /proc/PID/status ("NSpid:\t26823\t1" → 1).
+pub fn parse_nspid(status: &str) -> Option<i32> {
+    status.lines().find_map(|l| l.strip_prefix("NSpid:"))?.split_whitespace().last()?.parse().ok()
 }
 
 /// The PID namespace of a process, as the link text of /proc/PID/ns/pid ("pid:[4026532...]").
@@ -84,6 +92,13 @@ mod tests {
         let t = "1234 (my (odd) prog) D 1 1234 1234 0 -1 4194560 120 0 0 0";
         assert_eq!(parse_stat(t), Some(("my (odd) prog".into(), 'D')));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn nspid() {
+        assert_eq!(parse_nspid("Name:\tx\nNSpid:\t26823\t1\nNSpgid:\t5\n"), Some(1));
+        assert_eq!(parse_nspid("NSpid:\t42\n"), Some(42));
+        assert_eq!(parse_nspid("Name:\tx\n"), None);
     }
 
     #[test]

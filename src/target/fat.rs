@@ -142,7 +142,7 @@ impl Write for MountedFile {
 
 impl TargetTree for MountedTarget {
     fn flusher(&self) -> std::io::Result<Option<crate::copy::Flusher>> {
-        Ok(Some(crate::copy::Flusher::Filesystem(File::open(&self.root)?)))
+        Ok(Some(crate::copy::filesystem_flusher(File::open(&self.root)?)))
     }
 
     fn create_dir(&mut self, path: &str, _mtime: i64) -> std::io::Result<()> {

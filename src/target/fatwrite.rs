@@ -511,7 +511,7 @@ impl Write for PlannedWriter<'_> {
 
 impl TargetTree for FatWriter {
     fn flusher(&self) -> std::io::Result<Option<crate::copy::Flusher>> {
-        Ok(Some(crate::copy::Flusher::Device(self.device.try_clone()?)))
+        Ok(Some(crate::copy::device_flusher(self.device.try_clone()?)))
     }
 
     fn create_dir(&mut self, path: &str, _mtime: i64) -> std::io::Result<()> {

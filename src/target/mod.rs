@@ -2,7 +2,6 @@
 
 pub mod disk;
 pub mod fat;
-pub mod fatcache;
 pub mod fatwrite;
 pub mod label;
 pub mod mbr;

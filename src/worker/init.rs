@@ -44,7 +44,7 @@ fn install_signal_flags() -> std::io::Result<()> {
 /// Entry point of `woesafe __woesafe_worker`. Returns the process exit code.
 pub fn main() -> i32 {
     if let Err(e) = install_signal_flags() {
-        eprintln!("woesafe worker: cannot install signal handlers: {e}");
+        crate::say!("woesafe worker: cannot install signal handlers: {e}");
         return 1;
     }
     let mut link = Link { to: BufWriter::new(std::io::stdout()), from: BufReader::new(std::io::stdin()) };
@@ -62,11 +62,11 @@ pub fn main() -> i32 {
         // The supervisor went away before asking anything: nothing to do.
         Ok(None) | Ok(Some(Down::Abort)) => return 0,
         Ok(Some(other)) => {
-            eprintln!("woesafe worker: unexpected first frame {other:?}");
+            crate::say!("woesafe worker: unexpected first frame {other:?}");
             return 1;
         }
         Err(e) => {
-            eprintln!("woesafe worker: {e}");
+            crate::say!("woesafe worker: {e}");
             return 1;
         }
     };

@@ -10,7 +10,11 @@ use crate::sys::procfs::{self, ProcInfo};
 
 fn describe(p: &ProcInfo) -> String {
     let wchan = if p.wchan.is_empty() || p.wchan == "0" { String::new() } else { format!(", waiting in {}", p.wchan) };
-    format!("pid {} ({}): {}{}", p.pid, p.comm, p.describe_state(), wchan)
+    let inner = match p.ns_pid {
+        Some(n) if n != p.pid => format!(", PID {n} in the worker's namespace"),
+        _ => String::new(),
+    };
+    format!("pid {} ({}{inner}): {}{}", p.pid, p.comm, p.describe_state(), wchan)
 }
 
 fn describe_device(name: &str) -> String {
@@ -34,23 +38,27 @@ pub fn stalled(worker: &mut Worker, step: Option<Step>, devices: &[String], afte
     for d in devices {
         msg.push_str(&format!("\n  device: {}", describe_device(d)));
     }
-    // Killing PID 1 kills every process of the namespace; its mounts and autoclear loops go with it.
+    msg.push_str(&teardown(worker));
+    msg.push_str("\nTarget state: unknown beyond the last step; check the device, then run woesafe write again.");
+    msg
+}
+
+/// Kill the worker (PID 1: every process of its namespace dies with it, its mounts and autoclear loops go),
+/// wait a little, and say whether anything stayed in the kernel.
+pub fn teardown(worker: &mut Worker) -> String {
+    let ns = procfs::pid_namespace(worker.pid());
     worker.signal(nix::sys::signal::Signal::SIGKILL);
     let gone = worker.wait_for(Duration::from_secs(3)).is_some();
     let left = ns.as_deref().map(procfs::processes_in_namespace).unwrap_or_default();
     if gone && left.is_empty() {
-        msg.push_str("\nThe worker's namespace is torn down: its mounts and loop devices are gone.");
-    } else {
-        msg.push_str(
-            "\nStill in the kernel after the teardown (they end when their I/O completes or the device is removed):",
-        );
-        for p in &left {
-            msg.push_str(&format!("\n  {}", describe(p)));
-        }
-        msg.push_str(
-            "\nTheir mounts are private to the worker's namespace, invisible to the host, and go away with them.",
-        );
+        return "\nThe worker's namespace is torn down: its mounts and loop devices are gone.".to_string();
     }
-    msg.push_str("\nTarget state: unknown beyond the last step; check the device, then run woesafe write again.");
+    let mut msg =
+        "\nStill in the kernel after the teardown (they end when their I/O completes or the device is removed):"
+            .to_string();
+    for p in &left {
+        msg.push_str(&format!("\n  {}", describe(p)));
+    }
+    msg.push_str("\nTheir mounts are private to the worker's namespace, invisible to the host, and go away with them.");
     msg
 }

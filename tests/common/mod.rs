@@ -236,3 +236,74 @@ pub fn boot_check_within(image: &Path, mode: &str, seconds: u32) -> (bool, Strin
         .unwrap();
     (out.status.success(), text(&out))
 }
+
+/// A woesafe run whose stderr is followed line by line (to act when it reaches a step).
+pub struct Run {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Run {
+    /// Start woesafe with `args` and extra environment; stdin and stdout are null, stderr is followed.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Run {
+        use std::io::BufRead;
+        let mut child = Command::new(bin())
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Run { child, lines, log: Vec::new() }
+    }
+
+    /// Wait until a line contains `marker`; panics with the log so far after `within`.
+    pub fn wait_line(&mut self, marker: &str, within: std::time::Duration) -> std::time::Instant {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(marker);
+                    self.log.push(line);
+                    if hit {
+                        return std::time::Instant::now();
+                    }
+                }
+                Err(_) => panic!("no line with {marker:?} within {within:?}:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    /// Wait for the exit (panics after `within`), then collect the rest of stderr.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(std::time::Instant::now() < deadline, "woesafe did not exit:\n{}", self.log.join("\n"));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        // The reader ends when the pipe closes.
+        while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_secs(2)) {
+            self.log.push(line);
+        }
+        status
+    }
+
+    pub fn text(&self) -> String {
+        self.log.join("\n")
+    }
+}

@@ -1,0 +1,215 @@
+//! Every way a write can be stopped × every phase: SIGINT, SIGTERM, SIGHUP (orderly stop), SIGKILL of the
+//! supervisor and SIGKILL of the worker, while wiping (before partitioning), formatting, mounting, copying,
+//! installing boot code and flushing. Each phase is reached deterministically with the test-only pause hook
+//! (WOESAFE_TEST_PAUSE_AT, read only by this test). After each case: the host's mount table is identical, no
+//! loop device is backed by the test's files, no process of the worker's PID namespace is left, and no
+//! directory of ours is left (after a SIGKILL of the supervisor at most an empty one, which `recover` removes).
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    Signal(i32),
+    Supervisor,
+    Worker,
+}
+
+/// (pause-hook step name, the line woesafe prints when it enters the step)
+const PHASES: [(&str, &str); 6] = [
+    ("wipe", "Wiping old signatures"),
+    ("format", "Formatting FAT32"),
+    ("mount", "Opening the filesystems"),
+    ("copy", "Copying files"),
+    ("boot-bios", "Installing BIOS boot code"),
+    ("flush", "Flushing to the device"),
+];
+
+fn worker_of(supervisor: u32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).ok()?;
+    text.split_whitespace().filter_map(|p| p.parse().ok()).find(|&pid: &i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__woesafe_worker"))
+    })
+}
+
+fn processes_in(ns: &str) -> Vec<String> {
+    woesafe::sys::procfs::processes_in_namespace(ns)
+        .iter()
+        .map(|p| format!("{} {} {}", p.pid, p.comm, p.state))
+        .collect()
+}
+
+fn run_case(fx: &Fixture, kill: Kill, step: &str, line: &str, driver: &str) {
+    let case = format!("{kill:?} during {step} ({driver} drivers)");
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("out.img");
+    let before = host_state(work.path());
+    let pause = format!("{step}:30000");
+    let mut run = Run::start(
+        &[
+            "write",
+            fx.iso.to_str().unwrap(),
+            image.to_str().unwrap(),
+            "--size",
+            "600M",
+            "--yes",
+            "--source-driver",
+            driver,
+            "--target-driver",
+            driver,
+        ],
+        &[("WOESAFE_TEST_PAUSE_AT", pause.as_str())],
+    );
+    let sup = run.child.id();
+    run.wait_line(line, Duration::from_secs(60));
+    let worker = worker_of(sup).unwrap_or_else(|| panic!("{case}: no worker found"));
+    let ns = woesafe::sys::procfs::pid_namespace(worker).expect("worker's pid namespace");
+    let target = match kill {
+        Kill::Worker => worker,
+        _ => sup as i32,
+    };
+    let sig = match kill {
+        Kill::Signal(s) => s,
+        _ => libc::SIGKILL,
+    };
+    // SAFETY: kill on a process this test started (or its worker).
+    assert_eq!(unsafe { libc::kill(target, sig) }, 0, "{case}");
+    let status = run.wait_exit(Duration::from_secs(30));
+    let err = format!("{}\n", run.text());
+    use std::os::unix::process::ExitStatusExt;
+    match kill {
+        Kill::Signal(s) => {
+            assert_eq!(status.code(), Some(128 + s), "{case}:\n{err}");
+            assert!(err.contains("stopped by"), "{case}: no statement of the stop:\n{err}");
+            assert!(err.contains("Target state:"), "{case}: no target state:\n{err}");
+            assert!(err.contains("the worker unmounted and detached everything"), "{case}: not orderly:\n{err}");
+        }
+        Kill::Supervisor => assert_eq!(status.signal(), Some(libc::SIGKILL), "{case}"),
+        Kill::Worker => {
+            assert_eq!(status.code(), Some(1), "{case}:\n{err}");
+            assert!(err.contains("the worker ended unexpectedly"), "{case}:\n{err}");
+            assert!(err.contains("Target state:"), "{case}:\n{err}");
+        }
+    }
+    // Nothing left: mounts, loops, processes of the worker's namespace.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = host_state(work.path());
+        let left = processes_in(&ns);
+        if now == before && left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{case}: left behind:\n{now:?}\nprocesses: {left:?}\n{err}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = format!("/run/woesafe.{sup}");
+    match kill {
+        Kill::Supervisor => {
+            if Path::new(&dir).exists() {
+                assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{case}: {dir} is not empty");
+                std::fs::remove_dir(&dir).unwrap();
+            }
+        }
+        _ => assert!(!Path::new(&dir).exists(), "{case}: {dir} left behind"),
+    }
+}
+
+fn matrix(kill: Kill, name: &str) {
+    if !need_root(name) {
+        return;
+    }
+    let fx = fixture();
+    for (step, line) in PHASES {
+        run_case(&fx, kill, step, line, "userspace");
+    }
+}
+
+/// The same cases for the kernel drivers (udf source and vfat target mounted in the worker's namespace), where
+/// this kernel offers them.
+#[test]
+fn kernel_drivers_every_kill_in_every_phase() {
+    let name = "kernel_drivers_every_kill_in_every_phase";
+    if !need_root(name) {
+        return;
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !["vfat", "udf"].iter().all(|f| fs.lines().any(|l| l.split_whitespace().last() == Some(*f))) {
+        woesafe::report_skip(name, "this kernel lacks vfat or udf (/proc/filesystems)");
+        return;
+    }
+    let fx = fixture();
+    for kill in [
+        Kill::Signal(libc::SIGINT),
+        Kill::Signal(libc::SIGTERM),
+        Kill::Signal(libc::SIGHUP),
+        Kill::Supervisor,
+        Kill::Worker,
+    ] {
+        for (step, line) in PHASES {
+            run_case(&fx, kill, step, line, "kernel");
+        }
+    }
+}
+
+#[test]
+fn sigint_in_every_phase() {
+    matrix(Kill::Signal(libc::SIGINT), "sigint_in_every_phase");
+}
+
+#[test]
+fn sigterm_in_every_phase() {
+    matrix(Kill::Signal(libc::SIGTERM), "sigterm_in_every_phase");
+}
+
+#[test]
+fn sighup_in_every_phase() {
+    matrix(Kill::Signal(libc::SIGHUP), "sighup_in_every_phase");
+}
+
+#[test]
+fn sigquit_while_copying() {
+    if !need_root("sigquit_while_copying") {
+        return;
+    }
+    run_case(&fixture(), Kill::Signal(libc::SIGQUIT), "copy", "Copying files", "userspace");
+}
+
+#[test]
+fn sigkill_of_the_supervisor_in_every_phase() {
+    matrix(Kill::Supervisor, "sigkill_of_the_supervisor_in_every_phase");
+}
+
+#[test]
+fn sigkill_of_the_worker_in_every_phase() {
+    matrix(Kill::Worker, "sigkill_of_the_worker_in_every_phase");
+}
+
+/// SIGPIPE: with stderr a closed pipe (`woesafe ... 2>&1 | head -1` after head exits), woesafe must neither die
+/// nor panic halfway; it finishes the write and cleans up.
+#[test]
+fn closed_stderr_does_not_break_the_write() {
+    if !need_root("closed_stderr_does_not_break_the_write") {
+        return;
+    }
+    let fx = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("out.img");
+    let before = host_state(work.path());
+    let mut child = std::process::Command::new(bin())
+        .args(["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "600M", "--yes"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(before, host_state(work.path()));
+    let out = std::process::Command::new("sfdisk").arg("--json").arg(&image).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"type\": \"c\""), "{}", text(&out));
+}
