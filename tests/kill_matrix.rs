@@ -27,6 +27,23 @@ const PHASES: [(&str, &str); 6] = [
     ("flush", "Flushing to the device"),
 ];
 
+/// The target state woesafe must report (README's table): after an orderly stop it knows exactly what it did;
+/// after the worker was killed it says what the step may have left.
+fn expected_state(step: &str, orderly: bool, driver: &str) -> &'static str {
+    match (step, orderly) {
+        ("wipe", true) => "the target was not changed",
+        ("wipe", false) => "old signatures were wiped",
+        ("format", _) => "partition table written, no filesystem yet",
+        ("mount", _) => "partition table and empty filesystem written, no files",
+        // The userspace writer writes directories and FATs last: the filesystem still reads as empty.
+        ("copy", true) if driver == "userspace" => "partition table and empty filesystem written, no files",
+        ("copy", _) => "partition table and filesystem written, files incomplete",
+        ("boot-bios", _) => "all files written, boot code incomplete",
+        ("flush", _) => "files and boot code written but not all flushed",
+        _ => unreachable!("unknown step {step}"),
+    }
+}
+
 fn worker_of(supervisor: u32) -> Option<i32> {
     let text = std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).ok()?;
     text.split_whitespace().filter_map(|p| p.parse().ok()).find(|&pid: &i32| {
@@ -86,12 +103,15 @@ fn run_case(fx: &Fixture, kill: Kill, step: &str, line: &str, driver: &str) {
             assert!(err.contains("stopped by"), "{case}: no statement of the stop:\n{err}");
             assert!(err.contains("Target state:"), "{case}: no target state:\n{err}");
             assert!(err.contains("the worker unmounted and detached everything"), "{case}: not orderly:\n{err}");
+            let want = expected_state(step, true, driver);
+            assert!(err.contains(&format!("Target state: {want}")), "{case}: expected {want:?}:\n{err}");
         }
         Kill::Supervisor => assert_eq!(status.signal(), Some(libc::SIGKILL), "{case}"),
         Kill::Worker => {
             assert_eq!(status.code(), Some(1), "{case}:\n{err}");
             assert!(err.contains("the worker ended unexpectedly"), "{case}:\n{err}");
-            assert!(err.contains("Target state:"), "{case}:\n{err}");
+            let want = expected_state(step, false, driver);
+            assert!(err.contains(&format!("Target state: {want}")), "{case}: expected {want:?}:\n{err}");
         }
     }
     // Nothing left: mounts, loops, processes of the worker's namespace.
