@@ -5,6 +5,7 @@ pub mod boot;
 pub mod cli;
 pub mod copy;
 pub mod media;
+pub mod recover;
 pub mod sys;
 pub mod target;
 pub mod worker;

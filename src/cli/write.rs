@@ -542,7 +542,9 @@ fn follow(
             Some(Ending::Done(_)) => {
                 format!("{} came after the last byte: the write is complete", signal_name(sig))
             }
-            Some(Ending::Refused(_)) | Some(Ending::Aborted) | None if ui.last_step.is_none() => {
+            Some(Ending::Refused(_)) | Some(Ending::Aborted) | None
+                if matches!(ui.last_step, None | Some(Step::ReadIso)) =>
+            {
                 format!(
                     "stopped by {} before anything was written.\nTarget state: the target was not changed",
                     signal_name(sig)

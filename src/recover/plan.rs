@@ -1,0 +1,390 @@
+//! The recovery plan as a pure function of a snapshot: which mounts, loop devices and directories are
+//! leftovers of a crashed run (by the names the tools use, or because the user named them), and what to do
+//! about each, in a safe order. Nothing that matches no pattern and was not named is ever touched.
+
+use serde::Serialize;
+
+use super::patterns::{self, Match};
+use crate::sys::mountinfo::MountEntry;
+
+/// The mount table of one mount namespace, and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Namespace {
+    /// The namespace's id ("mnt:[4026531841]").
+    pub id: String,
+    /// Whether this is the namespace `recover` itself runs in.
+    pub is_host: bool,
+    /// Processes whose mount namespace it is.
+    pub pids: Vec<i32>,
+    #[serde(skip)]
+    pub mounts: Vec<MountEntry>,
+}
+
+/// A loop device as sysfs shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Loop {
+    pub name: String,
+    pub major: u32,
+    pub minor: u32,
+    pub backing: String,
+    pub autoclear: bool,
+}
+
+/// A directory whose name may be a tool's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dir {
+    pub path: String,
+    pub empty: bool,
+}
+
+/// What `recover` read from the system.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub namespaces: Vec<Namespace>,
+    pub loops: Vec<Loop>,
+    pub dirs: Vec<Dir>,
+    /// Live processes: (pid, comm). A leftover whose name carries the pid of a live process belongs to a run
+    /// that may still be going on, and is left alone.
+    pub live: Vec<(u32, String)>,
+}
+
+/// The plan, and what was deliberately left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub left_alone: Vec<String>,
+}
+
+/// Why something is in the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Reason {
+    Pattern(Match),
+    NamedByUser,
+    /// A loop device backing a leftover mount.
+    BacksLeftover {
+        mount_point: String,
+    },
+    /// A loop device whose backing file was deleted (and that no mount uses).
+    BackingDeleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// umount2(MNT_DETACH) in the namespace that holds it (entered with setns).
+    Unmount { namespace: String, host: bool, mount_point: String, fstype: String, source: String, reason: Reason },
+    /// LOOP_CLR_FD (the kernel detaches lazily when the device is still busy).
+    DetachLoop { device: String, backing: String, reason: Reason },
+    /// rmdir of an empty directory; never a recursive delete.
+    Rmdir { path: String, reason: Reason },
+}
+
+impl Action {
+    pub fn describe(&self) -> String {
+        let why = |r: &Reason| match r {
+            Reason::Pattern(m) => format!("{} {:?}", m.tool.name(), m.role),
+            Reason::NamedByUser => "named by you".to_string(),
+            Reason::BacksLeftover { mount_point } => format!("backs the leftover mount {mount_point}"),
+            Reason::BackingDeleted => "its backing file was deleted".to_string(),
+        };
+        match self {
+            Action::Unmount { host, mount_point, fstype, source, reason, namespace } => format!(
+                "unmount {mount_point} ({fstype} from {source}) {}: {}",
+                if *host {
+                    "in the host namespace".to_string()
+                } else {
+                    format!("in the private namespace {namespace}")
+                },
+                why(reason)
+            ),
+            Action::DetachLoop { device, backing, reason } => {
+                format!("detach {device} (backed by {backing}): {}", why(reason))
+            }
+            Action::Rmdir { path, reason } => format!("remove the empty directory {path}: {}", why(reason)),
+        }
+    }
+}
+
+/// Whether `path` is `named` or lies below it.
+fn under(path: &str, named: &str) -> bool {
+    let named = named.trim_end_matches('/');
+    path == named || path.strip_prefix(named).is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn reason_for(path: &str, named: &[String]) -> Option<Reason> {
+    if let Some(m) = patterns::classify(path) {
+        return Some(Reason::Pattern(m));
+    }
+    // A mount below a recognised directory (e.g. inside WoeUSB's temp dir) belongs to it too.
+    let mut p = path;
+    while let Some((parent, _)) = p.rsplit_once('/') {
+        if parent.is_empty() {
+            break;
+        }
+        if let Some(m) = patterns::classify(parent) {
+            return Some(Reason::Pattern(m));
+        }
+        p = parent;
+    }
+    named.iter().any(|n| under(path, n)).then_some(Reason::NamedByUser)
+}
+
+/// The live process a recognised name points at (its run may still be going on).
+fn live_owner<'a>(snap: &'a Snapshot, reason: &Reason) -> Option<&'a (u32, String)> {
+    match reason {
+        Reason::Pattern(Match { pid: Some(p), .. }) => snap.live.iter().find(|(q, _)| q == p),
+        _ => None,
+    }
+}
+
+/// Plan the recovery. `named` holds paths the user gave on the command line.
+pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
+    let mut actions = Vec::new();
+    let mut left_alone = Vec::new();
+    let mut leftover_devs: Vec<((u32, u32), String)> = Vec::new();
+    let mut unmounted_points: Vec<String> = Vec::new();
+    for ns in &snap.namespaces {
+        let mut mine: Vec<&MountEntry> = Vec::new();
+        for m in &ns.mounts {
+            if m.mount_point == "/" {
+                continue;
+            }
+            if let Some(r) = reason_for(&m.mount_point, named) {
+                if let Some((pid, comm)) = live_owner(snap, &r) {
+                    left_alone.push(format!("{}: process {pid} ({comm}) is still running", m.mount_point));
+                    continue;
+                }
+                mine.push(m);
+            }
+        }
+        // Innermost first: deeper mount points before their parents, later mounts before earlier ones.
+        mine.sort_by(|a, b| {
+            b.mount_point.matches('/').count().cmp(&a.mount_point.matches('/').count()).then(b.id.cmp(&a.id))
+        });
+        for m in mine {
+            let reason = reason_for(&m.mount_point, named).expect("filtered above");
+            leftover_devs.push(((m.major, m.minor), m.mount_point.clone()));
+            unmounted_points.push(m.mount_point.clone());
+            actions.push(Action::Unmount {
+                namespace: ns.id.clone(),
+                host: ns.is_host,
+                mount_point: m.mount_point.clone(),
+                fstype: m.fstype.clone(),
+                source: m.source.clone(),
+                reason,
+            });
+        }
+    }
+    // Loop devices: those under a leftover mount, those whose backing file is gone and that nothing else
+    // mounts, and those backed by a file inside a leftover directory.
+    for l in &snap.loops {
+        let used_elsewhere = snap.namespaces.iter().flat_map(|n| &n.mounts).any(|m| {
+            (m.major, m.minor) == (l.major, l.minor) && !leftover_devs.iter().any(|(d, _)| *d == (m.major, m.minor))
+        });
+        if used_elsewhere {
+            continue;
+        }
+        let reason = if let Some((_, mp)) = leftover_devs.iter().find(|(d, _)| *d == (l.major, l.minor)) {
+            Some(Reason::BacksLeftover { mount_point: mp.clone() })
+        } else if l.backing.ends_with(" (deleted)") && !l.autoclear {
+            Some(Reason::BackingDeleted)
+        } else if named.iter().any(|n| under(&format!("/dev/{}", l.name), n)) {
+            Some(Reason::NamedByUser)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            actions.push(Action::DetachLoop { device: format!("/dev/{}", l.name), backing: l.backing.clone(), reason });
+        }
+    }
+    // Directories: only once whatever was mounted on them is gone, and only when empty; deepest first.
+    let mut dirs: Vec<&Dir> = snap.dirs.iter().collect();
+    dirs.sort_by(|a, b| b.path.matches('/').count().cmp(&a.path.matches('/').count()));
+    for d in dirs {
+        let Some(reason) = reason_for(&d.path, named) else { continue };
+        if live_owner(snap, &reason).is_some() {
+            continue;
+        }
+        let still_mounted = snap
+            .namespaces
+            .iter()
+            .filter(|n| n.is_host)
+            .flat_map(|n| &n.mounts)
+            .any(|m| under(&m.mount_point, &d.path) && !unmounted_points.contains(&m.mount_point));
+        if d.empty && !still_mounted {
+            actions.push(Action::Rmdir { path: d.path.clone(), reason });
+        } else if !d.empty {
+            left_alone.push(format!("{}: not empty (nothing is ever deleted recursively)", d.path));
+        }
+    }
+    Plan { actions, left_alone }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::mountinfo::parse;
+
+    fn host(text: &str) -> Namespace {
+        Namespace { id: "mnt:[1]".into(), is_host: true, pids: vec![1], mounts: parse(text) }
+    }
+
+    const BASE: &str = "\
+22 1 254:0 / / rw - ext4 /dev/vda rw
+23 22 0:21 / /proc rw - proc proc rw
+24 22 0:25 / /tmp rw - tmpfs tmpfs rw
+25 22 8:17 / /media/user/MYSTICK rw - vfat /dev/sdb1 rw
+";
+
+    #[test]
+    fn woeusb_leftovers_are_planned_in_order() {
+        let text = format!(
+            "{BASE}40 22 7:0 / /media/woeusb_source_1690000000_4242 ro - udf /dev/loop0 ro\n\
+             41 22 8:33 / /media/woeusb_target_1690000001_4242 rw - vfat /dev/sdc1 rw\n\
+             42 41 0:50 / /media/woeusb_target_1690000001_4242/inner rw - tmpfs tmpfs rw\n"
+        );
+        let snap = Snapshot {
+            namespaces: vec![host(&text)],
+            loops: vec![
+                Loop { name: "loop0".into(), major: 7, minor: 0, backing: "/isos/Win10.iso".into(), autoclear: false },
+                Loop { name: "loop1".into(), major: 7, minor: 1, backing: "/var/lib/vm.img".into(), autoclear: false },
+            ],
+            dirs: vec![
+                Dir { path: "/media/woeusb_source_1690000000_4242".into(), empty: true },
+                Dir { path: "/media/woeusb_target_1690000001_4242".into(), empty: false },
+                Dir { path: "/media/user".into(), empty: false },
+            ],
+            live: vec![(1, "init".into())],
+        };
+        let a = plan(&snap, &[]).actions;
+        let text: Vec<String> = a.iter().map(Action::describe).collect();
+        assert_eq!(a.len(), 5, "{text:#?}");
+        assert!(matches!(&a[0], Action::Unmount { mount_point, .. } if mount_point.ends_with("/inner")), "{text:#?}");
+        assert!(matches!(&a[3], Action::DetachLoop { device, .. } if device == "/dev/loop0"), "{text:#?}");
+        assert!(matches!(&a[4], Action::Rmdir { path, .. } if path.contains("woeusb_source")), "{text:#?}");
+        // the unrelated stick, loop1 and the non-empty target dir are left alone
+        assert!(!text.iter().any(|t| t.contains("MYSTICK")
+            || t.contains("loop1")
+            || t.contains("remove the empty directory /media/woeusb_target")));
+    }
+
+    #[test]
+    fn private_namespace_mounts_are_planned_with_their_namespace() {
+        let ns = Namespace {
+            id: "mnt:[99]".into(),
+            is_host: false,
+            pids: vec![555],
+            mounts: parse("50 49 0:60 / /tmp/woeusb-target-20240101-120000-Monday.aB3xYz rw - fuseblk /dev/loop3 rw\n"),
+        };
+        let snap = Snapshot {
+            namespaces: vec![host(BASE), ns],
+            loops: vec![Loop { name: "loop3".into(), major: 0, minor: 60, backing: "/x.img".into(), autoclear: false }],
+            dirs: vec![],
+            live: vec![],
+        };
+        let a = plan(&snap, &[]).actions;
+        assert!(matches!(&a[0], Action::Unmount { namespace, host: false, .. } if namespace == "mnt:[99]"));
+    }
+
+    #[test]
+    fn named_paths_and_deleted_backing_files() {
+        let snap = Snapshot {
+            namespaces: vec![host(&format!("{BASE}60 22 0:70 / /mnt/stuck rw - tmpfs tmpfs rw\n"))],
+            loops: vec![
+                Loop {
+                    name: "loop5".into(),
+                    major: 7,
+                    minor: 5,
+                    backing: "/tmp/old.iso (deleted)".into(),
+                    autoclear: false,
+                },
+                Loop {
+                    name: "loop6".into(),
+                    major: 7,
+                    minor: 6,
+                    backing: "/tmp/gone.img (deleted)".into(),
+                    autoclear: true,
+                },
+            ],
+            dirs: vec![],
+            live: vec![],
+        };
+        assert_eq!(plan(&snap, &[]).actions.len(), 1, "only the deleted-backing, non-autoclear loop");
+        let a = plan(&snap, &["/mnt/stuck".into()]).actions;
+        assert!(a.iter().any(|x| matches!(x, Action::Unmount { mount_point, reason: Reason::NamedByUser, .. } if mount_point == "/mnt/stuck")));
+    }
+
+    #[test]
+    fn a_run_still_going_on_is_left_alone() {
+        let text = format!("{BASE}40 22 7:0 / /media/woeusb_source_1690000000_4242 ro - udf /dev/loop0 ro\n");
+        let snap = Snapshot {
+            namespaces: vec![host(&text)],
+            loops: vec![Loop { name: "loop0".into(), major: 7, minor: 0, backing: "/w.iso".into(), autoclear: false }],
+            dirs: vec![Dir { path: "/media/woeusb_source_1690000000_4242".into(), empty: true }],
+            live: vec![(4242, "bash".into())],
+        };
+        let p = plan(&snap, &[]);
+        assert!(p.actions.is_empty(), "{:#?}", p.actions);
+        assert_eq!(p.left_alone, vec!["/media/woeusb_source_1690000000_4242: process 4242 (bash) is still running"]);
+    }
+
+    /// Random unrelated mount tables, loops and directories: the plan is always empty.
+    #[test]
+    fn unrelated_systems_get_an_empty_plan() {
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let words = [
+            "media",
+            "mnt",
+            "tmp",
+            "run",
+            "user",
+            "usb",
+            "WoeUSB",
+            "woeusb",
+            "woesafe",
+            "data",
+            "iso",
+            "source",
+            "target",
+            "1690000000",
+            "4242",
+            "x",
+        ];
+        for _ in 0..500 {
+            let mut text = String::from("1 0 254:0 / / rw - ext4 /dev/vda rw\n");
+            let mut dirs = Vec::new();
+            for id in 2..(2 + next() % 12) {
+                let depth = 1 + next() % 3;
+                let mut path = String::new();
+                for _ in 0..depth {
+                    let w = words[(next() % words.len() as u64) as usize];
+                    let sep = ["_", "-", ""][(next() % 3) as usize];
+                    let w2 = words[(next() % words.len() as u64) as usize];
+                    path.push_str(&format!("/{w}{sep}{w2}"));
+                }
+                text.push_str(&format!("{id} 1 0:{id} / {path} rw - tmpfs tmpfs rw\n"));
+                dirs.push(Dir { path, empty: next() % 2 == 0 });
+            }
+            let snap = Snapshot {
+                namespaces: vec![host(&text)],
+                loops: vec![Loop {
+                    name: "loop0".into(),
+                    major: 7,
+                    minor: 0,
+                    backing: "/x/y.img".into(),
+                    autoclear: false,
+                }],
+                dirs,
+                live: vec![(4242, "bash".into())],
+            };
+            let a = plan(&snap, &[]);
+            assert_eq!(a, Plan::default(), "planned something on an unrelated system:\n{text}");
+        }
+    }
+}
