@@ -199,7 +199,7 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
     }
     // Directories: only once whatever was mounted on them is gone, and only when empty; deepest first.
     let mut dirs: Vec<&Dir> = snap.dirs.iter().collect();
-    dirs.sort_by(|a, b| b.path.matches('/').count().cmp(&a.path.matches('/').count()));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.path.matches('/').count()));
     for d in dirs {
         let Some(reason) = reason_for(&d.path, named) else { continue };
         if live_owner(snap, &reason).is_some() {
