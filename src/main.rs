@@ -29,6 +29,7 @@ fn run() -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
     let result = match &cli.command {
         Command::Write(args) => cli::write::run(args, cli.verbose, cli.quiet),
+        Command::Recover(args) => cli::recover::run(args, cli.quiet),
     };
     Ok(match result {
         Ok(code) => ExitCode::from(code),

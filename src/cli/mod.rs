@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, turning arguments into library calls and results into what the
 //! user sees. Exit codes are defined here.
 
+pub mod recover;
 pub mod write;
 
 /// Print a line on stderr, never panicking: with stderr a closed pipe (SIGPIPE is ignored, so writes fail with
@@ -57,4 +58,10 @@ pub enum Command {
     /// Write a Windows ISO to a whole disk (/dev/sdX, /dev/nvmeXnY, /dev/mmcblkX, /dev/loopN) or an image file
     #[command(after_help = EXIT_CODES_HELP)]
     Write(write::WriteArgs),
+    /// Find what crashed WoeUSB, WoeUSB-ng and woesafe runs left behind (mounts, also in private mount
+    /// namespaces, loop devices, directories) and show the plan; --yes cleans it up
+    #[command(
+        after_help = "Exit codes:\n  0  clean, or cleaned\n  1  something could not be cleaned (the message says what and why)\n  2  usage error\n  3  refused (not root)"
+    )]
+    Recover(recover::RecoverArgs),
 }

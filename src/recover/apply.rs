@@ -38,6 +38,15 @@ fn detach_loop(device: &str) -> Result<(), String> {
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().to_string()) }
 }
 
+/// A process that holds the mount namespace `id` now (read afresh: holders come and go while we act).
+pub fn namespace_holder(id: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+        let link = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
+        (link.to_string_lossy() == id).then_some(pid)
+    })
+}
+
 /// Carry out the actions in order; each one's outcome is reported, a failure does not stop the rest.
 pub fn apply(actions: &[Action], namespace_pids: &dyn Fn(&str) -> Option<i32>) -> Vec<Outcome> {
     actions
@@ -50,12 +59,26 @@ pub fn apply(actions: &[Action], namespace_pids: &dyn Fn(&str) -> Option<i32>) -
                     } else {
                         match namespace_pids(namespace) {
                             Some(pid) => unmount(Some(pid), mount_point),
-                            None => Err(format!("no process holds {namespace} any more")),
+                            // Its last holder exited (e.g. the FUSE daemon whose mount went first): the
+                            // namespace is gone, and its mounts with it.
+                            None => Ok(()),
                         }
                     }
                 }
                 Action::DetachLoop { device, .. } => detach_loop(device),
-                Action::Rmdir { path, .. } => std::fs::remove_dir(path).map_err(|e| e.to_string()),
+                Action::Rmdir { path, after_unmount, .. } => match std::fs::remove_dir(path) {
+                    Err(e) if *after_unmount && e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                        return Outcome {
+                            action: a.describe(),
+                            ok: true,
+                            error: Some(format!(
+                                "kept: {path} holds files that were hidden under the mount; they are yours to \
+                                 look at (nothing is deleted recursively)"
+                            )),
+                        };
+                    }
+                    r => r.map_err(|e| e.to_string()),
+                },
             };
             Outcome { action: a.describe(), ok: result.is_ok(), error: result.err() }
         })

@@ -75,8 +75,10 @@ pub enum Action {
     Unmount { namespace: String, host: bool, mount_point: String, fstype: String, source: String, reason: Reason },
     /// LOOP_CLR_FD (the kernel detaches lazily when the device is still busy).
     DetachLoop { device: String, backing: String, reason: Reason },
-    /// rmdir of an empty directory; never a recursive delete.
-    Rmdir { path: String, reason: Reason },
+    /// rmdir of an empty directory; never a recursive delete. `after_unmount`: the directory is a mount point
+    /// this plan unmounts first; what it holds underneath is unknown until then (files written while the
+    /// mount was gone are kept, never deleted).
+    Rmdir { path: String, after_unmount: bool, reason: Reason },
 }
 
 impl Action {
@@ -100,7 +102,12 @@ impl Action {
             Action::DetachLoop { device, backing, reason } => {
                 format!("detach {device} (backed by {backing}): {}", why(reason))
             }
-            Action::Rmdir { path, reason } => format!("remove the empty directory {path}: {}", why(reason)),
+            Action::Rmdir { path, after_unmount: false, reason } => {
+                format!("remove the empty directory {path}: {}", why(reason))
+            }
+            Action::Rmdir { path, after_unmount: true, reason } => {
+                format!("remove the directory {path} once unmounted, if empty: {}", why(reason))
+            }
         }
     }
 }
@@ -205,15 +212,19 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
         if live_owner(snap, &reason).is_some() {
             continue;
         }
-        let still_mounted = snap
-            .namespaces
-            .iter()
-            .filter(|n| n.is_host)
-            .flat_map(|n| &n.mounts)
-            .any(|m| under(&m.mount_point, &d.path) && !unmounted_points.contains(&m.mount_point));
-        if d.empty && !still_mounted {
-            actions.push(Action::Rmdir { path: d.path.clone(), reason });
-        } else if !d.empty {
+        let host_mounts: Vec<&MountEntry> =
+            snap.namespaces.iter().filter(|n| n.is_host).flat_map(|n| &n.mounts).collect();
+        let still_mounted =
+            host_mounts.iter().any(|m| under(&m.mount_point, &d.path) && !unmounted_points.contains(&m.mount_point));
+        let unmounted_here = host_mounts.iter().any(|m| m.mount_point == d.path);
+        if still_mounted {
+            continue;
+        }
+        if unmounted_here {
+            actions.push(Action::Rmdir { path: d.path.clone(), after_unmount: true, reason });
+        } else if d.empty {
+            actions.push(Action::Rmdir { path: d.path.clone(), after_unmount: false, reason });
+        } else {
             left_alone.push(format!("{}: not empty (nothing is ever deleted recursively)", d.path));
         }
     }
@@ -258,10 +269,13 @@ mod tests {
         };
         let a = plan(&snap, &[]).actions;
         let text: Vec<String> = a.iter().map(Action::describe).collect();
-        assert_eq!(a.len(), 5, "{text:#?}");
+        assert_eq!(a.len(), 6, "{text:#?}");
         assert!(matches!(&a[0], Action::Unmount { mount_point, .. } if mount_point.ends_with("/inner")), "{text:#?}");
         assert!(matches!(&a[3], Action::DetachLoop { device, .. } if device == "/dev/loop0"), "{text:#?}");
-        assert!(matches!(&a[4], Action::Rmdir { path, .. } if path.contains("woeusb_source")), "{text:#?}");
+        assert!(
+            matches!(&a[4], Action::Rmdir { path, after_unmount: true, .. } if path.contains("woeusb_source")),
+            "{text:#?}"
+        );
         // the unrelated stick, loop1 and the non-empty target dir are left alone
         assert!(!text.iter().any(|t| t.contains("MYSTICK")
             || t.contains("loop1")

@@ -1,0 +1,201 @@
+//! `woesafe recover` against real leftovers, recreated inside a throwaway mount namespace of the test's own
+//! thread (tmpfs over /media, /tmp and /run there), so the machine's own mount table is never touched:
+//! - WoeUSB 3.x/4.x: a source ISO mount (fuseiso stands in for the kernel's udf) and a target filesystem
+//!   (ext4) on a plain, non-autoclear loop device, under /media/woeusb_{source,target}_<epoch>_<pid>;
+//! - WoeUSB 5.x: a target mount /tmp/woeusb-target-YYYYMMDD-HHMMSS-<Weekday>.XXXXXX and its temp directory;
+//! - a daemonised FUSE helper (fuseiso) keeping a private mount namespace alive after its parent shell exited;
+//! - a loop device whose backing file was deleted; woesafe's debris after a SIGKILL (/run/woesafe.<pid>);
+//! - unrelated mounts, directories and loop devices, which must stay untouched.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const DEAD_PID: &str = "4190001"; // above pid_max: no process can have it
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(out.status.success(), "{cmd}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn thread_mounts() -> String {
+    std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap()
+}
+
+/// Loop devices the test attached with losetup (plain, non-autoclear: exactly what old tools leave); detached
+/// when the test ends, whatever happens.
+struct Loops(Vec<(String, PathBuf)>);
+impl Drop for Loops {
+    fn drop(&mut self) {
+        for (dev, backing) in &self.0 {
+            let name = dev.trim_start_matches("/dev/");
+            if let Some(b) = woesafe::sys::loopdev::backing_file(name)
+                && b.starts_with(backing.to_str().unwrap())
+            {
+                let _ = Command::new("losetup").arg("-d").arg(dev).status();
+            }
+        }
+    }
+}
+
+/// The pid of the fuseiso daemon serving `mount_point`.
+fn fuseiso_pid(mount_point: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if comm.trim() == "fuseiso" && String::from_utf8_lossy(&cmd).trim_end_matches('\0').ends_with(mount_point) {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no fuseiso daemon for {mount_point}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A FUSE daemon holding a mount: unmounted in its namespace (never killed) when the test ends.
+struct Daemon(Option<i32>, String);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0
+            && Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = Command::new("nsenter").args(["-t", &pid.to_string(), "-m", "umount", "-l", &self.1]).status();
+        }
+    }
+}
+
+#[test]
+fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
+    let name = "recover_finds_and_cleans_every_leftover_and_nothing_else";
+    if !need_root(name) {
+        return;
+    }
+    for tool in ["fuseiso", "mkfs.ext4", "losetup", "nsenter"] {
+        if !have(tool) {
+            woesafe::report_skip(name, &format!("{tool} not installed"));
+            return;
+        }
+    }
+    let fx = fixture();
+    let host_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // Images live outside the namespace's tmpfs so losetup's backing paths read the same everywhere.
+    let store = tempfile::tempdir_in(root().join("target")).unwrap();
+    let mut loops = Loops(Vec::new());
+
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
+    nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).unwrap();
+    for d in ["/media", "/tmp", "/run"] {
+        nix::mount::mount(Some("recover-test"), d, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
+    }
+
+    // WoeUSB 3.x/4.x: source (fuseiso) and target (ext4 on a plain loop)
+    let src = format!("/media/woeusb_source_1690000000_{DEAD_PID}");
+    let tgt = format!("/media/woeusb_target_1690000001_{DEAD_PID}");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&tgt).unwrap();
+    sh(&format!("fuseiso {} {src}", fx.iso.display()));
+    let _src_daemon = Daemon(Some(fuseiso_pid(&src)), src.clone());
+    let stick = store.path().join("stick.img");
+    std::fs::File::create(&stick).unwrap().set_len(64 << 20).unwrap();
+    sh(&format!("mkfs.ext4 -q -F {}", stick.display()));
+    let stick_loop = sh(&format!("losetup -f --show {}", stick.display()));
+    loops.0.push((stick_loop.clone(), store.path().to_path_buf()));
+    sh(&format!("mount {stick_loop} {tgt}"));
+    std::fs::write(format!("{tgt}/sources.txt"), b"half-copied").unwrap();
+
+    // WoeUSB 5.x: target mount in /tmp and its temp directory
+    let v5 = "/tmp/woeusb-target-20240101-120000-Monday.aB3xYz";
+    std::fs::create_dir_all(v5).unwrap();
+    sh(&format!("mount -t tmpfs woeusb5 {v5}"));
+    std::fs::create_dir_all("/tmp/WoeUSB.tempdir.Qw3rTy").unwrap();
+
+    // A daemonised FUSE helper keeping its own private mount namespace alive after its shell exited
+    let hidden = "/tmp/woeusb-source-20240101-120000-Monday.zZ9yY8";
+    std::fs::create_dir_all(hidden).unwrap();
+    sh(&format!("unshare -m --propagation private sh -c 'fuseiso {} {hidden}'", fx.iso.display()));
+    let daemon_pid = fuseiso_pid(hidden);
+    let _daemon = Daemon(Some(daemon_pid), hidden.to_string());
+
+    // A loop device whose backing file was deleted; woesafe's debris after a SIGKILL
+    let gone = store.path().join("gone.iso");
+    std::fs::write(&gone, vec![0u8; 1 << 20]).unwrap();
+    let gone_loop = sh(&format!("losetup -f --show {}", gone.display()));
+    loops.0.push((gone_loop.clone(), store.path().to_path_buf()));
+    std::fs::remove_file(&gone).unwrap();
+    std::fs::create_dir_all(format!("/run/woesafe.{DEAD_PID}")).unwrap();
+
+    // Unrelated things that must stay
+    std::fs::create_dir_all("/media/user/MYSTICK").unwrap();
+    sh("mount -t tmpfs unrelated /media/user/MYSTICK");
+    std::fs::create_dir_all("/tmp/my-own-dir").unwrap();
+    let keep = store.path().join("keep.img");
+    std::fs::write(&keep, vec![0u8; 1 << 20]).unwrap();
+    let keep_loop = sh(&format!("losetup -f --show {}", keep.display()));
+    loops.0.push((keep_loop.clone(), store.path().to_path_buf()));
+
+    let mounts_before = thread_mounts();
+    let loops_before = woesafe::sys::loopdev::attached();
+
+    // The plan names every leftover and changes nothing
+    let out = woesafe(&["recover"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stderr).to_string();
+    for what in [
+        format!("unmount {src}"),
+        format!("unmount {tgt}"),
+        format!("unmount {v5}"),
+        format!("unmount {hidden} (fuse"),
+        format!("detach {stick_loop}"),
+        format!("detach {gone_loop}"),
+        "remove the empty directory /tmp/WoeUSB.tempdir.Qw3rTy".to_string(),
+        format!("remove the empty directory /run/woesafe.{DEAD_PID}"),
+    ] {
+        assert!(plan.contains(&what), "the plan lacks {what:?}:\n{plan}");
+    }
+    assert!(plan.contains(&format!("in the private namespace mnt:[")), "{plan}");
+    for not in ["MYSTICK", "my-own-dir", &keep_loop] {
+        assert!(!plan.contains(not), "the plan touches {not}:\n{plan}");
+    }
+    assert_eq!(thread_mounts(), mounts_before, "a plan without --yes changed the mount table");
+    assert_eq!(woesafe::sys::loopdev::attached(), loops_before, "a plan without --yes changed loop devices");
+
+    // --yes: everything goes, the FUSE daemons exit by themselves (not stuck in D), the rest stays
+    let out = woesafe(&["recover", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["applied"], true);
+    assert!(report["results"].as_array().unwrap().iter().all(|r| r["ok"] == true), "{report:#}");
+    assert_eq!(report["remaining"].as_array().unwrap().len(), 0, "{report:#}");
+    let mounts = thread_mounts();
+    for gone in [&src, &tgt, &v5.to_string()] {
+        assert!(!mounts.contains(gone.as_str()), "{gone} still mounted");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{daemon_pid}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{daemon_pid}/stat")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "the FUSE daemon did not exit after its unmount: {state}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let attached = woesafe::sys::loopdev::attached();
+    let is_attached = |dev: &str| attached.iter().any(|(n, _)| dev.ends_with(n.as_str()));
+    assert!(!is_attached(&stick_loop) && !is_attached(&gone_loop), "{attached:?}");
+    assert!(is_attached(&keep_loop), "an unrelated loop device was detached");
+    assert!(mounts.contains("/media/user/MYSTICK"), "an unrelated mount was removed");
+    assert!(Path::new("/tmp/my-own-dir").is_dir());
+    assert!(!Path::new("/tmp/WoeUSB.tempdir.Qw3rTy").exists());
+    assert!(!Path::new(&format!("/run/woesafe.{DEAD_PID}")).exists());
+    // the target's mount point held a file before it was mounted? no: its directory is now empty and kept as
+    // a mount point directory of WoeUSB (empty: a second run removes it)
+    let again = woesafe(&["recover"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+
+    drop(loops);
+    assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), host_before, "host mount table changed");
+}
