@@ -159,7 +159,7 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     ] {
         assert!(plan.contains(&what), "the plan lacks {what:?}:\n{plan}");
     }
-    assert!(plan.contains(&format!("in the private namespace mnt:[")), "{plan}");
+    assert!(plan.contains("in the private namespace mnt:["), "{plan}");
     for not in ["MYSTICK", "my-own-dir", &keep_loop] {
         assert!(!plan.contains(not), "the plan touches {not}:\n{plan}");
     }
