@@ -19,6 +19,10 @@ fn run() -> anyhow::Result<ExitCode> {
     if std::env::args_os().nth(1).is_some_and(|a| a == woesafe::worker::WORKER_ARG) {
         return Ok(ExitCode::from(woesafe::worker::init::main() as u8));
     }
+    if std::env::args_os().nth(1).is_some_and(|a| a == woesafe::recover::shadow::SCAN_ARG) {
+        let dirs: Vec<String> = std::env::args().skip(2).collect();
+        return Ok(ExitCode::from(woesafe::recover::shadow::child_main(&dirs) as u8));
+    }
     let cli = Cli::parse();
     let level = if cli.quiet { "error" } else { ["warn", "info", "debug"][usize::from(cli.verbose.min(2))] };
     tracing_subscriber::fmt()

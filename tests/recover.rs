@@ -58,6 +58,23 @@ fn fuseiso_pid(mount_point: &str) -> i32 {
     }
 }
 
+/// The test's holder process, killed when the test ends.
+struct Holder(std::process::Child);
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// (used, du) of a directory's filesystem: statvfs's used bytes and `du -sx` of the directory.
+fn df_du(dir: &str) -> (u64, u64) {
+    let s = nix::sys::statvfs::statvfs(dir).unwrap();
+    let used = (s.blocks() - s.blocks_free()) as u64 * s.fragment_size() as u64;
+    let du: u64 = sh(&format!("du -sx --block-size=1 {dir} | cut -f1")).parse().unwrap();
+    (used, du)
+}
+
 /// A FUSE daemon holding a mount: unmounted in its namespace (never killed) when the test ends.
 struct Daemon(Option<i32>, String);
 impl Drop for Daemon {
@@ -107,8 +124,23 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     sh(&format!("mkfs.ext4 -q -F {}", stick.display()));
     let stick_loop = sh(&format!("losetup -f --show {}", stick.display()));
     loops.0.push((stick_loop.clone(), store.path().to_path_buf()));
+    // 40 MiB in the mount point's directory, then hidden by the mount: the "ghost space" df sees, du not
+    std::fs::write(format!("{tgt}/shadow.bin"), vec![7u8; 40 << 20]).unwrap();
     sh(&format!("mount {stick_loop} {tgt}"));
     std::fs::write(format!("{tgt}/sources.txt"), b"half-copied").unwrap();
+    // A process with its cwd on the target, holding a deleted 8 MiB file open
+    let holder = Command::new("sh")
+        .args(["-c", "exec 3>ghost.bin; head -c 8388608 /dev/zero >&3; rm ghost.bin; exec sleep 300"])
+        .current_dir(&tgt)
+        .spawn()
+        .unwrap();
+    let holder = Holder(holder);
+    let holder_pid = holder.0.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{holder_pid}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+        assert!(Instant::now() < deadline, "holder did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // WoeUSB 5.x: target mount in /tmp and its temp directory
     let v5 = "/tmp/woeusb-target-20240101-120000-Monday.aB3xYz";
@@ -140,6 +172,8 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     let keep_loop = sh(&format!("losetup -f --show {}", keep.display()));
     loops.0.push((keep_loop.clone(), store.path().to_path_buf()));
 
+    let (df, du) = df_du("/media");
+    assert!(df >= du + (39 << 20), "the hidden 40 MiB should show in df but not in du: df {df}, du {du}");
     let mounts_before = thread_mounts();
     let loops_before = woesafe::sys::loopdev::attached();
 
@@ -160,6 +194,14 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
         assert!(plan.contains(&what), "the plan lacks {what:?}:\n{plan}");
     }
     assert!(plan.contains("in the private namespace mnt:["), "{plan}");
+    for what in [
+        format!("holder: process {holder_pid} (sleep) holds {tgt} through its working directory, 1 open file"),
+        format!("deleted but still open: {tgt}/ghost.bin (deleted) (8.0 MiB) by process {holder_pid} (sleep)"),
+        format!("shadowed: {tgt} hides 40.0 MiB in 1 file(s)"),
+        "shadow.bin (40.0 MiB)".to_string(),
+    ] {
+        assert!(plan.contains(&what), "the plan lacks {what:?}:\n{plan}");
+    }
     for not in ["MYSTICK", "my-own-dir", &keep_loop] {
         assert!(!plan.contains(not), "the plan touches {not}:\n{plan}");
     }
@@ -183,18 +225,39 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
         assert!(Instant::now() < deadline, "the FUSE daemon did not exit after its unmount: {state}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let attached = woesafe::sys::loopdev::attached();
-    let is_attached = |dev: &str| attached.iter().any(|(n, _)| dev.ends_with(n.as_str()));
-    assert!(!is_attached(&stick_loop) && !is_attached(&gone_loop), "{attached:?}");
+    assert_eq!(report["shadowed"][0]["total"], 40u64 << 20, "{report:#}");
+    // The shadowed file is kept (never deleted), now visible: df and du agree on /media again.
+    assert_eq!(std::fs::metadata(format!("{tgt}/shadow.bin")).unwrap().len(), 40 << 20);
+    let (df, du) = df_du("/media");
+    assert!(df.abs_diff(du) < (1 << 20), "df {df} and du {du} still disagree on /media");
+    // The stick's loop device detaches as soon as the holder lets go of the (detached) filesystem.
+    let is_attached = |dev: &str| woesafe::sys::loopdev::attached().iter().any(|(n, _)| dev.ends_with(n.as_str()));
+    assert!(!is_attached(&gone_loop));
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while is_attached(&stick_loop) {
+        assert!(Instant::now() < deadline, "{stick_loop} stayed attached after its holder exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(is_attached(&keep_loop), "an unrelated loop device was detached");
     assert!(mounts.contains("/media/user/MYSTICK"), "an unrelated mount was removed");
     assert!(Path::new("/tmp/my-own-dir").is_dir());
     assert!(!Path::new("/tmp/WoeUSB.tempdir.Qw3rTy").exists());
     assert!(!Path::new(&format!("/run/woesafe.{DEAD_PID}")).exists());
-    // the target's mount point held a file before it was mounted? no: its directory is now empty and kept as
-    // a mount point directory of WoeUSB (empty: a second run removes it)
+    // The shadowed files move out only on request, by rename, and then the directory goes.
     let again = woesafe(&["recover"]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(&format!("left alone: {tgt}: not empty")),
+        "{}",
+        text(&again)
+    );
+    std::fs::create_dir_all("/media/rescued").unwrap();
+    let out = woesafe(&["recover", "--yes", "--move-shadowed", "/media/rescued"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let moved = format!("/media/rescued/woeusb_target_1690000001_{DEAD_PID}/shadow.bin");
+    assert_eq!(std::fs::metadata(&moved).map(|m| m.len()).ok(), Some(40 << 20), "{}", text(&out));
+    assert!(!Path::new(&tgt).exists(), "{}", text(&out));
 
     drop(loops);
     assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), host_before, "host mount table changed");

@@ -3,7 +3,8 @@
 
 use super::exit;
 use super::write::Exit;
-use crate::recover::{apply, plan, snapshot};
+use crate::recover::{apply, plan, shadow, snapshot};
+use crate::target::units::human;
 
 #[derive(Debug, clap::Args)]
 pub struct RecoverArgs {
@@ -15,6 +16,10 @@ pub struct RecoverArgs {
     /// Print the plan (and with --yes the results) as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
+    /// With --yes: move files found hidden under leftover mounts into DIR/<mount point name>/ (same
+    /// filesystem only; without this flag they are only reported, never touched)
+    #[arg(long, value_name = "DIR")]
+    pub move_shadowed: Option<std::path::PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -24,6 +29,26 @@ struct Report<'a> {
     results: Vec<apply::Outcome>,
     /// What a fresh look still finds after acting.
     remaining: Vec<String>,
+    /// Free space of the filesystems involved, before and (when acting) after.
+    space: Vec<Space>,
+    /// Files hidden under leftover mounts.
+    shadowed: Vec<shadow::Shadowed>,
+    moved: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Space {
+    mount_point: String,
+    /// Bytes in use on a leftover filesystem (what unmounting it and detaching its device gives back).
+    used: Option<u64>,
+    free_before: Option<u64>,
+    free_after: Option<u64>,
+}
+
+fn statvfs(path: &str) -> Option<(u64, u64)> {
+    let s = nix::sys::statvfs::statvfs(path).ok()?;
+    let frsize = s.fragment_size() as u64;
+    Some(((s.blocks() as u64 - s.blocks_free() as u64) * frsize, s.blocks_available() as u64 * frsize))
 }
 
 pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
@@ -41,7 +66,42 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
     }
     let snap = snapshot::take(&args.paths);
     let the_plan = plan::plan(&snap, &args.paths);
-    let mut report = Report { plan: &the_plan, applied: false, results: Vec::new(), remaining: Vec::new() };
+    let mut report = Report {
+        plan: &the_plan,
+        applied: false,
+        results: Vec::new(),
+        remaining: Vec::new(),
+        space: Vec::new(),
+        shadowed: Vec::new(),
+        moved: Vec::new(),
+    };
+    let own_mounts: Vec<String> = the_plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            plan::Action::Unmount { host: true, mount_point, .. } => Some(mount_point.clone()),
+            _ => None,
+        })
+        .collect();
+    report.shadowed = shadow::scan(&own_mounts);
+    // Space: each leftover mount of this namespace, and the filesystems the leftovers live on.
+    for a in &the_plan.actions {
+        if let plan::Action::Unmount { host: true, mount_point, .. } = a {
+            report.space.push(Space {
+                mount_point: mount_point.clone(),
+                used: statvfs(mount_point).map(|s| s.0),
+                free_before: None,
+                free_after: None,
+            });
+        }
+    }
+    if !the_plan.actions.is_empty() {
+        for parent in snapshot::candidate_parents() {
+            if let Some((_, free)) = statvfs(&parent) {
+                report.space.push(Space { mount_point: parent, used: None, free_before: Some(free), free_after: None });
+            }
+        }
+    }
     let say = |line: &str| {
         if !quiet && !args.json {
             crate::say!("{line}");
@@ -58,7 +118,34 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
     for note in &the_plan.left_alone {
         say(&format!("  left alone: {note}"));
     }
-    if args.yes && !the_plan.actions.is_empty() {
+    for h in &the_plan.holders {
+        say(&format!("  holder: {}", h.describe()));
+    }
+    for d in &the_plan.deleted_open {
+        say(&format!(
+            "  deleted but still open: {} ({}) by process {} ({}): the space comes back when it closes the file or exits",
+            d.path,
+            human(d.size),
+            d.pid,
+            d.comm
+        ));
+    }
+    for sh in &report.shadowed {
+        say(&format!(
+            "  shadowed: {} hides {} in {} file(s) underneath it (written after the mount vanished); kept{}",
+            sh.mount_point,
+            human(sh.total),
+            sh.files.len(),
+            if args.move_shadowed.is_some() { ", and moved out with --move-shadowed" } else { "" }
+        ));
+        for (f, size) in sh.files.iter().take(5) {
+            say(&format!("      {f} ({})", human(*size)));
+        }
+    }
+    for sp in report.space.iter().filter(|s| s.used.is_some()) {
+        say(&format!("  {} holds {}", sp.mount_point, human(sp.used.unwrap_or(0))));
+    }
+    if args.yes && (!the_plan.actions.is_empty() || args.move_shadowed.is_some()) {
         report.applied = true;
         report.results = apply::apply(&the_plan.actions, &apply::namespace_holder);
         for r in &report.results {
@@ -68,8 +155,42 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
                 (Some(e), false) => say(&format!("  FAILED: {}: {e}", r.action)),
             }
         }
+        if let Some(dest) = &args.move_shadowed {
+            // What the unmounts just uncovered, and leftover directories that already held files.
+            let dirs = report.shadowed.iter().map(|s| s.mount_point.clone()).chain(the_plan.nonempty_dirs.clone());
+            for dir in dirs {
+                match shadow::move_out(&dir, dest) {
+                    Ok(to) => {
+                        say(&format!("  moved what was in {dir} to {}", to.display()));
+                        let _ = std::fs::remove_dir(&dir);
+                        report.moved.push(dir);
+                    }
+                    Err(e) => {
+                        say(&format!("  FAILED: {e}"));
+                        report.results.push(apply::Outcome {
+                            action: format!("move {dir}"),
+                            ok: false,
+                            error: Some(e),
+                        });
+                    }
+                }
+            }
+        }
         let again = plan::plan(&snapshot::take(&args.paths), &args.paths);
         report.remaining = again.actions.iter().map(plan::Action::describe).collect();
+        for sp in report.space.iter_mut().filter(|s| s.free_before.is_some()) {
+            sp.free_after = statvfs(&sp.mount_point).map(|s| s.1);
+            if let (Some(b), Some(a)) = (sp.free_before, sp.free_after) {
+                say(&format!("  free on {}: {} before, {} after", sp.mount_point, human(b), human(a)));
+            }
+        }
+        for h in the_plan.holders.iter().filter(|h| std::path::Path::new(&format!("/proc/{}", h.pid)).exists()) {
+            say(&format!(
+                "  still held: process {} ({}) keeps the detached filesystem of {} alive; its space and its loop \
+                 device come back when the process lets go",
+                h.pid, h.comm, h.mount_point
+            ));
+        }
     }
     if args.json {
         let text =

@@ -4,4 +4,5 @@
 pub mod apply;
 pub mod patterns;
 pub mod plan;
+pub mod shadow;
 pub mod snapshot;

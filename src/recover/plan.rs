@@ -38,6 +38,62 @@ pub struct Dir {
 }
 
 /// What `recover` read from the system.
+/// What one process holds, by device number (after a lazy unmount a cwd reads as '/', so paths lie).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub wchan: String,
+    pub cwd: Option<(u32, u32)>,
+    pub root: Option<(u32, u32)>,
+    pub fds: Vec<(u32, u32)>,
+    pub maps: Vec<(u32, u32)>,
+    /// Open files whose name was deleted: (path as the kernel shows it, size, device).
+    pub deleted: Vec<(String, u64, (u32, u32))>,
+}
+
+/// A process that keeps a leftover filesystem alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub wchan: String,
+    /// cwd, root, open file, memory map
+    pub how: Vec<String>,
+    pub mount_point: String,
+}
+
+impl Holder {
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "process {} ({}) holds {} through its {}",
+            self.pid,
+            self.comm,
+            self.mount_point,
+            self.how.join(", ")
+        );
+        if self.state == 'D' {
+            s.push_str(&format!(
+                "; it is in uninterruptible sleep (D) in {}: it ends only when its I/O completes or the device is \
+                 removed",
+                if self.wchan.is_empty() { "the kernel" } else { &self.wchan }
+            ));
+        }
+        s
+    }
+}
+
+/// A deleted file still held open: its space comes back only when the process closes it or exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeletedOpen {
+    pub pid: i32,
+    pub comm: String,
+    pub path: String,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub namespaces: Vec<Namespace>,
@@ -46,6 +102,9 @@ pub struct Snapshot {
     /// Live processes: (pid, comm). A leftover whose name carries the pid of a live process belongs to a run
     /// that may still be going on, and is left alone.
     pub live: Vec<(u32, String)>,
+    pub procs: Vec<Proc>,
+    /// Device numbers of the filesystems the leftovers live on (their parents), for deleted-but-open files.
+    pub parent_devs: Vec<(u32, u32)>,
 }
 
 /// The plan, and what was deliberately left alone.
@@ -53,6 +112,10 @@ pub struct Snapshot {
 pub struct Plan {
     pub actions: Vec<Action>,
     pub left_alone: Vec<String>,
+    pub holders: Vec<Holder>,
+    pub deleted_open: Vec<DeletedOpen>,
+    /// Leftover directories that are not mounted but hold files (e.g. what a mount once hid): kept.
+    pub nonempty_dirs: Vec<String>,
 }
 
 /// Why something is in the plan.
@@ -148,6 +211,7 @@ fn live_owner<'a>(snap: &'a Snapshot, reason: &Reason) -> Option<&'a (u32, Strin
 pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
     let mut actions = Vec::new();
     let mut left_alone = Vec::new();
+    let mut nonempty_dirs = Vec::new();
     let mut leftover_devs: Vec<((u32, u32), String)> = Vec::new();
     let mut unmounted_points: Vec<String> = Vec::new();
     for ns in &snap.namespaces {
@@ -226,9 +290,48 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
             actions.push(Action::Rmdir { path: d.path.clone(), after_unmount: false, reason });
         } else {
             left_alone.push(format!("{}: not empty (nothing is ever deleted recursively)", d.path));
+            nonempty_dirs.push(d.path.clone());
         }
     }
-    Plan { actions, left_alone }
+    // Who keeps the leftover filesystems alive, and deleted-but-open files on them or on their parents.
+    let mut holders = Vec::new();
+    let mut deleted_open = Vec::new();
+    for p in &snap.procs {
+        for (dev, mp) in &leftover_devs {
+            let mut how = Vec::new();
+            if p.cwd == Some(*dev) {
+                how.push("working directory".to_string());
+            }
+            if p.root == Some(*dev) {
+                how.push("root directory".to_string());
+            }
+            let n = p.fds.iter().filter(|d| *d == dev).count();
+            if n > 0 {
+                how.push(format!("{n} open file{}", if n == 1 { "" } else { "s" }));
+            }
+            if p.maps.contains(dev) {
+                how.push("memory-mapped files".to_string());
+            }
+            if !how.is_empty() && !holders.iter().any(|h: &Holder| h.pid == p.pid && &h.mount_point == mp) {
+                holders.push(Holder {
+                    pid: p.pid,
+                    comm: p.comm.clone(),
+                    state: p.state,
+                    wchan: p.wchan.clone(),
+                    how,
+                    mount_point: mp.clone(),
+                });
+            }
+        }
+        for (path, size, dev) in &p.deleted {
+            // On a leftover filesystem always; on the filesystems the leftovers live on only when there are
+            // leftovers (then the df/du gap there is part of the story).
+            if leftover_devs.iter().any(|(d, _)| d == dev) || (!actions.is_empty() && snap.parent_devs.contains(dev)) {
+                deleted_open.push(DeletedOpen { pid: p.pid, comm: p.comm.clone(), path: path.clone(), size: *size });
+            }
+        }
+    }
+    Plan { actions, left_alone, holders, deleted_open, nonempty_dirs }
 }
 
 #[cfg(test)]
@@ -266,6 +369,26 @@ mod tests {
                 Dir { path: "/media/user".into(), empty: false },
             ],
             live: vec![(1, "init".into())],
+            procs: vec![
+                Proc { pid: 77, comm: "sleep".into(), state: 'S', cwd: Some((8, 33)), ..Default::default() },
+                Proc {
+                    pid: 78,
+                    comm: "cp".into(),
+                    state: 'D',
+                    wchan: "io_schedule".into(),
+                    fds: vec![(7, 0), (7, 0)],
+                    ..Default::default()
+                },
+                Proc {
+                    pid: 79,
+                    comm: "vim".into(),
+                    state: 'S',
+                    cwd: Some((254, 0)),
+                    deleted: vec![("/tmp/x.swp (deleted)".into(), 40 << 20, (0, 25))],
+                    ..Default::default()
+                },
+            ],
+            parent_devs: vec![(0, 25)],
         };
         let a = plan(&snap, &[]).actions;
         let text: Vec<String> = a.iter().map(Action::describe).collect();
@@ -275,6 +398,23 @@ mod tests {
         assert!(
             matches!(&a[4], Action::Rmdir { path, after_unmount: true, .. } if path.contains("woeusb_source")),
             "{text:#?}"
+        );
+        let p = plan(&snap, &[]);
+        let holders: Vec<String> = p.holders.iter().map(Holder::describe).collect();
+        assert_eq!(holders.len(), 2, "{holders:#?}");
+        assert!(
+            holders[0].contains(
+                "process 77 (sleep) holds /media/woeusb_target_1690000001_4242 through its working directory"
+            ),
+            "{holders:#?}"
+        );
+        assert!(
+            holders[1].contains("2 open files") && holders[1].contains("uninterruptible sleep (D) in io_schedule"),
+            "{holders:#?}"
+        );
+        assert_eq!(
+            p.deleted_open,
+            vec![DeletedOpen { pid: 79, comm: "vim".into(), path: "/tmp/x.swp (deleted)".into(), size: 40 << 20 }]
         );
         // the unrelated stick, loop1 and the non-empty target dir are left alone
         assert!(!text.iter().any(|t| t.contains("MYSTICK")
@@ -295,6 +435,7 @@ mod tests {
             loops: vec![Loop { name: "loop3".into(), major: 0, minor: 60, backing: "/x.img".into(), autoclear: false }],
             dirs: vec![],
             live: vec![],
+            ..Default::default()
         };
         let a = plan(&snap, &[]).actions;
         assert!(matches!(&a[0], Action::Unmount { namespace, host: false, .. } if namespace == "mnt:[99]"));
@@ -322,6 +463,7 @@ mod tests {
             ],
             dirs: vec![],
             live: vec![],
+            ..Default::default()
         };
         assert_eq!(plan(&snap, &[]).actions.len(), 1, "only the deleted-backing, non-autoclear loop");
         let a = plan(&snap, &["/mnt/stuck".into()]).actions;
@@ -336,6 +478,7 @@ mod tests {
             loops: vec![Loop { name: "loop0".into(), major: 7, minor: 0, backing: "/w.iso".into(), autoclear: false }],
             dirs: vec![Dir { path: "/media/woeusb_source_1690000000_4242".into(), empty: true }],
             live: vec![(4242, "bash".into())],
+            ..Default::default()
         };
         let p = plan(&snap, &[]);
         assert!(p.actions.is_empty(), "{:#?}", p.actions);
@@ -396,6 +539,15 @@ mod tests {
                 }],
                 dirs,
                 live: vec![(4242, "bash".into())],
+                procs: vec![Proc {
+                    pid: 5,
+                    comm: "x".into(),
+                    state: 'S',
+                    cwd: Some((0, 3)),
+                    deleted: vec![("/a (deleted)".into(), 1, (0, 3))],
+                    ..Default::default()
+                }],
+                parent_devs: vec![],
             };
             let a = plan(&snap, &[]);
             assert_eq!(a, Plan::default(), "planned something on an unrelated system:\n{text}");

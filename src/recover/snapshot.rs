@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::patterns;
-use super::plan::{Dir, Loop, Namespace, Snapshot};
+use super::plan::{Dir, Loop, Namespace, Proc, Snapshot};
 use crate::sys::mountinfo;
 
 /// Where the tools put their mount points and temporary directories.
@@ -100,7 +100,114 @@ fn read_live() -> Vec<(u32, String)> {
         .unwrap_or_default()
 }
 
+fn dev_of(meta: &std::fs::Metadata) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    (libc::major(meta.dev()), libc::minor(meta.dev()))
+}
+
+/// Device numbers of a process's memory maps (the "dev" column of /proc/PID/maps, hex major:minor).
+pub fn parse_map_devs(maps: &str) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = maps
+        .lines()
+        .filter_map(|l| {
+            let dev = l.split_whitespace().nth(3)?;
+            let inode = l.split_whitespace().nth(4)?;
+            if inode == "0" {
+                return None;
+            }
+            let (a, b) = dev.split_once(':')?;
+            Some((u32::from_str_radix(a, 16).ok()?, u32::from_str_radix(b, 16).ok()?))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn read_proc(pid: i32) -> Option<Proc> {
+    let info = crate::sys::procfs::read_proc(pid)?;
+    let base = format!("/proc/{pid}");
+    let mut p = Proc {
+        pid,
+        comm: info.comm,
+        state: info.state,
+        wchan: if info.wchan == "0" { String::new() } else { info.wchan },
+        cwd: std::fs::metadata(format!("{base}/cwd")).ok().map(|m| dev_of(&m)),
+        root: std::fs::metadata(format!("{base}/root")).ok().map(|m| dev_of(&m)),
+        ..Default::default()
+    };
+    if let Ok(d) = std::fs::read_dir(format!("{base}/fd")) {
+        for e in d.flatten() {
+            let Ok(target) = std::fs::read_link(e.path()) else { continue };
+            let target = target.to_string_lossy().into_owned();
+            // sockets, pipes, anonymous inodes and memfds hold no filesystem space anyone can find
+            if !target.starts_with('/') || target.starts_with("/memfd:") || target.starts_with("/dev/") {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(e.path()) else { continue };
+            let dev = dev_of(&meta);
+            p.fds.push(dev);
+            if target.ends_with(" (deleted)") && meta.is_file() {
+                p.deleted.push((target, meta.len(), dev));
+            }
+        }
+    }
+    p.maps = std::fs::read_to_string(format!("{base}/maps")).map(|m| parse_map_devs(&m)).unwrap_or_default();
+    Some(p)
+}
+
+fn read_procs() -> Vec<Proc> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|&pid| pid != me)
+                .filter_map(read_proc)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The filesystems the candidate directories live on.
+fn read_parent_devs() -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> =
+        candidate_parents().iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| dev_of(&m)).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// Read everything `plan` needs. `named`: paths the user gave.
 pub fn take(named: &[String]) -> Snapshot {
-    Snapshot { namespaces: read_namespaces(), loops: read_loops(), dirs: read_dirs(named), live: read_live() }
+    Snapshot {
+        namespaces: read_namespaces(),
+        loops: read_loops(),
+        dirs: read_dirs(named),
+        live: read_live(),
+        procs: read_procs(),
+        parent_devs: read_parent_devs(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_devices() {
+        let maps = "\
+55d0c000-55d0d000 r--p 00000000 fe:00 1234 /usr/bin/cat
+7f00-7f01 rw-p 00000000 00:00 0 [heap]
+7f02-7f03 r--p 00000000 07:03 99 /media/woeusb_source_1_2/setup.exe
+7f04-7f05 r--p 00001000 07:03 99 /media/woeusb_source_1_2/setup.exe
+";
+        assert_eq!(parse_map_devs(maps), vec![(7, 3), (254, 0)]);
+    }
+
+    #[test]
+    fn own_process_is_read() {
+        let p = read_proc(std::process::id() as i32).expect("self");
+        assert!(p.cwd.is_some() && !p.maps.is_empty());
+    }
 }

@@ -1,0 +1,99 @@
+//! Shadowed space: files in a mount point's directory hidden under the mount (a copy that went on after the
+//! mount vanished writes into the directory underneath). Found in a private copy of the mount table, where
+//! the leftover mounts are unmounted so the directories show what lies beneath; the host's table is never
+//! touched. Never deleted: reported, and moved only when the user asks.
+
+use serde::{Deserialize, Serialize};
+
+/// The hidden argument that runs the scan in a child with its own mount namespace.
+pub const SCAN_ARG: &str = "__woesafe_shadow_scan";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shadowed {
+    pub mount_point: String,
+    /// Files found underneath (paths relative to the mount point) and their sizes.
+    pub files: Vec<(String, u64)>,
+    pub total: u64,
+}
+
+fn walk(dir: &std::path::Path, rel: &str, out: &mut Vec<(String, u64)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        match e.metadata() {
+            Ok(m) if m.is_dir() => walk(&e.path(), &r, out),
+            Ok(m) => out.push((r, m.len())),
+            Err(_) => {}
+        }
+    }
+}
+
+/// The child's side: unmount (privately) everything on each mount point, then list what is underneath.
+pub fn child_main(mount_points: &[String]) -> i32 {
+    let mut found = Vec::new();
+    for mp in mount_points {
+        // Several mounts may be stacked on one point: peel them all off, in this namespace only.
+        for _ in 0..64 {
+            if nix::mount::umount2(mp.as_str(), nix::mount::MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+        let mut files = Vec::new();
+        walk(std::path::Path::new(mp), "", &mut files);
+        if !files.is_empty() {
+            let total = files.iter().map(|f| f.1).sum();
+            found.push(Shadowed { mount_point: mp.clone(), files, total });
+        }
+    }
+    match serde_json::to_string(&found) {
+        Ok(t) => {
+            println!("{t}");
+            0
+        }
+        Err(_) => 1,
+    }
+}
+
+/// Look under the given mount points (of recover's own mount namespace) without changing it.
+pub fn scan(mount_points: &[String]) -> Vec<Shadowed> {
+    use std::os::unix::process::CommandExt;
+    if mount_points.is_empty() {
+        return Vec::new();
+    }
+    let Ok(exe) = std::env::current_exe() else { return Vec::new() };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(SCAN_ARG).args(mount_points).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    // SAFETY: between fork and exec only unshare and mount, plain system calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
+            let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
+            nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).map_err(std::io::Error::from)
+        });
+    }
+    crate::worker::helper::harden(&mut cmd);
+    match cmd.output() {
+        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Move what was shadowed under `mount_point` (now unmounted) into `dest/<name of the mount point>/`, by
+/// rename (same filesystem only: nothing is copied and then deleted).
+pub fn move_out(mount_point: &str, dest: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let name = std::path::Path::new(mount_point).file_name().ok_or("no name")?.to_owned();
+    let to = dest.join(name);
+    std::fs::create_dir_all(&to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    for e in std::fs::read_dir(mount_point).map_err(|e| format!("{mount_point}: {e}"))?.flatten() {
+        let target = to.join(e.file_name());
+        std::fs::rename(e.path(), &target).map_err(|err| {
+            format!(
+                "cannot move {} to {}: {err} (rename works within one filesystem; move it yourself with mv)",
+                e.path().display(),
+                target.display()
+            )
+        })?;
+    }
+    Ok(to)
+}
