@@ -23,6 +23,10 @@ fn run() -> anyhow::Result<ExitCode> {
         let dirs: Vec<String> = std::env::args().skip(2).collect();
         return Ok(ExitCode::from(woesafe::recover::shadow::child_main(&dirs) as u8));
     }
+    if std::env::args_os().nth(1).is_some_and(|a| a == woesafe::recover::fuse::CTL_ARG) {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        return Ok(ExitCode::from(woesafe::recover::fuse::child_main(&args) as u8));
+    }
     let cli = Cli::parse();
     let level = if cli.quiet { "error" } else { ["warn", "info", "debug"][usize::from(cli.verbose.min(2))] };
     tracing_subscriber::fmt()

@@ -86,7 +86,10 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
     report.shadowed = shadow::scan(&own_mounts);
     // Space: each leftover mount of this namespace, and the filesystems the leftovers live on.
     for a in &the_plan.actions {
-        if let plan::Action::Unmount { host: true, mount_point, .. } = a {
+        // (never statvfs a FUSE filesystem: a stuck daemon would not answer)
+        if let plan::Action::Unmount { host: true, mount_point, fstype, .. } = a
+            && !fstype.starts_with("fuse")
+        {
             report.space.push(Space {
                 mount_point: mount_point.clone(),
                 used: statvfs(mount_point).map(|s| s.0),

@@ -57,15 +57,25 @@ pub fn apply(actions: &[Action], namespace_pids: &dyn Fn(&str) -> Option<i32>) -
                     if *host {
                         unmount(None, mount_point)
                     } else {
-                        match namespace_pids(namespace) {
-                            Some(pid) => unmount(Some(pid), mount_point),
-                            // Its last holder exited (e.g. the FUSE daemon whose mount went first): the
-                            // namespace is gone, and its mounts with it.
-                            None => Ok(()),
+                        // Holders come and go (a FUSE daemon exits once its mount is gone, and with its last
+                        // holder the namespace and all its mounts go): look again on each try.
+                        let mut result = Ok(());
+                        for _ in 0..5 {
+                            let Some(pid) = namespace_pids(namespace) else {
+                                result = Ok(());
+                                break;
+                            };
+                            result = unmount(Some(pid), mount_point);
+                            // A failure with the holder still alive is real; otherwise look again.
+                            if result.is_ok() || std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok() {
+                                break;
+                            }
                         }
+                        result
                     }
                 }
                 Action::DetachLoop { device, .. } => detach_loop(device),
+                Action::AbortFuse { connection, .. } => super::fuse::abort(*connection),
                 Action::Rmdir { path, after_unmount, .. } => match std::fs::remove_dir(path) {
                     Err(e) if *after_unmount && e.raw_os_error() == Some(libc::ENOTEMPTY) => {
                         return Outcome {

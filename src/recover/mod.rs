@@ -2,6 +2,7 @@
 //! system) → plan (pure) → apply.
 
 pub mod apply;
+pub mod fuse;
 pub mod patterns;
 pub mod plan;
 pub mod shadow;

@@ -105,6 +105,8 @@ pub struct Snapshot {
     pub procs: Vec<Proc>,
     /// Device numbers of the filesystems the leftovers live on (their parents), for deleted-but-open files.
     pub parent_devs: Vec<(u32, u32)>,
+    /// FUSE connections with requests waiting in two samples: (connection id, requests waiting).
+    pub fuse_waiting: Vec<(u32, u64)>,
 }
 
 /// The plan, and what was deliberately left alone.
@@ -136,6 +138,9 @@ pub enum Reason {
 pub enum Action {
     /// umount2(MNT_DETACH) in the namespace that holds it (entered with setns).
     Unmount { namespace: String, host: bool, mount_point: String, fstype: String, source: String, reason: Reason },
+    /// Write 1 to /sys/fs/fuse/connections/ID/abort: the daemon is stuck (stopped or dead-locked) and its
+    /// requests would wait forever; aborting frees whoever waits. The daemon is never killed.
+    AbortFuse { connection: u32, waiting: u64, mount_point: String, reason: Reason },
     /// LOOP_CLR_FD (the kernel detaches lazily when the device is still busy).
     DetachLoop { device: String, backing: String, reason: Reason },
     /// rmdir of an empty directory; never a recursive delete. `after_unmount`: the directory is a mount point
@@ -165,6 +170,11 @@ impl Action {
             Action::DetachLoop { device, backing, reason } => {
                 format!("detach {device} (backed by {backing}): {}", why(reason))
             }
+            Action::AbortFuse { connection, waiting, mount_point, reason } => format!(
+                "abort the stuck FUSE connection {connection} of {mount_point} ({waiting} request(s) waiting on a \
+                 daemon that does not answer): {}",
+                why(reason)
+            ),
             Action::Rmdir { path, after_unmount: false, reason } => {
                 format!("remove the empty directory {path}: {}", why(reason))
             }
@@ -232,6 +242,23 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
         mine.sort_by(|a, b| {
             b.mount_point.matches('/').count().cmp(&a.mount_point.matches('/').count()).then(b.id.cmp(&a.id))
         });
+        for m in &mine {
+            let conn = crate::recover::fuse::connection_id(m.major, m.minor);
+            if m.fstype.starts_with("fuse")
+                && let Some((_, waiting)) = snap.fuse_waiting.iter().find(|(c, w)| *c == conn && *w > 0)
+            {
+                // Before any unmount: the stuck daemon could not answer the unmount's requests either.
+                actions.insert(
+                    0,
+                    Action::AbortFuse {
+                        connection: conn,
+                        waiting: *waiting,
+                        mount_point: m.mount_point.clone(),
+                        reason: reason_for(&m.mount_point, named).expect("filtered above"),
+                    },
+                );
+            }
+        }
         for m in mine {
             let reason = reason_for(&m.mount_point, named).expect("filtered above");
             leftover_devs.push(((m.major, m.minor), m.mount_point.clone()));
@@ -389,6 +416,7 @@ mod tests {
                 },
             ],
             parent_devs: vec![(0, 25)],
+            fuse_waiting: vec![],
         };
         let a = plan(&snap, &[]).actions;
         let text: Vec<String> = a.iter().map(Action::describe).collect();
@@ -439,6 +467,13 @@ mod tests {
         };
         let a = plan(&snap, &[]).actions;
         assert!(matches!(&a[0], Action::Unmount { namespace, host: false, .. } if namespace == "mnt:[99]"));
+        // the same with its daemon stuck: the connection is aborted first
+        let stuck = Snapshot { fuse_waiting: vec![(60, 3)], ..snap.clone() };
+        let a = plan(&stuck, &[]).actions;
+        assert!(matches!(&a[0], Action::AbortFuse { connection: 60, waiting: 3, .. }), "{a:#?}");
+        assert!(matches!(&a[1], Action::Unmount { .. }));
+        let idle = Snapshot { fuse_waiting: vec![(60, 0)], ..snap };
+        assert!(!plan(&idle, &[]).actions.iter().any(|x| matches!(x, Action::AbortFuse { .. })));
     }
 
     #[test]
@@ -548,6 +583,7 @@ mod tests {
                     ..Default::default()
                 }],
                 parent_devs: vec![],
+                fuse_waiting: vec![(7, 5)],
             };
             let a = plan(&snap, &[]);
             assert_eq!(a, Plan::default(), "planned something on an unrelated system:\n{text}");

@@ -60,9 +60,15 @@ fn read_loops() -> Vec<Loop> {
     out
 }
 
-fn read_dirs(named: &[String]) -> Vec<Dir> {
+fn read_dirs(named: &[String], mount_points: &[String]) -> Vec<Dir> {
     let mut out = Vec::new();
     let mut look = |path: String| {
+        // A mount point is never read here: what counts is the directory underneath (the shadow scan looks
+        // there), and a stuck FUSE filesystem on it would never answer.
+        if mount_points.contains(&path) {
+            out.push(Dir { path, empty: false });
+            return;
+        }
         if let Ok(meta) = std::fs::symlink_metadata(&path)
             && meta.is_dir()
         {
@@ -124,16 +130,35 @@ pub fn parse_map_devs(maps: &str) -> Vec<(u32, u32)> {
     out
 }
 
-fn read_proc(pid: i32) -> Option<Proc> {
+/// Mount id → (device, fstype), over every namespace (mount ids are unique system-wide).
+type MountMap = std::collections::HashMap<u32, ((u32, u32), String)>;
+
+/// The mount id of an open file, from /proc/PID/fdinfo/FD (no access to the file itself: a stuck FUSE
+/// filesystem must never hang `recover`).
+fn fdinfo_mnt_id(path: &str) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.lines().find_map(|l| l.strip_prefix("mnt_id:"))?.trim().parse().ok()
+}
+
+/// The mount a process's cwd or root lies on: opened with O_PATH (which asks the filesystem nothing), then
+/// read from our own fdinfo.
+fn link_mnt_id(link: &str) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(link).ok()?;
+    fdinfo_mnt_id(&format!("/proc/self/fdinfo/{}", f.as_raw_fd()))
+}
+
+fn read_proc(pid: i32, mounts: &MountMap) -> Option<Proc> {
     let info = crate::sys::procfs::read_proc(pid)?;
     let base = format!("/proc/{pid}");
+    let dev = |id: Option<u32>| id.and_then(|i| mounts.get(&i)).map(|(d, _)| *d);
     let mut p = Proc {
         pid,
         comm: info.comm,
         state: info.state,
         wchan: if info.wchan == "0" { String::new() } else { info.wchan },
-        cwd: std::fs::metadata(format!("{base}/cwd")).ok().map(|m| dev_of(&m)),
-        root: std::fs::metadata(format!("{base}/root")).ok().map(|m| dev_of(&m)),
+        cwd: dev(link_mnt_id(&format!("{base}/cwd"))),
+        root: dev(link_mnt_id(&format!("{base}/root"))),
         ..Default::default()
     };
     if let Ok(d) = std::fs::read_dir(format!("{base}/fd")) {
@@ -144,11 +169,16 @@ fn read_proc(pid: i32) -> Option<Proc> {
             if !target.starts_with('/') || target.starts_with("/memfd:") || target.starts_with("/dev/") {
                 continue;
             }
-            let Ok(meta) = std::fs::metadata(e.path()) else { continue };
-            let dev = dev_of(&meta);
-            p.fds.push(dev);
-            if target.ends_with(" (deleted)") && meta.is_file() {
-                p.deleted.push((target, meta.len(), dev));
+            let fdinfo = format!("{base}/fdinfo/{}", e.file_name().to_string_lossy());
+            let Some((d, fstype)) = fdinfo_mnt_id(&fdinfo).and_then(|i| mounts.get(&i)) else { continue };
+            p.fds.push(*d);
+            // The size of a deleted file needs a stat, which a stuck FUSE daemon would never answer.
+            if target.ends_with(" (deleted)")
+                && !fstype.starts_with("fuse")
+                && let Ok(meta) = std::fs::metadata(e.path())
+                && meta.is_file()
+            {
+                p.deleted.push((target, meta.len(), *d));
             }
         }
     }
@@ -156,14 +186,16 @@ fn read_proc(pid: i32) -> Option<Proc> {
     Some(p)
 }
 
-fn read_procs() -> Vec<Proc> {
+fn read_procs(namespaces: &[Namespace]) -> Vec<Proc> {
+    let mounts: MountMap =
+        namespaces.iter().flat_map(|n| &n.mounts).map(|m| (m.id, ((m.major, m.minor), m.fstype.clone()))).collect();
     let me = std::process::id() as i32;
     std::fs::read_dir("/proc")
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
                 .filter(|&pid| pid != me)
-                .filter_map(read_proc)
+                .filter_map(|pid| read_proc(pid, &mounts))
                 .collect()
         })
         .unwrap_or_default()
@@ -180,12 +212,39 @@ fn read_parent_devs() -> Vec<(u32, u32)> {
 
 /// Read everything `plan` needs. `named`: paths the user gave.
 pub fn take(named: &[String]) -> Snapshot {
+    let namespaces = read_namespaces();
+    // Requests waiting on the FUSE filesystems whose names a tool uses (or that the user named).
+    let mut ids: Vec<u32> = namespaces
+        .iter()
+        .flat_map(|n| &n.mounts)
+        .filter(|m| m.fstype.starts_with("fuse"))
+        .filter(|m| {
+            patterns::classify(&m.mount_point).is_some()
+                || named.iter().any(|p| m.mount_point.starts_with(p.trim_end_matches('/')))
+                || m.mount_point
+                    .split('/')
+                    .scan(String::new(), |acc, c| {
+                        if !c.is_empty() {
+                            acc.push('/');
+                            acc.push_str(c);
+                        }
+                        Some(acc.clone())
+                    })
+                    .any(|p| patterns::classify(&p).is_some())
+        })
+        .map(|m| super::fuse::connection_id(m.major, m.minor))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let host_points: Vec<String> =
+        namespaces.iter().filter(|n| n.is_host).flat_map(|n| &n.mounts).map(|m| m.mount_point.clone()).collect();
     Snapshot {
-        namespaces: read_namespaces(),
+        fuse_waiting: super::fuse::waiting(&ids, std::time::Duration::from_millis(300)),
+        procs: read_procs(&namespaces),
+        dirs: read_dirs(named, &host_points),
+        namespaces,
         loops: read_loops(),
-        dirs: read_dirs(named),
         live: read_live(),
-        procs: read_procs(),
         parent_devs: read_parent_devs(),
     }
 }
@@ -207,7 +266,17 @@ mod tests {
 
     #[test]
     fn own_process_is_read() {
-        let p = read_proc(std::process::id() as i32).expect("self");
-        assert!(p.cwd.is_some() && !p.maps.is_empty());
+        let ns = read_namespaces();
+        let me = std::process::id() as i32;
+        let mounts: MountMap =
+            ns.iter().flat_map(|n| &n.mounts).map(|m| (m.id, ((m.major, m.minor), m.fstype.clone()))).collect();
+        let p = read_proc(me, &mounts).expect("self");
+        let cwd_dev = {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(".").unwrap();
+            (libc::major(m.dev()), libc::minor(m.dev()))
+        };
+        assert_eq!(p.cwd, Some(cwd_dev), "cwd device through O_PATH + fdinfo");
+        assert!(!p.maps.is_empty());
     }
 }

@@ -1,0 +1,97 @@
+//! Stuck FUSE connections (DESIGN.md: a stopped or dead-locked daemon leaves its requests unanswered forever).
+//! The fusectl filesystem tells how many requests wait on each connection and can abort one; woesafe mounts it
+//! only in a private mount namespace of a short-lived child, so the host's mount table never changes.
+
+use std::collections::BTreeMap;
+
+/// The hidden argument that runs the fusectl child.
+pub const CTL_ARG: &str = "__woesafe_fusectl";
+const CONNECTIONS: &str = "/sys/fs/fuse/connections";
+
+/// The fusectl connection number of a FUSE filesystem: its device number as the kernel encodes it.
+pub fn connection_id(major: u32, minor: u32) -> u32 {
+    (major << 20) | minor
+}
+
+/// The child's side: `read ID...` prints {id: waiting}; `abort ID...` writes 1 to each abort file and prints
+/// {id: 0 on success, 1 on failure}.
+pub fn child_main(args: &[String]) -> i32 {
+    if std::fs::read_dir(CONNECTIONS).map(|mut d| d.next().is_none()).unwrap_or(true)
+        && nix::mount::mount(Some("fusectl"), CONNECTIONS, Some("fusectl"), nix::mount::MsFlags::empty(), None::<&str>)
+            .is_err()
+    {
+        return 1;
+    }
+    let Some((cmd, ids)) = args.split_first() else { return 2 };
+    let mut out = BTreeMap::new();
+    for id in ids {
+        let dir = format!("{CONNECTIONS}/{id}");
+        let value = match cmd.as_str() {
+            "read" => std::fs::read_to_string(format!("{dir}/waiting")).ok().and_then(|s| s.trim().parse::<u64>().ok()),
+            "abort" => Some(u64::from(std::fs::write(format!("{dir}/abort"), b"1").is_err())),
+            _ => return 2,
+        };
+        if let Some(v) = value {
+            out.insert(id.clone(), v);
+        }
+    }
+    println!("{}", serde_json::to_string(&out).unwrap_or_default());
+    0
+}
+
+fn run_child(args: &[String]) -> BTreeMap<String, u64> {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else { return BTreeMap::new() };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(CTL_ARG).args(args).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    // SAFETY: between fork and exec only unshare and mount, plain system calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
+            let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
+            nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).map_err(std::io::Error::from)
+        });
+    }
+    crate::worker::helper::harden(&mut cmd);
+    match cmd.output() {
+        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).unwrap_or_default(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Requests waiting on each connection, sampled twice `gap` apart: a connection counts as stuck only when
+/// requests wait in both samples (the smaller count is kept).
+pub fn waiting(ids: &[u32], gap: std::time::Duration) -> Vec<(u32, u64)> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let args = |cmd: &str| std::iter::once(cmd.to_string()).chain(ids.iter().map(u32::to_string)).collect::<Vec<_>>();
+    let first = run_child(&args("read"));
+    std::thread::sleep(gap);
+    let second = run_child(&args("read"));
+    ids.iter()
+        .filter_map(|id| {
+            let k = id.to_string();
+            Some((*id, (*first.get(&k)?).min(*second.get(&k)?)))
+        })
+        .collect()
+}
+
+/// Abort a connection: every waiting request fails, the daemon's reads fail, and whoever was blocked is
+/// free. Never kills the daemon.
+pub fn abort(id: u32) -> Result<(), String> {
+    match run_child(&["abort".to_string(), id.to_string()]).get(&id.to_string()) {
+        Some(0) => Ok(()),
+        Some(_) => Err(format!("cannot write {CONNECTIONS}/{id}/abort")),
+        None => Err("cannot reach fusectl (is the fuse module loaded?)".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connection_ids() {
+        assert_eq!(super::connection_id(0, 52), 52);
+        assert_eq!(super::connection_id(7, 3), (7 << 20) | 3);
+    }
+}
