@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 const DEAD_PID: &str = "4190001"; // above pid_max: no process can have it
 
+/// recover looks at the whole system: the tests of this file run one at a time so that one test's
+/// leftovers are not another's.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(out.status.success(), "{cmd}: {}", text(&out));
@@ -90,6 +94,7 @@ impl Drop for Daemon {
 #[test]
 fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     let name = "recover_finds_and_cleans_every_leftover_and_nothing_else";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !need_root(name) {
         return;
     }
@@ -261,4 +266,78 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
 
     drop(loops);
     assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), host_before, "host mount table changed");
+}
+
+/// A leftover FUSE mount whose daemon is stopped, with a process blocked on it: recover names the stuck
+/// connection, aborts it (never killing the daemon), which frees the blocked process, and unmounts.
+#[test]
+fn stuck_fuse_connection_is_aborted_not_killed() {
+    let name = "stuck_fuse_connection_is_aborted_not_killed";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !need_root(name) {
+        return;
+    }
+    if !have("bindfs") || !Path::new("/dev/fuse").exists() {
+        woesafe::report_skip(name, "bindfs or /dev/fuse missing");
+        return;
+    }
+    let store = tempfile::tempdir_in(root().join("target")).unwrap();
+    let src = store.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
+    nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).unwrap();
+    nix::mount::mount(Some("recover-test"), "/media", Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
+        .unwrap();
+    let tgt = format!("/media/woeusb_target_1690000001_{DEAD_PID}");
+    std::fs::create_dir_all(&tgt).unwrap();
+    let daemon = Command::new("bindfs").arg("-f").arg(&src).arg(&tgt).spawn().unwrap();
+    struct Bindfs(std::process::Child, String);
+    impl Drop for Bindfs {
+        fn drop(&mut self) {
+            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            let _ = nix::mount::umount2(self.1.as_str(), nix::mount::MntFlags::MNT_DETACH);
+            let _ = self.0.wait();
+        }
+    }
+    let mut daemon = Bindfs(daemon, tgt.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !thread_mounts().contains(&tgt) {
+        assert!(Instant::now() < deadline, "bindfs did not mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dpid = nix::unistd::Pid::from_raw(daemon.0.id() as i32);
+    nix::sys::signal::kill(dpid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // A writer that blocks on the stopped daemon
+    let writer = Command::new("sh").arg("-c").arg(format!("echo data > {tgt}/file")).spawn().unwrap();
+    let mut writer = Holder(writer);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(writer.0.try_wait().unwrap().is_none(), "the writer should be blocked on the stopped daemon");
+
+    let t0 = Instant::now();
+    let out = woesafe(&["recover"]);
+    assert!(t0.elapsed() < Duration::from_secs(10), "recover must not hang on a stuck FUSE filesystem");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(plan.contains("abort the stuck FUSE connection") && plan.contains(&tgt), "{plan}");
+    assert!(plan.contains(&format!("unmount {tgt}")), "{plan}");
+
+    let out = woesafe(&["recover", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The aborted connection fails the blocked write: the writer is free (not stuck in D).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while writer.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the writer stayed blocked after the abort:\n{}", text(&out));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!thread_mounts().contains(&tgt), "{tgt} still mounted");
+    // The daemon was not killed by recover: it is still there (stopped) until the test lets it go on.
+    assert!(Path::new(&format!("/proc/{}", daemon.0.id())).exists(), "recover must never kill a FUSE daemon");
+    nix::sys::signal::kill(dpid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "bindfs did not exit after its connection was aborted and unmounted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
