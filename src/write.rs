@@ -125,6 +125,35 @@ fn with_boot_files(entries: &[SourceEntry], bios: bool) -> Vec<SourceEntry> {
     out
 }
 
+/// The source minus its own boot/grub/grub.cfg (any letter case), which BIOS boot replaces with ours.
+struct WithoutGrubCfg<'a> {
+    inner: &'a Source,
+    entries: Vec<SourceEntry>,
+    index: Vec<usize>,
+}
+
+impl<'a> WithoutGrubCfg<'a> {
+    fn new(inner: &'a Source, bios: bool) -> Self {
+        let (entries, index) = inner
+            .entries()
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !(bios && !e.is_dir && e.path.eq_ignore_ascii_case(bios::GRUB_CFG_PATH)))
+            .map(|(i, e)| (e.clone(), i))
+            .unzip();
+        WithoutGrubCfg { inner, entries, index }
+    }
+}
+
+impl SourceTree for WithoutGrubCfg<'_> {
+    fn entries(&self) -> &[SourceEntry] {
+        &self.entries
+    }
+    fn open(&self, index: usize) -> std::io::Result<Box<dyn Read + '_>> {
+        self.inner.open(self.index[index])
+    }
+}
+
 fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
@@ -188,7 +217,8 @@ impl Job<'_> {
         let use_kernel_source = match req.source_driver {
             Driver::Kernel => true,
             Driver::Userspace => false,
-            Driver::Auto => source::kernel_has("udf") || source::kernel_has("iso9660"),
+            // Windows ISOs keep their files in UDF: the kernel reader only when the kernel offers udf.
+            Driver::Auto => source::kernel_has("udf"),
         };
         let source = if use_kernel_source {
             Source::open_kernel(&req.iso, &work.path().join("source"))?
@@ -223,6 +253,9 @@ impl Job<'_> {
             has_bootmgr: layout.has_bootmgr,
             has_uefi_loader: layout.has_uefi_loader,
             needed_bytes: fat::estimate_disk_bytes(entries, span.size),
+            fat_problem: crate::target::fatwrite::check_tree(&with_boot_files(entries, req.boot.bios()))
+                .err()
+                .map(|e| e.to_string()),
         };
         self.link.send(&Up::Inventory(Box::new(inventory)))?;
         match self.link.recv()? {
@@ -313,8 +346,10 @@ impl Job<'_> {
         let mut last_sent = Instant::now();
         let link = &mut *self.link;
         let mut send_err = None;
+        // With BIOS boot our grub.cfg replaces any the ISO brings (it is written after the copy).
+        let copied = WithoutGrubCfg::new(&source, req.boot.bios());
         copy_tree(
-            &source,
+            &copied,
             target.as_mut(),
             &mut |done| {
                 if send_err.is_none() && (done == total || last_sent.elapsed() >= Duration::from_millis(100)) {
@@ -381,11 +416,6 @@ impl Job<'_> {
         source.close()?;
         drop(part);
         disk.sync_all().map_err(dev_err)?;
-        if disk_loop.is_none() {
-            // A real disk: have the kernel re-read the new table (EBUSY etc. are harmless here).
-            // SAFETY: BLKRRPART takes no argument.
-            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&disk), 0x125F) };
-        }
         drop(disk);
         drop(disk_loop);
         self.state = TargetState::Complete;

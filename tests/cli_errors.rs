@@ -107,6 +107,34 @@ fn refusals_exit_3_and_leave_the_target_untouched() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("too small"), "{}", text(&out));
     assert!(!small.exists(), "a refused new image must not be created");
 
+    // Names FAT cannot hold apart (UDF is case-sensitive, FAT is not): refused before anything is written.
+    let clash = work.path().join("clash");
+    std::fs::create_dir_all(clash.join("sources")).unwrap();
+    std::fs::write(clash.join("sources/install.wim"), b"wim").unwrap();
+    std::fs::write(clash.join("Notes.txt"), b"a").unwrap();
+    std::fs::write(clash.join("NOTES.TXT"), b"b").unwrap();
+    let clash_iso = work.path().join("clash.iso");
+    assert!(
+        std::process::Command::new("genisoimage")
+            .args(["-quiet", "-udf", "-J", "-o"])
+            .arg(&clash_iso)
+            .arg(&clash)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = woesafe(&["write", clash_iso.to_str().unwrap(), img.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("differ only in letter case"), "{}", text(&out));
+    assert_eq!(digest(&img), before, "a tree FAT cannot hold must be refused before writing");
+
+    // An image whose size is not whole sectors: a clear usage error.
+    let odd = work.path().join("odd.img");
+    std::fs::File::create(&odd).unwrap().set_len((600 << 20) + 100).unwrap();
+    let out = woesafe(&["write", fx.iso.to_str().unwrap(), odd.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a whole number of 512-byte sectors"), "{}", text(&out));
+
     // The ISO as its own target.
     let out = woesafe(&["write", fx.iso.to_str().unwrap(), fx.iso.to_str().unwrap(), "--yes"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));

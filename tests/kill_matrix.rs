@@ -233,3 +233,34 @@ fn closed_stderr_does_not_break_the_write() {
     let out = std::process::Command::new("sfdisk").arg("--json").arg(&image).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"type\": \"c\""), "{}", text(&out));
 }
+
+/// A signal that arrives while the worker is still starting (before its handlers exist) must not be lost:
+/// PID 1 of a namespace drops signals it has no handler for, so the worker starts with them blocked. The
+/// moment is widened with a test-only start delay. The write stops before touching anything, and a new image
+/// file is never created.
+#[test]
+fn signal_during_startup_is_never_lost() {
+    if !need_root("signal_during_startup_is_never_lost") {
+        return;
+    }
+    let fx = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("never.img");
+    let mut run = Run::start(
+        &["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "600M", "--yes"],
+        &[("WOESAFE_TEST_WORKER_START_DELAY_MS", "1500")],
+    );
+    let sup = run.child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while worker_of(sup).is_none() {
+        assert!(Instant::now() < deadline, "no worker");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200)); // inside the delay: the worker has no handlers yet
+    // SAFETY: kill on our own child.
+    assert_eq!(unsafe { libc::kill(sup as i32, libc::SIGINT) }, 0);
+    let status = run.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130), "the signal was lost:\n{}", run.text());
+    assert!(run.text().contains("Target state: the target was not changed"), "{}", run.text());
+    assert!(!image.exists(), "a stopped write created the image:\n{}", run.text());
+}

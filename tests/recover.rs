@@ -167,6 +167,25 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     loops.0.push((gone_loop.clone(), store.path().to_path_buf()));
     std::fs::remove_file(&gone).unwrap();
     std::fs::create_dir_all(format!("/run/woesafe.{DEAD_PID}")).unwrap();
+    // The real thing: a woesafe write killed with SIGKILL leaves its (empty) work directory in /run
+    let image = store.path().join("killed.img");
+    let mut run = Run::start(
+        &["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "600M", "--yes"],
+        &[("WOESAFE_TEST_PAUSE_AT", "copy:30000")],
+    );
+    run.wait_line("Copying files", Duration::from_secs(60));
+    let killed = run.child.id();
+    run.child.kill().unwrap();
+    run.wait_exit(Duration::from_secs(10));
+    let debris = format!("/run/woesafe.{killed}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !woesafe::sys::loopdev::attached().iter().all(|(_, b)| {
+        !b.starts_with(store.path().to_str().unwrap()) || b.ends_with("stick.img") || b.contains("gone.iso")
+    }) {
+        assert!(Instant::now() < deadline, "the killed write's loop devices stayed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(Path::new(&debris).is_dir(), "a SIGKILLed write leaves its empty work directory");
 
     // Unrelated things that must stay
     std::fs::create_dir_all("/media/user/MYSTICK").unwrap();
@@ -195,6 +214,7 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
         format!("detach {gone_loop}"),
         "remove the empty directory /tmp/WoeUSB.tempdir.Qw3rTy".to_string(),
         format!("remove the empty directory /run/woesafe.{DEAD_PID}"),
+        format!("remove the empty directory {debris}"),
     ] {
         assert!(plan.contains(&what), "the plan lacks {what:?}:\n{plan}");
     }
@@ -249,6 +269,7 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     assert!(Path::new("/tmp/my-own-dir").is_dir());
     assert!(!Path::new("/tmp/WoeUSB.tempdir.Qw3rTy").exists());
     assert!(!Path::new(&format!("/run/woesafe.{DEAD_PID}")).exists());
+    assert!(!Path::new(&debris).exists(), "the killed write's work directory is removed");
     // The shadowed files move out only on request, by rename, and then the directory goes.
     let again = woesafe(&["recover"]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));

@@ -149,3 +149,39 @@ fn file_over_1_gib_spanning_several_udf_extents() {
     std::fs::remove_file(&iso).unwrap();
     verify_written(&image, &fx, work.path());
 }
+
+/// An ISO that brings its own boot/grub/grub.cfg: BIOS boot replaces it with woesafe's (ntldr), instead of
+/// failing halfway.
+#[test]
+fn iso_with_its_own_grub_cfg() {
+    if !need_root("iso_with_its_own_grub_cfg") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(tree.join("sources")).unwrap();
+    std::fs::create_dir_all(tree.join("BOOT/GRUB")).unwrap();
+    std::fs::write(tree.join("sources/boot.wim"), b"wim").unwrap();
+    std::fs::write(tree.join("BOOT/GRUB/GRUB.CFG"), b"set timeout=5\n").unwrap();
+    let iso = work.path().join("grub.iso");
+    assert!(
+        std::process::Command::new("genisoimage")
+            .args(["-quiet", "-udf", "-J", "-o"])
+            .arg(&iso)
+            .arg(&tree)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let image = work.path().join("out.img");
+    write_fixture(&iso, &image, "100M", &[]);
+    let out = std::process::Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@1M", image.display()))
+        .arg("::/boot/grub/grub.cfg")
+        .output()
+        .unwrap();
+    let cfg = String::from_utf8_lossy(&out.stdout);
+    assert!(cfg.contains("ntldr /bootmgr") && !cfg.contains("timeout"), "{}", text(&out));
+}

@@ -306,7 +306,18 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
             return Err(fail(exit::USAGE, "--size applies to image files only; a block device keeps its size"));
         }
         (TargetFacts::Block(b), None) => b.size,
-        (TargetFacts::Image { exists: true, size, .. }, _) => *size,
+        (TargetFacts::Image { exists: true, size, path, .. }, _) => {
+            if size % 512 != 0 {
+                return Err(fail(
+                    exit::USAGE,
+                    format!(
+                        "{} is {size} bytes, not a whole number of 512-byte sectors; resize it (e.g. `truncate -s 8G`)",
+                        path.display()
+                    ),
+                ));
+            }
+            *size
+        }
         (TargetFacts::Image { exists: false, path, .. }, None) => {
             return Err(fail(
                 exit::USAGE,
@@ -410,6 +421,13 @@ fn supervise(
     ui.done();
     if let (Ok(_), Some(f)) = (&result, lock.as_ref()) {
         f.sync_all().map_err(|e| fail(exit::FAILED, format!("cannot flush {}: {e}", args.target.display())))?;
+        if let TargetFacts::Block(_) = facts {
+            // Have the kernel read the new partition table, from the fd that holds the disk exclusively (from
+            // any other fd the kernel answers EBUSY while we hold it). Failure only delays it to the next
+            // plug-in.
+            // SAFETY: BLKRRPART takes no argument; the fd is open.
+            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(f), 0x125F) };
+        }
     }
     result
 }
@@ -464,7 +482,12 @@ fn follow(
                     Up::Devices(d) => devices = d,
                     Up::Inventory(inv) => {
                         print_inventory(ui, &inv);
-                        match decide(args, facts, &inv, target_size, lock) {
+                        let verdict = if first_signal.is_some() {
+                            Err(fail(exit::REFUSED, "stopped before writing"))
+                        } else {
+                            decide(args, facts, &inv, target_size, lock)
+                        };
+                        match verdict {
                             Ok(()) => worker.send(&Down::Proceed).map_err(broken)?,
                             Err(e) => {
                                 let _ = worker.send(&Down::Abort);
@@ -531,8 +554,8 @@ fn follow(
     let state_now = || TargetState::when_stopped_in(ui.last_step);
     if let Some(sig) = first_signal {
         let code = 128 + sig as u8;
-        let message = match ending {
-            Some(Ending::Stopped { step, state }) => format!(
+        let message = match &ending {
+            &Some(Ending::Stopped { step, state }) => format!(
                 "stopped by {} while {}: what was written is flushed, and the worker unmounted and detached \
                  everything it used.\nTarget state: {}",
                 signal_name(sig),
@@ -542,6 +565,8 @@ fn follow(
             Some(Ending::Done(_)) => {
                 format!("{} came after the last byte: the write is complete", signal_name(sig))
             }
+            // The write failed on its own while stopping: its error is the news.
+            Some(Ending::Failed(e)) => e.message.clone(),
             Some(Ending::Refused(_)) | Some(Ending::Aborted) | None
                 if matches!(ui.last_step, None | Some(Step::ReadIso)) =>
             {
@@ -563,6 +588,7 @@ fn follow(
             ),
         };
         if let Some(Ending::Done(r)) = ending {
+            crate::say!("woesafe: {message}");
             return Ok(Some(*r));
         }
         return Err(fail(code, message));

@@ -73,8 +73,10 @@ impl Source {
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         let dev = lo.path().to_string_lossy().into_owned();
         let mut last = None;
+        // The ISO9660 tree of a UDF image may hold only a README: never take it for the content.
+        let has_udf = IsoFs::open(iso).is_ok_and(|fs| fs.format() == IsoFormat::Udf);
         for fstype in ["udf", "iso9660"] {
-            if !kernel_has(fstype) {
+            if fstype == "iso9660" && has_udf {
                 continue;
             }
             match MountGuard::mount(&dev, mount_point, fstype, flags, None) {

@@ -38,8 +38,8 @@ pub enum FatWriteError {
     NameTooLong { path: String },
     #[error("{a} and {b} differ only in letter case; FAT cannot hold both in one directory")]
     CaseClash { a: String, b: String },
-    #[error("{path}: directory has more than 65536 entries, FAT32's limit")]
-    DirTooBig { path: String },
+    #[error("{path}: {names} names need {slots} directory entries (with their long names); FAT32 allows 65536")]
+    DirTooBig { path: String, names: usize, slots: usize },
     #[error("{path} is {size} bytes; FAT32 files hold at most 4 GiB - 1 byte")]
     FileTooBig { path: String, size: u64 },
     #[error("{path}: the parent directory is not in the tree")]
@@ -148,10 +148,10 @@ fn lfn_forbidden(c: char) -> bool {
     (c as u32) < 0x20 || "\"*/:<>?\\|".contains(c)
 }
 
-/// The 8.3 name for `name`, and whether a long-name entry is needed. `taken` holds the short names already
-/// used in the directory. Windows' rules: an exact upper-case 8.3 name is kept; otherwise upper-case, drop
-/// spaces and extra dots, replace what 8.3 cannot hold with '_', and add "~N" when characters were lost or cut.
-pub fn short_name(name: &str, taken: &std::collections::HashSet<[u8; 11]>) -> ([u8; 11], bool) {
+/// The 8.3 basis of `name` (Windows' rules: upper-case, drop spaces and extra dots, '_' for what 8.3 cannot
+/// hold, cut to 8 + 3), whether anything was lost on the way, and whether `name` is already an exact
+/// upper-case 8.3 name (no long-name entry needed).
+fn basis(name: &str) -> ([u8; 11], bool, bool) {
     let (base_part, ext_part) = match name.rfind('.') {
         Some(i) if i > 0 => (&name[..i], &name[i + 1..]),
         _ => (name, ""),
@@ -183,31 +183,60 @@ pub fn short_name(name: &str, taken: &std::collections::HashSet<[u8; 11]>) -> ([
         }
         out
     };
-    let stripped = base_part.trim_start_matches('.');
-    let base = conv(stripped, 8);
+    let base = conv(base_part.trim_start_matches('.'), 8);
     let ext = conv(ext_part, 3);
     let mut sfn = [b' '; 11];
     let base = if base.is_empty() { b"_".to_vec() } else { base };
     sfn[..base.len()].copy_from_slice(&base);
     sfn[8..8 + ext.len()].copy_from_slice(&ext);
-    if exact && !taken.contains(&sfn) {
-        return (sfn, false);
-    }
-    if !lossy && !taken.contains(&sfn) {
-        return (sfn, true);
-    }
-    for n in 1u32.. {
-        let tail = format!("~{n}");
-        let keep = base.len().min(8 - tail.len());
-        let mut cand = [b' '; 11];
-        cand[..keep].copy_from_slice(&base[..keep]);
-        cand[keep..keep + tail.len()].copy_from_slice(tail.as_bytes());
-        cand[8..].copy_from_slice(&sfn[8..]);
-        if !taken.contains(&cand) {
-            return (cand, true);
+    (sfn, lossy, exact)
+}
+
+/// The short names of one directory. Names that fit 8.3 without loss are reserved first (so that a literal
+/// `longfi~1.txt` keeps LONGFI~1.TXT and a generated name never takes it); the others get the smallest free
+/// "~N" tail, counted per basis so that thousands of similar names stay linear.
+#[derive(Default)]
+pub struct ShortNames {
+    taken: std::collections::HashSet<[u8; 11]>,
+    next_tail: HashMap<[u8; 11], u32>,
+}
+
+impl ShortNames {
+    /// Reserve the lossless 8.3 forms of all `names` of the directory.
+    pub fn reserve<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        for n in names {
+            let (sfn, lossy, _) = basis(n);
+            if !lossy {
+                self.taken.insert(sfn);
+            }
         }
     }
-    unreachable!("u32 tails exhausted")
+
+    /// The short name for `name` and whether it needs long-name entries.
+    pub fn assign(&mut self, name: &str) -> ([u8; 11], bool) {
+        let (sfn, lossy, exact) = basis(name);
+        if !lossy {
+            // reserved for this very name (two names with one lossless form differ only in case: refused
+            // earlier)
+            self.taken.insert(sfn);
+            return (sfn, !exact);
+        }
+        let start = self.next_tail.get(&sfn).copied().unwrap_or(1);
+        let base_len = sfn[..8].iter().rposition(|&b| b != b' ').map_or(0, |p| p + 1);
+        for n in start.. {
+            let tail = format!("~{n}");
+            let keep = base_len.min(8 - tail.len());
+            let mut cand = [b' '; 11];
+            cand[..keep].copy_from_slice(&sfn[..keep]);
+            cand[keep..keep + tail.len()].copy_from_slice(tail.as_bytes());
+            cand[8..].copy_from_slice(&sfn[8..]);
+            if self.taken.insert(cand) {
+                self.next_tail.insert(sfn, n + 1);
+                return (cand, true);
+            }
+        }
+        unreachable!("u32 tails exhausted")
+    }
 }
 
 fn lfn_checksum(sfn: &[u8; 11]) -> u8 {
@@ -326,16 +355,20 @@ impl Plan {
                 slots.push(([0; 32], None)); // "." and "..": filled once clusters are known
                 slots.push(([0; 32], None));
             }
-            let mut taken = std::collections::HashSet::new();
+            let kids = children.get(path).map(Vec::as_slice).unwrap_or(&[]);
+            let leaf = |ci: usize| entries[ci].path.rsplit_once('/').map_or(entries[ci].path.as_str(), |(_, n)| n);
             let mut upper_names: HashMap<String, &str> = HashMap::new();
-            for &ci in children.get(path).map(Vec::as_slice).unwrap_or(&[]) {
-                let e = &entries[ci];
-                let name = e.path.rsplit_once('/').map_or(e.path.as_str(), |(_, n)| n);
-                if let Some(prev) = upper_names.insert(name.to_uppercase(), &e.path) {
-                    return Err(FatWriteError::CaseClash { a: prev.to_string(), b: e.path.clone() });
+            for &ci in kids {
+                if let Some(prev) = upper_names.insert(leaf(ci).to_uppercase(), &entries[ci].path) {
+                    return Err(FatWriteError::CaseClash { a: prev.to_string(), b: entries[ci].path.clone() });
                 }
-                let (sfn, needs_lfn) = short_name(name, &taken);
-                taken.insert(sfn);
+            }
+            let mut names = ShortNames::default();
+            names.reserve(kids.iter().map(|&ci| leaf(ci)));
+            for &ci in kids {
+                let e = &entries[ci];
+                let name = leaf(ci);
+                let (sfn, needs_lfn) = names.assign(name);
                 if needs_lfn {
                     for l in lfn_entries(name, &sfn) {
                         slots.push((l, None));
@@ -345,7 +378,11 @@ impl Plan {
                 slots.push((short_entry(&sfn, attr, 0, if e.is_dir { 0 } else { e.size as u32 }, e.mtime), Some(ci)));
             }
             if slots.len() > MAX_DIR_ENTRIES {
-                return Err(FatWriteError::DirTooBig { path: path.to_string() });
+                return Err(FatWriteError::DirTooBig {
+                    path: if path.is_empty() { "the root directory".to_string() } else { path.to_string() },
+                    names: kids.len(),
+                    slots: slots.len(),
+                });
             }
             dir_slots.push(slots);
         }
@@ -427,6 +464,27 @@ impl Plan {
     }
 }
 
+/// Check, before anything is written, that FAT can hold this tree at all: names, letter case, directory
+/// sizes, file sizes. (Space is checked separately, against the real target.)
+pub fn check_tree(entries: &[SourceEntry]) -> Result<(), FatWriteError> {
+    // A roomy 2 TiB geometry with 32 KiB clusters, only for the planner's checks.
+    let roomy = Geometry {
+        bytes_per_sector: 512,
+        sectors_per_cluster: 64,
+        reserved_sectors: 32,
+        fats: 2,
+        fat_sectors: 1 << 20,
+        root_cluster: 2,
+        fsinfo_sector: 1,
+        total_sectors: u64::from(u32::MAX),
+        label: *b"NO NAME    ",
+    };
+    match Plan::new(roomy, entries) {
+        Ok(_) | Err(FatWriteError::NoSpace { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The userspace FAT32 writer over the partition device.
 pub struct FatWriter {
     device: File,
@@ -449,6 +507,14 @@ impl FatWriter {
 
     fn write_metadata(&self) -> std::io::Result<()> {
         let g = &self.plan.geometry;
+        // Directories first, then the FATs that make them reachable, then FSInfo: a stop in between leaves
+        // the filesystem as mkfs.fat made it, or complete.
+        let cs = g.cluster_bytes() as usize;
+        for (cluster, bytes) in &self.plan.dirs {
+            let mut padded = bytes.clone();
+            padded.resize(bytes.len().div_ceil(cs).max(1) * cs, 0);
+            self.device.write_all_at(&padded, g.cluster_offset(*cluster))?;
+        }
         // FATs: entries 0 and 1 as mkfs.fat wrote them, then our chains; the rest stays zero (free).
         let mut head = [0u8; 8];
         let fat0 = g.reserved_sectors * g.bytes_per_sector;
@@ -460,12 +526,6 @@ impl FatWriter {
         }
         for k in 0..g.fats {
             self.device.write_all_at(&table, fat0 + k * g.fat_sectors * g.bytes_per_sector)?;
-        }
-        let cs = g.cluster_bytes() as usize;
-        for (cluster, bytes) in &self.plan.dirs {
-            let mut padded = bytes.clone();
-            padded.resize(bytes.len().div_ceil(cs).max(1) * cs, 0);
-            self.device.write_all_at(&padded, g.cluster_offset(*cluster))?;
         }
         // FSInfo: free cluster count and the next free cluster hint.
         if g.fsinfo_sector != 0 && g.fsinfo_sector < g.reserved_sectors {
@@ -547,7 +607,6 @@ impl TargetTree for FatWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
 
     fn sfn(s: &str) -> String {
         let (a, b) = s.split_at(8);
@@ -555,15 +614,14 @@ mod tests {
         if b.is_empty() { a.trim_end().to_string() } else { format!("{}.{}", a.trim_end(), b) }
     }
 
-    fn name(n: &str, taken: &mut HashSet<[u8; 11]>) -> (String, bool) {
-        let (s, l) = short_name(n, taken);
-        taken.insert(s);
+    fn name(n: &str, names: &mut ShortNames) -> (String, bool) {
+        let (s, l) = names.assign(n);
         (sfn(std::str::from_utf8(&s).unwrap()), l)
     }
 
     #[test]
     fn short_names_follow_windows() {
-        let mut t = HashSet::new();
+        let mut t = ShortNames::default();
         assert_eq!(name("SETUP.EXE", &mut t), ("SETUP.EXE".into(), false));
         assert_eq!(name("bootmgr", &mut t), ("BOOTMGR".into(), true));
         assert_eq!(name("longfilename-one.txt", &mut t), ("LONGFI~1.TXT".into(), true));
@@ -575,12 +633,24 @@ mod tests {
         assert_eq!(name(".hidden", &mut t), ("HIDDEN~1".into(), true));
         assert_eq!(name("a+b.txt", &mut t), ("A_B~1.TXT".into(), true));
         assert_eq!(name("install.wim", &mut t), ("INSTALL.WIM".into(), true));
-        let mut many = HashSet::new();
+        let mut many = ShortNames::default();
         let got: Vec<String> = (1..=11).map(|i| name(&format!("longfilename{i}.txt"), &mut many).0).collect();
         assert_eq!(got[0], "LONGFI~1.TXT");
         assert_eq!(got[8], "LONGFI~9.TXT");
         assert_eq!(got[9], "LONGF~10.TXT");
         assert_eq!(got[10], "LONGF~11.TXT");
+        // A literal name that looks generated keeps its own short name; the generated one skips it.
+        let mut d = ShortNames::default();
+        d.reserve(["longfilename.txt", "longfi~1.txt"]);
+        assert_eq!(name("longfilename.txt", &mut d).0, "LONGFI~2.TXT");
+        assert_eq!(name("longfi~1.txt", &mut d).0, "LONGFI~1.TXT");
+        // 20000 similar names stay fast (per-basis tail counters)
+        let t0 = std::time::Instant::now();
+        let mut big = ShortNames::default();
+        for i in 0..20_000 {
+            name(&format!("samebase-{i}.txt"), &mut big);
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(2), "{:?}", t0.elapsed());
     }
 
     #[test]

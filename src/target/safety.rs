@@ -44,6 +44,8 @@ pub enum Refusal {
         human(*.size)
     )]
     FileTooBig { file: String, size: u64 },
+    #[error("the ISO cannot be written to FAT32: {0}")]
+    NotFatCompatible(String),
 }
 
 /// Checks that need only the target and host facts (run before the ISO is read).
@@ -126,6 +128,9 @@ pub struct Inventory {
     pub has_uefi_loader: bool,
     /// Bytes the FAT32 filesystem needs for these files on this target (cluster rounding included).
     pub needed_bytes: u64,
+    /// Why FAT cannot hold this tree (a name it cannot store, two names differing only in case, a directory
+    /// too large), if it cannot.
+    pub fat_problem: Option<String>,
 }
 
 pub const FAT32_MAX_FILE: u64 = 0xFFFF_FFFF;
@@ -142,6 +147,9 @@ pub fn check_content(
     }
     if let Some((file, size)) = inv.largest.iter().find(|(_, s)| *s > FAT32_MAX_FILE) {
         return Err(Refusal::FileTooBig { file: file.clone(), size: *size });
+    }
+    if let Some(problem) = &inv.fat_problem {
+        return Err(Refusal::NotFatCompatible(problem.clone()));
     }
     if inv.needed_bytes > target_size {
         return Err(Refusal::TooSmall { path: target_path.to_path_buf(), size: target_size, needed: inv.needed_bytes });
@@ -283,6 +291,7 @@ mod tests {
             has_bootmgr: true,
             has_uefi_loader: true,
             needed_bytes: (5 << 30) + (50 << 20),
+            fat_problem: None,
         }
     }
 
@@ -298,6 +307,10 @@ mod tests {
         big.largest = vec![("sources/install.wim".into(), 5 << 30)];
         let err = check_content(&big, iso, t, 64 << 30).unwrap_err();
         assert!(err.to_string().contains("sources/install.wim is 5.0 GiB"), "{err}");
+        let mut clash = inventory();
+        clash.fat_problem = Some("NOTES.TXT and Notes.txt differ only in letter case".into());
+        let err = check_content(&clash, iso, t, 64 << 30).unwrap_err();
+        assert!(err.to_string().contains("cannot be written to FAT32: NOTES.TXT and Notes.txt"), "{err}");
         let mut linux = inventory();
         linux.is_windows = false;
         let err = check_content(&linux, iso, t, 64 << 30).unwrap_err();

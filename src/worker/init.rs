@@ -35,14 +35,24 @@ pub fn stop_requested() -> bool {
 /// (Rust's default): a vanished supervisor shows as a write error on the frame pipe.
 fn install_signal_flags() -> std::io::Result<()> {
     let flag = STOP.get_or_init(|| Arc::new(AtomicBool::new(false)));
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+    let stops = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+    for sig in stops {
         signal_hook::flag::register(sig, Arc::clone(flag))?;
     }
-    Ok(())
+    // The supervisor spawned us with these blocked (see spawn.rs): one that came early is delivered now.
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in stops {
+        set.add(nix::sys::signal::Signal::try_from(sig).map_err(std::io::Error::from)?);
+    }
+    set.thread_unblock().map_err(std::io::Error::from)
 }
 
 /// Entry point of `woesafe __woesafe_worker`. Returns the process exit code.
 pub fn main() -> i32 {
+    // Test-only: widen the moment before the handlers exist, so a test can aim a signal at it.
+    if let Some(ms) = std::env::var("WOESAFE_TEST_WORKER_START_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     if let Err(e) = install_signal_flags() {
         crate::say!("woesafe worker: cannot install signal handlers: {e}");
         return 1;

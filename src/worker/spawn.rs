@@ -87,8 +87,8 @@ pub fn spawn(events: Sender<Event>) -> Result<Worker, SpawnError> {
     // The worker and its helpers stay out of the terminal's process group: Ctrl-C reaches the supervisor only,
     // which decides how to stop them.
     cmd.process_group(0);
-    // SAFETY: runs between fork and exec in the single-threaded child; unshare, mount, prctl and poll are
-    // plain system calls, nothing allocates or takes locks.
+    // SAFETY: runs between fork and exec in the single-threaded child; unshare, mount, prctl, sigprocmask and
+    // poll are plain system calls on stack data, nothing allocates or takes locks.
     unsafe {
         cmd.pre_exec(move || {
             nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
@@ -101,6 +101,16 @@ pub fn spawn(events: Sender<Event>) -> Result<Worker, SpawnError> {
             )
             .map_err(std::io::Error::from)?;
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // PID 1 of a namespace drops signals it has no handler for: keep the stop signals blocked (so
+            // they stay pending) until the worker has installed its handlers and unblocks them.
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                libc::sigaddset(&mut set, sig);
+            }
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The supervisor may have died before the death signal was armed: its pidfd is readable then.
