@@ -220,7 +220,9 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     }
     assert!(plan.contains("in the private namespace mnt:["), "{plan}");
     for what in [
-        format!("holder: process {holder_pid} (sleep) holds {tgt} through its working directory, 1 open file"),
+        format!(
+            "holder: process {holder_pid} (sleep) holds {tgt} ({stick_loop}) through its working directory, 1 open file"
+        ),
         format!("deleted but still open: {tgt}/ghost.bin (deleted) (8.0 MiB) by process {holder_pid} (sleep)"),
         format!("shadowed: {tgt} hides 40.0 MiB in 1 file(s)"),
         "shadow.bin (40.0 MiB)".to_string(),

@@ -63,15 +63,18 @@ pub struct Holder {
     /// cwd, root, open file, memory map
     pub how: Vec<String>,
     pub mount_point: String,
+    /// What is mounted there (the device, e.g. /dev/loop3 or /dev/sdb1).
+    pub device: String,
 }
 
 impl Holder {
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "process {} ({}) holds {} through its {}",
+            "process {} ({}) holds {} ({}) through its {}",
             self.pid,
             self.comm,
             self.mount_point,
+            self.device,
             self.how.join(", ")
         );
         if self.state == 'D' {
@@ -223,6 +226,7 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
     let mut left_alone = Vec::new();
     let mut nonempty_dirs = Vec::new();
     let mut leftover_devs: Vec<((u32, u32), String)> = Vec::new();
+    let mut leftover_sources: Vec<String> = Vec::new();
     let mut unmounted_points: Vec<String> = Vec::new();
     for ns in &snap.namespaces {
         let mut mine: Vec<&MountEntry> = Vec::new();
@@ -262,6 +266,7 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
         for m in mine {
             let reason = reason_for(&m.mount_point, named).expect("filtered above");
             leftover_devs.push(((m.major, m.minor), m.mount_point.clone()));
+            leftover_sources.push(m.source.clone());
             unmounted_points.push(m.mount_point.clone());
             actions.push(Action::Unmount {
                 namespace: ns.id.clone(),
@@ -324,7 +329,7 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
     let mut holders = Vec::new();
     let mut deleted_open = Vec::new();
     for p in &snap.procs {
-        for (dev, mp) in &leftover_devs {
+        for ((dev, mp), device) in leftover_devs.iter().zip(&leftover_sources) {
             let mut how = Vec::new();
             if p.cwd == Some(*dev) {
                 how.push("working directory".to_string());
@@ -347,6 +352,7 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
                     wchan: p.wchan.clone(),
                     how,
                     mount_point: mp.clone(),
+                    device: device.clone(),
                 });
             }
         }
@@ -432,7 +438,7 @@ mod tests {
         assert_eq!(holders.len(), 2, "{holders:#?}");
         assert!(
             holders[0].contains(
-                "process 77 (sleep) holds /media/woeusb_target_1690000001_4242 through its working directory"
+                "process 77 (sleep) holds /media/woeusb_target_1690000001_4242 (/dev/sdc1) through its working directory"
             ),
             "{holders:#?}"
         );
