@@ -123,7 +123,8 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::create_dir_all(&tgt).unwrap();
     sh(&format!("fuseiso {} {src}", fx.iso.display()));
-    let _src_daemon = Daemon(Some(fuseiso_pid(&src)), src.clone());
+    let src_daemon_pid = fuseiso_pid(&src);
+    let _src_daemon = Daemon(Some(src_daemon_pid), src.clone());
     let stick = store.path().join("stick.img");
     std::fs::File::create(&stick).unwrap().set_len(64 << 20).unwrap();
     sh(&format!("mkfs.ext4 -q -F {}", stick.display()));
@@ -247,7 +248,7 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
         assert!(!mounts.contains(gone.as_str()), "{gone} still mounted");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{daemon_pid}")).exists() {
+    while Path::new(&format!("/proc/{daemon_pid}")).exists() || Path::new(&format!("/proc/{src_daemon_pid}")).exists() {
         let state = std::fs::read_to_string(format!("/proc/{daemon_pid}/stat")).unwrap_or_default();
         assert!(Instant::now() < deadline, "the FUSE daemon did not exit after its unmount: {state}");
         std::thread::sleep(Duration::from_millis(50));
