@@ -3,6 +3,27 @@
 mod iso9660;
 mod udf;
 
+/// Helpers the reader's tests share (hand-built images written to a temp file, files read back whole).
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::IsoFs;
+    use std::io::{Read, Write};
+
+    pub fn write_temp(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(bytes).expect("write image");
+        f.flush().expect("flush image");
+        f
+    }
+
+    pub fn read_all(fs: &IsoFs, path: &str) -> Vec<u8> {
+        let i = fs.entries().iter().position(|e| e.path == path).unwrap_or_else(|| panic!("{path} missing"));
+        let mut out = Vec::new();
+        fs.open_file(i).expect("open file").read_to_end(&mut out).expect("read file");
+        out
+    }
+}
+
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;

@@ -40,23 +40,7 @@ pub fn child_main(args: &[String]) -> i32 {
 }
 
 fn run_child(args: &[String]) -> BTreeMap<String, u64> {
-    use std::os::unix::process::CommandExt;
-    let Ok(exe) = std::env::current_exe() else { return BTreeMap::new() };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg(CTL_ARG).args(args).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    // SAFETY: between fork and exec only unshare and mount, plain system calls.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
-            let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
-            nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).map_err(std::io::Error::from)
-        });
-    }
-    crate::worker::helper::harden(&mut cmd);
-    match cmd.output() {
-        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).unwrap_or_default(),
-        _ => BTreeMap::new(),
-    }
+    super::run_private_child(CTL_ARG, args).and_then(|out| serde_json::from_slice(&out).ok()).unwrap_or_default()
 }
 
 /// Requests waiting on each connection, sampled twice `gap` apart: a connection counts as stuck only when

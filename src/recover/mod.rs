@@ -7,3 +7,24 @@ pub mod patterns;
 pub mod plan;
 pub mod shadow;
 pub mod snapshot;
+
+/// Run woesafe itself as `exe ARG ARGS...` in a private mount namespace of its own (for looks that need a
+/// mount — fusectl, a peek under leftover mounts — without the host's mount table ever changing); its stdout,
+/// or None when it could not run or failed.
+pub(crate) fn run_private_child(arg: &str, args: &[String]) -> Option<Vec<u8>> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().ok()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(arg).args(args).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    // SAFETY: between fork and exec only unshare and mount, plain system calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
+            let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
+            nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).map_err(std::io::Error::from)
+        });
+    }
+    crate::worker::helper::harden(&mut cmd);
+    let out = cmd.output().ok()?;
+    out.status.success().then_some(out.stdout)
+}

@@ -57,26 +57,12 @@ pub fn child_main(mount_points: &[String]) -> i32 {
 
 /// Look under the given mount points (of recover's own mount namespace) without changing it.
 pub fn scan(mount_points: &[String]) -> Vec<Shadowed> {
-    use std::os::unix::process::CommandExt;
     if mount_points.is_empty() {
         return Vec::new();
     }
-    let Ok(exe) = std::env::current_exe() else { return Vec::new() };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg(SCAN_ARG).args(mount_points).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    // SAFETY: between fork and exec only unshare and mount, plain system calls.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
-            let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
-            nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).map_err(std::io::Error::from)
-        });
-    }
-    crate::worker::helper::harden(&mut cmd);
-    match cmd.output() {
-        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).unwrap_or_default(),
-        _ => Vec::new(),
-    }
+    super::run_private_child(SCAN_ARG, mount_points)
+        .and_then(|out| serde_json::from_slice(&out).ok())
+        .unwrap_or_default()
 }
 
 /// Move what was shadowed under `mount_point` (now unmounted) into `dest/<name of the mount point>/`, by

@@ -195,6 +195,7 @@ pub(crate) fn read(image: &Image, pvd: u64, joliet: Option<u64>) -> Result<Volum
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::media::iso::test_support::{read_all, write_temp};
     use crate::media::iso::{IsoError, IsoFormat, IsoFs};
     use std::io::{Read, Write};
 
@@ -317,20 +318,6 @@ pub(crate) mod tests {
         put(&mut img, 32, &pattern(4096, 1));
         put(&mut img, 40, &pattern(100, 2));
         img
-    }
-
-    fn write_temp(bytes: &[u8]) -> tempfile::NamedTempFile {
-        let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        f.write_all(bytes).expect("write image");
-        f.flush().expect("flush image");
-        f
-    }
-
-    fn read_all(fs: &IsoFs, path: &str) -> Vec<u8> {
-        let i = fs.entries().iter().position(|e| e.path == path).unwrap_or_else(|| panic!("{path} missing"));
-        let mut out = Vec::new();
-        fs.open_file(i).expect("open file").read_to_end(&mut out).expect("read file");
-        out
     }
 
     #[test]

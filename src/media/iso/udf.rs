@@ -616,6 +616,7 @@ pub(crate) fn read(image: &Image) -> Result<Volume, IsoError> {
 mod tests {
     use super::*;
     use crate::media::iso::iso9660::tests as iso_build;
+    use crate::media::iso::test_support::{read_all, write_temp};
     use crate::media::iso::{IsoFs, Recognition};
     use std::io::{Read, Write};
 
@@ -884,20 +885,6 @@ mod tests {
         img.lbn(6, &file_entry(6, true, FILE_TYPE_FILE, 5, 1, &long_ad_bytes(5, 30), ts(1999, 12, 31, 23, 0, -300)));
         img.lbn(30, b"abcde");
         img
-    }
-
-    fn write_temp(bytes: &[u8]) -> tempfile::NamedTempFile {
-        let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        f.write_all(bytes).expect("write image");
-        f.flush().expect("flush image");
-        f
-    }
-
-    fn read_all(fs: &IsoFs, path: &str) -> Vec<u8> {
-        let i = fs.entries().iter().position(|e| e.path == path).unwrap_or_else(|| panic!("{path} missing"));
-        let mut out = Vec::new();
-        fs.open_file(i).expect("open file").read_to_end(&mut out).expect("read file");
-        out
     }
 
     fn check_udf_tree(fs: &IsoFs) {
