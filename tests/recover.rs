@@ -2,7 +2,8 @@
 //! thread (tmpfs over /media, /tmp and /run there), so the machine's own mount table is never touched:
 //! - WoeUSB 3.x/4.x: a source ISO mount (fuseiso stands in for the kernel's udf) and a target filesystem
 //!   (ext4) on a plain, non-autoclear loop device, under /media/woeusb_{source,target}_<epoch>_<pid>;
-//! - WoeUSB 5.x: a target mount /tmp/woeusb-target-YYYYMMDD-HHMMSS-<Weekday>.XXXXXX and its temp directory;
+//! - WoeUSB 5.x: a target mount $TMPDIR/woeusb-target-YYYYMMDD-HHMMSS-<Weekday>.XXXXXX and its temp
+//!   directory ($TMPDIR is a private tmpfs of the test: /tmp itself may hold the checkout);
 //! - a daemonised FUSE helper (fuseiso) keeping a private mount namespace alive after its parent shell exited;
 //! - a loop device whose backing file was deleted; woesafe's debris after a SIGKILL (/run/woesafe.<pid>);
 //! - unrelated mounts, directories and loop devices, which must stay untouched.
@@ -117,9 +118,16 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
     let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
     nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).unwrap();
-    for d in ["/media", "/tmp", "/run"] {
+    let tmp = store.path().join("tmpdir");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = tmp.to_str().unwrap().to_string();
+    for d in ["/media", "/run", tmp.as_str()] {
         nix::mount::mount(Some("recover-test"), d, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
     }
+    // recover (and woesafe write) look for WoeUSB 5.x leftovers in $TMPDIR
+    let woesafe = |args: &[&str]| {
+        Command::new(bin()).args(args).env("TMPDIR", &tmp).stdin(std::process::Stdio::null()).output().unwrap()
+    };
 
     // WoeUSB 3.x/4.x: source (fuseiso) and target (ext4 on a plain loop)
     let src = format!("/media/woeusb_source_1690000000_{DEAD_PID}");
@@ -153,13 +161,14 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     }
 
     // WoeUSB 5.x: target mount in /tmp and its temp directory
-    let v5 = "/tmp/woeusb-target-20240101-120000-Monday.aB3xYz";
+    let v5 = &format!("{tmp}/woeusb-target-20240101-120000-Monday.aB3xYz");
     std::fs::create_dir_all(v5).unwrap();
     sh(&format!("mount -t tmpfs woeusb5 {v5}"));
-    std::fs::create_dir_all("/tmp/WoeUSB.tempdir.Qw3rTy").unwrap();
+    let v5_temp = format!("{tmp}/WoeUSB.tempdir.Qw3rTy");
+    std::fs::create_dir_all(&v5_temp).unwrap();
 
     // A daemonised FUSE helper keeping its own private mount namespace alive after its shell exited
-    let hidden = "/tmp/woeusb-source-20240101-120000-Monday.zZ9yY8";
+    let hidden = &format!("{tmp}/woeusb-source-20240101-120000-Monday.zZ9yY8");
     std::fs::create_dir_all(hidden).unwrap();
     sh(&format!("unshare -m --propagation private sh -c 'fuseiso {} {hidden}'", fx.iso.display()));
     let daemon_pid = fuseiso_pid(hidden);
@@ -195,7 +204,7 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     // Unrelated things that must stay
     std::fs::create_dir_all("/media/user/MYSTICK").unwrap();
     sh("mount -t tmpfs unrelated /media/user/MYSTICK");
-    std::fs::create_dir_all("/tmp/my-own-dir").unwrap();
+    std::fs::create_dir_all(format!("{tmp}/my-own-dir")).unwrap();
     let keep = store.path().join("keep.img");
     std::fs::write(&keep, vec![0u8; 1 << 20]).unwrap();
     let keep_loop = sh(&format!("losetup -f --show {}", keep.display()));
@@ -217,7 +226,7 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
         format!("unmount {hidden} (fuse"),
         format!("detach {stick_loop}"),
         format!("detach {gone_loop}"),
-        "remove the empty directory /tmp/WoeUSB.tempdir.Qw3rTy".to_string(),
+        format!("remove the empty directory {v5_temp}"),
         format!("remove the empty directory /run/woesafe.{DEAD_PID}"),
         format!("remove the empty directory {debris}"),
     ] {
@@ -273,8 +282,8 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     }
     assert!(is_attached(&keep_loop), "an unrelated loop device was detached");
     assert!(mounts.contains("/media/user/MYSTICK"), "an unrelated mount was removed");
-    assert!(Path::new("/tmp/my-own-dir").is_dir());
-    assert!(!Path::new("/tmp/WoeUSB.tempdir.Qw3rTy").exists());
+    assert!(Path::new(&format!("{tmp}/my-own-dir")).is_dir());
+    assert!(!Path::new(&v5_temp).exists());
     assert!(!Path::new(&format!("/run/woesafe.{DEAD_PID}")).exists());
     assert!(!Path::new(&debris).exists(), "the killed write's work directory is removed");
     // The shadowed files move out only on request, by rename, and then the directory goes.
