@@ -59,8 +59,8 @@ pub enum WriteError {
     #[error(transparent)]
     Bios(#[from] bios::BiosError),
     #[error("cannot write {path} on the target: {source}")]
-    BootFile {
-        path: &'static str,
+    AddedFile {
+        path: String,
         #[source]
         source: std::io::Error,
     },
@@ -100,52 +100,77 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
     }
 }
 
-/// The ISO's entries plus what BIOS boot adds: boot/grub/grub.cfg, reusing a `boot` or `boot/grub` directory the
-/// ISO already has in whatever letter case (FAT and GRUB ignore case). grub.cfg is always the last entry.
-fn with_boot_files(entries: &[SourceEntry], bios: bool) -> Vec<SourceEntry> {
-    let mut out = entries.to_vec();
-    if !bios {
-        return out;
-    }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-    let mut parent = String::new();
-    for name in ["boot", "grub"] {
-        let want = if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") };
-        match entries.iter().find(|e| e.is_dir && e.path.eq_ignore_ascii_case(&want)) {
-            Some(e) => parent = e.path.clone(),
-            None => {
-                out.push(SourceEntry { path: want.clone(), is_dir: true, size: 0, mtime: now });
-                parent = want;
-            }
-        }
-    }
-    let cfg = format!("{parent}/grub.cfg");
-    out.retain(|e| !e.path.eq_ignore_ascii_case(&cfg));
-    out.push(SourceEntry { path: cfg, is_dir: false, size: bios::GRUB_CFG.len() as u64, mtime: now });
-    out
+/// What woesafe adds to the ISO's tree: the directories it needs and files with their content — GRUB's
+/// boot/grub/grub.cfg for BIOS boot, autounattend.xml for Windows 11 setup options. A file the ISO already has
+/// (in any letter case: FAT and GRUB ignore case) is replaced, never copied and then overwritten.
+struct Additions {
+    dirs: Vec<SourceEntry>,
+    files: Vec<(SourceEntry, Vec<u8>)>,
 }
 
-/// The source minus its own boot/grub/grub.cfg (any letter case), which BIOS boot replaces with ours.
-struct WithoutGrubCfg<'a> {
+impl Additions {
+    fn new(entries: &[SourceEntry], bios: bool, answer_file: Option<&str>) -> Additions {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+        let mut add = Additions { dirs: Vec::new(), files: Vec::new() };
+        let existing = |want: &str, dir: bool| {
+            entries.iter().find(|e| e.is_dir == dir && e.path.eq_ignore_ascii_case(want)).map(|e| e.path.clone())
+        };
+        if bios {
+            let mut parent = String::new();
+            for name in ["boot", "grub"] {
+                let want = if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") };
+                parent = match existing(&want, true) {
+                    Some(p) => p,
+                    None => {
+                        add.dirs.push(SourceEntry { path: want.clone(), is_dir: true, size: 0, mtime: now });
+                        want
+                    }
+                };
+            }
+            let cfg = existing(&format!("{parent}/grub.cfg"), false).unwrap_or(format!("{parent}/grub.cfg"));
+            let content = bios::GRUB_CFG.as_bytes().to_vec();
+            add.files.push((SourceEntry { path: cfg, is_dir: false, size: content.len() as u64, mtime: now }, content));
+        }
+        if let Some(xml) = answer_file {
+            let path = existing(crate::media::unattend::FILE_NAME, false)
+                .unwrap_or_else(|| crate::media::unattend::FILE_NAME.to_string());
+            let content = xml.as_bytes().to_vec();
+            add.files.push((SourceEntry { path, is_dir: false, size: content.len() as u64, mtime: now }, content));
+        }
+        add
+    }
+
+    /// Whether the ISO's entry is replaced by one of ours.
+    fn replaces(&self, e: &SourceEntry) -> bool {
+        !e.is_dir && self.files.iter().any(|(f, _)| f.path.eq_ignore_ascii_case(&e.path))
+    }
+
+    /// The whole tree as it will be on the stick (parents before children).
+    fn planned(&self, entries: &[SourceEntry]) -> Vec<SourceEntry> {
+        let mut out: Vec<SourceEntry> = entries.iter().filter(|e| !self.replaces(e)).cloned().collect();
+        out.extend(self.dirs.iter().cloned());
+        out.extend(self.files.iter().map(|(f, _)| f.clone()));
+        out
+    }
+}
+
+/// The source minus the files our additions replace.
+struct Without<'a> {
     inner: &'a Source,
     entries: Vec<SourceEntry>,
     index: Vec<usize>,
 }
 
-impl<'a> WithoutGrubCfg<'a> {
-    fn new(inner: &'a Source, bios: bool) -> Self {
-        let (entries, index) = inner
-            .entries()
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| !(bios && !e.is_dir && e.path.eq_ignore_ascii_case(bios::GRUB_CFG_PATH)))
-            .map(|(i, e)| (e.clone(), i))
-            .unzip();
-        WithoutGrubCfg { inner, entries, index }
+impl<'a> Without<'a> {
+    fn new(inner: &'a Source, add: &Additions) -> Self {
+        let (entries, index) =
+            inner.entries().iter().enumerate().filter(|(_, e)| !add.replaces(e)).map(|(i, e)| (e.clone(), i)).unzip();
+        Without { inner, entries, index }
     }
 }
 
-impl SourceTree for WithoutGrubCfg<'_> {
+impl SourceTree for Without<'_> {
     fn entries(&self) -> &[SourceEntry] {
         &self.entries
     }
@@ -241,6 +266,13 @@ impl Job<'_> {
             .ok_or(WriteError::NoRoom { path: req.target.clone(), size: req.target_size })?;
         let entries = source.entries();
         let layout = source::layout(entries);
+        let answer_file =
+            crate::media::unattend::answer_file(&req.bypass, crate::media::unattend::architecture(entries));
+        let additions = Additions::new(entries, req.boot.bios(), answer_file.as_deref());
+        if answer_file.is_some() {
+            let names: Vec<String> = req.bypass.iter().map(|b| format!("{b:?}").to_lowercase()).collect();
+            self.info(format!("Windows 11 setup options: autounattend.xml bypassing {}", names.join(", ")))?;
+        }
         let volume_id = source.volume_id();
         let inventory = Inventory {
             volume_id: volume_id.clone(),
@@ -253,9 +285,10 @@ impl Job<'_> {
             has_bootmgr: layout.has_bootmgr,
             has_uefi_loader: layout.has_uefi_loader,
             needed_bytes: fat::estimate_disk_bytes(entries, span.size),
-            fat_problem: crate::target::fatwrite::check_tree(&with_boot_files(entries, req.boot.bios()))
-                .err()
-                .map(|e| e.to_string()),
+            fat_problem: crate::target::fatwrite::check_tree(&additions.planned(entries)).err().map(|e| e.to_string()),
+            has_answer_file: entries
+                .iter()
+                .any(|e| !e.is_dir && e.path.eq_ignore_ascii_case(crate::media::unattend::FILE_NAME)),
         };
         self.link.send(&Up::Inventory(Box::new(inventory)))?;
         match self.link.recv()? {
@@ -332,7 +365,7 @@ impl Job<'_> {
             target_mount = Some(m);
             Box::new(t)
         } else {
-            let planned = with_boot_files(entries, req.boot.bios());
+            let planned = additions.planned(entries);
             Box::new(FatWriter::open(part.file().try_clone().map_err(part_err)?, part.path(), &planned)?)
         };
 
@@ -347,7 +380,7 @@ impl Job<'_> {
         let link = &mut *self.link;
         let mut send_err = None;
         // With BIOS boot our grub.cfg replaces any the ISO brings (it is written after the copy).
-        let copied = WithoutGrubCfg::new(&source, req.boot.bios());
+        let copied = Without::new(&source, &additions);
         copy_tree(
             &copied,
             target.as_mut(),
@@ -365,19 +398,17 @@ impl Job<'_> {
             return Err(e.into());
         }
         self.link.send(&Up::Progress { done: total, total })?;
-        if req.boot.bios() {
-            // GRUB's configuration is one more file of the tree.
-            let planned = with_boot_files(entries, true);
-            let cfg_err = |source| WriteError::BootFile { path: bios::GRUB_CFG_PATH, source };
-            for e in &planned[entries.len()..] {
-                if e.is_dir {
-                    target.create_dir(&e.path, e.mtime).map_err(cfg_err)?;
-                }
-            }
-            let cfg = planned.last().expect("grub.cfg is planned last");
-            let mut w = target.create_file(&cfg.path, cfg.mtime, cfg.size).map_err(cfg_err)?;
-            w.write_all(bios::GRUB_CFG.as_bytes()).map_err(cfg_err)?;
-            w.flush().map_err(cfg_err)?;
+        // Our own files: GRUB's configuration, the answer file.
+        for d in &additions.dirs {
+            target
+                .create_dir(&d.path, d.mtime)
+                .map_err(|source| WriteError::AddedFile { path: d.path.clone(), source })?;
+        }
+        for (f, content) in &additions.files {
+            let err = |source| WriteError::AddedFile { path: f.path.clone(), source };
+            let mut w = target.create_file(&f.path, f.mtime, f.size).map_err(err)?;
+            w.write_all(content).map_err(err)?;
+            w.flush().map_err(err)?;
         }
         target.finish(entries).map_err(|e| WriteError::Copy(crate::copy::CopyError::Finish(e)))?;
         self.state = TargetState::BootIncomplete;

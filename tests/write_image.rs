@@ -185,3 +185,113 @@ fn iso_with_its_own_grub_cfg() {
     let cfg = String::from_utf8_lossy(&out.stdout);
     assert!(cfg.contains("ntldr /bootmgr") && !cfg.contains("timeout"), "{}", text(&out));
 }
+
+fn mtype(image: &std::path::Path, path: &str) -> String {
+    let out = std::process::Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@1M", image.display()))
+        .arg(format!("::/{path}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The registry values an answer file sets, read back with Python's XML parser (an independent check that
+/// it is well-formed): (pass, value name).
+fn answer_keys(xml: &str) -> Vec<(String, String)> {
+    let script = r#"
+import sys, xml.dom.minidom as m
+d = m.parseString(sys.stdin.read())
+for s in d.getElementsByTagName("settings"):
+    for p in s.getElementsByTagName("Path"):
+        t = p.firstChild.data.split()
+        print(s.getAttribute("pass"), t[t.index("/v") + 1])
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "not well-formed XML:\n{xml}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once(' ').unwrap();
+            (a.to_string(), b.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn windows_11_setup_options() {
+    if !need_root("windows_11_setup_options") {
+        return;
+    }
+    let fx = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("all.img");
+    let out = write_fixture(&fx.iso, &image, "600M", &["--bypass", "all"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("autounattend.xml bypassing all"), "{}", text(&out));
+    let keys = answer_keys(&mtype(&image, "autounattend.xml"));
+    let want: Vec<(String, String)> = [
+        ("windowsPE", "BypassTPMCheck"),
+        ("windowsPE", "BypassSecureBootCheck"),
+        ("windowsPE", "BypassRAMCheck"),
+        ("specialize", "BypassNRO"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(keys, want);
+    let image = work.path().join("some.img");
+    write_fixture(&fx.iso, &image, "600M", &["--bypass", "tpm,ram"]);
+    let keys = answer_keys(&mtype(&image, "autounattend.xml"));
+    assert_eq!(
+        keys,
+        vec![("windowsPE".into(), "BypassTPMCheck".into()), ("windowsPE".into(), "BypassRAMCheck".into())]
+    );
+
+    // An ISO with its own answer file: refused without --force (nothing written), replaced with it.
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(tree.join("sources")).unwrap();
+    std::fs::write(tree.join("sources/boot.wim"), b"wim").unwrap();
+    std::fs::write(tree.join("Autounattend.xml"), b"<unattend>the vendor's own</unattend>").unwrap();
+    let iso = work.path().join("own.iso");
+    assert!(
+        std::process::Command::new("genisoimage")
+            .args(["-quiet", "-udf", "-J", "-o"])
+            .arg(&iso)
+            .arg(&tree)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let image = work.path().join("own.img");
+    let out = woesafe(&[
+        "write",
+        iso.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--size",
+        "100M",
+        "--yes",
+        "--bypass",
+        "tpm",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already has an autounattend.xml"), "{}", text(&out));
+    assert!(!image.exists(), "a refused write must not create the image");
+    write_fixture(&iso, &image, "100M", &["--bypass", "tpm", "--force"]);
+    let xml = mtype(&image, "Autounattend.xml");
+    assert!(!xml.contains("vendor's own"), "{xml}");
+    assert_eq!(answer_keys(&xml), vec![("windowsPE".into(), "BypassTPMCheck".into())]);
+    // without --bypass the ISO's file is copied as it is
+    let image = work.path().join("kept.img");
+    write_fixture(&iso, &image, "100M", &[]);
+    assert!(mtype(&image, "Autounattend.xml").contains("vendor's own"));
+}

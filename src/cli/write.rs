@@ -62,9 +62,13 @@ pub struct WriteArgs {
     /// Do not ask for confirmation
     #[arg(short, long)]
     pub yes: bool,
-    /// Allow a disk that is neither removable nor on USB
+    /// Allow a disk that is neither removable nor on USB; with --bypass, replace the ISO's own autounattend.xml
     #[arg(long)]
     pub force: bool,
+    /// Windows 11 setup options (Rufus's): write an autounattend.xml that bypasses tpm, secureboot, ram
+    /// and/or online-account (comma-separated), or all
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub bypass: Vec<crate::media::unattend::Bypass>,
     /// Seconds without any byte moving (in any step) before the write is declared stalled: woesafe then names
     /// the stuck step, process and device, tears the worker down and exits 4
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
@@ -396,6 +400,7 @@ fn supervise(
         source_driver: args.source_driver,
         target_driver: args.target_driver,
         work_dir: work_dir.to_path_buf(),
+        bypass: args.bypass.clone(),
         pause_at,
     };
     // Threads first: once the worker is spawned the supervisor can start no more (see worker::spawn).
@@ -618,6 +623,13 @@ fn decide(
     lock: &mut Option<File>,
 ) -> Result<(), Exit> {
     safety::check_content(inv, &args.iso, &args.target, target_size).map_err(|e| fail(exit::REFUSED, e))?;
+    if !args.bypass.is_empty() && inv.has_answer_file && !args.force {
+        return Err(fail(
+            exit::REFUSED,
+            "the ISO already has an autounattend.xml, which --bypass would replace; add --force to replace it, or \
+             leave out --bypass to keep it",
+        ));
+    }
     if args.boot == BootMode::Uefi && !inv.has_uefi_loader {
         return Err(fail(
             exit::REFUSED,

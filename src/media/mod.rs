@@ -14,3 +14,4 @@ pub struct SourceEntry {
     pub mtime: i64,
 }
 pub mod source;
+pub mod unattend;

@@ -131,6 +131,8 @@ pub struct Inventory {
     /// Why FAT cannot hold this tree (a name it cannot store, two names differing only in case, a directory
     /// too large), if it cannot.
     pub fat_problem: Option<String>,
+    /// The ISO already has an autounattend.xml at its root.
+    pub has_answer_file: bool,
 }
 
 pub const FAT32_MAX_FILE: u64 = 0xFFFF_FFFF;
@@ -292,6 +294,7 @@ mod tests {
             has_uefi_loader: true,
             needed_bytes: (5 << 30) + (50 << 20),
             fat_problem: None,
+            has_answer_file: false,
         }
     }
 

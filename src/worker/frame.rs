@@ -86,6 +86,8 @@ pub struct WriteRequest {
     pub target_driver: Driver,
     /// A directory the supervisor created for us; the worker mounts a private tmpfs on it.
     pub work_dir: PathBuf,
+    /// Windows 11 setup options: what autounattend.xml should bypass (empty: no answer file).
+    pub bypass: Vec<crate::media::unattend::Bypass>,
     /// Test-only: stop for this many milliseconds when entering the named step (see `Step::name`).
     pub pause_at: Option<(String, u64)>,
 }
