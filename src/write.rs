@@ -20,7 +20,7 @@ use crate::target::fat::{self, MountedTarget};
 use crate::target::fatwrite::FatWriter;
 use crate::target::safety::Inventory;
 use crate::target::{label, mbr};
-use crate::worker::frame::{Down, Driver, Report, Step, TargetState, Up, WriteRequest};
+use crate::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest};
 use crate::worker::helper;
 use crate::worker::init::{Link, stop_requested};
 
@@ -262,8 +262,11 @@ impl Job<'_> {
             self.info(format!("Drivers: source {source_desc}, target {target_desc} (auto: from /proc/filesystems)"))?;
         }
 
-        let span = mbr::partition_span(req.target_size)
-            .ok_or(WriteError::NoRoom { path: req.target.clone(), size: req.target_size })?;
+        let span = match req.table {
+            Table::Mbr => mbr::partition_span(req.target_size),
+            Table::Gpt => crate::target::gpt::partition_span(req.target_size),
+        }
+        .ok_or(WriteError::NoRoom { path: req.target.clone(), size: req.target_size })?;
         let entries = source.entries();
         let layout = source::layout(entries);
         let answer_file =
@@ -330,8 +333,25 @@ impl Job<'_> {
         zero_range(&disk, &disk_path, tail, found.saturating_sub(tail))?;
 
         self.enter(Step::Partition)?;
-        let table = mbr::build(span, random_u32(), mbr::PART_TYPE_FAT32_LBA);
-        disk.write_all_at(&table, 0).map_err(dev_err)?;
+        match req.table {
+            Table::Mbr => {
+                let table = mbr::build(span, random_u32(), mbr::PART_TYPE_FAT32_LBA);
+                disk.write_all_at(&table, 0).map_err(dev_err)?;
+            }
+            Table::Gpt => {
+                let guid = || {
+                    let mut b = [0u8; 16];
+                    for chunk in b.chunks_mut(4) {
+                        chunk.copy_from_slice(&random_u32().to_le_bytes());
+                    }
+                    crate::target::gpt::random_guid(b)
+                };
+                let name = req.label.clone().unwrap_or_else(|| label::derive(&volume_id));
+                for (offset, bytes) in crate::target::gpt::build(found, span, guid(), guid(), &name) {
+                    disk.write_all_at(&bytes, offset).map_err(dev_err)?;
+                }
+            }
+        }
         disk.sync_data().map_err(dev_err)?;
         self.state = TargetState::Partitioned;
 
@@ -453,6 +473,7 @@ impl Job<'_> {
         Ok(Some(Report {
             label,
             serial: format!("{:04X}-{:04X}", serial >> 16, serial & 0xFFFF),
+            table: req.table,
             partition_offset: span.offset,
             partition_size: span.size,
             dirs: layout.dirs,

@@ -54,3 +54,20 @@ fn bios_only_and_uefi_only() {
     let (ok, log) = boot_check(&image, "bios");
     assert!(ok, "{log}");
 }
+
+/// `--table gpt`: GPT with a Microsoft basic data partition and a protective MBR; UEFI only, and OVMF boots it.
+#[test]
+fn gpt_stick_boots_under_uefi() {
+    if !need_root("gpt_stick_boots_under_uefi") || !have("qemu-system-x86_64") {
+        woesafe::report_skip("gpt_stick_boots_under_uefi", "needs root and qemu-system-x86_64");
+        return;
+    }
+    let fx = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("gpt.img");
+    let out = write_fixture(&fx.iso, &image, "600M", &["--table", "gpt"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GPT partition 1 at 1 MiB"), "{}", text(&out));
+    verify_written_as(&image, &fx, work.path(), true);
+    let (ok, log) = boot_check(&image, "uefi");
+    assert!(ok, "{log}");
+}

@@ -47,6 +47,10 @@ fn usage_errors_exit_2() {
             "directory for the image file does not exist",
         ),
         (vec!["write", "/etc/hostname"], "TARGET"),
+        (
+            vec!["write", "/etc/hostname", img.to_str().unwrap(), "--size", "1G", "--table", "gpt", "--boot", "bios"],
+            "UEFI-only",
+        ),
         (vec!["frobnicate"], "unrecognized subcommand"),
     ];
     for (args, expect) in cases {

@@ -25,7 +25,7 @@ use crate::target::disk::{self, TargetFacts};
 use crate::target::label;
 use crate::target::safety::{self, Inventory};
 use crate::target::units::{human, parse_size};
-use crate::worker::frame::{Down, Driver, Report, Step, TargetState, Up, WriteRequest};
+use crate::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest};
 use crate::worker::spawn::{Event, Worker};
 use crate::worker::watchdog;
 
@@ -50,9 +50,12 @@ pub struct WriteArgs {
     /// Filesystem of the stick
     #[arg(long, value_enum, default_value = "fat32")]
     pub fs: FsChoice,
-    /// Which firmware the stick boots on
-    #[arg(long, value_enum, default_value = "both")]
-    pub boot: BootMode,
+    /// Which firmware the stick boots on (default: both with an MBR table, uefi with GPT)
+    #[arg(long, value_enum)]
+    pub boot: Option<BootMode>,
+    /// Partition table: mbr (BIOS and UEFI) or gpt (UEFI only)
+    #[arg(long, value_enum, default_value = "mbr")]
+    pub table: Table,
     /// How to read the ISO: kernel mount (udf/iso9660) or the userspace reader; auto asks /proc/filesystems
     #[arg(long, value_enum, default_value = "auto")]
     pub source_driver: Driver,
@@ -73,6 +76,16 @@ pub struct WriteArgs {
     /// the stuck step, process and device, tears the worker down and exits 4
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub stall_timeout: u64,
+}
+
+impl WriteArgs {
+    /// --boot, or its default for the table: both with MBR, uefi with GPT.
+    pub fn boot_mode(&self) -> BootMode {
+        self.boot.unwrap_or(match self.table {
+            Table::Mbr => BootMode::Both,
+            Table::Gpt => BootMode::Uefi,
+        })
+    }
 }
 
 /// What the user sees: a progress bar on a terminal, plain lines otherwise.
@@ -267,10 +280,14 @@ fn print_report(ui: &Ui, target: &Path, r: &Report, secs: f64) {
         (false, false) => "none",
     };
     ui.line(&format!(
-        "Done: {} — FAT32 \"{}\" (serial {}), partition 1 at {} MiB, {}; {} files, {} in {:.1} s; boots: {}",
+        "Done: {} — FAT32 \"{}\" (serial {}), {} partition 1 at {} MiB, {}; {} files, {} in {:.1} s; boots: {}",
         target.display(),
         r.label,
         r.serial,
+        match r.table {
+            Table::Mbr => "MBR",
+            Table::Gpt => "GPT",
+        },
         r.partition_offset >> 20,
         human(r.partition_size),
         r.files,
@@ -282,6 +299,14 @@ fn print_report(ui: &Ui, target: &Path, r: &Report, secs: f64) {
 
 pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
     let started = Instant::now();
+    if args.table == Table::Gpt && args.boot.is_some_and(BootMode::bios) {
+        return Err(fail(
+            exit::USAGE,
+            "--table gpt makes a UEFI-only stick (GRUB's BIOS boot code lives in the MBR's gap, and BIOS firmware \
+             does not boot GPT sticks this way): use --boot uefi, or --table mbr for BIOS",
+        ));
+    }
+    let boot = args.boot_mode();
     if args.fs == FsChoice::Ntfs {
         return Err(fail(exit::USAGE, "--fs ntfs is not yet supported; use --fs fat32 (the default)"));
     }
@@ -336,7 +361,7 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
         bar: None,
         tty: std::io::stderr().is_terminal(),
         step_no: 0,
-        steps: 10 - usize::from(!args.boot.bios()) - usize::from(!args.boot.uefi()),
+        steps: 10 - usize::from(!boot.bios()) - usize::from(!boot.uefi()),
         last_pct: 0,
         last_step: None,
     };
@@ -359,7 +384,7 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
     let host = disk::host_facts(&args.iso).map_err(|e| fail(exit::FAILED, e))?;
     safety::check_target(&facts, &host, &crate::sys::loopdev::attached(), &args.iso, args.force)
         .map_err(|e| fail(exit::REFUSED, e))?;
-    if args.boot.bios() {
+    if boot.bios() {
         crate::boot::bios::check_grub_installed().map_err(|e| fail(exit::FAILED, e))?;
     }
     if let TargetFacts::Block(_) = facts {
@@ -396,7 +421,8 @@ fn supervise(
         target_is_image: matches!(facts, TargetFacts::Image { .. }),
         target_size,
         label,
-        boot: args.boot,
+        boot: args.boot_mode(),
+        table: args.table,
         source_driver: args.source_driver,
         target_driver: args.target_driver,
         work_dir: work_dir.to_path_buf(),
@@ -630,7 +656,7 @@ fn decide(
              leave out --bypass to keep it",
         ));
     }
-    if args.boot == BootMode::Uefi && !inv.has_uefi_loader {
+    if args.boot_mode() == BootMode::Uefi && !inv.has_uefi_loader {
         return Err(fail(
             exit::REFUSED,
             "--boot uefi: the ISO has no efi/boot/bootx64.efi (Windows 7 ISOs are not supported yet); use --boot bios",

@@ -3,6 +3,7 @@
 pub mod disk;
 pub mod fat;
 pub mod fatwrite;
+pub mod gpt;
 pub mod label;
 pub mod mbr;
 pub mod safety;

@@ -70,6 +70,15 @@ pub enum Driver {
     Userspace,
 }
 
+/// The partition table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Table {
+    /// MBR: boots under BIOS and UEFI
+    Mbr,
+    /// GPT with a protective MBR: UEFI only
+    Gpt,
+}
+
 /// Everything the worker needs to write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteRequest {
@@ -82,6 +91,7 @@ pub struct WriteRequest {
     /// Label given with --label (already validated), or None to derive it from the ISO.
     pub label: Option<String>,
     pub boot: BootMode,
+    pub table: Table,
     pub source_driver: Driver,
     pub target_driver: Driver,
     /// A directory the supervisor created for us; the worker mounts a private tmpfs on it.
@@ -191,6 +201,7 @@ impl TargetState {
 pub struct Report {
     pub label: String,
     pub serial: String,
+    pub table: Table,
     pub partition_offset: u64,
     pub partition_size: u64,
     pub dirs: u64,

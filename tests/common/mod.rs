@@ -138,17 +138,28 @@ pub fn test_loop(file: &Path, offset: u64, size: u64, read_only: bool) -> (File,
 /// Check a written image: MBR with one active FAT32 partition at 1 MiB, fsck.fat clean, every ISO file
 /// present and identical (extracted with mtools, an independent FAT reader), GRUB's files in place.
 pub fn verify_written(image: &Path, fx: &Fixture, work: &Path) {
+    verify_written_as(image, fx, work, false)
+}
+
+/// The same for a GPT image (`gpt`): a Microsoft basic data partition at 1 MiB that sfdisk verifies, no GRUB.
+pub fn verify_written_as(image: &Path, fx: &Fixture, work: &Path, gpt: bool) {
     // Partition table as sfdisk sees it
     let out = Command::new("sfdisk").arg("--json").arg(image).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let pt = &json["partitiontable"];
-    assert_eq!(pt["label"], "dos", "{json}");
+    assert_eq!(pt["label"], if gpt { "gpt" } else { "dos" }, "{json}");
     let parts = pt["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 1, "{json}");
     assert_eq!(parts[0]["start"], 2048);
-    assert_eq!(parts[0]["type"], "c");
-    assert_eq!(parts[0]["bootable"], true);
+    if gpt {
+        assert_eq!(parts[0]["type"], "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", "{json}");
+        let out = Command::new("sfdisk").arg("--verify").arg(image).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("No errors detected"), "{}", text(&out));
+    } else {
+        assert_eq!(parts[0]["type"], "c");
+        assert_eq!(parts[0]["bootable"], true);
+    }
     let size = parts[0]["size"].as_u64().unwrap() * 512;
 
     // fsck.fat on the partition, through a loop device limited to it
@@ -178,9 +189,13 @@ pub fn verify_written(image: &Path, fx: &Fixture, work: &Path) {
     // Nothing extra but GRUB's config; nothing missing (sha256sum -c checks presence of every manifest line).
     let listed = std::fs::read_to_string(&fx.manifest).unwrap().lines().count();
     let found = walk_files(&ext).len();
-    assert_eq!(found, listed + 1, "files on the stick: ISO's {listed} + boot/grub/grub.cfg");
-    let cfg = std::fs::read_to_string(ext.join("boot/grub/grub.cfg")).unwrap();
-    assert!(cfg.contains("ntldr /bootmgr"), "{cfg}");
+    if gpt {
+        assert_eq!(found, listed, "files on the stick: the ISO's {listed}, no GRUB");
+    } else {
+        assert_eq!(found, listed + 1, "files on the stick: ISO's {listed} + boot/grub/grub.cfg");
+        let cfg = std::fs::read_to_string(ext.join("boot/grub/grub.cfg")).unwrap();
+        assert!(cfg.contains("ntldr /bootmgr"), "{cfg}");
+    }
     // Timestamps: FAT keeps modification times to 2 seconds; woesafe writes the ISO's times (as UTC).
     use std::os::unix::fs::MetadataExt;
     for line in std::fs::read_to_string(&fx.manifest).unwrap().lines() {

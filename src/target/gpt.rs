@@ -1,0 +1,148 @@
+//! GPT partition tables for UEFI-only sticks: a protective MBR, the primary header and entries at the start,
+//! their backup at the end, one Microsoft basic data partition from 1 MiB.
+
+use super::mbr::{PART_START_LBA, PartitionSpan, SECTOR};
+
+/// Microsoft basic data partition, as GPT stores it (the first three fields little-endian).
+pub const BASIC_DATA: [u8; 16] =
+    [0xA2, 0xA0, 0xD0, 0xEB, 0xE5, 0xB9, 0x33, 0x44, 0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99, 0xC7];
+const ENTRIES: u64 = 128;
+const ENTRY_SIZE: u64 = 128;
+/// Sectors the 128 entries take.
+const ENTRY_SECTORS: u64 = ENTRIES * ENTRY_SIZE / SECTOR;
+
+/// CRC-32 (IEEE 802.3, as zlib and the UEFI specification use it).
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// The partition for a disk of `disk_bytes` under GPT: from 1 MiB to the last whole MiB before the backup
+/// table.
+pub fn partition_span(disk_bytes: u64) -> Option<PartitionSpan> {
+    let total = disk_bytes / SECTOR;
+    let last_usable = total.checked_sub(1 + ENTRY_SECTORS + 1)?;
+    let end = (last_usable + 1) / 2048 * 2048;
+    let sectors = end.checked_sub(PART_START_LBA)?;
+    if sectors < 2048 {
+        return None;
+    }
+    Some(PartitionSpan { offset: PART_START_LBA * SECTOR, size: sectors * SECTOR })
+}
+
+/// A GUID from 16 random bytes, marked as version 4 (random), variant 1.
+pub fn random_guid(mut bytes: [u8; 16]) -> [u8; 16] {
+    bytes[7] = (bytes[7] & 0x0F) | 0x40; // the version lives in the high nibble of the third field (LE)
+    bytes[8] = (bytes[8] & 0x3F) | 0x80;
+    bytes
+}
+
+/// The sectors to write: (byte offset, bytes) for the protective MBR, the primary header and entries, and the
+/// backup entries and header.
+pub fn build(
+    disk_bytes: u64,
+    span: PartitionSpan,
+    disk_guid: [u8; 16],
+    part_guid: [u8; 16],
+    name: &str,
+) -> Vec<(u64, Vec<u8>)> {
+    let total = disk_bytes / SECTOR;
+    let last = total - 1;
+    // Protective MBR: one partition of type 0xEE covering the disk (capped at 2 TiB).
+    let mut mbr = vec![0u8; SECTOR as usize];
+    let e = &mut mbr[446..462];
+    e[1..4].copy_from_slice(&[0x00, 0x02, 0x00]);
+    e[4] = 0xEE;
+    e[5..8].copy_from_slice(&[0xFF, 0xFF, 0xFF]);
+    e[8..12].copy_from_slice(&1u32.to_le_bytes());
+    e[12..16].copy_from_slice(&(last.min(u64::from(u32::MAX)) as u32).to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    // The entries: one basic data partition.
+    let mut entries = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
+    entries[..16].copy_from_slice(&BASIC_DATA);
+    entries[16..32].copy_from_slice(&part_guid);
+    let first = span.offset / SECTOR;
+    entries[32..40].copy_from_slice(&first.to_le_bytes());
+    entries[40..48].copy_from_slice(&(first + span.size / SECTOR - 1).to_le_bytes());
+    for (i, unit) in name.encode_utf16().take(36).enumerate() {
+        entries[56 + 2 * i..58 + 2 * i].copy_from_slice(&unit.to_le_bytes());
+    }
+    let entries_crc = crc32(&entries);
+    let header = |current: u64, backup: u64, entries_lba: u64| {
+        let mut h = vec![0u8; SECTOR as usize];
+        h[..8].copy_from_slice(b"EFI PART");
+        h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+        h[12..16].copy_from_slice(&92u32.to_le_bytes());
+        h[24..32].copy_from_slice(&current.to_le_bytes());
+        h[32..40].copy_from_slice(&backup.to_le_bytes());
+        h[40..48].copy_from_slice(&(2 + ENTRY_SECTORS).to_le_bytes());
+        h[48..56].copy_from_slice(&(last - 1 - ENTRY_SECTORS).to_le_bytes());
+        h[56..72].copy_from_slice(&disk_guid);
+        h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
+        h[80..84].copy_from_slice(&(ENTRIES as u32).to_le_bytes());
+        h[84..88].copy_from_slice(&(ENTRY_SIZE as u32).to_le_bytes());
+        h[88..92].copy_from_slice(&entries_crc.to_le_bytes());
+        let crc = crc32(&h[..92]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        h
+    };
+    let backup_entries_lba = last - ENTRY_SECTORS;
+    vec![
+        (0, mbr),
+        (SECTOR, header(1, last, 2)),
+        (2 * SECTOR, entries.clone()),
+        (backup_entries_lba * SECTOR, entries),
+        (last * SECTOR, header(last, 1, backup_entries_lba)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_matches_the_known_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn layout_and_checksums() {
+        let disk = 2u64 << 30;
+        let span = partition_span(disk).unwrap();
+        assert_eq!(span.offset, 1 << 20);
+        assert_eq!((span.offset + span.size) % (1 << 20), 0);
+        assert!(span.offset + span.size <= disk - 33 * 512);
+        let parts = build(disk, span, [1; 16], [2; 16], "WIN11");
+        let (_, mbr) = &parts[0];
+        assert_eq!(mbr[450], 0xEE);
+        let (_, h) = &parts[1];
+        assert_eq!(&h[..8], b"EFI PART");
+        let mut z = h[..92].to_vec();
+        let stored = u32::from_le_bytes(z[16..20].try_into().unwrap());
+        z[16..20].fill(0);
+        assert_eq!(crc32(&z), stored, "header CRC");
+        let (_, entries) = &parts[2];
+        assert_eq!(u32::from_le_bytes(h[88..92].try_into().unwrap()), crc32(entries));
+        assert_eq!(&entries[..16], &BASIC_DATA);
+        assert_eq!(u64::from_le_bytes(entries[32..40].try_into().unwrap()), 2048);
+        let (off, backup) = &parts[4];
+        assert_eq!(*off, disk - 512);
+        assert_eq!(u64::from_le_bytes(backup[24..32].try_into().unwrap()), disk / 512 - 1);
+        assert_eq!(u64::from_le_bytes(backup[32..40].try_into().unwrap()), 1);
+        assert_eq!(parts[3].0, disk - 33 * 512);
+    }
+
+    #[test]
+    fn guid_version() {
+        let g = random_guid([0xFF; 16]);
+        assert_eq!(g[7] >> 4, 4);
+        assert_eq!(g[8] >> 6, 0b10);
+    }
+}
