@@ -378,3 +378,39 @@ fn stuck_fuse_connection_is_aborted_not_killed() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A mount that matches no tool's names is never touched, unless the user names it.
+#[test]
+fn named_paths_only_when_named() {
+    let name = "named_paths_only_when_named";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !need_root(name) {
+        return;
+    }
+    if !Path::new("/media").is_dir() {
+        woesafe::report_skip(name, "this machine has no /media to cover with a private tmpfs");
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
+    nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).unwrap();
+    nix::mount::mount(Some("recover-test"), "/media", Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
+        .unwrap();
+    std::fs::create_dir_all("/media/stuck here").unwrap();
+    sh("mount -t tmpfs mine '/media/stuck here'");
+    let out = woesafe(&["recover"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("stuck here"), "{}", text(&out));
+    let out = woesafe(&["recover", "media/stuck here"]);
+    assert_eq!(out.status.code(), Some(2), "a relative path is a usage error: {}", text(&out));
+    let out = woesafe(&["recover", "/media/stuck here"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unmount /media/stuck here (tmpfs from mine)"),
+        "{}",
+        text(&out)
+    );
+    assert!(thread_mounts().contains("/media/stuck\\040here"), "the plan alone must not unmount");
+    let out = woesafe(&["recover", "--yes", "/media/stuck here"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!thread_mounts().contains("/media/stuck\\040here"), "{}", text(&out));
+    assert!(!Path::new("/media/stuck here").exists(), "the emptied named mount point is removed");
+}
