@@ -18,17 +18,33 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-fn unmount(namespace_pid: Option<i32>, mount_point: &str) -> Result<(), String> {
-    match namespace_pid {
-        None => nix::mount::umount2(mount_point, nix::mount::MntFlags::MNT_DETACH).map_err(|e| e.to_string()),
-        Some(pid) => {
-            let mut cmd = Command::new("nsenter");
-            cmd.arg("-t").arg(pid.to_string()).arg("-m").arg("umount").arg("-l").arg(mount_point);
-            crate::worker::helper::harden(&mut cmd);
-            let out = cmd.output().map_err(|e| format!("cannot run nsenter (util-linux): {e}"))?;
-            if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
-        }
+/// Unmount lazily, here or in the mount namespace `namespace` through the process `pid` that holds it. The
+/// namespace is pinned by an open fd and checked to be the planned one before anything happens, so a pid that
+/// was reused meanwhile can never make us unmount in the wrong namespace.
+fn unmount(target: Option<(i32, &str)>, mount_point: &str) -> Result<(), String> {
+    let Some((pid, namespace)) = target else {
+        return nix::mount::umount2(mount_point, nix::mount::MntFlags::MNT_DETACH).map_err(|e| e.to_string());
+    };
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+        .map_err(|e| format!("cannot open /proc/{pid}/ns/mnt: {e}"))?;
+    let ino = std::os::unix::fs::MetadataExt::ino(&ns.metadata().map_err(|e| e.to_string())?);
+    if format!("mnt:[{ino}]") != namespace {
+        return Err(format!("cannot open /proc/{pid}/ns/mnt: process {pid} is no longer in {namespace}"));
     }
+    // nsenter gets the pinned namespace as an inherited descriptor (dup clears close-on-exec).
+    // SAFETY: dup of a valid open fd; the copy is closed below.
+    let fd = unsafe { libc::dup(ns.as_raw_fd()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--mount=/proc/self/fd/{fd}")).arg("umount").arg("-l").arg(mount_point);
+    crate::worker::helper::harden(&mut cmd);
+    let out = cmd.output();
+    // SAFETY: closing the descriptor dup returned above, once.
+    unsafe { libc::close(fd) };
+    let out = out.map_err(|e| format!("cannot run nsenter (util-linux): {e}"))?;
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
 }
 
 fn detach_loop(device: &str) -> Result<(), String> {
@@ -65,9 +81,10 @@ pub fn apply(actions: &[Action], namespace_pids: &dyn Fn(&str) -> Option<i32>) -
                                 result = Ok(());
                                 break;
                             };
-                            result = unmount(Some(pid), mount_point);
-                            // A failure with the holder still alive is real; otherwise look again.
-                            if result.is_ok() || std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok() {
+                            result = unmount(Some((pid, namespace)), mount_point);
+                            // A failure while the same process still holds the namespace is real; otherwise the
+                            // holder went away under us: look again.
+                            if result.is_ok() || namespace_pids(namespace) == Some(pid) {
                                 break;
                             }
                         }
