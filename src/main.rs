@@ -23,6 +23,11 @@ fn run() -> anyhow::Result<ExitCode> {
         let dirs: Vec<String> = std::env::args().skip(2).collect();
         return Ok(ExitCode::from(woesafe::recover::shadow::child_main(&dirs) as u8));
     }
+    if std::env::args_os().nth(1).is_some_and(|a| a == woesafe::recover::apply::NS_UNMOUNT_ARG) {
+        // Before anything else: setns(CLONE_NEWNS) needs a single-threaded process.
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        return Ok(ExitCode::from(woesafe::recover::apply::ns_unmount_main(&args) as u8));
+    }
     if std::env::args_os().nth(1).is_some_and(|a| a == woesafe::recover::fuse::CTL_ARG) {
         let args: Vec<String> = std::env::args().skip(2).collect();
         return Ok(ExitCode::from(woesafe::recover::fuse::child_main(&args) as u8));

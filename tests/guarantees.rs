@@ -74,3 +74,11 @@ fn mounts_only_through_the_guard() {
     let f = std::fs::read_to_string(base.join("src/recover/fuse.rs")).unwrap();
     assert!(f.contains("run_private_child(CTL_ARG"), "fusectl is mounted only in the private child");
 }
+
+/// recover never runs a program after entering another mount namespace (that namespace's files could be
+/// anyone's): it enters with its own binary, started from the host's files, and unmounts by system call.
+#[test]
+fn no_program_runs_inside_a_foreign_mount_namespace() {
+    let hits: Vec<_> = code_lines().into_iter().filter(|(_, _, l)| l.contains("\"nsenter\"")).collect();
+    assert!(hits.is_empty(), "nsenter runs the target namespace's programs: {hits:?}");
+}

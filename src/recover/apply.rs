@@ -18,32 +18,83 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// The hidden argument for the child that unmounts inside another mount namespace.
+pub const NS_UNMOUNT_ARG: &str = "__woesafe_ns_unmount";
+
+/// Whether `mount_point` (with device `dev`, "MAJ:MIN") is in the mount table `text`.
+fn is_mounted(text: &str, mount_point: &str, dev: &str) -> bool {
+    crate::sys::mountinfo::parse(text)
+        .iter()
+        .any(|m| m.mount_point == mount_point && format!("{}:{}", m.major, m.minor) == dev)
+}
+
+/// The child's side, run as `woesafe __woesafe_ns_unmount FD MOUNT_POINT MAJ:MIN` with FD a pinned mount
+/// namespace: enter it (single-threaded, right at start), check the planned mount is still there, and unmount
+/// it lazily without following symlinks. Nothing is executed after entering the namespace, so no program or
+/// library of that namespace's file view ever runs with our privileges.
+pub fn ns_unmount_main(args: &[String]) -> i32 {
+    let [fd, mount_point, dev] = args else { return 2 };
+    let Ok(fd) = fd.parse::<i32>() else { return 2 };
+    // SAFETY: fd was inherited from the parent for exactly this purpose and is not used elsewhere.
+    let ns = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    if let Err(e) = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS) {
+        eprintln!("cannot enter the mount namespace: {e}");
+        return 1;
+    }
+    let table = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap_or_default();
+    if !is_mounted(&table, mount_point, dev) {
+        return 0; // already gone (e.g. a propagated copy that went with the host's unmount)
+    }
+    match nix::mount::umount2(
+        mount_point.as_str(),
+        nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+    ) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
 /// Unmount lazily, here or in the mount namespace `namespace` through the process `pid` that holds it. The
 /// namespace is pinned by an open fd and checked to be the planned one before anything happens, so a pid that
-/// was reused meanwhile can never make us unmount in the wrong namespace.
-fn unmount(target: Option<(i32, &str)>, mount_point: &str) -> Result<(), String> {
+/// was reused meanwhile can never make us unmount in the wrong namespace; a mount that is already gone counts
+/// as done.
+fn unmount(target: Option<(i32, &str)>, mount_point: &str, dev: &str) -> Result<(), String> {
     let Some((pid, namespace)) = target else {
-        return nix::mount::umount2(mount_point, nix::mount::MntFlags::MNT_DETACH).map_err(|e| e.to_string());
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if !is_mounted(&table, mount_point, dev) {
+            return Ok(());
+        }
+        return nix::mount::umount2(
+            mount_point,
+            nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+        )
+        .map_err(|e| e.to_string());
     };
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
         .map_err(|e| format!("cannot open /proc/{pid}/ns/mnt: {e}"))?;
     let ino = std::os::unix::fs::MetadataExt::ino(&ns.metadata().map_err(|e| e.to_string())?);
     if format!("mnt:[{ino}]") != namespace {
-        return Err(format!("cannot open /proc/{pid}/ns/mnt: process {pid} is no longer in {namespace}"));
+        return Err(format!("process {pid} is no longer in {namespace}"));
     }
-    // nsenter gets the pinned namespace as an inherited descriptor (dup clears close-on-exec).
+    // Our own binary, from the host's files, gets the pinned namespace as an inherited descriptor (dup
+    // clears close-on-exec).
     // SAFETY: dup of a valid open fd; the copy is closed below.
     let fd = unsafe { libc::dup(ns.as_raw_fd()) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error().to_string());
     }
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--mount=/proc/self/fd/{fd}")).arg("umount").arg("-l").arg(mount_point);
-    crate::worker::helper::harden(&mut cmd);
-    let out = cmd.output();
+    let out = std::env::current_exe().and_then(|exe| {
+        let mut cmd = Command::new(exe);
+        cmd.arg(NS_UNMOUNT_ARG).arg(fd.to_string()).arg(mount_point).arg(dev);
+        crate::worker::helper::harden(&mut cmd);
+        cmd.output()
+    });
     // SAFETY: closing the descriptor dup returned above, once.
     unsafe { libc::close(fd) };
-    let out = out.map_err(|e| format!("cannot run nsenter (util-linux): {e}"))?;
+    let out = out.map_err(|e| format!("cannot start the unmount helper: {e}"))?;
     if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
 }
 
@@ -69,9 +120,9 @@ pub fn apply(actions: &[Action], namespace_pids: &dyn Fn(&str) -> Option<i32>) -
         .iter()
         .map(|a| {
             let result = match a {
-                Action::Unmount { namespace, host, mount_point, .. } => {
+                Action::Unmount { namespace, host, mount_point, device, .. } => {
                     if *host {
-                        unmount(None, mount_point)
+                        unmount(None, mount_point, device)
                     } else {
                         // Holders come and go (a FUSE daemon exits once its mount is gone, and with its last
                         // holder the namespace and all its mounts go): look again on each try.
@@ -81,7 +132,7 @@ pub fn apply(actions: &[Action], namespace_pids: &dyn Fn(&str) -> Option<i32>) -
                                 result = Ok(());
                                 break;
                             };
-                            result = unmount(Some((pid, namespace)), mount_point);
+                            result = unmount(Some((pid, namespace)), mount_point, device);
                             // A failure while the same process still holds the namespace is real; otherwise the
                             // holder went away under us: look again.
                             if result.is_ok() || namespace_pids(namespace) == Some(pid) {

@@ -140,7 +140,16 @@ pub enum Reason {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// umount2(MNT_DETACH) in the namespace that holds it (entered with setns).
-    Unmount { namespace: String, host: bool, mount_point: String, fstype: String, source: String, reason: Reason },
+    Unmount {
+        namespace: String,
+        host: bool,
+        mount_point: String,
+        /// "MAJ:MIN" of the mounted filesystem (checked again right before unmounting).
+        device: String,
+        fstype: String,
+        source: String,
+        reason: Reason,
+    },
     /// Write 1 to /sys/fs/fuse/connections/ID/abort: the daemon is stuck (stopped or dead-locked) and its
     /// requests would wait forever; aborting frees whoever waits. The daemon is never killed.
     AbortFuse { connection: u32, waiting: u64, mount_point: String, reason: Reason },
@@ -161,7 +170,7 @@ impl Action {
             Reason::BackingDeleted => "its backing file was deleted".to_string(),
         };
         match self {
-            Action::Unmount { host, mount_point, fstype, source, reason, namespace } => format!(
+            Action::Unmount { host, mount_point, fstype, source, reason, namespace, .. } => format!(
                 "unmount {mount_point} ({fstype} from {source}) {}: {}",
                 if *host {
                     "in the host namespace".to_string()
@@ -272,6 +281,7 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
                 namespace: ns.id.clone(),
                 host: ns.is_host,
                 mount_point: m.mount_point.clone(),
+                device: format!("{}:{}", m.major, m.minor),
                 fstype: m.fstype.clone(),
                 source: m.source.clone(),
                 reason,
