@@ -63,6 +63,17 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
         if !p.starts_with('/') {
             return Err(Exit { code: exit::USAGE, message: format!("{p}: give an absolute path") });
         }
+        // Everything below a named path is taken: a top-level or system directory would take far too much.
+        let parts: Vec<&str> = p.split('/').filter(|c| !c.is_empty()).collect();
+        if parts.len() < 2 || ["proc", "sys", "dev"].contains(&parts[0]) {
+            return Err(Exit {
+                code: exit::USAGE,
+                message: format!(
+                    "{p}: too broad; name the leftover mount point, directory or loop device itself (e.g. /mnt/stuck, \
+                     /dev/loop7): everything below a named path is unmounted"
+                ),
+            });
+        }
     }
     let snap = snapshot::take(&args.paths);
     let the_plan = plan::plan(&snap, &args.paths);

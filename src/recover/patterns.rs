@@ -80,8 +80,27 @@ fn dated(rest: &str) -> bool {
     date.len() == 8 && digits(date) && time.len() == 6 && digits(time) && DAYS.contains(&day) && random(x, 6)
 }
 
-/// Recognise the last component of `path` (and, for WoeUSB 3.x/4.x, that it lies directly in /media).
+/// Where the tools create their temporary directories and mount points (besides /media for the legacy names):
+/// /tmp, /var/tmp, /run, and $TMPDIR.
+pub fn temp_parents() -> Vec<String> {
+    let mut v: Vec<String> = ["/tmp", "/var/tmp", "/run"].iter().map(|s| s.to_string()).collect();
+    if let Ok(t) = std::env::var("TMPDIR") {
+        let t = t.trim_end_matches('/').to_string();
+        if t.starts_with('/') && t.len() > 1 && !v.contains(&t) {
+            v.push(t);
+        }
+    }
+    v
+}
+
+/// Recognise `path` by its last component and where it lies: WoeUSB 3.x/4.x names directly in /media, the
+/// others directly in a temporary directory (`temp_parents`). The same names elsewhere are not ours.
 pub fn classify(path: &str) -> Option<Match> {
+    classify_in(path, &temp_parents())
+}
+
+/// `classify` with the temporary directories given (pure, for tests).
+pub fn classify_in(path: &str, temp_parents: &[String]) -> Option<Match> {
     let path = path.trim_end_matches('/');
     let (parent, name) = path.rsplit_once('/')?;
     let m = |tool, role, pid| Some(Match { tool, role, pid });
@@ -98,6 +117,9 @@ pub fn classify(path: &str) -> Option<Match> {
                 return m(tool, role, Some(pid));
             }
         }
+    }
+    if !temp_parents.iter().any(|t| t == parent) {
+        return None;
     }
     if let Some(rest) = name.strip_prefix("woeusb-source-")
         && dated(rest)
@@ -148,6 +170,9 @@ mod tests {
         let v5 = classify("/tmp/woeusb-source-20240101-120000-Monday.aB3xYz").unwrap();
         assert_eq!((v5.tool, v5.role), (Tool::WoeUsb5, Role::SourceMount));
         assert_eq!(classify("/var/tmp/woeusb-target-20231231-235959-Sunday.Q1w2E3").unwrap().role, Role::TargetMount);
+        let custom = vec!["/scratch/t".to_string()];
+        assert!(classify_in("/scratch/t/WoeUSB.tempdir.abc123", &custom).is_some());
+        assert!(classify_in("/tmp/WoeUSB.tempdir.abc123", &custom).is_none());
         assert_eq!(
             classify("/tmp/WoeUSB.tempdir.abc123").unwrap(),
             Match { tool: Tool::WoeUsb5, role: Role::TempDir, pid: None }
@@ -174,6 +199,9 @@ mod tests {
             "/tmp/woesafe.12a",
             "/tmp/woesafe.1.2.3",
             "/media/user/WINDOWS",
+            "/srv/woesafe.2024",
+            "/home/u/WoeUSB.upstream",
+            "/home/u/woeusb-target-20240101-120000-Monday.aB3xYz",
             "/",
             "",
         ] {

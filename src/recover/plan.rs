@@ -28,6 +28,10 @@ pub struct Loop {
     pub minor: u32,
     pub backing: String,
     pub autoclear: bool,
+    /// Device numbers of its partitions (loopNpM), which mounts may use instead of the loop itself.
+    pub partitions: Vec<(u32, u32)>,
+    /// Used by something that is not a mount: device-mapper/md holders, or swap.
+    pub busy: bool,
 }
 
 /// A directory whose name may be a tool's.
@@ -236,6 +240,8 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
     let mut nonempty_dirs = Vec::new();
     let mut leftover_devs: Vec<((u32, u32), String)> = Vec::new();
     let mut leftover_sources: Vec<String> = Vec::new();
+    // (namespace, mount id) of every mount this plan takes away
+    let mut planned_mounts: Vec<(String, u32)> = Vec::new();
     let mut unmounted_points: Vec<String> = Vec::new();
     for ns in &snap.namespaces {
         let mut mine: Vec<&MountEntry> = Vec::new();
@@ -276,6 +282,7 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
             let reason = reason_for(&m.mount_point, named).expect("filtered above");
             leftover_devs.push(((m.major, m.minor), m.mount_point.clone()));
             leftover_sources.push(m.source.clone());
+            planned_mounts.push((ns.id.clone(), m.id));
             unmounted_points.push(m.mount_point.clone());
             actions.push(Action::Unmount {
                 namespace: ns.id.clone(),
@@ -291,10 +298,16 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
     // Loop devices: those under a leftover mount, those whose backing file is gone and that nothing else
     // mounts, and those backed by a file inside a leftover directory.
     for l in &snap.loops {
-        let used_elsewhere = snap.namespaces.iter().flat_map(|n| &n.mounts).any(|m| {
-            (m.major, m.minor) == (l.major, l.minor) && !leftover_devs.iter().any(|(d, _)| *d == (m.major, m.minor))
+        // Mounted anywhere (itself or a partition of it) by a mount this plan does not take away, or used by
+        // device-mapper, md or swap: not ours to detach.
+        let used_elsewhere = snap.namespaces.iter().any(|n| {
+            n.mounts.iter().any(|m| {
+                let dev = (m.major, m.minor);
+                (dev == (l.major, l.minor) || l.partitions.contains(&dev))
+                    && !planned_mounts.iter().any(|(ns, id)| *ns == n.id && *id == m.id)
+            })
         });
-        if used_elsewhere {
+        if used_elsewhere || l.busy {
             continue;
         }
         let reason = if let Some((_, mp)) = leftover_devs.iter().find(|(d, _)| *d == (l.major, l.minor)) {
@@ -403,8 +416,24 @@ mod tests {
         let snap = Snapshot {
             namespaces: vec![host(&text)],
             loops: vec![
-                Loop { name: "loop0".into(), major: 7, minor: 0, backing: "/isos/Win10.iso".into(), autoclear: false },
-                Loop { name: "loop1".into(), major: 7, minor: 1, backing: "/var/lib/vm.img".into(), autoclear: false },
+                Loop {
+                    name: "loop0".into(),
+                    major: 7,
+                    minor: 0,
+                    backing: "/isos/Win10.iso".into(),
+                    autoclear: false,
+                    partitions: vec![],
+                    busy: false,
+                },
+                Loop {
+                    name: "loop1".into(),
+                    major: 7,
+                    minor: 1,
+                    backing: "/var/lib/vm.img".into(),
+                    autoclear: false,
+                    partitions: vec![],
+                    busy: false,
+                },
             ],
             dirs: vec![
                 Dir { path: "/media/woeusb_source_1690000000_4242".into(), empty: true },
@@ -476,7 +505,15 @@ mod tests {
         };
         let snap = Snapshot {
             namespaces: vec![host(BASE), ns],
-            loops: vec![Loop { name: "loop3".into(), major: 0, minor: 60, backing: "/x.img".into(), autoclear: false }],
+            loops: vec![Loop {
+                name: "loop3".into(),
+                major: 0,
+                minor: 60,
+                backing: "/x.img".into(),
+                autoclear: false,
+                partitions: vec![],
+                busy: false,
+            }],
             dirs: vec![],
             live: vec![],
             ..Default::default()
@@ -503,6 +540,8 @@ mod tests {
                     minor: 5,
                     backing: "/tmp/old.iso (deleted)".into(),
                     autoclear: false,
+                    partitions: vec![],
+                    busy: false,
                 },
                 Loop {
                     name: "loop6".into(),
@@ -510,6 +549,8 @@ mod tests {
                     minor: 6,
                     backing: "/tmp/gone.img (deleted)".into(),
                     autoclear: true,
+                    partitions: vec![],
+                    busy: false,
                 },
             ],
             dirs: vec![],
@@ -522,11 +563,50 @@ mod tests {
     }
 
     #[test]
+    fn loops_in_use_elsewhere_are_never_detached() {
+        let l = |name: &str, minor, backing: &str| Loop {
+            name: name.into(),
+            major: 7,
+            minor,
+            backing: backing.into(),
+            autoclear: false,
+            partitions: vec![],
+            busy: false,
+        };
+        // loop9 backs a leftover mount, but the user has it mounted at /mnt/iso too
+        let text = format!(
+            "{BASE}40 22 7:9 / /media/woeusb_source_1690000000_4242 ro - udf /dev/loop9 ro\n\
+             41 22 7:9 / /mnt/iso ro - udf /dev/loop9 ro\n\
+             42 22 259:0 / /srv/data rw - ext4 /dev/loop5p1 rw\n"
+        );
+        let mut busy = l("loop6", 6, "/tmp/swapfile (deleted)");
+        busy.busy = true;
+        let mut parted = l("loop5", 5, "/tmp/scratch.img (deleted)");
+        parted.partitions = vec![(259, 0)];
+        let snap = Snapshot {
+            namespaces: vec![host(&text)],
+            loops: vec![l("loop9", 9, "/isos/w.iso"), busy, parted],
+            ..Default::default()
+        };
+        let a = plan(&snap, &[]).actions;
+        assert!(a.iter().any(|x| matches!(x, Action::Unmount { mount_point, .. } if mount_point.contains("woeusb"))));
+        assert!(!a.iter().any(|x| matches!(x, Action::DetachLoop { .. })), "{a:#?}");
+    }
+
+    #[test]
     fn a_run_still_going_on_is_left_alone() {
         let text = format!("{BASE}40 22 7:0 / /media/woeusb_source_1690000000_4242 ro - udf /dev/loop0 ro\n");
         let snap = Snapshot {
             namespaces: vec![host(&text)],
-            loops: vec![Loop { name: "loop0".into(), major: 7, minor: 0, backing: "/w.iso".into(), autoclear: false }],
+            loops: vec![Loop {
+                name: "loop0".into(),
+                major: 7,
+                minor: 0,
+                backing: "/w.iso".into(),
+                autoclear: false,
+                partitions: vec![],
+                busy: false,
+            }],
             dirs: vec![Dir { path: "/media/woeusb_source_1690000000_4242".into(), empty: true }],
             live: vec![(4242, "bash".into())],
             ..Default::default()
@@ -587,6 +667,8 @@ mod tests {
                     minor: 0,
                     backing: "/x/y.img".into(),
                     autoclear: false,
+                    partitions: vec![],
+                    busy: false,
                 }],
                 dirs,
                 live: vec![(4242, "bash".into())],

@@ -9,13 +9,8 @@ use crate::sys::mountinfo;
 
 /// Where the tools put their mount points and temporary directories.
 pub fn candidate_parents() -> Vec<String> {
-    let mut v: Vec<String> = ["/media", "/tmp", "/var/tmp", "/run"].iter().map(|s| s.to_string()).collect();
-    if let Ok(t) = std::env::var("TMPDIR") {
-        let t = t.trim_end_matches('/').to_string();
-        if !t.is_empty() && !v.contains(&t) {
-            v.push(t);
-        }
-    }
+    let mut v = vec!["/media".to_string()];
+    v.extend(patterns::temp_parents());
     v
 }
 
@@ -55,7 +50,42 @@ fn read_loops() -> Vec<Loop> {
         let Some((maj, min)) = dev.trim().split_once(':') else { continue };
         let autoclear =
             std::fs::read_to_string(format!("/sys/block/{name}/loop/autoclear")).is_ok_and(|s| s.trim() == "1");
-        out.push(Loop { name, major: maj.parse().unwrap_or(0), minor: min.parse().unwrap_or(0), backing, autoclear });
+        let sys = format!("/sys/block/{name}");
+        let has_holders =
+            |dir: &std::path::Path| std::fs::read_dir(dir.join("holders")).is_ok_and(|mut d| d.next().is_some());
+        let mut partitions = Vec::new();
+        let mut busy = has_holders(std::path::Path::new(&sys));
+        if let Ok(d) = std::fs::read_dir(&sys) {
+            for e in d.flatten() {
+                let p = e.path();
+                if !p.join("partition").exists() {
+                    continue;
+                }
+                if let Some(dev) = std::fs::read_to_string(p.join("dev")).ok().and_then(|t| {
+                    let (a, b) = t.trim().split_once(':')?;
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                }) {
+                    partitions.push(dev);
+                }
+                busy |= has_holders(&p);
+            }
+        }
+        // swap on the loop device or one of its partitions
+        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+        let me = format!("/dev/{name}");
+        busy |= swaps
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .any(|d| d == me || d.starts_with(&format!("{me}p")));
+        out.push(Loop {
+            name,
+            major: maj.parse().unwrap_or(0),
+            minor: min.parse().unwrap_or(0),
+            backing,
+            autoclear,
+            partitions,
+            busy,
+        });
     }
     out
 }
