@@ -149,7 +149,7 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
             "  shadowed: {} hides {} in {} file(s) underneath it (written after the mount vanished); kept{}",
             sh.mount_point,
             human(sh.total),
-            sh.files.len(),
+            sh.count,
             if args.move_shadowed.is_some() { ", and moved out with --move-shadowed" } else { "" }
         ));
         for (f, size) in sh.files.iter().take(5) {
@@ -163,15 +163,27 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
         report.applied = true;
         report.results = apply::apply(&the_plan.actions, &apply::namespace_holder);
         for r in &report.results {
-            match (&r.error, r.ok) {
-                (None, _) => say(&format!("  done: {}", r.action)),
-                (Some(note), true) => say(&format!("  {}: {note}", r.action)),
-                (Some(e), false) => say(&format!("  FAILED: {}: {e}", r.action)),
+            match (&r.error, &r.note) {
+                (Some(e), _) => say(&format!("  FAILED: {}: {e}", r.action)),
+                (None, Some(note)) => say(&format!("  {}: {note}", r.action)),
+                (None, None) => say(&format!("  done: {}", r.action)),
             }
         }
         if let Some(dest) = &args.move_shadowed {
-            // What the unmounts just uncovered, and leftover directories that already held files.
-            let dirs = report.shadowed.iter().map(|s| s.mount_point.clone()).chain(the_plan.nonempty_dirs.clone());
+            // What the unmounts just uncovered (only where the unmount succeeded), and tools' mount-point
+            // directories that already held files.
+            let unmounted = |mp: &str| {
+                the_plan.actions.iter().zip(&report.results).any(|(a, r)| {
+                    r.ok && matches!(a, plan::Action::Unmount { mount_point, host: true, .. } if mount_point == mp)
+                })
+            };
+            let dirs: Vec<String> = report
+                .shadowed
+                .iter()
+                .map(|s| s.mount_point.clone())
+                .filter(|mp| unmounted(mp))
+                .chain(the_plan.nonempty_dirs.clone())
+                .collect();
             for dir in dirs {
                 match shadow::move_out(&dir, dest) {
                     Ok(to) => {
@@ -185,6 +197,7 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
                             action: format!("move {dir}"),
                             ok: false,
                             error: Some(e),
+                            note: None,
                         });
                     }
                 }

@@ -16,6 +16,8 @@ pub struct Outcome {
     pub action: String,
     pub ok: bool,
     pub error: Option<String>,
+    /// What happened instead, when that is fine (e.g. a directory kept because it holds files).
+    pub note: Option<String>,
 }
 
 /// The hidden argument for the child that unmounts inside another mount namespace.
@@ -149,7 +151,8 @@ pub fn apply(actions: &[Action], namespace_pids: &dyn Fn(&str) -> Option<i32>) -
                         return Outcome {
                             action: a.describe(),
                             ok: true,
-                            error: Some(format!(
+                            error: None,
+                            note: Some(format!(
                                 "kept: {path} holds files that were hidden under the mount; they are yours to \
                                  look at (nothing is deleted recursively)"
                             )),
@@ -158,7 +161,7 @@ pub fn apply(actions: &[Action], namespace_pids: &dyn Fn(&str) -> Option<i32>) -
                     r => r.map_err(|e| e.to_string()),
                 },
             };
-            Outcome { action: a.describe(), ok: result.is_ok(), error: result.err() }
+            Outcome { action: a.describe(), ok: result.is_ok(), error: result.err(), note: None }
         })
         .collect()
 }

@@ -43,20 +43,23 @@ fn run_child(args: &[String]) -> BTreeMap<String, u64> {
     super::run_private_child(CTL_ARG, args).and_then(|out| serde_json::from_slice(&out).ok()).unwrap_or_default()
 }
 
-/// Requests waiting on each connection, sampled twice `gap` apart: a connection counts as stuck only when
-/// requests wait in both samples (the smaller count is kept).
+/// Requests waiting on each connection, sampled three times `gap` apart: a connection counts as stuck only
+/// when requests wait in every sample (the smallest count is kept).
 pub fn waiting(ids: &[u32], gap: std::time::Duration) -> Vec<(u32, u64)> {
     if ids.is_empty() {
         return Vec::new();
     }
     let args = |cmd: &str| std::iter::once(cmd.to_string()).chain(ids.iter().map(u32::to_string)).collect::<Vec<_>>();
-    let first = run_child(&args("read"));
-    std::thread::sleep(gap);
-    let second = run_child(&args("read"));
+    let mut samples = vec![run_child(&args("read"))];
+    for _ in 0..2 {
+        std::thread::sleep(gap);
+        samples.push(run_child(&args("read")));
+    }
     ids.iter()
         .filter_map(|id| {
             let k = id.to_string();
-            Some((*id, (*first.get(&k)?).min(*second.get(&k)?)))
+            let counts: Option<Vec<u64>> = samples.iter().map(|s| s.get(&k).copied()).collect();
+            Some((*id, counts?.into_iter().min()?))
         })
         .collect()
 }

@@ -25,6 +25,23 @@ pub(crate) fn run_private_child(arg: &str, args: &[String]) -> Option<Vec<u8>> {
         });
     }
     crate::worker::helper::harden(&mut cmd);
-    let out = cmd.output().ok()?;
+    cmd.stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().ok()?;
+    // It must never hang recover: give it 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let out = child.wait_with_output().ok()?;
     out.status.success().then_some(out.stdout)
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::patterns::{self, Match};
+use super::patterns::{self, Match, Role};
 use crate::sys::mountinfo::MountEntry;
 
 /// The mount table of one mount namespace, and who holds it.
@@ -112,8 +112,10 @@ pub struct Snapshot {
     pub procs: Vec<Proc>,
     /// Device numbers of the filesystems the leftovers live on (their parents), for deleted-but-open files.
     pub parent_devs: Vec<(u32, u32)>,
-    /// FUSE connections with requests waiting in two samples: (connection id, requests waiting).
+    /// FUSE connections with requests waiting in every sample: (connection id, requests waiting).
     pub fuse_waiting: Vec<(u32, u64)>,
+    /// Running WoeUSB processes (pid, command line): their leftovers may be a run still going on.
+    pub woeusb_running: Vec<(u32, String)>,
 }
 
 /// The plan, and what was deliberately left alone.
@@ -123,12 +125,13 @@ pub struct Plan {
     pub left_alone: Vec<String>,
     pub holders: Vec<Holder>,
     pub deleted_open: Vec<DeletedOpen>,
-    /// Leftover directories that are not mounted but hold files (e.g. what a mount once hid): kept.
+    /// Tools' mount-point directories that are not mounted but hold files (what a mount once hid): kept.
     pub nonempty_dirs: Vec<String>,
 }
 
 /// Why something is in the plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reason {
     Pattern(Match),
     NamedByUser,
@@ -225,10 +228,14 @@ fn reason_for(path: &str, named: &[String]) -> Option<Reason> {
     named.iter().any(|n| under(path, n)).then_some(Reason::NamedByUser)
 }
 
-/// The live process a recognised name points at (its run may still be going on).
+/// The live process a recognised name points at, or a running WoeUSB for WoeUSB names without a pid (its
+/// run may still be going on).
 fn live_owner<'a>(snap: &'a Snapshot, reason: &Reason) -> Option<&'a (u32, String)> {
     match reason {
         Reason::Pattern(Match { pid: Some(p), .. }) => snap.live.iter().find(|(q, _)| q == p),
+        Reason::Pattern(Match { tool, pid: None, .. }) if *tool != super::patterns::Tool::Woesafe => {
+            snap.woeusb_running.first()
+        }
         _ => None,
     }
 }
@@ -328,7 +335,8 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
     dirs.sort_by_key(|d| std::cmp::Reverse(d.path.matches('/').count()));
     for d in dirs {
         let Some(reason) = reason_for(&d.path, named) else { continue };
-        if live_owner(snap, &reason).is_some() {
+        if let Some((pid, comm)) = live_owner(snap, &reason) {
+            left_alone.push(format!("{}: process {pid} ({comm}) is still running", d.path));
             continue;
         }
         let host_mounts: Vec<&MountEntry> =
@@ -345,7 +353,10 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
             actions.push(Action::Rmdir { path: d.path.clone(), after_unmount: false, reason });
         } else {
             left_alone.push(format!("{}: not empty (nothing is ever deleted recursively)", d.path));
-            nonempty_dirs.push(d.path.clone());
+            // A tool's mount point that holds files once unmounted: what a mount hid (movable on request).
+            if matches!(reason, Reason::Pattern(Match { role: Role::SourceMount | Role::TargetMount, .. })) {
+                nonempty_dirs.push(d.path.clone());
+            }
         }
     }
     // Who keeps the leftover filesystems alive, and deleted-but-open files on them or on their parents.
@@ -387,6 +398,7 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
             }
         }
     }
+    left_alone.dedup();
     Plan { actions, left_alone, holders, deleted_open, nonempty_dirs }
 }
 
@@ -462,6 +474,7 @@ mod tests {
             ],
             parent_devs: vec![(0, 25)],
             fuse_waiting: vec![],
+            woeusb_running: vec![],
         };
         let a = plan(&snap, &[]).actions;
         let text: Vec<String> = a.iter().map(Action::describe).collect();
@@ -614,6 +627,16 @@ mod tests {
         let p = plan(&snap, &[]);
         assert!(p.actions.is_empty(), "{:#?}", p.actions);
         assert_eq!(p.left_alone, vec!["/media/woeusb_source_1690000000_4242: process 4242 (bash) is still running"]);
+        // WoeUSB 5.x names carry no pid: a running WoeUSB protects them
+        let text = format!("{BASE}40 22 0:77 / /tmp/woeusb-target-20240101-120000-Monday.aB3xYz rw - tmpfs t rw\n");
+        let snap = Snapshot {
+            namespaces: vec![host(&text)],
+            woeusb_running: vec![(999, "bash /usr/bin/woeusb --device x.iso /dev/sdb".into())],
+            ..Default::default()
+        };
+        let p = plan(&snap, &[]);
+        assert!(p.actions.is_empty(), "{:#?}", p.actions);
+        assert!(p.left_alone[0].contains("process 999"), "{:?}", p.left_alone);
     }
 
     /// Random unrelated mount tables, loops and directories: the plan is always empty.
@@ -682,6 +705,7 @@ mod tests {
                 }],
                 parent_devs: vec![],
                 fuse_waiting: vec![(7, 5)],
+                woeusb_running: vec![],
             };
             let a = plan(&snap, &[]);
             assert_eq!(a, Plan::default(), "planned something on an unrelated system:\n{text}");

@@ -11,10 +11,15 @@ pub const SCAN_ARG: &str = "__woesafe_shadow_scan";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shadowed {
     pub mount_point: String,
-    /// Files found underneath (paths relative to the mount point) and their sizes.
+    /// Files found underneath (paths relative to the mount point) and their sizes: the first 100.
     pub files: Vec<(String, u64)>,
+    /// How many files there are in all, and their total size.
+    pub count: usize,
     pub total: u64,
 }
+
+/// Files listed per mount point (the counts and sizes cover all of them).
+const LISTED: usize = 100;
 
 fn walk(dir: &std::path::Path, rel: &str, out: &mut Vec<(String, u64)>) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
@@ -32,18 +37,28 @@ fn walk(dir: &std::path::Path, rel: &str, out: &mut Vec<(String, u64)>) {
 /// The child's side: unmount (privately) everything on each mount point, then list what is underneath.
 pub fn child_main(mount_points: &[String]) -> i32 {
     let mut found = Vec::new();
+    // Peel every layer of every leftover off first (in this namespace only), so that no walk below can reach
+    // into a leftover filesystem, a stuck FUSE one included.
     for mp in mount_points {
-        // Several mounts may be stacked on one point: peel them all off, in this namespace only.
         for _ in 0..64 {
             if nix::mount::umount2(mp.as_str(), nix::mount::MntFlags::MNT_DETACH).is_err() {
                 break;
             }
         }
+    }
+    for mp in mount_points {
+        // One leftover inside another: its directory lay on the outer filesystem, which is gone here.
+        if mount_points.iter().any(|o| o != mp && mp.starts_with(&format!("{}/", o.trim_end_matches('/')))) {
+            continue;
+        }
         let mut files = Vec::new();
         walk(std::path::Path::new(mp), "", &mut files);
         if !files.is_empty() {
             let total = files.iter().map(|f| f.1).sum();
-            found.push(Shadowed { mount_point: mp.clone(), files, total });
+            let count = files.len();
+            files.sort_by_key(|f| std::cmp::Reverse(f.1));
+            files.truncate(LISTED);
+            found.push(Shadowed { mount_point: mp.clone(), files, count, total });
         }
     }
     match serde_json::to_string(&found) {
@@ -65,15 +80,25 @@ pub fn scan(mount_points: &[String]) -> Vec<Shadowed> {
         .unwrap_or_default()
 }
 
+/// rename(2) that never replaces an existing target (renameat2 with RENAME_NOREPLACE).
+fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: both pointers are valid NUL-terminated strings that live across the call.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
 /// Move what was shadowed under `mount_point` (now unmounted) into `dest/<name of the mount point>/`, by
-/// rename (same filesystem only: nothing is copied and then deleted).
+/// rename (same filesystem only: nothing is copied and then deleted; nothing existing is replaced).
 pub fn move_out(mount_point: &str, dest: &std::path::Path) -> Result<std::path::PathBuf, String> {
     let name = std::path::Path::new(mount_point).file_name().ok_or("no name")?.to_owned();
     let to = dest.join(name);
     std::fs::create_dir_all(&to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     for e in std::fs::read_dir(mount_point).map_err(|e| format!("{mount_point}: {e}"))?.flatten() {
         let target = to.join(e.file_name());
-        std::fs::rename(e.path(), &target).map_err(|err| {
+        rename_noreplace(&e.path(), &target).map_err(|err| {
             format!(
                 "cannot move {} to {}: {err} (rename works within one filesystem; move it yourself with mv)",
                 e.path().display(),

@@ -122,6 +122,38 @@ fn read_dirs(named: &[String], mount_points: &[String]) -> Vec<Dir> {
     out
 }
 
+/// Whether a command line (NUL-separated arguments) runs WoeUSB itself: the program or the script an
+/// interpreter runs is named woeusb… (the bash script, WoeUSB-ng's woeusb/woeusbgui), or `python -m WoeUSB`.
+/// Arguments that merely mention a woeusb path (a FUSE daemon serving a leftover mount) do not count.
+pub fn runs_woeusb(cmdline: &[u8]) -> bool {
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).to_lowercase())
+        .collect();
+    let base = |a: &String| a.rsplit('/').next().unwrap_or(a).to_string();
+    args.iter().take(2).any(|a| base(a).starts_with("woeusb"))
+        || args.windows(2).any(|w| w[0] == "-m" && w[1].starts_with("woeusb"))
+}
+
+/// Running WoeUSB processes, other than us.
+fn read_woeusb_running() -> Vec<(u32, String)> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&pid| pid != me)
+                .filter_map(|pid| {
+                    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                    runs_woeusb(&raw)
+                        .then(|| (pid, String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn read_live() -> Vec<(u32, String)> {
     std::fs::read_dir("/proc")
         .map(|d| {
@@ -269,7 +301,8 @@ pub fn take(named: &[String]) -> Snapshot {
     let host_points: Vec<String> =
         namespaces.iter().filter(|n| n.is_host).flat_map(|n| &n.mounts).map(|m| m.mount_point.clone()).collect();
     Snapshot {
-        fuse_waiting: super::fuse::waiting(&ids, std::time::Duration::from_millis(300)),
+        fuse_waiting: super::fuse::waiting(&ids, std::time::Duration::from_millis(400)),
+        woeusb_running: read_woeusb_running(),
         procs: read_procs(&namespaces),
         dirs: read_dirs(named, &host_points),
         namespaces,
@@ -282,6 +315,16 @@ pub fn take(named: &[String]) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn woeusb_command_lines() {
+        assert!(runs_woeusb(b"bash\0/usr/bin/woeusb\0--device\0w.iso\0/dev/sdb\0"));
+        assert!(runs_woeusb(b"/usr/local/bin/woeusb\0--device\0"));
+        assert!(runs_woeusb(b"/usr/bin/python3\0/usr/local/bin/woeusbgui\0"));
+        assert!(runs_woeusb(b"python3\0-m\0WoeUSB\0"));
+        assert!(!runs_woeusb(b"fuseiso\0/isos/w.iso\0/media/woeusb_source_1690000000_4242\0"));
+        assert!(!runs_woeusb(b"sleep\x00300\x00"));
+    }
 
     #[test]
     fn map_devices() {
