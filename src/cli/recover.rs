@@ -95,11 +95,21 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
         })
         .collect();
     report.shadowed = shadow::scan(&own_mounts);
-    // Space: each leftover mount of this namespace, and the filesystems the leftovers live on.
+    // Space: each leftover mount of this namespace, and the filesystems the leftovers live on. Never statvfs a
+    // path where a FUSE filesystem is mounted (also stacked on top of another): a stuck daemon would not answer.
+    let fuse_points: Vec<&str> = the_plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            plan::Action::Unmount { host: true, mount_point, fstype, .. } if fstype.starts_with("fuse") => {
+                Some(mount_point.as_str())
+            }
+            _ => None,
+        })
+        .collect();
     for a in &the_plan.actions {
-        // (never statvfs a FUSE filesystem: a stuck daemon would not answer)
-        if let plan::Action::Unmount { host: true, mount_point, fstype, .. } = a
-            && !fstype.starts_with("fuse")
+        if let plan::Action::Unmount { host: true, mount_point, .. } = a
+            && !fuse_points.contains(&mount_point.as_str())
         {
             report.space.push(Space {
                 mount_point: mount_point.clone(),

@@ -90,12 +90,13 @@ fn read_loops() -> Vec<Loop> {
     out
 }
 
-fn read_dirs(named: &[String], mount_points: &[String]) -> Vec<Dir> {
+fn read_dirs(named: &[String], mount_points: &[String], fuse_points: &[String]) -> Vec<Dir> {
     let mut out = Vec::new();
     let mut look = |path: String| {
         // A mount point is never read here: what counts is the directory underneath (the shadow scan looks
-        // there), and a stuck FUSE filesystem on it would never answer.
-        if mount_points.contains(&path) {
+        // there), and a stuck FUSE filesystem on it would never answer; nor is anything inside a FUSE mount.
+        let inside_fuse = fuse_points.iter().any(|f| path.starts_with(&format!("{}/", f.trim_end_matches('/'))));
+        if mount_points.contains(&path) || inside_fuse {
             out.push(Dir { path, empty: false });
             return;
         }
@@ -282,7 +283,10 @@ pub fn take(named: &[String]) -> Snapshot {
         .filter(|m| m.fstype.starts_with("fuse"))
         .filter(|m| {
             patterns::classify(&m.mount_point).is_some()
-                || named.iter().any(|p| m.mount_point.starts_with(p.trim_end_matches('/')))
+                || named.iter().any(|p| {
+                    let p = p.trim_end_matches('/');
+                    m.mount_point == p || m.mount_point.starts_with(&format!("{p}/"))
+                })
                 || m.mount_point
                     .split('/')
                     .scan(String::new(), |acc, c| {
@@ -300,11 +304,18 @@ pub fn take(named: &[String]) -> Snapshot {
     ids.dedup();
     let host_points: Vec<String> =
         namespaces.iter().filter(|n| n.is_host).flat_map(|n| &n.mounts).map(|m| m.mount_point.clone()).collect();
+    let host_fuse_points: Vec<String> = namespaces
+        .iter()
+        .filter(|n| n.is_host)
+        .flat_map(|n| &n.mounts)
+        .filter(|m| m.fstype.starts_with("fuse"))
+        .map(|m| m.mount_point.clone())
+        .collect();
     Snapshot {
         fuse_waiting: super::fuse::waiting(&ids, std::time::Duration::from_millis(400)),
         woeusb_running: read_woeusb_running(),
         procs: read_procs(&namespaces),
-        dirs: read_dirs(named, &host_points),
+        dirs: read_dirs(named, &host_points, &host_fuse_points),
         namespaces,
         loops: read_loops(),
         live: read_live(),
