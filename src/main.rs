@@ -47,7 +47,9 @@ fn run() -> anyhow::Result<ExitCode> {
     Ok(match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            woesafe::say!("woesafe: {}", e.message);
+            if !e.message.is_empty() {
+                woesafe::say!("woesafe: {}", e.message);
+            }
             ExitCode::from(if e.code == exit::OK { exit::FAILED } else { e.code })
         }
     })

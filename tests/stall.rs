@@ -56,6 +56,9 @@ impl Drop for FuseDir {
     }
 }
 
+/// The tests of this file stop FUSE daemons and look for workers system-wide: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn usable(name: &str) -> bool {
     if !need_root(name) {
         return false;
@@ -69,12 +72,18 @@ fn usable(name: &str) -> bool {
 
 /// Start a write onto the FUSE directory and stop the daemon while the copy is paused at its start.
 fn start_and_hang(fuse: &FuseDir, extra: &[&str]) -> (Run, Instant) {
+    start_and_hang_at(fuse, extra, "copy", "Copying files")
+}
+
+/// The same, stopping the daemon while the write is paused at the start of `step`.
+fn start_and_hang_at(fuse: &FuseDir, extra: &[&str], step: &str, line: &str) -> (Run, Instant) {
     let fx = fixture();
     let image = fuse.mnt.join("out.img");
     let mut args = vec!["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "600M", "--yes"];
     args.extend_from_slice(extra);
-    let mut run = Run::start(&args, &[("WOESAFE_TEST_PAUSE_AT", "copy:1500")]);
-    run.wait_line("Copying files", Duration::from_secs(60));
+    let pause = format!("{step}:1500");
+    let mut run = Run::start(&args, &[("WOESAFE_TEST_PAUSE_AT", pause.as_str())]);
+    run.wait_line(line, Duration::from_secs(60));
     kill(fuse.daemon(), Signal::SIGSTOP).unwrap();
     (run, Instant::now())
 }
@@ -102,6 +111,7 @@ fn assert_released(fuse: &FuseDir, sup: u32) {
 #[test]
 fn stopped_fuse_daemon_is_diagnosed_and_released() {
     let name = "stopped_fuse_daemon_is_diagnosed_and_released";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !usable(name) {
         return;
     }
@@ -124,6 +134,8 @@ fn stopped_fuse_daemon_is_diagnosed_and_released() {
     );
     assert!(report.contains("waiting in "), "its wait channel must be named:\n{report}");
     assert!(report.contains(&format!("backed by {}", fuse.mnt.join("out.img").display())), "device:\n{report}");
+    // woesafe's own handle on the image lives on the stuck filesystem too: its exit may wait for the daemon.
+    kill(fuse.daemon(), Signal::SIGCONT).unwrap();
     let status = run.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(4), "{report}");
     assert_released(&fuse, run.child.id());
@@ -134,6 +146,7 @@ fn stopped_fuse_daemon_is_diagnosed_and_released() {
 #[test]
 fn second_ctrl_c_tears_a_stuck_worker_down() {
     let name = "second_ctrl_c_tears_a_stuck_worker_down";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !usable(name) {
         return;
     }
@@ -150,5 +163,31 @@ fn second_ctrl_c_tears_a_stuck_worker_down() {
     assert_eq!(status.code(), Some(130), "{}", run.text());
     assert!(run.text().contains("stopped at once by SIGINT"), "{}", run.text());
     assert!(run.text().contains("Target state:"), "{}", run.text());
+    assert_released(&fuse, run.child.id());
+}
+
+/// The watchdog is not about copying only: stuck while formatting, it reports that step and what is stuck.
+#[test]
+fn stall_while_formatting_is_reported() {
+    let name = "stall_while_formatting_is_reported";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !usable(name) {
+        return;
+    }
+    let fuse = FuseDir::new();
+    let (mut run, stopped_at) = start_and_hang_at(&fuse, &["--stall-timeout", "3"], "format", "Formatting FAT32");
+    let fired = run.wait_line("stalled: no byte moved", Duration::from_secs(20));
+    assert!(
+        fired.duration_since(stopped_at) <= Duration::from_secs(1 + 3 + 5),
+        "{:?}",
+        fired.duration_since(stopped_at)
+    );
+    run.wait_line("Target state", Duration::from_secs(15));
+    let report = run.text();
+    assert!(report.contains("while formatting fat32"), "{report}");
+    assert!(report.contains("uninterruptible sleep (D)") || report.contains("sleeping (S)"), "{report}");
+    kill(fuse.daemon(), Signal::SIGCONT).unwrap();
+    let status = run.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(4), "{report}");
     assert_released(&fuse, run.child.id());
 }

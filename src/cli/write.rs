@@ -576,7 +576,11 @@ fn follow(
         }
         if last_move.elapsed() >= stall_after && ending.is_none() {
             ui.done();
-            return Err(fail(exit::STALLED, watchdog::stalled(worker, ui.last_step, &devices, stall_after)));
+            // Said at once: closing our own handle on a hung target (the lock, or the image on a hung
+            // filesystem) may itself wait for the stuck I/O when the process exits.
+            let report = watchdog::stalled(worker, ui.last_step, &devices, stall_after);
+            crate::say!("woesafe: {report}");
+            return Err(fail(exit::STALLED, ""));
         }
     }
     worker.hang_up();
