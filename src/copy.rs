@@ -22,10 +22,6 @@ pub trait TargetTree {
     fn flusher(&self) -> std::io::Result<Option<Flusher>> {
         Ok(None)
     }
-    /// Write everything still pending and release the filesystem, reporting errors.
-    fn close(self: Box<Self>) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Pushes written data to the device while a file is still being written (fdatasync on the device, or

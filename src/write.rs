@@ -454,7 +454,7 @@ impl Job<'_> {
         }
 
         self.enter(Step::Flush)?;
-        target.close().map_err(|e| WriteError::Copy(crate::copy::CopyError::Finish(e)))?;
+        drop(target); // everything was written by finish(); what is left is the flush below
         if target_mount.is_none() {
             part.file().sync_all().map_err(part_err)?;
         }

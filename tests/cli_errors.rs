@@ -85,13 +85,7 @@ fn refusals_exit_3_and_leave_the_target_untouched() {
     std::fs::create_dir_all(tree.join("casper")).unwrap();
     std::fs::write(tree.join("casper/vmlinuz"), b"kernel").unwrap();
     let linux_iso = work.path().join("linux.iso");
-    let st = std::process::Command::new("genisoimage")
-        .args(["-quiet", "-udf", "-J", "-o"])
-        .arg(&linux_iso)
-        .arg(&tree)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    make_iso(&tree, &linux_iso);
     let img = patterned_image(work.path(), 700 << 20);
     let before = digest(&img);
     let out = woesafe(&["write", linux_iso.to_str().unwrap(), img.to_str().unwrap(), "--yes"]);
@@ -118,15 +112,7 @@ fn refusals_exit_3_and_leave_the_target_untouched() {
     std::fs::write(clash.join("Notes.txt"), b"a").unwrap();
     std::fs::write(clash.join("NOTES.TXT"), b"b").unwrap();
     let clash_iso = work.path().join("clash.iso");
-    assert!(
-        std::process::Command::new("genisoimage")
-            .args(["-quiet", "-udf", "-J", "-o"])
-            .arg(&clash_iso)
-            .arg(&clash)
-            .status()
-            .unwrap()
-            .success()
-    );
+    make_iso(&clash, &clash_iso);
     let out = woesafe(&["write", clash_iso.to_str().unwrap(), img.to_str().unwrap(), "--yes"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("differ only in letter case"), "{}", text(&out));

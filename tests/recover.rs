@@ -92,22 +92,28 @@ impl Drop for Daemon {
     }
 }
 
+/// Root, a /media to cover with a private tmpfs, and the tools a test uses; otherwise a visible skip.
+fn can_run(name: &str, tools: &[&str]) -> bool {
+    if !need_root(name) {
+        return false;
+    }
+    if !Path::new("/media").is_dir() {
+        woesafe::report_skip(name, "this machine has no /media to cover with a private tmpfs");
+        return false;
+    }
+    if let Some(tool) = tools.iter().find(|t| !have(t)) {
+        woesafe::report_skip(name, &format!("{tool} not installed"));
+        return false;
+    }
+    true
+}
+
 #[test]
 fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     let name = "recover_finds_and_cleans_every_leftover_and_nothing_else";
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !need_root(name) {
+    if !can_run(name, &["fuseiso", "mkfs.ext4", "losetup", "nsenter"]) {
         return;
-    }
-    if !Path::new("/media").is_dir() {
-        woesafe::report_skip(name, "this machine has no /media to cover with a private tmpfs");
-        return;
-    }
-    for tool in ["fuseiso", "mkfs.ext4", "losetup", "nsenter"] {
-        if !have(tool) {
-            woesafe::report_skip(name, &format!("{tool} not installed"));
-            return;
-        }
     }
     let fx = fixture();
     let host_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -115,14 +121,12 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     let store = tempfile::tempdir_in(root().join("target")).unwrap();
     let mut loops = Loops(Vec::new());
 
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-    let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
-    nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).unwrap();
+    private_mount_namespace();
     let tmp = store.path().join("tmpdir");
     std::fs::create_dir_all(&tmp).unwrap();
     let tmp = tmp.to_str().unwrap().to_string();
     for d in ["/media", "/run", tmp.as_str()] {
-        nix::mount::mount(Some("recover-test"), d, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
+        cover_with_tmpfs(d);
     }
     // recover (and woesafe write) look for WoeUSB 5.x leftovers in $TMPDIR
     let woesafe = |args: &[&str]| {
@@ -311,21 +315,18 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
 fn stuck_fuse_connection_is_aborted_not_killed() {
     let name = "stuck_fuse_connection_is_aborted_not_killed";
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !need_root(name) {
+    if !can_run(name, &["bindfs"]) {
         return;
     }
-    if !have("bindfs") || !Path::new("/dev/fuse").exists() || !Path::new("/media").is_dir() {
-        woesafe::report_skip(name, "bindfs, /dev/fuse or /media missing");
+    if !Path::new("/dev/fuse").exists() {
+        woesafe::report_skip(name, "/dev/fuse missing");
         return;
     }
     let store = tempfile::tempdir_in(root().join("target")).unwrap();
     let src = store.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-    let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
-    nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).unwrap();
-    nix::mount::mount(Some("recover-test"), "/media", Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
-        .unwrap();
+    private_mount_namespace();
+    cover_with_tmpfs("/media");
     let tgt = format!("/media/woeusb_target_1690000001_{DEAD_PID}");
     std::fs::create_dir_all(&tgt).unwrap();
     let daemon = Command::new("bindfs").arg("-f").arg(&src).arg(&tgt).spawn().unwrap();
@@ -384,18 +385,11 @@ fn stuck_fuse_connection_is_aborted_not_killed() {
 fn named_paths_only_when_named() {
     let name = "named_paths_only_when_named";
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !need_root(name) {
+    if !can_run(name, &[]) {
         return;
     }
-    if !Path::new("/media").is_dir() {
-        woesafe::report_skip(name, "this machine has no /media to cover with a private tmpfs");
-        return;
-    }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-    let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
-    nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).unwrap();
-    nix::mount::mount(Some("recover-test"), "/media", Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
-        .unwrap();
+    private_mount_namespace();
+    cover_with_tmpfs("/media");
     std::fs::create_dir_all("/media/stuck here").unwrap();
     sh("mount -t tmpfs mine '/media/stuck here'");
     let out = woesafe(&["recover"]);

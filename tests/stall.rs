@@ -24,9 +24,7 @@ struct FuseDir {
 
 impl FuseDir {
     fn new() -> FuseDir {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-        let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
-        nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).unwrap();
+        private_mount_namespace();
         let work = tempfile::tempdir().unwrap();
         let (src, mnt) = (work.path().join("src"), work.path().join("mnt"));
         std::fs::create_dir_all(&src).unwrap();

@@ -164,15 +164,7 @@ fn iso_with_its_own_grub_cfg() {
     std::fs::write(tree.join("sources/boot.wim"), b"wim").unwrap();
     std::fs::write(tree.join("BOOT/GRUB/GRUB.CFG"), b"set timeout=5\n").unwrap();
     let iso = work.path().join("grub.iso");
-    assert!(
-        std::process::Command::new("genisoimage")
-            .args(["-quiet", "-udf", "-J", "-o"])
-            .arg(&iso)
-            .arg(&tree)
-            .status()
-            .unwrap()
-            .success()
-    );
+    make_iso(&tree, &iso);
     let image = work.path().join("out.img");
     write_fixture(&iso, &image, "100M", &[]);
     let out = std::process::Command::new("mtype")
@@ -263,15 +255,7 @@ fn windows_11_setup_options() {
     std::fs::write(tree.join("sources/boot.wim"), b"wim").unwrap();
     std::fs::write(tree.join("Autounattend.xml"), b"<unattend>the vendor's own</unattend>").unwrap();
     let iso = work.path().join("own.iso");
-    assert!(
-        std::process::Command::new("genisoimage")
-            .args(["-quiet", "-udf", "-J", "-o"])
-            .arg(&iso)
-            .arg(&tree)
-            .status()
-            .unwrap()
-            .success()
-    );
+    make_iso(&tree, &iso);
     let image = work.path().join("own.img");
     let out = woesafe(&[
         "write",

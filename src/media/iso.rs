@@ -16,6 +16,19 @@ pub(crate) mod test_support {
         f
     }
 
+    /// Read a whole file `chunk` bytes at a time (to cross extent boundaries at odd places).
+    pub fn read_in_chunks(r: &mut impl Read, chunk: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; chunk];
+        loop {
+            let n = r.read(&mut buf).expect("read");
+            if n == 0 {
+                return got;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
     pub fn read_all(fs: &IsoFs, path: &str) -> Vec<u8> {
         let i = fs.entries().iter().position(|e| e.path == path).unwrap_or_else(|| panic!("{path} missing"));
         let mut out = Vec::new();

@@ -407,6 +407,11 @@ mod tests {
     use super::*;
     use crate::sys::mountinfo::parse;
 
+    /// A plain (non-autoclear, unpartitioned, otherwise unused) loop device 7:minor.
+    fn lp(name: &str, minor: u32, backing: &str, autoclear: bool) -> Loop {
+        Loop { name: name.into(), major: 7, minor, backing: backing.into(), autoclear, partitions: vec![], busy: false }
+    }
+
     fn host(text: &str) -> Namespace {
         Namespace { id: "mnt:[1]".into(), is_host: true, pids: vec![1], mounts: parse(text) }
     }
@@ -427,26 +432,7 @@ mod tests {
         );
         let snap = Snapshot {
             namespaces: vec![host(&text)],
-            loops: vec![
-                Loop {
-                    name: "loop0".into(),
-                    major: 7,
-                    minor: 0,
-                    backing: "/isos/Win10.iso".into(),
-                    autoclear: false,
-                    partitions: vec![],
-                    busy: false,
-                },
-                Loop {
-                    name: "loop1".into(),
-                    major: 7,
-                    minor: 1,
-                    backing: "/var/lib/vm.img".into(),
-                    autoclear: false,
-                    partitions: vec![],
-                    busy: false,
-                },
-            ],
+            loops: vec![lp("loop0", 0, "/isos/Win10.iso", false), lp("loop1", 1, "/var/lib/vm.img", false)],
             dirs: vec![
                 Dir { path: "/media/woeusb_source_1690000000_4242".into(), empty: true },
                 Dir { path: "/media/woeusb_target_1690000001_4242".into(), empty: false },
@@ -547,24 +533,8 @@ mod tests {
         let snap = Snapshot {
             namespaces: vec![host(&format!("{BASE}60 22 0:70 / /mnt/stuck rw - tmpfs tmpfs rw\n"))],
             loops: vec![
-                Loop {
-                    name: "loop5".into(),
-                    major: 7,
-                    minor: 5,
-                    backing: "/tmp/old.iso (deleted)".into(),
-                    autoclear: false,
-                    partitions: vec![],
-                    busy: false,
-                },
-                Loop {
-                    name: "loop6".into(),
-                    major: 7,
-                    minor: 6,
-                    backing: "/tmp/gone.img (deleted)".into(),
-                    autoclear: true,
-                    partitions: vec![],
-                    busy: false,
-                },
+                lp("loop5", 5, "/tmp/old.iso (deleted)", false),
+                lp("loop6", 6, "/tmp/gone.img (deleted)", true),
             ],
             dirs: vec![],
             live: vec![],
@@ -577,15 +547,7 @@ mod tests {
 
     #[test]
     fn loops_in_use_elsewhere_are_never_detached() {
-        let l = |name: &str, minor, backing: &str| Loop {
-            name: name.into(),
-            major: 7,
-            minor,
-            backing: backing.into(),
-            autoclear: false,
-            partitions: vec![],
-            busy: false,
-        };
+        let l = |name: &str, minor, backing: &str| lp(name, minor, backing, false);
         // loop9 backs a leftover mount, but the user has it mounted at /mnt/iso too
         let text = format!(
             "{BASE}40 22 7:9 / /media/woeusb_source_1690000000_4242 ro - udf /dev/loop9 ro\n\
@@ -611,15 +573,7 @@ mod tests {
         let text = format!("{BASE}40 22 7:0 / /media/woeusb_source_1690000000_4242 ro - udf /dev/loop0 ro\n");
         let snap = Snapshot {
             namespaces: vec![host(&text)],
-            loops: vec![Loop {
-                name: "loop0".into(),
-                major: 7,
-                minor: 0,
-                backing: "/w.iso".into(),
-                autoclear: false,
-                partitions: vec![],
-                busy: false,
-            }],
+            loops: vec![lp("loop0", 0, "/w.iso", false)],
             dirs: vec![Dir { path: "/media/woeusb_source_1690000000_4242".into(), empty: true }],
             live: vec![(4242, "bash".into())],
             ..Default::default()
@@ -684,15 +638,7 @@ mod tests {
             }
             let snap = Snapshot {
                 namespaces: vec![host(&text)],
-                loops: vec![Loop {
-                    name: "loop0".into(),
-                    major: 7,
-                    minor: 0,
-                    backing: "/x/y.img".into(),
-                    autoclear: false,
-                    partitions: vec![],
-                    busy: false,
-                }],
+                loops: vec![lp("loop0", 0, "/x/y.img", false)],
                 dirs,
                 live: vec![(4242, "bash".into())],
                 procs: vec![Proc {

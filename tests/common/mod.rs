@@ -65,6 +65,25 @@ pub fn fixture() -> Fixture {
     Fixture { iso: iso.clone(), tree: dir.join("win.d"), manifest: dir.join("win.sha256") }
 }
 
+/// Build a small UDF + Joliet ISO from `tree` with genisoimage (the way the fixture's ISO is built).
+pub fn make_iso(tree: &Path, iso: &Path) {
+    let out = Command::new("genisoimage").args(["-quiet", "-udf", "-J", "-o"]).arg(iso).arg(tree).output().unwrap();
+    assert!(out.status.success(), "genisoimage: {}", text(&out));
+}
+
+/// Give the calling test thread (and the processes it starts) a private mount namespace: whatever the test
+/// mounts from now on never reaches the host's mount table, and goes away with the thread's processes.
+pub fn private_mount_namespace() {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
+    nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).unwrap();
+}
+
+/// Cover `dir` with a fresh tmpfs (call only inside `private_mount_namespace`).
+pub fn cover_with_tmpfs(dir: &str) {
+    nix::mount::mount(Some("woesafe-test"), dir, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
+}
+
 /// Run woesafe with arguments.
 pub fn woesafe(args: &[&str]) -> Output {
     woesafe_pid(args).0

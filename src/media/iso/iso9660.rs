@@ -195,7 +195,7 @@ pub(crate) fn read(image: &Image, pvd: u64, joliet: Option<u64>) -> Result<Volum
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::media::iso::test_support::{read_all, write_temp};
+    use crate::media::iso::test_support::{read_all, read_in_chunks, write_temp};
     use crate::media::iso::{IsoError, IsoFormat, IsoFs};
     use std::io::{Read, Write};
 
@@ -344,16 +344,7 @@ pub(crate) mod tests {
         // Small reads cross the extent boundary too.
         let i = fs.entries().iter().position(|e| e.path == "big file.bin");
         let mut r = fs.open_file(i.expect("big file")).expect("open");
-        let mut small = Vec::new();
-        let mut buf = [0u8; 7];
-        loop {
-            let n = r.read(&mut buf).expect("read");
-            if n == 0 {
-                break;
-            }
-            small.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(small, want);
+        assert_eq!(read_in_chunks(&mut r, 7), want);
         assert!(matches!(fs.open_file(0), Err(IsoError::IsDirectory { .. })));
         assert!(matches!(fs.open_file(99), Err(IsoError::NoSuchEntry { .. })));
     }

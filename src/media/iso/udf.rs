@@ -616,7 +616,7 @@ pub(crate) fn read(image: &Image) -> Result<Volume, IsoError> {
 mod tests {
     use super::*;
     use crate::media::iso::iso9660::tests as iso_build;
-    use crate::media::iso::test_support::{read_all, write_temp};
+    use crate::media::iso::test_support::{read_all, read_in_chunks, write_temp};
     use crate::media::iso::{IsoFs, Recognition};
     use std::io::{Read, Write};
 
@@ -916,16 +916,7 @@ mod tests {
         check_udf_tree(&fs);
         // Odd-sized reads across the extents and the hole.
         let mut r = fs.open_file(3).expect("open two.bin");
-        let mut got = Vec::new();
-        let mut buf = [0u8; 333];
-        loop {
-            let n = r.read(&mut buf).expect("read");
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(got, two_bin());
+        assert_eq!(read_in_chunks(&mut r, 333), two_bin());
     }
 
     #[test]
