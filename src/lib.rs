@@ -8,6 +8,7 @@ pub mod media;
 pub mod recover;
 pub mod sys;
 pub mod target;
+pub mod tree;
 pub mod worker;
 pub mod write;
 

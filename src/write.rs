@@ -5,21 +5,27 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::mount::MsFlags;
 
-use crate::boot::bios;
+use crate::boot::{bios, uefi};
 use crate::copy::{SourceTree, TargetTree, copy_tree};
 use crate::media::SourceEntry;
 use crate::media::source::{self, Source, SourceError};
+use crate::media::wim::{self, FAT32_MAX_FILE, PART_MIB};
 use crate::sys::loopdev::{LoopDevice, LoopWindow, device_size};
 use crate::sys::mount::MountGuard;
+use crate::sys::staging::{self, Staging};
+use crate::target::choose::{self, BigFile, Fs};
 use crate::target::fat::{self, MountedTarget};
 use crate::target::fatwrite::FatWriter;
+use crate::target::ntfs::{self, NtfsMount};
 use crate::target::safety::Inventory;
-use crate::target::{label, mbr};
+use crate::target::units::human;
+use crate::target::{gpt, label, mbr};
+use crate::tree::{Added, Origin, Plan, Tree};
 use crate::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest};
 use crate::worker::helper;
 use crate::worker::init::{Link, stop_requested};
@@ -66,6 +72,22 @@ pub enum WriteError {
     },
     #[error("lost contact with the supervisor: {0}")]
     Frame(#[from] crate::worker::frame::FrameError),
+    #[error(transparent)]
+    Staging(#[from] crate::sys::staging::StagingError),
+    #[error("scratch space: {what}: {source}")]
+    Scratch {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("wimlib-imagex split made {part} of {size} bytes, over FAT32's file-size limit")]
+    PartTooBig { part: String, size: u64 },
+    #[error("wimlib-imagex split of {wim} reported success but made no parts")]
+    NoParts { wim: String },
+    #[error(transparent)]
+    Ntfs(#[from] crate::target::ntfs::NtfsError),
+    #[error(transparent)]
+    Uefi(#[from] crate::boot::uefi::UefiError),
     #[error("stopped on request")]
     Stopped,
 }
@@ -97,85 +119,6 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
         Ok(None) => Up::Aborted,
         Err(e) if e.is_stop() || stop_requested() => Up::Stopped { step: job.step, state: job.state },
         Err(e) => Up::Failed { step: job.step, message: e.to_string(), state: job.state, refused: false },
-    }
-}
-
-/// What woesafe adds to the ISO's tree: the directories it needs and files with their content — GRUB's
-/// boot/grub/grub.cfg for BIOS boot, autounattend.xml for Windows 11 setup options. A file the ISO already has
-/// (in any letter case: FAT and GRUB ignore case) is replaced, never copied and then overwritten.
-struct Additions {
-    dirs: Vec<SourceEntry>,
-    files: Vec<(SourceEntry, Vec<u8>)>,
-}
-
-impl Additions {
-    fn new(entries: &[SourceEntry], bios: bool, answer_file: Option<&str>) -> Additions {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-        let mut add = Additions { dirs: Vec::new(), files: Vec::new() };
-        let existing = |want: &str, dir: bool| {
-            entries.iter().find(|e| e.is_dir == dir && e.path.eq_ignore_ascii_case(want)).map(|e| e.path.clone())
-        };
-        if bios {
-            let mut parent = String::new();
-            for name in ["boot", "grub"] {
-                let want = if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") };
-                parent = match existing(&want, true) {
-                    Some(p) => p,
-                    None => {
-                        add.dirs.push(SourceEntry { path: want.clone(), is_dir: true, size: 0, mtime: now });
-                        want
-                    }
-                };
-            }
-            let cfg = existing(&format!("{parent}/grub.cfg"), false).unwrap_or(format!("{parent}/grub.cfg"));
-            let content = bios::GRUB_CFG.as_bytes().to_vec();
-            add.files.push((SourceEntry { path: cfg, is_dir: false, size: content.len() as u64, mtime: now }, content));
-        }
-        if let Some(xml) = answer_file {
-            let path = existing(crate::media::unattend::FILE_NAME, false)
-                .unwrap_or_else(|| crate::media::unattend::FILE_NAME.to_string());
-            let content = xml.as_bytes().to_vec();
-            add.files.push((SourceEntry { path, is_dir: false, size: content.len() as u64, mtime: now }, content));
-        }
-        add
-    }
-
-    /// Whether the ISO's entry is replaced by one of ours.
-    fn replaces(&self, e: &SourceEntry) -> bool {
-        !e.is_dir && self.files.iter().any(|(f, _)| f.path.eq_ignore_ascii_case(&e.path))
-    }
-
-    /// The whole tree as it will be on the stick (parents before children).
-    fn planned(&self, entries: &[SourceEntry]) -> Vec<SourceEntry> {
-        let mut out: Vec<SourceEntry> = entries.iter().filter(|e| !self.replaces(e)).cloned().collect();
-        out.extend(self.dirs.iter().cloned());
-        out.extend(self.files.iter().map(|(f, _)| f.clone()));
-        out
-    }
-}
-
-/// The source minus the files our additions replace.
-struct Without<'a> {
-    inner: &'a Source,
-    entries: Vec<SourceEntry>,
-    index: Vec<usize>,
-}
-
-impl<'a> Without<'a> {
-    fn new(inner: &'a Source, add: &Additions) -> Self {
-        let (entries, index) =
-            inner.entries().iter().enumerate().filter(|(_, e)| !add.replaces(e)).map(|(i, e)| (e.clone(), i)).unzip();
-        Without { inner, entries, index }
-    }
-}
-
-impl SourceTree for Without<'_> {
-    fn entries(&self) -> &[SourceEntry] {
-        &self.entries
-    }
-    fn open(&self, index: usize) -> std::io::Result<Box<dyn Read + '_>> {
-        self.inner.open(self.index[index])
     }
 }
 
@@ -250,32 +193,138 @@ impl Job<'_> {
         } else {
             Source::open_userspace(&req.iso)?
         };
-        let use_kernel_target = match req.target_driver {
-            Driver::Kernel => true,
-            Driver::Userspace => false,
-            Driver::Auto => source::kernel_has("vfat"),
-        };
         let source_desc = source.describe();
-        let target_desc =
-            if use_kernel_target { "vfat (kernel mount)" } else { "FAT32 (userspace writer)" }.to_string();
+        let entries = source.entries();
+        let layout = source::layout(entries);
+        let mtime_now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+
+        // The filesystem: FAT32 unless a file over its limit cannot be split.
+        let big: Vec<BigFile> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.is_dir && e.size > FAT32_MAX_FILE)
+            .map(|(i, e)| BigFile {
+                path: e.path.clone(),
+                size: e.size,
+                wim: choose::is_install_image(&e.path).then(|| inspect_wim(&source, i)),
+            })
+            .collect();
+        let choice = choose::choose(req.fs, &big);
+        let fs = choice.as_ref().map_or(Fs::Fat32, |c| c.fs);
+        let use_kernel_target = match (req.target_driver, fs) {
+            (Driver::Kernel, _) => true,
+            (Driver::Userspace, _) => false,
+            (Driver::Auto, Fs::Fat32) => source::kernel_has("vfat"),
+            (Driver::Auto, Fs::Ntfs) => source::kernel_has("ntfs3"),
+        };
+        let target_desc = match (fs, use_kernel_target) {
+            (Fs::Fat32, true) => "vfat (kernel mount)",
+            (Fs::Fat32, false) => "FAT32 (userspace writer)",
+            (Fs::Ntfs, true) => "ntfs3 (kernel mount)",
+            (Fs::Ntfs, false) => "NTFS (ntfs-3g, FUSE)",
+        }
+        .to_string();
         if req.source_driver == Driver::Auto || req.target_driver == Driver::Auto {
             self.info(format!("Drivers: source {source_desc}, target {target_desc} (auto: from /proc/filesystems)"))?;
         }
 
+        // Windows 7: no UEFI loader on the ISO; its install.wim carries one.
+        let cversion = find_file(entries, "sources/cversion.ini")
+            .filter(|&i| entries[i].size < 64 << 10)
+            .and_then(|i| read_small(&source, i));
+        let win7 = if req.boot.uefi() && !layout.has_uefi_loader && uefi::is_windows7(cversion.as_deref()) {
+            find_file(entries, "sources/install.wim").map(|i| {
+                let image = inspect_wim(&source, i).ok().and_then(|w| w.x64_images.first().copied()).unwrap_or(1);
+                (i, image)
+            })
+        } else {
+            None
+        };
+
+        // Scratch space: WIM parts, and a copy of the WIM itself when the ISO is read in userspace (wimlib
+        // needs a file).
+        let split: Vec<usize> = match &choice {
+            Ok(c) => c.split.iter().filter_map(|p| find_file(entries, p)).collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut staged_wims: Vec<usize> = split.clone();
+        if let Some((i, _)) = win7
+            && !staged_wims.contains(&i)
+        {
+            staged_wims.push(i);
+        }
+        let mut scratch_bytes: u64 = split.iter().map(|&i| entries[i].size).sum();
+        if !use_kernel_source {
+            scratch_bytes += staged_wims.iter().map(|&i| entries[i].size).sum::<u64>();
+        }
+        if win7.is_some() {
+            scratch_bytes += 16 << 20;
+        }
+        let scratch_problem = (scratch_bytes > 0)
+            .then(|| {
+                let need = staging::image_size(scratch_bytes);
+                match staging::free_bytes(&req.scratch_dir) {
+                    Ok(free) if free >= need => None,
+                    Ok(free) => Some(format!(
+                        "preparing the WIM needs {} of scratch space in {} and it has {} free: set TMPDIR to a \
+                         directory on a disk with more room{}",
+                        human(need),
+                        req.scratch_dir.display(),
+                        human(free),
+                        if split.is_empty() { "" } else { ", or use --fs ntfs (no splitting)" }
+                    )),
+                    Err(e) => Some(format!("cannot check the scratch space in {}: {e}", req.scratch_dir.display())),
+                }
+            })
+            .flatten();
+
         let span = match req.table {
             Table::Mbr => mbr::partition_span(req.target_size),
-            Table::Gpt => crate::target::gpt::partition_span(req.target_size),
+            Table::Gpt => gpt::partition_span(req.target_size),
         }
         .ok_or(WriteError::NoRoom { path: req.target.clone(), size: req.target_size })?;
-        let entries = source.entries();
-        let layout = source::layout(entries);
+        let bridge_bytes = match (&req.uefi_ntfs_image, fs == Fs::Ntfs && req.boot.uefi()) {
+            (_, false) => 0,
+            (Some(img), true) => uefi::check_uefi_ntfs_image(img)?,
+            (None, true) => uefi::BRIDGE_BYTES,
+        };
+        let (main, bridge) = if bridge_bytes > 0 {
+            let (m, b) = mbr::split_off_bridge(span, bridge_bytes)
+                .ok_or(WriteError::NoRoom { path: req.target.clone(), size: req.target_size })?;
+            (m, Some(b))
+        } else {
+            (span, None)
+        };
+
         let answer_file =
             crate::media::unattend::answer_file(&req.bypass, crate::media::unattend::architecture(entries));
-        let additions = Additions::new(entries, req.boot.bios(), answer_file.as_deref());
         if answer_file.is_some() {
             let names: Vec<String> = req.bypass.iter().map(|b| format!("{b:?}").to_lowercase()).collect();
             self.info(format!("Windows 11 setup options: autounattend.xml bypassing {}", names.join(", ")))?;
         }
+        let mut ours = Vec::new();
+        if req.boot.bios() {
+            ours.push(bytes_file(bios::GRUB_CFG_PATH, bios::GRUB_CFG.as_bytes(), mtime_now));
+        }
+        if let Some(xml) = &answer_file {
+            ours.push(bytes_file(crate::media::unattend::FILE_NAME, xml.as_bytes(), mtime_now));
+        }
+        // The tree as planned (part sizes estimated) for the checks; rebuilt with the real parts later.
+        let removed: Vec<String> = split.iter().map(|&i| entries[i].path.clone()).collect();
+        let mut planned_added = ours.clone();
+        for &i in &split {
+            planned_added.extend(estimated_parts(&entries[i]));
+        }
+        if win7.is_some() {
+            planned_added.push(Added {
+                path: uefi::UEFI_LOADER.into(),
+                size: 2 << 20,
+                mtime: mtime_now,
+                origin: Origin::Planned,
+            });
+        }
+        let planned = Plan::build(entries, &removed, &planned_added);
         let volume_id = source.volume_id();
         let inventory = Inventory {
             volume_id: volume_id.clone(),
@@ -287,17 +336,59 @@ impl Job<'_> {
             is_windows: layout.is_windows,
             has_bootmgr: layout.has_bootmgr,
             has_uefi_loader: layout.has_uefi_loader,
-            needed_bytes: fat::estimate_disk_bytes(entries, span.size),
-            fat_problem: crate::target::fatwrite::check_tree(&additions.planned(entries)).err().map(|e| e.to_string()),
+            needed_bytes: match fs {
+                Fs::Fat32 => fat::estimate_disk_bytes(&planned.entries, main.size),
+                Fs::Ntfs => ntfs::estimate_disk_bytes(&planned.entries),
+            } + bridge_bytes,
+            fat_problem: crate::target::fatwrite::check_tree(&planned.entries).err().map(|e| e.to_string()),
             has_answer_file: entries
                 .iter()
                 .any(|e| !e.is_dir && e.path.eq_ignore_ascii_case(crate::media::unattend::FILE_NAME)),
+            fs: choice.clone(),
+            scratch_problem,
+            scratch_bytes,
+            win7_image: win7.map(|(_, image)| image),
         };
         self.link.send(&Up::Inventory(Box::new(inventory)))?;
         match self.link.recv()? {
             Some(Down::Proceed) => {}
             _ => return Ok(None),
         }
+
+        // Prepare, in scratch space and before the target is touched: split the WIM, extract the loader.
+        let mut added = ours;
+        let mut split_report = None;
+        let scratch = if scratch_bytes > 0 {
+            self.enter(Step::Prepare)?;
+            let scratch = Staging::create(&req.scratch_dir, scratch_bytes, &work.path().join("scratch"))?;
+            self.link.send(&Up::Devices(vec![scratch.device_name()]))?;
+            let mut wim_paths = Vec::new();
+            for &i in &staged_wims {
+                let path = match source.local_path(i) {
+                    Some(p) => p,
+                    None => self.stage_file(&source, i, &scratch.path().join(format!("source-{i}.wim")))?,
+                };
+                wim_paths.push((i, path));
+            }
+            for &i in &split {
+                let wim = &wim_paths.iter().find(|(j, _)| *j == i).expect("staged").1;
+                let parts = self.split_wim(wim, &entries[i], scratch.path())?;
+                split_report = Some((entries[i].path.clone(), parts.len()));
+                added.extend(parts);
+                if win7.is_none_or(|(w, _)| w != i) && source.local_path(i).is_none() {
+                    let _ = std::fs::remove_file(wim);
+                }
+            }
+            if let Some((i, image)) = win7 {
+                let wim = &wim_paths.iter().find(|(j, _)| *j == i).expect("staged").1;
+                added.push(self.extract_win7_loader(wim, image, scratch.path(), mtime_now)?);
+            }
+            Some(scratch)
+        } else {
+            None
+        };
+        let scratch_dev: Vec<String> = scratch.iter().map(Staging::device_name).collect();
+        let tree = Tree { plan: Plan::build(entries, &removed, &added), source: &source };
 
         // The disk: the block device itself, or the image file on an autoclear loop device.
         let target_file = OpenOptions::new()
@@ -324,19 +415,27 @@ impl Job<'_> {
         let dev_err = |source| WriteError::Device { path: disk_path.clone(), source };
 
         let disk_name = disk_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        self.link.send(&Up::Devices(vec![disk_name.clone()]))?;
+        self.link.send(&Up::Devices([vec![disk_name.clone()], scratch_dev.clone()].concat()))?;
         self.enter(Step::Wipe)?;
         self.state = TargetState::Wiped;
         zero_range(&disk, &disk_path, 0, 1 << 20)?;
-        zero_range(&disk, &disk_path, span.offset, (1u64 << 20).min(span.size))?;
+        for part in [Some(main), bridge].into_iter().flatten() {
+            zero_range(&disk, &disk_path, part.offset, (1u64 << 20).min(part.size))?;
+        }
         let tail = found.saturating_sub(1 << 20).max(span.offset + (1 << 20));
         zero_range(&disk, &disk_path, tail, found.saturating_sub(tail))?;
 
         self.enter(Step::Partition)?;
+        let label = req.label.clone().unwrap_or_else(|| label::derive(&volume_id));
         match req.table {
             Table::Mbr => {
-                let table = mbr::build(span, random_u32(), mbr::PART_TYPE_FAT32_LBA);
-                disk.write_all_at(&table, 0).map_err(dev_err)?;
+                let main_type = match fs {
+                    Fs::Fat32 => mbr::PART_TYPE_FAT32_LBA,
+                    Fs::Ntfs => mbr::PART_TYPE_NTFS,
+                };
+                let mut parts = vec![(main, main_type)];
+                parts.extend(bridge.map(|b| (b, mbr::PART_TYPE_EFI)));
+                disk.write_all_at(&mbr::build(&parts, random_u32()), 0).map_err(dev_err)?;
             }
             Table::Gpt => {
                 let guid = || {
@@ -344,10 +443,14 @@ impl Job<'_> {
                     for chunk in b.chunks_mut(4) {
                         chunk.copy_from_slice(&random_u32().to_le_bytes());
                     }
-                    crate::target::gpt::random_guid(b)
+                    gpt::random_guid(b)
                 };
-                let name = req.label.clone().unwrap_or_else(|| label::derive(&volume_id));
-                for (offset, bytes) in crate::target::gpt::build(found, span, guid(), guid(), &name) {
+                let mut parts =
+                    vec![gpt::GptPart { span: main, type_guid: gpt::BASIC_DATA, guid: guid(), name: &label }];
+                if let Some(b) = bridge {
+                    parts.push(gpt::GptPart { span: b, type_guid: gpt::EFI_SYSTEM, guid: guid(), name: "UEFI:NTFS" });
+                }
+                for (offset, bytes) in gpt::build(found, &parts, guid()) {
                     disk.write_all_at(&bytes, offset).map_err(dev_err)?;
                 }
             }
@@ -359,50 +462,64 @@ impl Job<'_> {
         let part = LoopDevice::attach(
             &disk,
             &disk_path,
-            LoopWindow { offset: span.offset, size: span.size, read_only: false },
+            LoopWindow { offset: main.offset, size: main.size, read_only: false },
         )?;
         let part_name = part.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        self.link.send(&Up::Devices(vec![disk_name, part_name]))?;
-        let label = req.label.clone().unwrap_or_else(|| label::derive(&volume_id));
+        self.link.send(&Up::Devices([vec![disk_name, part_name], scratch_dev].concat()))?;
         let serial = random_u32();
-        let args = fat::mkfs_args(part.path(), span.size, &label, serial, span.offset / mbr::SECTOR);
-        helper::run("mkfs.fat", &args, "dosfstools")?;
+        let hidden = main.offset / mbr::SECTOR;
+        match fs {
+            Fs::Fat32 => {
+                let args = fat::mkfs_args(part.path(), main.size, &label, serial, hidden);
+                helper::run("mkfs.fat", &args, "dosfstools")?;
+            }
+            Fs::Ntfs => {
+                helper::run("mkntfs", &ntfs::mkntfs_args(part.path(), &label, hidden), "ntfs-3g")?;
+            }
+        }
         self.state = TargetState::Formatted;
 
         self.enter(Step::Mount)?;
         let part_err = |source| WriteError::Device { path: part.path().into(), source };
         let mut target_mount = None;
-        let mut target: Box<dyn TargetTree> = if use_kernel_target {
-            let dev = part.path().to_string_lossy().into_owned();
-            let m = MountGuard::mount(
-                &dev,
-                &work.path().join("target"),
-                "vfat",
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("utf8,shortname=mixed,errors=remount-ro"),
-            )?;
-            let t = MountedTarget::new(m.path());
-            target_mount = Some(m);
-            Box::new(t)
-        } else {
-            let planned = additions.planned(entries);
-            Box::new(FatWriter::open(part.file().try_clone().map_err(part_err)?, part.path(), &planned)?)
+        let mut ntfs_mount = None;
+        let mount_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        let mount_point = work.path().join("target");
+        let mut target: Box<dyn TargetTree> = match (fs, use_kernel_target) {
+            (Fs::Fat32, false) => {
+                Box::new(FatWriter::open(part.file().try_clone().map_err(part_err)?, part.path(), &tree.plan.entries)?)
+            }
+            (Fs::Fat32, true) | (Fs::Ntfs, true) => {
+                let (fstype, opts) = match fs {
+                    Fs::Fat32 => ("vfat", Some("utf8,shortname=mixed,errors=remount-ro")),
+                    Fs::Ntfs => ("ntfs3", None),
+                };
+                let dev = part.path().to_string_lossy().into_owned();
+                let m = MountGuard::mount(&dev, &mount_point, fstype, mount_flags, opts)?;
+                let t = MountedTarget::new(m.path());
+                target_mount = Some(m);
+                Box::new(t)
+            }
+            (Fs::Ntfs, false) => {
+                let m = NtfsMount::mount(part.path(), &mount_point, &work.path().join("ntfs-3g.log"))?;
+                let t = MountedTarget::new(m.path());
+                ntfs_mount = Some(m);
+                Box::new(t)
+            }
         };
 
         self.enter(Step::Copy)?;
         // Through a mount, files appear as they are written; the userspace writer writes the directories and
         // FATs last, so until then the filesystem still reads as empty.
-        if use_kernel_target {
+        if use_kernel_target || fs == Fs::Ntfs {
             self.state = TargetState::FilesIncomplete;
         }
-        let total = layout.total_bytes;
+        let total = tree.plan.total_bytes();
         let mut last_sent = Instant::now();
         let link = &mut *self.link;
         let mut send_err = None;
-        // With BIOS boot our grub.cfg replaces any the ISO brings (it is written after the copy).
-        let copied = Without::new(&source, &additions);
         copy_tree(
-            &copied,
+            &tree,
             target.as_mut(),
             &mut |done| {
                 if send_err.is_none() && (done == total || last_sent.elapsed() >= Duration::from_millis(100)) {
@@ -418,19 +535,7 @@ impl Job<'_> {
             return Err(e.into());
         }
         self.link.send(&Up::Progress { done: total, total })?;
-        // Our own files: GRUB's configuration, the answer file.
-        for d in &additions.dirs {
-            target
-                .create_dir(&d.path, d.mtime)
-                .map_err(|source| WriteError::AddedFile { path: d.path.clone(), source })?;
-        }
-        for (f, content) in &additions.files {
-            let err = |source| WriteError::AddedFile { path: f.path.clone(), source };
-            let mut w = target.create_file(&f.path, f.mtime, f.size).map_err(err)?;
-            w.write_all(content).map_err(err)?;
-            w.flush().map_err(err)?;
-        }
-        target.finish(entries).map_err(|e| WriteError::Copy(crate::copy::CopyError::Finish(e)))?;
+        target.finish(&tree.plan.entries).map_err(|e| WriteError::Copy(crate::copy::CopyError::Finish(e)))?;
         self.state = TargetState::BootIncomplete;
 
         if req.boot.bios() {
@@ -444,25 +549,40 @@ impl Job<'_> {
         self.state = TargetState::NotFlushed;
         if req.boot.uefi() {
             self.enter(Step::BootUefi)?;
-            let loader = crate::boot::uefi::find_loader(entries).map(|e| e.path.clone());
-            match loader {
-                Some(p) => self.info(format!("UEFI: the stick boots through the ISO's /{p}"))?,
-                None => self
+            let loader = crate::boot::uefi::find_loader(&tree.plan.entries).map(|e| e.path.clone());
+            match (&loader, bridge) {
+                (None, _) => self
                     .link
                     .send(&Up::Warning("the ISO has no efi/boot/bootx64.efi: UEFI boot is not available".into()))?,
+                (Some(p), None) => self.info(format!("UEFI: the stick boots through /{p}"))?,
+                (Some(p), Some(b)) => {
+                    self.write_bridge(&disk, &disk_path, b, part.file(), part.path(), work.path())?;
+                    self.info(format!(
+                        "UEFI: the FAT bridge partition ({} at {} MiB) chain-loads /{p} from NTFS",
+                        human(b.size),
+                        b.offset >> 20
+                    ))?;
+                }
             }
         }
 
         self.enter(Step::Flush)?;
         drop(target); // everything was written by finish(); what is left is the flush below
-        if target_mount.is_none() {
+        if target_mount.is_none() && ntfs_mount.is_none() {
             part.file().sync_all().map_err(part_err)?;
         }
 
         self.enter(Step::Unmount)?;
         if let Some(m) = target_mount.take() {
             m.unmount()?;
-            part.file().sync_all().map_err(part_err)?;
+        }
+        if let Some(m) = ntfs_mount.take() {
+            m.unmount(Duration::from_secs(600))?;
+        }
+        part.file().sync_all().map_err(part_err)?;
+        drop(tree);
+        if let Some(s) = scratch {
+            s.close()?;
         }
         source.close()?;
         drop(part);
@@ -474,15 +594,213 @@ impl Job<'_> {
             label,
             serial: format!("{:04X}-{:04X}", serial >> 16, serial & 0xFFFF),
             table: req.table,
-            partition_offset: span.offset,
-            partition_size: span.size,
+            partition_offset: main.offset,
+            partition_size: main.size,
             dirs: layout.dirs,
             files: layout.files,
             bytes: total,
             bios: req.boot.bios(),
-            uefi: req.boot.uefi() && layout.has_uefi_loader,
+            uefi: req.boot.uefi() && crate::boot::uefi::find_loader(&planned.entries).is_some(),
             source_driver: source_desc,
             target_driver: target_desc,
+            fs,
+            split: split_report,
+            bridge: bridge.map(|b| (b.offset, b.size)),
+            win7_loader_from_image: win7.map(|(_, image)| image),
         }))
     }
+
+    /// Copy an ISO file into the scratch space (wimlib reads WIMs from files), with progress.
+    fn stage_file(&mut self, source: &Source, index: usize, dest: &Path) -> Result<PathBuf, WriteError> {
+        let entry = &source.entries()[index];
+        let err = |source| WriteError::Scratch { what: format!("copying {} to scratch space", entry.path), source };
+        let mut from = source.open(index).map_err(err)?;
+        let mut to = File::create(dest).map_err(err)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        let mut last = Instant::now();
+        loop {
+            if stop_requested() {
+                return Err(WriteError::Stopped);
+            }
+            let n = from.read(&mut buf).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            to.write_all(&buf[..n]).map_err(err)?;
+            done += n as u64;
+            if last.elapsed() >= Duration::from_millis(200) {
+                last = Instant::now();
+                self.link.send(&Up::Progress { done, total: entry.size })?;
+            }
+        }
+        if done != entry.size {
+            return Err(WriteError::Copy(crate::copy::CopyError::ShortRead {
+                path: entry.path.clone(),
+                expected: entry.size,
+                got: done,
+            }));
+        }
+        Ok(dest.to_path_buf())
+    }
+
+    /// `wimlib-imagex split` into parts of at most PART_MIB MiB, with progress from the parts' growing sizes;
+    /// its exit status is checked, and so is every part's size.
+    fn split_wim(&mut self, wim: &Path, entry: &SourceEntry, scratch: &Path) -> Result<Vec<Added>, WriteError> {
+        let dir = scratch.join("parts");
+        std::fs::create_dir(&dir)
+            .map_err(|source| WriteError::Scratch { what: "creating the parts directory".into(), source })?;
+        let stem = "install";
+        self.info(format!("Splitting {} ({}) into parts of at most {PART_MIB} MiB", entry.path, human(entry.size)))?;
+        let args = vec![
+            "split".to_string(),
+            wim.to_string_lossy().into_owned(),
+            dir.join(format!("{stem}.swm")).to_string_lossy().into_owned(),
+            PART_MIB.to_string(),
+        ];
+        let mut last = Instant::now();
+        let link = &mut *self.link;
+        let total = entry.size;
+        helper::run_watching("wimlib-imagex", &args, "wimtools", &mut || {
+            if last.elapsed() >= Duration::from_millis(200) {
+                last = Instant::now();
+                let done: u64 = std::fs::read_dir(&dir)
+                    .map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+                    .unwrap_or(0);
+                let _ = link.send(&Up::Progress { done: done.min(total), total });
+            }
+        })?;
+        let mut parts = Vec::new();
+        for n in 1.. {
+            let name = wim::part_name(stem, n);
+            let path = dir.join(&name);
+            let Ok(meta) = std::fs::metadata(&path) else { break };
+            if meta.len() > FAT32_MAX_FILE {
+                return Err(WriteError::PartTooBig { part: name, size: meta.len() });
+            }
+            let iso_dir = entry.path.rsplit_once('/').map_or("", |(d, _)| d);
+            parts.push(Added {
+                path: if iso_dir.is_empty() { name } else { format!("{iso_dir}/{name}") },
+                size: meta.len(),
+                mtime: entry.mtime,
+                origin: Origin::Staged(path),
+            });
+        }
+        if parts.is_empty() {
+            return Err(WriteError::NoParts { wim: entry.path.clone() });
+        }
+        let sizes: Vec<String> = parts.iter().map(|p| human(p.size)).collect();
+        self.info(format!("Split {} into {} parts ({})", entry.path, parts.len(), sizes.join(", ")))?;
+        Ok(parts)
+    }
+
+    /// Windows 7: extract the UEFI boot manager from install.wim's x64 image into efi/boot/bootx64.efi, and
+    /// check that it is a non-empty x86_64 PE program.
+    fn extract_win7_loader(&mut self, wim: &Path, image: u32, scratch: &Path, mtime: i64) -> Result<Added, WriteError> {
+        let dir = scratch.join("loader");
+        std::fs::create_dir(&dir)
+            .map_err(|source| WriteError::Scratch { what: "creating the loader directory".into(), source })?;
+        let args = vec![
+            "extract".to_string(),
+            wim.to_string_lossy().into_owned(),
+            image.to_string(),
+            uefi::WIN7_LOADER_IN_WIM.into(),
+            format!("--dest-dir={}", dir.display()),
+            "--no-acls".into(),
+            "--no-attributes".into(),
+        ];
+        helper::run("wimlib-imagex", &args, "wimtools")?;
+        let path = dir.join("bootmgfw.efi");
+        let data = std::fs::read(&path)
+            .map_err(|source| WriteError::Scratch { what: format!("reading {}", path.display()), source })?;
+        uefi::check_pe_x64(&data)
+            .map_err(|what| crate::boot::uefi::UefiError::BadLoader { path: uefi::WIN7_LOADER_IN_WIM.into(), what })?;
+        self.info(format!(
+            "Windows 7: UEFI loader extracted from install.wim image {image} ({} bytes) as /{}",
+            data.len(),
+            uefi::UEFI_LOADER
+        ))?;
+        Ok(Added { path: uefi::UEFI_LOADER.into(), size: data.len() as u64, mtime, origin: Origin::Staged(path) })
+    }
+
+    /// The UEFI bridge of an NTFS stick: the user's UEFI:NTFS image written as the partition, or a FAT
+    /// partition with a GRUB EFI image that finds the NTFS volume by its serial number and chain-loads its
+    /// efi/boot/bootx64.efi.
+    fn write_bridge(
+        &mut self,
+        disk: &File,
+        disk_path: &Path,
+        bridge: mbr::PartitionSpan,
+        ntfs_part: &File,
+        ntfs_path: &Path,
+        work: &Path,
+    ) -> Result<(), WriteError> {
+        let dev_err = |source| WriteError::Device { path: disk_path.into(), source };
+        if let Some(img) = &self.req.uefi_ntfs_image {
+            let data = std::fs::read(img).map_err(|source| uefi::UefiError::Read { path: img.clone(), source })?;
+            disk.write_all_at(&data, bridge.offset).map_err(dev_err)?;
+            return Ok(());
+        }
+        let uuid = ntfs::volume_uuid(ntfs_part, ntfs_path)?;
+        let cfg = work.join("bridge.cfg");
+        let efi = work.join("bridge.efi");
+        std::fs::write(&cfg, uefi::bridge_cfg(&uuid))
+            .map_err(|source| WriteError::Scratch { what: "writing the bridge configuration".into(), source })?;
+        helper::run("grub-mkstandalone", &uefi::bridge_mkstandalone_args(&efi, &cfg), "grub-efi-amd64-bin")?;
+        let lo = LoopDevice::attach(
+            disk,
+            disk_path,
+            LoopWindow { offset: bridge.offset, size: bridge.size, read_only: false },
+        )?;
+        let dev = lo.path().to_string_lossy().into_owned();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+        helper::run("mkfs.fat", &s(&["-n", "UEFI_NTFS", &dev]), "dosfstools")?;
+        helper::run("mmd", &s(&["-i", &dev, "::/EFI", "::/EFI/BOOT"]), "mtools")?;
+        helper::run("mcopy", &s(&["-i", &dev, &efi.to_string_lossy(), "::/EFI/BOOT/BOOTX64.EFI"]), "mtools")?;
+        lo.file().sync_all().map_err(|source| WriteError::Device { path: lo.path().into(), source })?;
+        Ok(())
+    }
+}
+
+/// An ISO file by path, in any letter case.
+fn find_file(entries: &[SourceEntry], path: &str) -> Option<usize> {
+    entries.iter().position(|e| !e.is_dir && e.path.eq_ignore_ascii_case(path))
+}
+
+fn read_small(source: &Source, index: usize) -> Option<String> {
+    let mut text = Vec::new();
+    source.open(index).ok()?.read_to_end(&mut text).ok()?;
+    // cversion.ini may be UTF-16 (with a BOM) or ASCII.
+    if text.starts_with(&[0xFF, 0xFE]) {
+        let units: Vec<u16> = text[2..].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        return Some(String::from_utf16_lossy(&units));
+    }
+    Some(String::from_utf8_lossy(&text).into_owned())
+}
+
+fn inspect_wim(source: &Source, index: usize) -> Result<wim::WimInfo, String> {
+    let mut r = source.open_seekable(index).map_err(|e| e.to_string())?;
+    wim::inspect(&mut r).map_err(|e| e.to_string())
+}
+
+fn bytes_file(path: &str, content: &[u8], mtime: i64) -> Added {
+    Added { path: path.into(), size: content.len() as u64, mtime, origin: Origin::Bytes(content.to_vec()) }
+}
+
+/// The parts a split will make, for the checks before writing (sizes estimated: full parts, then the rest).
+fn estimated_parts(wim_entry: &SourceEntry) -> Vec<Added> {
+    let part = PART_MIB << 20;
+    let n = wim_entry.size.div_ceil(part).max(1) as usize;
+    let dir = wim_entry.path.rsplit_once('/').map_or("", |(d, _)| d);
+    (1..=n)
+        .map(|k| {
+            let name = wim::part_name("install", k);
+            Added {
+                path: if dir.is_empty() { name } else { format!("{dir}/{name}") },
+                size: if k < n { part } else { wim_entry.size - part * (n as u64 - 1) },
+                mtime: wim_entry.mtime,
+                origin: Origin::Planned,
+            }
+        })
+        .collect()
 }

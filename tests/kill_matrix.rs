@@ -20,7 +20,7 @@ enum Kill {
 /// (pause-hook step name, the line woesafe prints when it enters the step)
 const PHASES: [(&str, &str); 6] = [
     ("wipe", "Wiping old signatures"),
-    ("format", "Formatting FAT32"),
+    ("format", "Formatting"),
     ("mount", "Opening the filesystems"),
     ("copy", "Copying files"),
     ("boot-bios", "Installing BIOS boot code"),

@@ -173,7 +173,7 @@ fn stall_while_formatting_is_reported() {
         return;
     }
     let fuse = FuseDir::new();
-    let (mut run, stopped_at) = start_and_hang_at(&fuse, &["--stall-timeout", "3"], "format", "Formatting FAT32");
+    let (mut run, stopped_at) = start_and_hang_at(&fuse, &["--stall-timeout", "3"], "format", "Formatting");
     let fired = run.wait_line("stalled: no byte moved", Duration::from_secs(20));
     assert!(
         fired.duration_since(stopped_at) <= Duration::from_secs(1 + 3 + 5),

@@ -1,13 +1,23 @@
 #!/usr/bin/env python3
 """Write the deterministic parts of the woesafe test ISO tree.
 
-Usage: make_test_tree.py TREE_DIR WIMSRC_DIR [--big-file-mib N]
+Usage: make_test_tree.py TREE_DIR WIMSRC_DIR [--big-file-mib N] [--win7]
+                         [--big-wim-mib N]
 
 Writes every file of the Windows-installer-like tree except the ones built by
 external tools (efi/boot/bootx64.efi, efi/microsoft/boot/efisys.bin,
 sources/boot.wim, sources/install.wim), and the small source directories the
 WIM files are captured from (under WIMSRC_DIR).  All content comes from a
 seeded PRNG, so two runs produce identical bytes.
+
+--win7 adds sources/cversion.ini (MinClient=7600.16385) and, in both install
+image sources, Windows/Boot/EFI/ files and a few Windows/System32/ files; the
+x86 image (install1) gets Windows/Boot/EFI/bootmgfw.efi = "NOT-THE-X64-LOADER"
+(make-test-iso puts the GRUB EFI image there in install2).
+--big-wim-mib N adds sparse filler files (5 or more, N MiB in total, each a
+unique random 64 KiB block followed by zeros) to the install image sources,
+alternately to install1 and install2.
+Both options draw from their own PRNGs, so every other file stays the same.
 
 Called by scripts/make-test-iso; not meant to be run on its own.
 """
@@ -57,6 +67,14 @@ def main():
         i = args.index("--big-file-mib")
         big_mib = int(args[i + 1])
         del args[i : i + 2]
+    big_wim_mib = 0
+    if "--big-wim-mib" in args:
+        i = args.index("--big-wim-mib")
+        big_wim_mib = int(args[i + 1])
+        del args[i : i + 2]
+    win7 = "--win7" in args
+    if win7:
+        args.remove("--win7")
     if len(args) != 2:
         sys.exit(__doc__)
     tree, wimsrc = args
@@ -168,6 +186,39 @@ def main():
     wimdir("boot2", 30, 120000)
     wimdir("install1", 40, 150000)
     wimdir("install2", 40, 150000)
+
+    # --- Windows 7 shape (own PRNG: the files above stay the same) ---------
+    if win7:
+        rng7 = random.Random(0x5AFE_0007)
+        write(
+            tree,
+            "sources/cversion.ini",
+            b"[HOSTBUILD]\r\nMinClient=7600.16385\r\nMinServer=7600.16385\r\n",
+        )
+        for name in ("install1", "install2"):
+            base = os.path.join(wimsrc, name)
+            write(base, "Windows/System32/ntoskrnl.exe", fake_pe(rng7, 9000))
+            write(base, "Windows/System32/kernel32.dll", fake_pe(rng7, 6000))
+            write(base, "Windows/System32/en-US/winload.exe.mui", fake_pe(rng7, 2500))
+            write(base, "Windows/Boot/EFI/memtest.efi", fake_pe(rng7, 3500))
+            write(base, "Windows/Boot/EFI/en-US/bootmgfw.efi.mui", fake_pe(rng7, 2000))
+            write(base, "Windows/Boot/PCAT/bootmgr", rng7.randbytes(4000))
+        # x86 image: a file a test can tell apart from the x64 GRUB loader.
+        write(os.path.join(wimsrc, "install1"), "Windows/Boot/EFI/bootmgfw.efi", b"NOT-THE-X64-LOADER")
+
+    # --- big install.wim filler (own PRNG, sparse) -----------------------
+    if big_wim_mib > 0:
+        rngw = random.Random(0x5AFE_B16_1)
+        total = big_wim_mib * MIB
+        count = max(5, -(-big_wim_mib // 512))  # files of at most ~512 MiB
+        for n in range(count):
+            size = total // count + (total % count if n == count - 1 else 0)
+            image = "install1" if n % 2 == 0 else "install2"
+            path = os.path.join(wimsrc, image, f"Windows/System32/DriverStore/filler{n:02d}.bin")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.truncate(size)
+                f.write(rngw.randbytes(min(65536, size)))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ use signal_hook::iterator::Signals;
 use super::exit;
 use crate::boot::BootMode;
 use crate::sys::procfs;
+use crate::target::choose::{Fs, FsRequest};
 use crate::target::disk::{self, TargetFacts};
 use crate::target::label;
 use crate::target::safety::{self, Inventory};
@@ -28,12 +29,6 @@ use crate::target::units::{human, parse_size};
 use crate::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest};
 use crate::worker::spawn::{Event, Worker};
 use crate::worker::watchdog;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FsChoice {
-    Fat32,
-    Ntfs,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct WriteArgs {
@@ -47,9 +42,13 @@ pub struct WriteArgs {
     /// Filesystem label (at most 11 characters; default: derived from the ISO's volume id)
     #[arg(long)]
     pub label: Option<String>,
-    /// Filesystem of the stick
-    #[arg(long, value_enum, default_value = "fat32")]
-    pub fs: FsChoice,
+    /// Filesystem of the stick: auto = FAT32 (splitting a big install.wim) unless that cannot work, then NTFS
+    #[arg(long, value_enum, default_value = "auto")]
+    pub fs: FsRequest,
+    /// NTFS sticks: write this UEFI:NTFS image (a FAT image, e.g. Rufus's Secure Boot signed one) as the UEFI
+    /// bridge partition instead of the GRUB bridge woesafe builds
+    #[arg(long, value_name = "FILE")]
+    pub uefi_ntfs_image: Option<PathBuf>,
     /// Which firmware the stick boots on (default: both with an MBR table, uefi with GPT)
     #[arg(long, value_enum)]
     pub boot: Option<BootMode>,
@@ -59,7 +58,8 @@ pub struct WriteArgs {
     /// How to read the ISO: kernel mount (udf/iso9660) or the userspace reader; auto asks /proc/filesystems
     #[arg(long, value_enum, default_value = "auto")]
     pub source_driver: Driver,
-    /// How to fill the FAT32 filesystem: kernel mount (vfat) or the userspace writer; auto asks /proc/filesystems
+    /// How to fill the stick's filesystem: kernel mount (vfat, ntfs3) or userspace (our FAT32 writer, ntfs-3g);
+    /// auto asks /proc/filesystems
     #[arg(long, value_enum, default_value = "auto")]
     pub target_driver: Driver,
     /// Do not ask for confirmation
@@ -117,7 +117,7 @@ impl Ui {
         if let Some(b) = self.bar.take() {
             b.finish(); // keep the finished bar on screen as the step's line
         }
-        if step == Step::Copy && self.tty && !self.quiet {
+        if matches!(step, Step::Copy | Step::Prepare) && self.tty && !self.quiet {
             let b = ProgressBar::new(0);
             b.set_style(
                 ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
@@ -255,6 +255,24 @@ fn make_work_dir() -> Result<PathBuf, Exit> {
 }
 use std::os::unix::fs::DirBuilderExt;
 
+/// Where the scratch file for WIM work goes: $TMPDIR when it names a directory, else /var/tmp (on disk, unlike
+/// a /tmp that may be RAM).
+fn scratch_dir() -> PathBuf {
+    match std::env::var_os("TMPDIR").map(PathBuf::from) {
+        Some(p) if p.is_absolute() && p.is_dir() => p,
+        _ => PathBuf::from("/var/tmp"),
+    }
+}
+
+/// Whether `program` is an executable file in $PATH (or /usr/sbin, /sbin, where mkntfs lives).
+fn in_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .any(|d| std::fs::metadata(d.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
 fn print_inventory(ui: &Ui, inv: &Inventory) {
     ui.line(&format!(
         "ISO: {} — {} files in {} directories, {} ({})",
@@ -268,7 +286,10 @@ fn print_inventory(ui: &Ui, inv: &Inventory) {
         for (path, size) in &inv.largest {
             ui.line(&format!("  largest: {path} ({})", human(*size)));
         }
-        ui.line(&format!("  FAT32 space needed: {}", human(inv.needed_bytes)));
+        ui.line(&format!("  space needed: {}", human(inv.needed_bytes)));
+    }
+    if let Ok(c) = &inv.fs {
+        ui.line(&format!("Filesystem: {} — {}", c.fs.name(), c.reason));
     }
 }
 
@@ -280,8 +301,9 @@ fn print_report(ui: &Ui, target: &Path, r: &Report, secs: f64) {
         (false, false) => "none",
     };
     ui.line(&format!(
-        "Done: {} — FAT32 \"{}\" (serial {}), {} partition 1 at {} MiB, {}; {} files, {} in {:.1} s; boots: {}",
+        "Done: {} — {} \"{}\" (serial {}), {} partition 1 at {} MiB, {}; {} files, {} in {:.1} s; boots: {}",
         target.display(),
+        r.fs.name(),
         r.label,
         r.serial,
         match r.table {
@@ -295,6 +317,15 @@ fn print_report(ui: &Ui, target: &Path, r: &Report, secs: f64) {
         secs,
         boot
     ));
+    if let Some((wim, parts)) = &r.split {
+        ui.line(&format!("  {wim} was split into {parts} parts (sources/install.swm, install2.swm, ...)"));
+    }
+    if let Some((offset, size)) = r.bridge {
+        ui.line(&format!("  UEFI bridge: partition 2 at {} MiB, {} (FAT)", offset >> 20, human(size)));
+    }
+    if let Some(image) = r.win7_loader_from_image {
+        ui.line(&format!("  Windows 7 UEFI loader: extracted from install.wim image {image}"));
+    }
 }
 
 pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
@@ -307,8 +338,18 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
         ));
     }
     let boot = args.boot_mode();
-    if args.fs == FsChoice::Ntfs {
-        return Err(fail(exit::USAGE, "--fs ntfs is not yet supported; use --fs fat32 (the default)"));
+    if let Some(img) = &args.uefi_ntfs_image {
+        if args.fs == FsRequest::Fat32 {
+            return Err(fail(
+                exit::USAGE,
+                "--uefi-ntfs-image is for NTFS sticks (FAT32 sticks boot UEFI directly); drop it, or use --fs ntfs",
+            ));
+        }
+        if !boot.uefi() {
+            return Err(fail(exit::USAGE, "--uefi-ntfs-image is for UEFI boot; drop it, or leave out --boot bios"));
+        }
+        crate::boot::uefi::check_uefi_ntfs_image(img)
+            .map_err(|e| fail(exit::USAGE, format!("--uefi-ntfs-image: {e}")))?;
     }
     let label = match &args.label {
         Some(l) => Some(label::validate(l).map_err(|e| fail(exit::USAGE, format!("--label: {e}")))?),
@@ -427,6 +468,9 @@ fn supervise(
         target_driver: args.target_driver,
         work_dir: work_dir.to_path_buf(),
         bypass: args.bypass.clone(),
+        fs: args.fs,
+        scratch_dir: scratch_dir(),
+        uefi_ntfs_image: args.uefi_ntfs_image.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
         pause_at,
     };
     // Threads first: once the worker is spawned the supervisor can start no more (see worker::spawn).
@@ -513,6 +557,9 @@ fn follow(
                     Up::Devices(d) => devices = d,
                     Up::Inventory(inv) => {
                         print_inventory(ui, &inv);
+                        if inv.scratch_bytes > 0 {
+                            ui.steps += 1; // the Prepare step
+                        }
                         let verdict = if first_signal.is_some() {
                             Err(fail(exit::REFUSED, "stopped before writing"))
                         } else {
@@ -603,7 +650,7 @@ fn follow(
             // The write failed on its own while stopping: its error is the news.
             Some(Ending::Failed(e)) => e.message.clone(),
             Some(Ending::Refused(_)) | Some(Ending::Aborted) | None
-                if matches!(ui.last_step, None | Some(Step::ReadIso)) =>
+                if matches!(ui.last_step, None | Some(Step::ReadIso) | Some(Step::Prepare)) =>
             {
                 format!(
                     "stopped by {} before anything was written.\nTarget state: the target was not changed",
@@ -660,11 +707,32 @@ fn decide(
              leave out --bypass to keep it",
         ));
     }
-    if args.boot_mode() == BootMode::Uefi && !inv.has_uefi_loader {
+    if args.boot_mode() == BootMode::Uefi && !inv.has_uefi_loader && inv.win7_image.is_none() {
         return Err(fail(
             exit::REFUSED,
-            "--boot uefi: the ISO has no efi/boot/bootx64.efi (Windows 7 ISOs are not supported yet); use --boot bios",
+            "--boot uefi: the ISO has no efi/boot/bootx64.efi and is not a Windows 7 ISO (whose install.wim carries \
+             one); use --boot bios",
         ));
+    }
+    if let Ok(c) = &inv.fs
+        && c.fs == Fs::Ntfs
+    {
+        let kernel = args.target_driver == Driver::Kernel
+            || (args.target_driver == Driver::Auto && crate::media::source::kernel_has("ntfs3"));
+        for (program, needed) in [("mkntfs", true), ("ntfs-3g", !kernel)] {
+            if needed && !in_path(program) {
+                return Err(fail(
+                    exit::REFUSED,
+                    format!(
+                        "the stick needs NTFS ({}) but {program} is not installed: install the Debian package ntfs-3g",
+                        c.reason
+                    ),
+                ));
+            }
+        }
+        if args.boot_mode().uefi() && args.uefi_ntfs_image.is_none() {
+            crate::boot::uefi::check_grub_efi_installed().map_err(|e| fail(exit::REFUSED, e))?;
+        }
     }
     if !args.yes {
         let q = format!("This will ERASE everything on {}.", describe_target(facts, target_size));

@@ -473,6 +473,7 @@ impl IsoFs {
             index: 0,
             within: 0,
             remaining: entry.size,
+            size: entry.size,
         })
     }
 }
@@ -487,6 +488,8 @@ pub struct IsoFileReader<'a> {
     within: u64,
     /// Bytes of the file still to read.
     remaining: u64,
+    /// The file's size.
+    size: u64,
 }
 
 impl fmt::Debug for IsoFileReader<'_> {
@@ -552,6 +555,30 @@ impl Read for IsoFileReader<'_> {
             self.remaining -= got as u64;
             return Ok(got);
         }
+    }
+}
+
+impl io::Seek for IsoFileReader<'_> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let target = match pos {
+            io::SeekFrom::Start(p) => Some(p),
+            io::SeekFrom::End(d) => self.size.checked_add_signed(d),
+            io::SeekFrom::Current(d) => (self.size - self.remaining).checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the file"))?;
+        let at = target.min(self.size);
+        let (mut index, mut skip) = (0, at);
+        while let Some(ext) = self.extents.get(index) {
+            if skip < ext.len() {
+                break;
+            }
+            skip -= ext.len();
+            index += 1;
+        }
+        self.index = index;
+        self.within = skip;
+        self.remaining = self.size - at;
+        Ok(target)
     }
 }
 
@@ -722,6 +749,8 @@ mod tests {
         f.set_len(size).expect("set_len");
         f.write_at(b"END", size - 3).expect("write tail");
         f.write_at(b"START", 0).expect("write head");
+        let boundary = 0x3FFF_F800u64; // where genisoimage's first extent ends
+        f.write_at(b"ACROSS", boundary - 3).expect("write boundary");
         let iso = dir.path().join("huge.iso");
         if genisoimage(&["-udf", "-J"], &src, &iso).is_none() {
             return;
@@ -749,6 +778,24 @@ mod tests {
         assert_eq!(total, size);
         assert_eq!(head, b"START");
         assert!(tail.ends_with(b"END"));
+        // Positioned reads (the WIM inspection seeks to its tables): across the extent boundary, from the end,
+        // back to the start, relative, and past the end.
+        use std::io::{Seek, SeekFrom};
+        let mut six = [0u8; 6];
+        assert_eq!(r.seek(SeekFrom::Start(boundary - 3)).expect("seek"), boundary - 3);
+        r.read_exact(&mut six).expect("read across");
+        assert_eq!(&six, b"ACROSS");
+        r.seek(SeekFrom::End(-3)).expect("seek end");
+        r.read_exact(&mut six[..3]).expect("read tail");
+        assert_eq!(&six[..3], b"END");
+        assert_eq!(r.read(&mut six).expect("at eof"), 0);
+        r.seek(SeekFrom::Start(0)).expect("rewind");
+        r.seek(SeekFrom::Current(1)).expect("relative");
+        r.read_exact(&mut six[..4]).expect("read head");
+        assert_eq!(&six[..4], b"TART");
+        r.seek(SeekFrom::Start(size + 10)).expect("past the end");
+        assert_eq!(r.read(&mut six).expect("past eof"), 0);
+        assert!(r.seek(SeekFrom::Current(-(size as i64) - 100)).is_err());
     }
 
     #[test]

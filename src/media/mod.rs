@@ -15,3 +15,4 @@ pub struct SourceEntry {
 }
 pub mod source;
 pub mod unattend;
+pub mod wim;

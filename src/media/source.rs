@@ -124,6 +124,27 @@ impl Source {
         }
     }
 
+    /// A reader of the entry that can also seek (the WIM inspection reads tables at the end of the file).
+    pub fn open_seekable(&self, index: usize) -> std::io::Result<Box<dyn ReadSeek + '_>> {
+        match self {
+            Source::Userspace(fs) => {
+                fs.open_file(index).map(|r| Box::new(r) as Box<dyn ReadSeek>).map_err(std::io::Error::other)
+            }
+            Source::Kernel { entries, root, .. } => {
+                let e = entries.get(index).ok_or_else(|| std::io::Error::other("no such entry"))?;
+                Ok(Box::new(File::open(root.join(&e.path))?))
+            }
+        }
+    }
+
+    /// The entry as a path tools can open (kernel mount only; the userspace reader has none).
+    pub fn local_path(&self, index: usize) -> Option<std::path::PathBuf> {
+        match self {
+            Source::Userspace(_) => None,
+            Source::Kernel { entries, root, .. } => entries.get(index).map(|e| root.join(&e.path)),
+        }
+    }
+
     /// Unmount (kernel) now, reporting errors; the userspace reader has nothing to undo.
     pub fn close(self) -> Result<(), crate::sys::mount::MountError> {
         match self {
@@ -132,6 +153,10 @@ impl Source {
         }
     }
 }
+
+/// Read + Seek, as one trait object.
+pub trait ReadSeek: Read + std::io::Seek {}
+impl<T: Read + std::io::Seek> ReadSeek for T {}
 
 impl SourceTree for Source {
     fn entries(&self) -> &[SourceEntry] {

@@ -5,3 +5,4 @@ pub mod loopdev;
 pub mod mount;
 pub mod mountinfo;
 pub mod procfs;
+pub mod staging;

@@ -1,11 +1,15 @@
 //! GPT partition tables for UEFI-only sticks: a protective MBR, the primary header and entries at the start,
-//! their backup at the end, one Microsoft basic data partition from 1 MiB.
+//! their backup at the end, a Microsoft basic data partition from 1 MiB (and with NTFS, an EFI system
+//! partition holding the bridge loader at the end).
 
 use super::mbr::{PART_START_LBA, PartitionSpan, SECTOR};
 
 /// Microsoft basic data partition, as GPT stores it (the first three fields little-endian).
 pub const BASIC_DATA: [u8; 16] =
     [0xA2, 0xA0, 0xD0, 0xEB, 0xE5, 0xB9, 0x33, 0x44, 0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99, 0xC7];
+/// EFI system partition (C12A7328-F81F-11D2-BA4B-00A0C93EC93B).
+pub const EFI_SYSTEM: [u8; 16] =
+    [0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B];
 const ENTRIES: u64 = 128;
 const ENTRY_SIZE: u64 = 128;
 /// Sectors the 128 entries take.
@@ -43,15 +47,17 @@ pub fn random_guid(mut bytes: [u8; 16]) -> [u8; 16] {
     bytes
 }
 
+/// A GPT partition: where, its type, its own GUID and its name.
+pub struct GptPart<'a> {
+    pub span: PartitionSpan,
+    pub type_guid: [u8; 16],
+    pub guid: [u8; 16],
+    pub name: &'a str,
+}
+
 /// The sectors to write: (byte offset, bytes) for the protective MBR, the primary header and entries, and the
 /// backup entries and header.
-pub fn build(
-    disk_bytes: u64,
-    span: PartitionSpan,
-    disk_guid: [u8; 16],
-    part_guid: [u8; 16],
-    name: &str,
-) -> Vec<(u64, Vec<u8>)> {
+pub fn build(disk_bytes: u64, parts: &[GptPart], disk_guid: [u8; 16]) -> Vec<(u64, Vec<u8>)> {
     let total = disk_bytes / SECTOR;
     let last = total - 1;
     // Protective MBR: one partition of type 0xEE covering the disk (capped at 2 TiB).
@@ -64,15 +70,16 @@ pub fn build(
     e[12..16].copy_from_slice(&(last.min(u64::from(u32::MAX)) as u32).to_le_bytes());
     mbr[510] = 0x55;
     mbr[511] = 0xAA;
-    // The entries: one basic data partition.
     let mut entries = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
-    entries[..16].copy_from_slice(&BASIC_DATA);
-    entries[16..32].copy_from_slice(&part_guid);
-    let first = span.offset / SECTOR;
-    entries[32..40].copy_from_slice(&first.to_le_bytes());
-    entries[40..48].copy_from_slice(&(first + span.size / SECTOR - 1).to_le_bytes());
-    for (i, unit) in name.encode_utf16().take(36).enumerate() {
-        entries[56 + 2 * i..58 + 2 * i].copy_from_slice(&unit.to_le_bytes());
+    for (part, e) in parts.iter().zip(entries.chunks_mut(ENTRY_SIZE as usize)) {
+        e[..16].copy_from_slice(&part.type_guid);
+        e[16..32].copy_from_slice(&part.guid);
+        let first = part.span.offset / SECTOR;
+        e[32..40].copy_from_slice(&first.to_le_bytes());
+        e[40..48].copy_from_slice(&(first + part.span.size / SECTOR - 1).to_le_bytes());
+        for (i, unit) in part.name.encode_utf16().take(36).enumerate() {
+            e[56 + 2 * i..58 + 2 * i].copy_from_slice(&unit.to_le_bytes());
+        }
     }
     let entries_crc = crc32(&entries);
     let header = |current: u64, backup: u64, entries_lba: u64| {
@@ -119,7 +126,16 @@ mod tests {
         assert_eq!(span.offset, 1 << 20);
         assert_eq!((span.offset + span.size) % (1 << 20), 0);
         assert!(span.offset + span.size <= disk - 33 * 512);
-        let parts = build(disk, span, [1; 16], [2; 16], "WIN11");
+        let bridge = PartitionSpan { offset: span.offset + span.size - (1 << 20), size: 1 << 20 };
+        let main = PartitionSpan { offset: span.offset, size: span.size - (1 << 20) };
+        let parts = build(
+            disk,
+            &[
+                GptPart { span: main, type_guid: BASIC_DATA, guid: [2; 16], name: "WIN11" },
+                GptPart { span: bridge, type_guid: EFI_SYSTEM, guid: [3; 16], name: "UEFI:NTFS" },
+            ],
+            [1; 16],
+        );
         let (_, mbr) = &parts[0];
         assert_eq!(mbr[450], 0xEE);
         let (_, h) = &parts[1];
@@ -132,6 +148,12 @@ mod tests {
         assert_eq!(u32::from_le_bytes(h[88..92].try_into().unwrap()), crc32(entries));
         assert_eq!(&entries[..16], &BASIC_DATA);
         assert_eq!(u64::from_le_bytes(entries[32..40].try_into().unwrap()), 2048);
+        assert_eq!(&entries[128..144], &EFI_SYSTEM);
+        assert_eq!(
+            u64::from_le_bytes(entries[128 + 40..128 + 48].try_into().unwrap()) * 512,
+            bridge.offset + (1 << 20) - 512
+        );
+        assert!(entries[256..].iter().all(|&b| b == 0));
         let (off, backup) = &parts[4];
         assert_eq!(*off, disk - 512);
         assert_eq!(u64::from_le_bytes(backup[24..32].try_into().unwrap()), disk / 512 - 1);

@@ -1,9 +1,13 @@
-//! The MBR partition table: one FAT32 (LBA) partition, active, starting at 1 MiB.
+//! The MBR partition table: the Windows partition (FAT32 LBA or NTFS), active, from 1 MiB; with NTFS, a small
+//! FAT bridge partition for UEFI (type 0xEF) at the end.
 
 pub const SECTOR: u64 = 512;
 /// First sector of the partition: 1 MiB, which also leaves the MBR gap for GRUB's core image.
 pub const PART_START_LBA: u64 = 2048;
 pub const PART_TYPE_FAT32_LBA: u8 = 0x0C;
+pub const PART_TYPE_NTFS: u8 = 0x07;
+/// EFI system partition: where UEFI firmware looks for a loader.
+pub const PART_TYPE_EFI: u8 = 0xEF;
 
 /// Where the partition lies, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,19 +39,34 @@ fn chs(lba: u64) -> [u8; 3] {
     [h as u8, (s as u8) | (((c >> 8) as u8) << 6), c as u8]
 }
 
-/// A boot sector holding only the partition table (boot code is written later, into bytes 0..440).
-pub fn build(span: PartitionSpan, disk_signature: u32, part_type: u8) -> [u8; 512] {
+/// Cut `bridge` bytes (a whole number of MiB) off the end of `span` for a second partition.
+pub fn split_off_bridge(span: PartitionSpan, bridge: u64) -> Option<(PartitionSpan, PartitionSpan)> {
+    let main = span.size.checked_sub(bridge)?;
+    if main < (1 << 20) || !bridge.is_multiple_of(1 << 20) {
+        return None;
+    }
+    Some((
+        PartitionSpan { offset: span.offset, size: main },
+        PartitionSpan { offset: span.offset + main, size: bridge },
+    ))
+}
+
+/// A boot sector holding only the partition table (boot code is written later, into bytes 0..440): the
+/// partitions in order, each (where, type), the first one active.
+pub fn build(parts: &[(PartitionSpan, u8)], disk_signature: u32) -> [u8; 512] {
     let mut s = [0u8; 512];
     s[440..444].copy_from_slice(&disk_signature.to_le_bytes());
-    let start = span.offset / SECTOR;
-    let count = span.size / SECTOR;
-    let e = &mut s[446..462];
-    e[0] = 0x80; // active
-    e[1..4].copy_from_slice(&chs(start));
-    e[4] = part_type;
-    e[5..8].copy_from_slice(&chs(start + count - 1));
-    e[8..12].copy_from_slice(&(start as u32).to_le_bytes());
-    e[12..16].copy_from_slice(&(count as u32).to_le_bytes());
+    for (i, (span, part_type)) in parts.iter().take(4).enumerate() {
+        let start = span.offset / SECTOR;
+        let count = span.size / SECTOR;
+        let e = &mut s[446 + 16 * i..462 + 16 * i];
+        e[0] = if i == 0 { 0x80 } else { 0 }; // active
+        e[1..4].copy_from_slice(&chs(start));
+        e[4] = *part_type;
+        e[5..8].copy_from_slice(&chs(start + count - 1));
+        e[8..12].copy_from_slice(&(start as u32).to_le_bytes());
+        e[12..16].copy_from_slice(&(count as u32).to_le_bytes());
+    }
     s[510] = 0x55;
     s[511] = 0xAA;
     s
@@ -72,7 +91,7 @@ mod tests {
 
     #[test]
     fn entry_bytes() {
-        let s = build(partition_span(2 << 30).unwrap(), 0xDEADBEEF, PART_TYPE_FAT32_LBA);
+        let s = build(&[(partition_span(2 << 30).unwrap(), PART_TYPE_FAT32_LBA)], 0xDEADBEEF);
         assert_eq!(&s[440..444], &0xDEADBEEFu32.to_le_bytes());
         assert_eq!(s[446], 0x80);
         assert_eq!(s[450], 0x0C);
@@ -81,5 +100,19 @@ mod tests {
         assert_eq!(&s[447..450], &[32, 33, 0]); // CHS of LBA 2048 with 255/63 geometry
         assert_eq!(&s[510..], &[0x55, 0xAA]);
         assert!(s[..440].iter().all(|&b| b == 0));
+        assert!(s[462..510].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn ntfs_with_a_bridge() {
+        let (main, bridge) = split_off_bridge(partition_span(2 << 30).unwrap(), 2 << 20).unwrap();
+        assert_eq!(main.offset + main.size, bridge.offset);
+        assert_eq!(bridge.offset + bridge.size, 2 << 30);
+        let s = build(&[(main, PART_TYPE_NTFS), (bridge, PART_TYPE_EFI)], 1);
+        assert_eq!((s[446], s[450]), (0x80, 0x07));
+        assert_eq!((s[462], s[466]), (0, 0xEF));
+        assert_eq!(u32::from_le_bytes(s[470..474].try_into().unwrap()) as u64 * 512, bridge.offset);
+        assert_eq!(u32::from_le_bytes(s[474..478].try_into().unwrap()), 4096);
+        assert!(split_off_bridge(PartitionSpan { offset: 1 << 20, size: 2 << 20 }, 2 << 20).is_none());
     }
 }

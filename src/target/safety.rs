@@ -38,12 +38,10 @@ pub enum Refusal {
          for other ISOs a raw writer suits better: `dd if={iso} of=TARGET bs=4M conv=fsync`"
     )]
     NotWindows { iso: PathBuf },
-    #[error(
-        "{file} is {} but FAT32 holds files up to 4 GiB - 1 byte; splitting large WIM files and NTFS targets are \
-         not supported yet",
-        human(*.size)
-    )]
-    FileTooBig { file: String, size: u64 },
+    #[error("{0}")]
+    Filesystem(String),
+    #[error("{0}")]
+    Scratch(String),
     #[error("the ISO cannot be written to FAT32: {0}")]
     NotFatCompatible(String),
 }
@@ -133,9 +131,15 @@ pub struct Inventory {
     pub fat_problem: Option<String>,
     /// The ISO already has an autounattend.xml at its root.
     pub has_answer_file: bool,
+    /// The filesystem chosen for the stick and why, or why --fs fat32 cannot work.
+    pub fs: Result<crate::target::choose::Choice, String>,
+    /// Why the scratch space for splitting / extracting cannot be had (not enough room in $TMPDIR), if so.
+    pub scratch_problem: Option<String>,
+    /// Bytes of scratch space the Prepare step uses (0: no Prepare step).
+    pub scratch_bytes: u64,
+    /// Windows 7: UEFI boot needs the loader extracted from install.wim, image index.
+    pub win7_image: Option<u32>,
 }
-
-pub const FAT32_MAX_FILE: u64 = 0xFFFF_FFFF;
 
 /// Checks that need the ISO's inventory.
 pub fn check_content(
@@ -147,11 +151,14 @@ pub fn check_content(
     if !inv.is_windows {
         return Err(Refusal::NotWindows { iso: iso.to_path_buf() });
     }
-    if let Some((file, size)) = inv.largest.iter().find(|(_, s)| *s > FAT32_MAX_FILE) {
-        return Err(Refusal::FileTooBig { file: file.clone(), size: *size });
-    }
-    if let Some(problem) = &inv.fat_problem {
+    let choice = inv.fs.as_ref().map_err(|e| Refusal::Filesystem(e.clone()))?;
+    if choice.fs == crate::target::choose::Fs::Fat32
+        && let Some(problem) = &inv.fat_problem
+    {
         return Err(Refusal::NotFatCompatible(problem.clone()));
+    }
+    if let Some(problem) = &inv.scratch_problem {
+        return Err(Refusal::Scratch(problem.clone()));
     }
     if inv.needed_bytes > target_size {
         return Err(Refusal::TooSmall { path: target_path.to_path_buf(), size: target_size, needed: inv.needed_bytes });
@@ -295,6 +302,14 @@ mod tests {
             needed_bytes: (5 << 30) + (50 << 20),
             fat_problem: None,
             has_answer_file: false,
+            fs: Ok(crate::target::choose::Choice {
+                fs: crate::target::choose::Fs::Fat32,
+                split: vec![],
+                reason: "every file fits".into(),
+            }),
+            scratch_problem: None,
+            scratch_bytes: 0,
+            win7_image: None,
         }
     }
 
@@ -307,13 +322,23 @@ mod tests {
         assert!(matches!(err, Refusal::TooSmall { .. }));
         assert!(err.to_string().contains("GiB needed"), "{err}");
         let mut big = inventory();
-        big.largest = vec![("sources/install.wim".into(), 5 << 30)];
+        big.fs = Err("--fs fat32: sources/install.esd (5.0 GiB) is over FAT32's file-size limit".into());
         let err = check_content(&big, iso, t, 64 << 30).unwrap_err();
-        assert!(err.to_string().contains("sources/install.wim is 5.0 GiB"), "{err}");
+        assert!(err.to_string().starts_with("--fs fat32: sources/install.esd"), "{err}");
         let mut clash = inventory();
         clash.fat_problem = Some("NOTES.TXT and Notes.txt differ only in letter case".into());
         let err = check_content(&clash, iso, t, 64 << 30).unwrap_err();
         assert!(err.to_string().contains("cannot be written to FAT32: NOTES.TXT and Notes.txt"), "{err}");
+        // On NTFS the FAT-only problem does not count.
+        clash.fs = Ok(crate::target::choose::Choice {
+            fs: crate::target::choose::Fs::Ntfs,
+            split: vec![],
+            reason: "asked for".into(),
+        });
+        assert_eq!(check_content(&clash, iso, t, 64 << 30), Ok(()));
+        let mut scratch = inventory();
+        scratch.scratch_problem = Some("splitting needs 9.0 GiB of scratch space in /var/tmp".into());
+        assert!(matches!(check_content(&scratch, iso, t, 64 << 30), Err(Refusal::Scratch(_))));
         let mut linux = inventory();
         linux.is_windows = false;
         let err = check_content(&linux, iso, t, 64 << 30).unwrap_err();

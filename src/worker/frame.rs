@@ -98,6 +98,12 @@ pub struct WriteRequest {
     pub work_dir: PathBuf,
     /// Windows 11 setup options: what autounattend.xml should bypass (empty: no answer file).
     pub bypass: Vec<crate::media::unattend::Bypass>,
+    /// The filesystem asked for (--fs).
+    pub fs: crate::target::choose::FsRequest,
+    /// Where the unnamed scratch file for WIM work goes ($TMPDIR, else /var/tmp).
+    pub scratch_dir: PathBuf,
+    /// A UEFI:NTFS image to use as the bridge partition instead of the one woesafe builds.
+    pub uefi_ntfs_image: Option<PathBuf>,
     /// Test-only: stop for this many milliseconds when entering the named step (see `Step::name`).
     pub pause_at: Option<(String, u64)>,
 }
@@ -106,6 +112,7 @@ pub struct WriteRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
     ReadIso,
+    Prepare,
     Wipe,
     Partition,
     Format,
@@ -121,6 +128,7 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::ReadIso => "read-iso",
+            Step::Prepare => "prepare",
             Step::Wipe => "wipe",
             Step::Partition => "partition",
             Step::Format => "format",
@@ -136,9 +144,10 @@ impl Step {
     pub fn describe(self) -> &'static str {
         match self {
             Step::ReadIso => "Reading the ISO",
+            Step::Prepare => "Preparing files in scratch space (splitting the WIM, extracting the UEFI loader)",
             Step::Wipe => "Wiping old signatures",
             Step::Partition => "Writing the partition table",
-            Step::Format => "Formatting FAT32",
+            Step::Format => "Formatting",
             Step::Mount => "Opening the filesystems",
             Step::Copy => "Copying files",
             Step::BootBios => "Installing BIOS boot code (GRUB ntldr)",
@@ -166,7 +175,7 @@ impl TargetState {
     /// The state a write leaves when it is stopped abruptly during `step` (None: before any step).
     pub fn when_stopped_in(step: Option<Step>) -> TargetState {
         match step {
-            None | Some(Step::ReadIso) => TargetState::Untouched,
+            None | Some(Step::ReadIso) | Some(Step::Prepare) => TargetState::Untouched,
             Some(Step::Wipe) | Some(Step::Partition) => TargetState::Wiped,
             Some(Step::Format) => TargetState::Partitioned,
             Some(Step::Mount) => TargetState::Formatted,
@@ -211,6 +220,14 @@ pub struct Report {
     pub uefi: bool,
     pub source_driver: String,
     pub target_driver: String,
+    /// The filesystem the stick got.
+    pub fs: crate::target::choose::Fs,
+    /// The WIM split into parts, and how many parts.
+    pub split: Option<(String, usize)>,
+    /// The UEFI bridge partition (NTFS sticks): its offset and size.
+    pub bridge: Option<(u64, u64)>,
+    /// Windows 7: the UEFI loader was extracted from install.wim (image index).
+    pub win7_loader_from_image: Option<u32>,
 }
 
 /// Supervisor → worker.

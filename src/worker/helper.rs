@@ -47,6 +47,16 @@ pub fn harden(cmd: &mut Command) -> &mut Command {
 
 /// Run a helper to completion, capturing its output; an unsuccessful exit is an error carrying stderr.
 pub fn run(program: &str, args: &[String], package: &'static str) -> Result<String, HelperError> {
+    run_watching(program, args, package, &mut || {})
+}
+
+/// As `run`, calling `tick` about every 10 ms while the helper runs (for progress).
+pub fn run_watching(
+    program: &str,
+    args: &[String],
+    package: &'static str,
+    tick: &mut dyn FnMut(),
+) -> Result<String, HelperError> {
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).env("LC_ALL", "C");
     harden(&mut cmd);
@@ -66,6 +76,7 @@ pub fn run(program: &str, args: &[String], package: &'static str) -> Result<Stri
             Ok(None) => {}
             Err(source) => return Err(HelperError::Wait { program: program.to_string(), source }),
         }
+        tick();
         if super::init::stop_requested() {
             let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);

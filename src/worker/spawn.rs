@@ -38,6 +38,8 @@ pub enum Event {
 pub struct Worker {
     child: Child,
     to: Option<BufWriter<ChildStdin>>,
+    /// The worker's mount namespace, held until the worker has been reaped (see `spawn`).
+    mount_ns: Option<std::fs::File>,
 }
 
 /// pidfd_open(2) of our own process: the child checks it right after setting its parent-death signal, which
@@ -100,7 +102,10 @@ pub fn spawn(events: Sender<Event>) -> Result<Worker, SpawnError> {
                 None::<&str>,
             )
             .map_err(std::io::Error::from)?;
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            // SIGTERM, not SIGKILL: a dead supervisor makes the worker stop in an orderly way, unmounting its
+            // FUSE filesystems while their daemons live (an ntfs-3g daemon left as the last holder of the
+            // namespace deadlocks; DESIGN.md). Its helpers still die with it (SIGKILL, see helper::harden).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // PID 1 of a namespace drops signals it has no handler for: keep the stop signals blocked (so
@@ -127,7 +132,22 @@ pub fn spawn(events: Sender<Event>) -> Result<Worker, SpawnError> {
     drop(cmd); // closes our copy of the pipe's write end, so the reader sees the end when the worker goes
     drop(parent);
     let to = child.stdin.take().map(BufWriter::new);
-    Ok(Worker { child, to })
+    // Hold the worker's mount namespace until the worker is reaped. When the worker is killed, the kernel kills
+    // the rest of its PID namespace; were an ntfs-3g daemon then the namespace's last holder, its exit would
+    // unmount its own filesystem and wait forever for its own answer (the fuseblk deadlock in DESIGN.md). With
+    // our reference the daemon dies first, its connection closes, and the unmount happens here, afterwards,
+    // without waiting for anyone.
+    let mount_ns = hold_mount_namespace(child.id());
+    Ok(Worker { child, to, mount_ns })
+}
+
+/// Open the worker's mount namespace, when it is not ours (spawn's pre_exec unshared it before exec).
+fn hold_mount_namespace(pid: u32) -> Option<std::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+    let ours = std::fs::metadata("/proc/self/ns/mnt").ok()?;
+    let meta = theirs.metadata().ok()?;
+    (meta.ino() != ours.ino() || meta.dev() != ours.dev()).then_some(theirs)
 }
 
 impl Worker {
@@ -157,7 +177,12 @@ impl Worker {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return Some(status),
+                Ok(Some(status)) => {
+                    // Reaped: every process of its PID namespace is gone (PID 1 exits last), so nothing can
+                    // wait on the unmounts that dropping the namespace now does.
+                    self.mount_ns = None;
+                    return Some(status);
+                }
                 Ok(None) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(10))
                 }

@@ -1,0 +1,248 @@
+//! What woesafe needs to know about a WIM (install.wim / install.esd) before anything is written: whether
+//! `wimlib-imagex split` can cut it into parts FAT32 can hold, and which image is the x64 one. Read straight
+//! from the header, the blob table and the XML data, through any `Read + Seek` (the userspace ISO reader
+//! included), so the answer comes before the target is touched.
+
+use std::io::{Read, Seek, SeekFrom};
+
+/// The largest part `wimlib-imagex split` is asked for, in MiB (as Rufus and Microsoft's own tools do: well
+/// under FAT32's 4 GiB - 1 byte, so a part can exceed the request a little and still fit).
+pub const PART_MIB: u64 = 4000;
+/// FAT32's largest file.
+pub const FAT32_MAX_FILE: u64 = (4 << 30) - 1;
+
+const HEADER_SIZE: usize = 208;
+const RESHDR_FLAG_SOLID: u8 = 0x10;
+const BLOB_ENTRY_SIZE: u64 = 50;
+/// The version number of WIMs with solid resources (install.esd).
+const VERSION_SOLID: u32 = 0xE00;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WimError {
+    #[error("cannot read the WIM: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("not a WIM file (no MSWIM signature)")]
+    NotWim,
+    #[error("the WIM header is damaged: {0}")]
+    Damaged(&'static str),
+}
+
+/// A resource header as the WIM stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ResHdr {
+    size_in_wim: u64,
+    flags: u8,
+    offset: u64,
+}
+
+impl ResHdr {
+    fn parse(b: &[u8]) -> ResHdr {
+        let word = u64::from_le_bytes(b[0..8].try_into().unwrap_or_default());
+        ResHdr {
+            size_in_wim: word & 0x00FF_FFFF_FFFF_FFFF,
+            flags: (word >> 56) as u8,
+            offset: u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()),
+        }
+    }
+}
+
+/// The facts that decide how a WIM can go onto the stick.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WimInfo {
+    pub version: u32,
+    pub part_number: u16,
+    pub total_parts: u16,
+    pub image_count: u32,
+    /// Resources (blobs) in the blob table.
+    pub resources: u64,
+    /// Whether it has solid resources (install.esd): wimlib cannot split those.
+    pub solid: bool,
+    /// The largest single resource as stored, in bytes: a part holds at least one whole resource.
+    pub largest_resource: u64,
+    /// Image indexes (1-based) whose XML says ARCH 9 (x64), in order.
+    pub x64_images: Vec<u32>,
+}
+
+impl WimInfo {
+    /// Why `wimlib-imagex split` cannot make parts FAT32 holds, or None when it can.
+    pub fn split_problem(&self) -> Option<String> {
+        if self.total_parts > 1 {
+            return Some(format!("it is already part {} of a {}-part split WIM", self.part_number, self.total_parts));
+        }
+        if self.solid {
+            return Some(
+                "it has solid (LZMS) resources, as install.esd files do, and wimlib cannot split those".into(),
+            );
+        }
+        if self.largest_resource > PART_MIB << 20 {
+            return Some(format!(
+                "one resource in it is {} bytes, over the {PART_MIB} MiB part size, and a resource cannot be cut",
+                self.largest_resource
+            ));
+        }
+        None
+    }
+}
+
+/// Read the header, blob table and XML of the WIM in `r`.
+pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
+    let mut h = [0u8; HEADER_SIZE];
+    r.seek(SeekFrom::Start(0))?;
+    r.read_exact(&mut h).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => WimError::NotWim,
+        _ => WimError::Read(e),
+    })?;
+    if &h[0..8] != b"MSWIM\0\0\0" && &h[0..8] != b"WLPWM\0\0\0" {
+        return Err(WimError::NotWim);
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().unwrap_or_default());
+    let u16_at = |o: usize| u16::from_le_bytes(h[o..o + 2].try_into().unwrap_or_default());
+    if (u32_at(8) as usize) < HEADER_SIZE {
+        return Err(WimError::Damaged("header size below 208 bytes"));
+    }
+    let version = u32_at(12);
+    let blob_table = ResHdr::parse(&h[48..72]);
+    let xml = ResHdr::parse(&h[72..96]);
+    let mut info = WimInfo {
+        version,
+        part_number: u16_at(40),
+        total_parts: u16_at(42),
+        image_count: u32_at(44),
+        resources: 0,
+        solid: version == VERSION_SOLID,
+        largest_resource: 0,
+        x64_images: Vec::new(),
+    };
+    // The blob table: 50-byte entries, never compressed.
+    if !blob_table.size_in_wim.is_multiple_of(BLOB_ENTRY_SIZE) || blob_table.size_in_wim > 1 << 30 {
+        return Err(WimError::Damaged("blob table size"));
+    }
+    let mut table = vec![0u8; blob_table.size_in_wim as usize];
+    r.seek(SeekFrom::Start(blob_table.offset))?;
+    r.read_exact(&mut table)?;
+    for entry in table.chunks_exact(BLOB_ENTRY_SIZE as usize) {
+        let res = ResHdr::parse(&entry[..24]);
+        info.resources += 1;
+        if res.flags & RESHDR_FLAG_SOLID != 0 {
+            info.solid = true;
+        }
+        // Metadata resources count too: they all go into the first part.
+        info.largest_resource = info.largest_resource.max(res.size_in_wim);
+    }
+    // The XML data (UTF-16LE, uncompressed): which images are x64.
+    if xml.size_in_wim > 0 && xml.size_in_wim <= 64 << 20 && xml.flags & 0x04 == 0 {
+        let mut raw = vec![0u8; xml.size_in_wim as usize];
+        r.seek(SeekFrom::Start(xml.offset))?;
+        r.read_exact(&mut raw)?;
+        let units: Vec<u16> = raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        info.x64_images = x64_images(&String::from_utf16_lossy(&units));
+    }
+    Ok(info)
+}
+
+/// Image indexes whose <ARCH> is 9 (AMD64) in the WIM's XML.
+fn x64_images(xml: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for chunk in xml.split("<IMAGE ").skip(1) {
+        let index = chunk
+            .split_once("INDEX=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .and_then(|(n, _)| n.parse::<u32>().ok());
+        let body = chunk.split("</IMAGE>").next().unwrap_or("");
+        let arch = body.split_once("<ARCH>").and_then(|(_, rest)| rest.split_once("</ARCH>")).map(|(a, _)| a.trim());
+        if let (Some(i), Some("9")) = (index, arch) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// The names `wimlib-imagex split` gives the parts of `sources/install.swm`: install.swm, install2.swm, ...
+pub fn part_name(base: &str, n: usize) -> String {
+    if n <= 1 { format!("{base}.swm") } else { format!("{base}{n}.swm") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn reshdr(size: u64, flags: u8, offset: u64, orig: u64) -> Vec<u8> {
+        let mut b = ((u64::from(flags) << 56) | size).to_le_bytes().to_vec();
+        b.extend(offset.to_le_bytes());
+        b.extend(orig.to_le_bytes());
+        b
+    }
+
+    /// A WIM with the given blob resources (size, flags) and XML.
+    fn wim(version: u32, blobs: &[(u64, u8)], xml: &str, parts: (u16, u16)) -> Vec<u8> {
+        let mut table = Vec::new();
+        for (size, flags) in blobs {
+            table.extend(reshdr(*size, *flags, 208, *size));
+            table.extend(parts.0.to_le_bytes());
+            table.extend(1u32.to_le_bytes());
+            table.extend([0u8; 20]);
+        }
+        let xml_bytes: Vec<u8> = "\u{feff}"
+            .chars()
+            .chain(xml.chars())
+            .collect::<String>()
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
+        let mut h = vec![0u8; 208];
+        h[0..8].copy_from_slice(b"MSWIM\0\0\0");
+        h[8..12].copy_from_slice(&208u32.to_le_bytes());
+        h[12..16].copy_from_slice(&version.to_le_bytes());
+        h[40..42].copy_from_slice(&parts.0.to_le_bytes());
+        h[42..44].copy_from_slice(&parts.1.to_le_bytes());
+        h[44..48].copy_from_slice(&2u32.to_le_bytes());
+        let table_off = 208u64;
+        let xml_off = table_off + table.len() as u64;
+        h[48..72].copy_from_slice(&reshdr(table.len() as u64, 0, table_off, table.len() as u64));
+        h[72..96].copy_from_slice(&reshdr(xml_bytes.len() as u64, 0, xml_off, xml_bytes.len() as u64));
+        h.extend(table);
+        h.extend(xml_bytes);
+        h
+    }
+
+    const XML: &str = "<WIM><IMAGE INDEX=\"1\"><WINDOWS><ARCH>0</ARCH></WINDOWS></IMAGE>\
+                       <IMAGE INDEX=\"2\"><WINDOWS><ARCH>9</ARCH></WINDOWS></IMAGE></WIM>";
+
+    #[test]
+    fn splittable_wim() {
+        let w = wim(0x10D00, &[(3 << 30, 0x04), (2 << 30, 0x04), (1 << 20, 0x06)], XML, (1, 1));
+        let info = inspect(&mut Cursor::new(w)).unwrap();
+        assert_eq!(info.resources, 3);
+        assert!(!info.solid);
+        assert_eq!(info.largest_resource, 3 << 30);
+        assert_eq!(info.x64_images, vec![2]);
+        assert_eq!(info.split_problem(), None);
+    }
+
+    #[test]
+    fn unsplittable_wims_say_why() {
+        let esd = inspect(&mut Cursor::new(wim(0xE00, &[(1 << 30, 0x14)], XML, (1, 1)))).unwrap();
+        assert!(esd.solid);
+        assert!(esd.split_problem().unwrap().contains("solid"), "{:?}", esd.split_problem());
+        let solid_flag = inspect(&mut Cursor::new(wim(0x10D00, &[(1 << 20, 0x10)], XML, (1, 1)))).unwrap();
+        assert!(solid_flag.solid);
+        let huge = inspect(&mut Cursor::new(wim(0x10D00, &[((4000 << 20) + 1, 0x04)], XML, (1, 1)))).unwrap();
+        assert!(huge.split_problem().unwrap().contains("resource"), "{:?}", huge.split_problem());
+        let part = inspect(&mut Cursor::new(wim(0x10D00, &[(1 << 20, 0x04)], XML, (1, 2)))).unwrap();
+        assert!(part.split_problem().unwrap().contains("part 1 of a 2-part"));
+    }
+
+    #[test]
+    fn not_a_wim() {
+        assert!(matches!(inspect(&mut Cursor::new(vec![0u8; 300])), Err(WimError::NotWim)));
+        assert!(matches!(inspect(&mut Cursor::new(b"MSWIM".to_vec())), Err(WimError::NotWim)));
+    }
+
+    #[test]
+    fn part_names_follow_wimlib() {
+        assert_eq!(part_name("install", 1), "install.swm");
+        assert_eq!(part_name("install", 2), "install2.swm");
+        assert_eq!(part_name("install", 12), "install12.swm");
+    }
+}
