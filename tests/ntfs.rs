@@ -1,0 +1,198 @@
+//! NTFS sticks (--fs ntfs): the partition layout (NTFS + a FAT bridge for UEFI), every file byte for byte
+//! through ntfs-3g, BIOS boot through GRUB's ntldr on NTFS, UEFI boot through the bridge under MBR and GPT, and
+//! a user-supplied UEFI:NTFS image.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+/// The partitions as sfdisk sees them: (start sector, sectors, type, bootable).
+fn partitions(image: &Path) -> (String, Vec<(u64, u64, String, bool)>) {
+    let out = Command::new("sfdisk").arg("--json").arg(image).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pt = &json["partitiontable"];
+    let parts = pt["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["start"].as_u64().unwrap(),
+                p["size"].as_u64().unwrap(),
+                p["type"].as_str().unwrap().to_string(),
+                p["bootable"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    (pt["label"].as_str().unwrap().to_string(), parts)
+}
+
+/// Mount the NTFS partition read-only with ntfs-3g in this thread's private mount namespace, compare every
+/// file of the fixture byte for byte and its modification time, and count what else is there.
+fn verify_ntfs(image: &Path, start: u64, sectors: u64, fx: &Fixture, work: &Path, extra: &[&str]) {
+    let (_f, lo) = test_loop(image, start * 512, sectors * 512, true);
+    let mnt = work.join("ntfs");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let out = Command::new("ntfs-3g").args(["-o", "ro"]).arg(lo.path()).arg(&mnt).output().unwrap();
+    assert!(out.status.success(), "ntfs-3g could not mount the stick's NTFS: {}", text(&out));
+    let check = Command::new("sha256sum").arg("--quiet").arg("-c").arg(&fx.manifest).current_dir(&mnt).output().unwrap();
+    let listed = std::fs::read_to_string(&fx.manifest).unwrap().lines().count();
+    let files: Vec<String> = walk_files(&mnt)
+        .iter()
+        .map(|p| p.strip_prefix(&mnt).unwrap().to_string_lossy().into_owned())
+        .filter(|p| !p.starts_with("$") && !p.starts_with("System Volume Information"))
+        .collect();
+    use std::os::unix::fs::MetadataExt;
+    let mut mtime_errors = Vec::new();
+    for line in std::fs::read_to_string(&fx.manifest).unwrap().lines() {
+        let rel = line.split_once("  ").unwrap().1;
+        let want = std::fs::metadata(fx.tree.join(rel)).unwrap().mtime();
+        if let Ok(m) = std::fs::metadata(mnt.join(rel))
+            && m.mtime() != want
+        {
+            mtime_errors.push(format!("{rel}: {} != {want}", m.mtime()));
+        }
+    }
+    let extras: Vec<String> = extra.iter().filter(|e| !mnt.join(e).is_file()).map(|e| e.to_string()).collect();
+    nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    drop(lo);
+    assert!(check.status.success(), "files differ from the ISO's:\n{}", text(&check));
+    assert_eq!(files.len(), listed + extra.len(), "files on the stick: the ISO's {listed} + {extra:?}");
+    assert!(extras.is_empty(), "missing on the stick: {extras:?}");
+    assert!(mtime_errors.is_empty(), "modification times differ: {mtime_errors:?}");
+}
+
+/// The bridge partition: a FAT filesystem with EFI/BOOT/BOOTX64.EFI (a GRUB EFI image).
+fn verify_bridge(image: &Path, start: u64) {
+    let out = Command::new("mdir")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{}", image.display(), start * 512))
+        .arg("::/EFI/BOOT")
+        .output()
+        .unwrap();
+    assert!(out.status.success() && text(&out).contains("BOOTX64  EFI"), "bridge: {}", text(&out));
+}
+
+fn ntfs_tools() -> bool {
+    have("ntfs-3g") && have("mkntfs")
+}
+
+#[test]
+fn ntfs_mbr_byte_for_byte_and_boots_bios_and_uefi() {
+    let name = "ntfs_mbr_byte_for_byte_and_boots_bios_and_uefi";
+    if !need_root(name) {
+        return;
+    }
+    let fx = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("ntfs.img");
+    let before = host_state(work.path());
+    let out = write_fixture(&fx.iso, &image, "1G", &["--fs", "ntfs"]);
+    let msg = text(&out);
+    assert!(msg.contains("Filesystem: NTFS — asked for with --fs ntfs"), "{msg}");
+    assert!(msg.contains("UEFI bridge: partition 2"), "{msg}");
+    assert_eq!(before, host_state(work.path()), "the write left something behind");
+    let (label, parts) = partitions(&image);
+    assert_eq!(label, "dos");
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert_eq!((parts[0].0, parts[0].2.as_str(), parts[0].3), (2048, "7", true), "{parts:?}");
+    assert_eq!((parts[1].2.as_str(), parts[1].3, parts[1].1), ("ef", false, 4096), "{parts:?}");
+    assert_eq!(parts[0].0 + parts[0].1, parts[1].0, "the bridge follows the NTFS partition");
+    private_mount_namespace();
+    verify_ntfs(&image, parts[0].0, parts[0].1, &fx, work.path(), &["boot/grub/grub.cfg"]);
+    verify_bridge(&image, parts[1].0);
+    for mode in ["bios", "uefi"] {
+        let (ok, log) = boot_check(&image, mode);
+        assert!(ok, "NTFS + MBR did not boot under {mode}:\n{log}");
+    }
+}
+
+#[test]
+fn ntfs_gpt_boots_uefi_through_the_bridge() {
+    let name = "ntfs_gpt_boots_uefi_through_the_bridge";
+    if !need_root(name) {
+        return;
+    }
+    let fx = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("ntfs-gpt.img");
+    write_fixture(&fx.iso, &image, "1G", &["--fs", "ntfs", "--table", "gpt"]);
+    let (label, parts) = partitions(&image);
+    assert_eq!(label, "gpt");
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert_eq!(parts[0].2, "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", "Microsoft basic data");
+    assert_eq!(parts[1].2, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "EFI system partition");
+    let out = Command::new("sfdisk").arg("--verify").arg(&image).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No errors detected"), "{}", text(&out));
+    private_mount_namespace();
+    verify_ntfs(&image, parts[0].0, parts[0].1, &fx, work.path(), &[]);
+    verify_bridge(&image, parts[1].0);
+    let (ok, log) = boot_check(&image, "uefi");
+    assert!(ok, "NTFS + GPT did not boot under UEFI:\n{log}");
+}
+
+/// --uefi-ntfs-image: the user's image becomes the bridge partition, byte for byte. Here the image holds the
+/// fixture's own loader as EFI/BOOT/BOOTX64.EFI, so the boot marker proves the firmware started it.
+#[test]
+fn a_user_uefi_ntfs_image_becomes_the_bridge() {
+    let name = "a_user_uefi_ntfs_image_becomes_the_bridge";
+    if !need_root(name) || !ntfs_tools() {
+        return;
+    }
+    let fx = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let img = work.path().join("uefi-ntfs.img");
+    std::fs::File::create(&img).unwrap().set_len(1 << 20).unwrap();
+    let run = |cmd: &str, args: &[&str]| {
+        let out = Command::new(cmd).env("MTOOLS_SKIP_CHECK", "1").args(args).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", text(&out));
+    };
+    let i = img.to_str().unwrap();
+    run("mkfs.fat", &["-n", "UEFI_NTFS", i]);
+    run("mmd", &["-i", i, "::/EFI", "::/EFI/BOOT"]);
+    let loader = fx.tree.join("efi/boot/bootx64.efi");
+    run("mcopy", &["-i", i, loader.to_str().unwrap(), "::/EFI/BOOT/BOOTX64.EFI"]);
+    let image = work.path().join("user-bridge.img");
+    write_fixture(&fx.iso, &image, "1G", &["--fs", "ntfs", "--uefi-ntfs-image", i]);
+    let (_, parts) = partitions(&image);
+    assert_eq!(parts[1].1, 2048, "the bridge is the image's size (1 MiB): {parts:?}");
+    let written = std::fs::read(&image).unwrap();
+    let start = parts[1].0 as usize * 512;
+    assert!(written[start..start + (1 << 20)] == std::fs::read(&img).unwrap()[..], "the bridge is not the image");
+    let (ok, log) = boot_check(&image, "uefi");
+    assert!(ok, "the user's UEFI:NTFS image did not boot:\n{log}");
+
+    // Not a FAT image: refused before anything is touched.
+    let bad = work.path().join("bad.img");
+    std::fs::write(&bad, vec![0u8; 4096]).unwrap();
+    let target = work.path().join("untouched.img");
+    std::fs::write(&target, vec![0xAAu8; 4 << 20]).unwrap();
+    let out = woesafe(&[
+        "write",
+        fx.iso.to_str().unwrap(),
+        target.to_str().unwrap(),
+        "--fs",
+        "ntfs",
+        "--uefi-ntfs-image",
+        bad.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--uefi-ntfs-image") && text(&out).contains("not a FAT filesystem image"), "{}", text(&out));
+    assert!(std::fs::read(&target).unwrap().iter().all(|&b| b == 0xAA), "the target was touched");
+    let out = woesafe(&[
+        "write",
+        fx.iso.to_str().unwrap(),
+        target.to_str().unwrap(),
+        "--fs",
+        "fat32",
+        "--uefi-ntfs-image",
+        i,
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("for NTFS sticks"), "{}", text(&out));
+}
