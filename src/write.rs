@@ -508,12 +508,13 @@ impl Job<'_> {
             }
         };
 
-        self.enter(Step::Copy)?;
-        // Through a mount, files appear as they are written; the userspace writer writes the directories and
-        // FATs last, so until then the filesystem still reads as empty.
+        // Through a mount, files appear as they are written (said from the step's start, to be on the safe
+        // side); the userspace writer writes the directories and FATs last, so until then the filesystem still
+        // reads as empty.
         if use_kernel_target || fs == Fs::Ntfs {
             self.state = TargetState::FilesIncomplete;
         }
+        self.enter(Step::Copy)?;
         let total = tree.plan.total_bytes();
         let mut last_sent = Instant::now();
         let link = &mut *self.link;

@@ -37,7 +37,8 @@ fn verify_ntfs(image: &Path, start: u64, sectors: u64, fx: &Fixture, work: &Path
     std::fs::create_dir_all(&mnt).unwrap();
     let out = Command::new("ntfs-3g").args(["-o", "ro"]).arg(lo.path()).arg(&mnt).output().unwrap();
     assert!(out.status.success(), "ntfs-3g could not mount the stick's NTFS: {}", text(&out));
-    let check = Command::new("sha256sum").arg("--quiet").arg("-c").arg(&fx.manifest).current_dir(&mnt).output().unwrap();
+    let check =
+        Command::new("sha256sum").arg("--quiet").arg("-c").arg(&fx.manifest).current_dir(&mnt).output().unwrap();
     let listed = std::fs::read_to_string(&fx.manifest).unwrap().lines().count();
     let files: Vec<String> = walk_files(&mnt)
         .iter()
@@ -181,7 +182,11 @@ fn a_user_uefi_ntfs_image_becomes_the_bridge() {
         "--yes",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("--uefi-ntfs-image") && text(&out).contains("not a FAT filesystem image"), "{}", text(&out));
+    assert!(
+        text(&out).contains("--uefi-ntfs-image") && text(&out).contains("not a FAT filesystem image"),
+        "{}",
+        text(&out)
+    );
     assert!(std::fs::read(&target).unwrap().iter().all(|&b| b == 0xAA), "the target was touched");
     let out = woesafe(&[
         "write",
