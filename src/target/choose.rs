@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::units::human;
-use crate::media::wim::{FAT32_MAX_FILE, PART_MIB, WimInfo};
+use crate::media::wim::{PART_MIB, WimInfo};
 
 /// The filesystem asked for with --fs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -78,10 +78,9 @@ pub fn choose(request: FsRequest, big: &[BigFile]) -> Result<Choice, String> {
             },
         };
         let what = format!(
-            "{} ({}) is over FAT32's file-size limit ({}) and cannot be split: {why_not}",
+            "{} ({}) is over FAT32's file-size limit (4 GiB - 1 byte) and cannot be split: {why_not}",
             f.path,
-            human(f.size),
-            human(FAT32_MAX_FILE)
+            human(f.size)
         );
         return match request {
             FsRequest::Fat32 => Err(format!("--fs fat32: {what}; use --fs ntfs (or --fs auto, the default)")),

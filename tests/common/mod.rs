@@ -43,26 +43,31 @@ pub struct Fixture {
 }
 
 pub fn fixture() -> Fixture {
+    fixture_with("win", &[])
+}
+
+/// A fixture ISO built by `scripts/make-test-iso target/test-fixtures/NAME.iso ARGS` (once, under the lock).
+pub fn fixture_with(name: &str, args: &[&str]) -> Fixture {
     let dir = root().join("target/test-fixtures");
     std::fs::create_dir_all(&dir).unwrap();
     let lock = File::create(dir.join(".lock")).unwrap();
     // SAFETY: flock on an fd we own; blocks until other test binaries finish building.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let iso = dir.join("win.iso");
-    let stamp = dir.join("win.iso.ok");
+    let iso = dir.join(format!("{name}.iso"));
+    let stamp = dir.join(format!("{name}.iso.ok"));
     if !stamp.exists() {
         let _ = std::fs::remove_file(&iso);
-        let _ = std::fs::remove_dir_all(dir.join("win.d"));
-        let out = Command::new(root().join("scripts/make-test-iso")).arg(&iso).output().unwrap();
+        let _ = std::fs::remove_dir_all(dir.join(format!("{name}.d")));
+        let out = Command::new(root().join("scripts/make-test-iso")).arg(&iso).args(args).output().unwrap();
         assert!(
             out.status.success(),
-            "make-test-iso failed:\n{}\n{}",
+            "make-test-iso {args:?} failed:\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         std::fs::write(&stamp, b"").unwrap();
     }
-    Fixture { iso: iso.clone(), tree: dir.join("win.d"), manifest: dir.join("win.sha256") }
+    Fixture { iso: iso.clone(), tree: dir.join(format!("{name}.d")), manifest: dir.join(format!("{name}.sha256")) }
 }
 
 /// Build a small UDF + Joliet ISO from `tree` with genisoimage (the way the fixture's ISO is built).
