@@ -466,17 +466,19 @@ impl Job<'_> {
         )?;
         let part_name = part.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         self.link.send(&Up::Devices([vec![disk_name, part_name], scratch_dev].concat()))?;
-        let serial = random_u32();
         let hidden = main.offset / mbr::SECTOR;
-        match fs {
+        let serial = match fs {
             Fs::Fat32 => {
+                let serial = random_u32();
                 let args = fat::mkfs_args(part.path(), main.size, &label, serial, hidden);
                 helper::run("mkfs.fat", &args, "dosfstools")?;
+                format!("{:04X}-{:04X}", serial >> 16, serial & 0xFFFF)
             }
             Fs::Ntfs => {
                 helper::run("mkntfs", &ntfs::mkntfs_args(part.path(), &label, hidden), "ntfs-3g")?;
+                ntfs::volume_uuid(part.file(), part.path())?.to_uppercase()
             }
-        }
+        };
         self.state = TargetState::Formatted;
 
         self.enter(Step::Mount)?;
@@ -593,7 +595,7 @@ impl Job<'_> {
         self.state = TargetState::Complete;
         Ok(Some(Report {
             label,
-            serial: format!("{:04X}-{:04X}", serial >> 16, serial & 0xFFFF),
+            serial,
             table: req.table,
             partition_offset: main.offset,
             partition_size: main.size,

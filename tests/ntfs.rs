@@ -201,3 +201,27 @@ fn a_user_uefi_ntfs_image_becomes_the_bridge() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("for NTFS sticks"), "{}", text(&out));
 }
+
+/// The kernel's ntfs3 driver as the target driver, where this kernel has it.
+#[test]
+fn kernel_ntfs3_where_available() {
+    let name = "kernel_ntfs3_where_available";
+    if !need_root(name) {
+        return;
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.lines().any(|l| l.split_whitespace().last() == Some("ntfs3")) {
+        woesafe::report_skip(name, "this kernel lacks ntfs3 (/proc/filesystems)");
+        return;
+    }
+    let fx = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("ntfs3.img");
+    let before = host_state(work.path());
+    let out = write_fixture(&fx.iso, &image, "1G", &["--fs", "ntfs", "--target-driver", "kernel"]);
+    assert!(text(&out).contains("ntfs3 (kernel mount)"), "{}", text(&out));
+    assert_eq!(before, host_state(work.path()));
+    let (_, parts) = partitions(&image);
+    private_mount_namespace();
+    verify_ntfs(&image, parts[0].0, parts[0].1, &fx, work.path(), &["boot/grub/grub.cfg"]);
+}
