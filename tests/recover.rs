@@ -408,3 +408,93 @@ fn named_paths_only_when_named() {
     assert!(!thread_mounts().contains("/media/stuck\\040here"), "{}", text(&out));
     assert!(!Path::new("/media/stuck here").exists(), "the emptied named mount point is removed");
 }
+
+/// The fuseblk deadlock of DESIGN.md, recreated: ntfs-3g on a loop device inside new PID and mount namespaces,
+/// and the namespace's PID 1 killed, so the daemon is the last holder of its mount namespace and waits in D
+/// state for its own answer to DESTROY, holding the loop device (ghost space). recover names it and aborts the
+/// connection (never kills the daemon), which frees the daemon and the device.
+#[test]
+fn deadlocked_fuseblk_daemon_is_freed() {
+    let name = "deadlocked_fuseblk_daemon_is_freed";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run(name, &["ntfs-3g", "mkntfs", "unshare", "losetup"]) {
+        return;
+    }
+    let store = tempfile::tempdir_in(root().join("target")).unwrap();
+    let img = store.path().join("ntfs.img");
+    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    sh(&format!("mkntfs -Q -F -q {}", img.display()));
+    let lo = sh(&format!("losetup -f --show {}", img.display()));
+    let _loops = Loops(vec![(lo.clone(), img.clone())]);
+    let minor: u32 = lo.trim_start_matches("/dev/loop").parse().unwrap();
+    let conn = woesafe::recover::fuse::connection_id(7, minor);
+    /// Whatever happens, the connection is aborted at the end (frees a deadlocked daemon).
+    struct Abort(u32);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            let _ = woesafe::recover::fuse::abort(self.0);
+        }
+    }
+    let _abort = Abort(conn);
+    let mnt = store.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut ns = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!("ntfs-3g {lo} {} && exec sleep 1000", mnt.display()))
+        .spawn()
+        .unwrap();
+    let daemon = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                (cmd.starts_with("ntfs-3g ") && cmd.contains(&lo)).then_some(pid)
+            });
+            let init = std::fs::read_to_string(format!("/proc/{}/task/{}/children", ns.id(), ns.id()))
+                .ok()
+                .and_then(|c| c.split_whitespace().next()?.parse::<i32>().ok())
+                .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep"));
+            if let (Some(d), Some(i)) = (found, init) {
+                break (d, i);
+            }
+            assert!(Instant::now() < deadline, "ntfs-3g did not start in the namespace");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (daemon, init) = daemon;
+    // Lazily detach our loop device: it goes when its last holder (the daemon's superblock) lets go.
+    sh(&format!("losetup -d {lo}"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = ns.wait();
+    let in_destroy =
+        || std::fs::read_to_string(format!("/proc/{daemon}/stack")).is_ok_and(|s| s.contains("fuse_send_destroy"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !in_destroy() {
+        if !Path::new(&format!("/proc/{daemon}")).exists() {
+            woesafe::report_skip(name, "this kernel did not dead-lock the daemon (it exited by itself)");
+            return;
+        }
+        assert!(Instant::now() < deadline, "ntfs-3g neither dead-locked nor exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(woesafe::sys::loopdev::backing_file(lo.trim_start_matches("/dev/")).is_some(), "the loop is held");
+
+    let out = woesafe(&["recover"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(plan.contains(&format!("abort the stuck FUSE connection {conn}")), "{plan}");
+    assert!(plan.contains(&format!("ntfs-3g (pid {daemon}) stuck in D state")), "{plan}");
+    assert!(in_destroy(), "recover without --yes changed something");
+
+    let out = woesafe(&["recover", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{daemon}")).exists()
+        || woesafe::sys::loopdev::backing_file(lo.trim_start_matches("/dev/")).is_some()
+    {
+        assert!(Instant::now() < deadline, "the daemon or its loop device is still there:\n{}", text(&out));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

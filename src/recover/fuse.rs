@@ -23,11 +23,22 @@ pub fn child_main(args: &[String]) -> i32 {
         return 1;
     }
     let Some((cmd, ids)) = args.split_first() else { return 2 };
+    let listed: Vec<String>;
+    let ids = if cmd == "list" {
+        listed = std::fs::read_dir(CONNECTIONS)
+            .map(|d| d.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        &listed[..]
+    } else {
+        ids
+    };
     let mut out = BTreeMap::new();
     for id in ids {
         let dir = format!("{CONNECTIONS}/{id}");
         let value = match cmd.as_str() {
-            "read" => std::fs::read_to_string(format!("{dir}/waiting")).ok().and_then(|s| s.trim().parse::<u64>().ok()),
+            "read" | "list" => {
+                std::fs::read_to_string(format!("{dir}/waiting")).ok().and_then(|s| s.trim().parse::<u64>().ok())
+            }
             "abort" => Some(u64::from(std::fs::write(format!("{dir}/abort"), b"1").is_err())),
             _ => return 2,
         };
@@ -62,6 +73,14 @@ pub fn waiting(ids: &[u32], gap: std::time::Duration) -> Vec<(u32, u64)> {
             Some((*id, counts?.into_iter().min()?))
         })
         .collect()
+}
+
+/// Every FUSE connection the kernel has, with the requests waiting on it, sampled three times `gap` apart
+/// (the smallest count is kept; a connection gone in any sample is left out).
+pub fn all_waiting(gap: std::time::Duration) -> Vec<(u32, u64)> {
+    let first = run_child(&["list".to_string()]);
+    let ids: Vec<u32> = first.keys().filter_map(|k| k.parse().ok()).collect();
+    waiting(&ids, gap)
 }
 
 /// Abort a connection: every waiting request fails, the daemon's reads fail, and whoever was blocked is

@@ -116,6 +116,10 @@ pub struct Snapshot {
     pub fuse_waiting: Vec<(u32, u64)>,
     /// Running WoeUSB processes (pid, command line): their leftovers may be a run still going on.
     pub woeusb_running: Vec<(u32, String)>,
+    /// FUSE connections that no mount in any namespace uses, with requests waiting in every sample, and the
+    /// processes stuck in uninterruptible sleep sending FUSE's DESTROY (a daemon waiting on its own answer).
+    pub fuse_orphans: Vec<(u32, u64)>,
+    pub destroy_waiters: Vec<(i32, String)>,
 }
 
 /// The plan, and what was deliberately left alone.
@@ -141,6 +145,11 @@ pub enum Reason {
     },
     /// A loop device whose backing file was deleted (and that no mount uses).
     BackingDeleted,
+    /// A FUSE daemon dead-locked unmounting its own filesystem (it was the last process of its mount
+    /// namespace when it was killed): it waits in D state for its own answer and holds its device.
+    DeadlockedUnmount {
+        daemons: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -175,6 +184,11 @@ impl Action {
             Reason::NamedByUser => "named by you".to_string(),
             Reason::BacksLeftover { mount_point } => format!("backs the leftover mount {mount_point}"),
             Reason::BackingDeleted => "its backing file was deleted".to_string(),
+            Reason::DeadlockedUnmount { daemons } => format!(
+                "{} stuck in D state unmounting its own filesystem (it waits for its own answer forever, holding its \
+                 device busy)",
+                daemons.join(", ")
+            ),
         };
         match self {
             Action::Unmount { host, mount_point, fstype, source, reason, namespace, .. } => format!(
@@ -250,6 +264,30 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
     // (namespace, mount id) of every mount this plan takes away
     let mut planned_mounts: Vec<(String, u32)> = Vec::new();
     let mut unmounted_points: Vec<String> = Vec::new();
+    // FUSE connections that no mount uses any more, with requests waiting, while a daemon waits in D state for
+    // the answer to its own DESTROY: the fuseblk deadlock (DESIGN.md). Only aborting the connection frees the
+    // daemon and the device it holds.
+    if !snap.destroy_waiters.is_empty() {
+        let used: Vec<u32> = snap
+            .namespaces
+            .iter()
+            .flat_map(|n| &n.mounts)
+            .filter(|m| m.fstype.starts_with("fuse"))
+            .map(|m| crate::recover::fuse::connection_id(m.major, m.minor))
+            .collect();
+        let daemons: Vec<String> =
+            snap.destroy_waiters.iter().map(|(pid, comm)| format!("{comm} (pid {pid})")).collect();
+        for &(connection, waiting) in &snap.fuse_orphans {
+            if waiting > 0 && !used.contains(&connection) {
+                actions.push(Action::AbortFuse {
+                    connection,
+                    waiting,
+                    mount_point: "a filesystem no longer mounted anywhere".into(),
+                    reason: Reason::DeadlockedUnmount { daemons: daemons.clone() },
+                });
+            }
+        }
+    }
     for ns in &snap.namespaces {
         let mut mine: Vec<&MountEntry> = Vec::new();
         for m in &ns.mounts {
@@ -461,6 +499,7 @@ mod tests {
             parent_devs: vec![(0, 25)],
             fuse_waiting: vec![],
             woeusb_running: vec![],
+            ..Default::default()
         };
         let a = plan(&snap, &[]).actions;
         let text: Vec<String> = a.iter().map(Action::describe).collect();
@@ -524,8 +563,26 @@ mod tests {
         let a = plan(&stuck, &[]).actions;
         assert!(matches!(&a[0], Action::AbortFuse { connection: 60, waiting: 3, .. }), "{a:#?}");
         assert!(matches!(&a[1], Action::Unmount { .. }));
-        let idle = Snapshot { fuse_waiting: vec![(60, 0)], ..snap };
+        let idle = Snapshot { fuse_waiting: vec![(60, 0)], ..snap.clone() };
         assert!(!plan(&idle, &[]).actions.iter().any(|x| matches!(x, Action::AbortFuse { .. })));
+        // A connection no mount uses, with requests waiting, while a daemon waits on its own DESTROY: aborted.
+        let deadlock = Snapshot {
+            fuse_orphans: vec![(7340033, 1), (99, 0)],
+            destroy_waiters: vec![(321, "ntfs-3g".into())],
+            ..snap.clone()
+        };
+        let a = plan(&deadlock, &[]).actions;
+        let aborts: Vec<&Action> = a.iter().filter(|x| matches!(x, Action::AbortFuse { .. })).collect();
+        assert_eq!(aborts.len(), 1, "{a:#?}");
+        assert!(aborts[0].describe().contains("abort the stuck FUSE connection 7340033"), "{a:#?}");
+        assert!(aborts[0].describe().contains("ntfs-3g (pid 321) stuck in D state"), "{a:#?}");
+        // Without a daemon stuck in DESTROY, or when a mount still uses the connection: nothing.
+        let no_waiter = Snapshot { fuse_orphans: vec![(7340033, 1)], ..snap.clone() };
+        assert!(!plan(&no_waiter, &[]).actions.iter().any(|x| matches!(x, Action::AbortFuse { .. })));
+        let used = Snapshot { fuse_orphans: vec![(60, 4)], destroy_waiters: vec![(5, "x".into())], ..snap.clone() };
+        assert!(
+            !plan(&used, &[]).actions.iter().any(|x| matches!(x, Action::AbortFuse { connection: 60, waiting: 4, .. }))
+        );
     }
 
     #[test]
@@ -652,6 +709,8 @@ mod tests {
                 parent_devs: vec![],
                 fuse_waiting: vec![(7, 5)],
                 woeusb_running: vec![],
+                fuse_orphans: vec![],
+                destroy_waiters: vec![],
             };
             let a = plan(&snap, &[]);
             assert_eq!(a, Plan::default(), "planned something on an unrelated system:\n{text}");

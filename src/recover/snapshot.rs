@@ -273,6 +273,19 @@ fn read_parent_devs() -> Vec<(u32, u32)> {
     v
 }
 
+/// Processes in uninterruptible sleep whose kernel stack is in FUSE's DESTROY (a daemon unmounting its own
+/// filesystem, waiting for its own answer).
+fn read_destroy_waiters(procs: &[Proc]) -> Vec<(i32, String)> {
+    procs
+        .iter()
+        .filter(|p| p.state == 'D')
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{}/stack", p.pid)).is_ok_and(|s| s.contains("fuse_send_destroy"))
+        })
+        .map(|p| (p.pid, p.comm.clone()))
+        .collect()
+}
+
 /// Read everything `plan` needs. `named`: paths the user gave.
 pub fn take(named: &[String]) -> Snapshot {
     let namespaces = read_namespaces();
@@ -311,10 +324,18 @@ pub fn take(named: &[String]) -> Snapshot {
         .filter(|m| m.fstype.starts_with("fuse"))
         .map(|m| m.mount_point.clone())
         .collect();
+    let procs = read_procs(&namespaces);
+    let destroy_waiters = read_destroy_waiters(&procs);
     Snapshot {
         fuse_waiting: super::fuse::waiting(&ids, std::time::Duration::from_millis(400)),
+        fuse_orphans: if destroy_waiters.is_empty() {
+            Vec::new()
+        } else {
+            super::fuse::all_waiting(std::time::Duration::from_millis(400))
+        },
+        destroy_waiters,
         woeusb_running: read_woeusb_running(),
-        procs: read_procs(&namespaces),
+        procs,
         dirs: read_dirs(named, &host_points, &host_fuse_points),
         namespaces,
         loops: read_loops(),
