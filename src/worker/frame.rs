@@ -147,7 +147,7 @@ impl Step {
             Step::Prepare => "Preparing files in scratch space (splitting the WIM, extracting the UEFI loader)",
             Step::Wipe => "Wiping old signatures",
             Step::Partition => "Writing the partition table",
-            Step::Format => "Formatting",
+            Step::Format => "Formatting the filesystem",
             Step::Mount => "Opening the filesystems",
             Step::Copy => "Copying files",
             Step::BootBios => "Installing BIOS boot code (GRUB ntldr)",
