@@ -428,18 +428,26 @@ fn deadlocked_fuseblk_daemon_is_freed() {
     let _loops = Loops(vec![(lo.clone(), img.clone())]);
     let minor: u32 = lo.trim_start_matches("/dev/loop").parse().unwrap();
     let conn = woesafe::recover::fuse::connection_id(7, minor);
-    /// Whatever happens, the connection is aborted at the end (frees a deadlocked daemon).
+    /// Whatever happens, the connection is aborted at the end (frees a dead-locked daemon), through fusectl
+    /// mounted in a throwaway mount namespace.
     struct Abort(u32);
     impl Drop for Abort {
         fn drop(&mut self) {
-            let _ = woesafe::recover::fuse::abort(self.0);
+            let c = "/sys/fs/fuse/connections";
+            let _ = Command::new("unshare")
+                .args(["-m", "sh", "-c"])
+                .arg(format!("mount -t fusectl fusectl {c}; [ -e {c}/{0} ] && echo 1 > {c}/{0}/abort", self.0))
+                .status();
         }
     }
     let _abort = Abort(conn);
     let mnt = store.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
+    // The shape of woesafe's worker: PID 1 of a new PID namespace in a mount namespace of its own, whose parent
+    // (the outer unshare) stays in the host's mount namespace. (With `unshare --pid --fork --mount` the outer
+    // unshare would hold the mount namespace too, and the daemon would not be its last holder.)
     let mut ns = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount", "--propagation", "private", "sh", "-c"])
+        .args(["--pid", "--fork", "unshare", "--mount", "--propagation", "private", "sh", "-c"])
         .arg(format!("ntfs-3g {lo} {} && exec sleep 1000", mnt.display()))
         .spawn()
         .unwrap();
@@ -467,12 +475,13 @@ fn deadlocked_fuseblk_daemon_is_freed() {
     // Lazily detach our loop device: it goes when its last holder (the daemon's superblock) lets go.
     sh(&format!("losetup -d {lo}"));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let _ = ns.wait();
+    // (PID 1 cannot finish dying while the daemon is stuck: the outer unshare is reaped at the end.)
     let in_destroy =
         || std::fs::read_to_string(format!("/proc/{daemon}/stack")).is_ok_and(|s| s.contains("fuse_send_destroy"));
     let deadline = Instant::now() + Duration::from_secs(5);
     while !in_destroy() {
         if !Path::new(&format!("/proc/{daemon}")).exists() {
+            let _ = ns.wait();
             woesafe::report_skip(name, "this kernel did not dead-lock the daemon (it exited by itself)");
             return;
         }
@@ -497,4 +506,5 @@ fn deadlocked_fuseblk_daemon_is_freed() {
         assert!(Instant::now() < deadline, "the daemon or its loop device is still there:\n{}", text(&out));
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = ns.wait();
 }
