@@ -151,6 +151,23 @@ fn matrix(kill: Kill, name: &str) {
     }
 }
 
+/// All five ways of stopping, in all six phases.
+fn every_kill_in_every_phase(driver: &str, fs: &str) {
+    let fx = fixture();
+    let kills = [
+        Kill::Signal(libc::SIGINT),
+        Kill::Signal(libc::SIGTERM),
+        Kill::Signal(libc::SIGHUP),
+        Kill::Supervisor,
+        Kill::Worker,
+    ];
+    for kill in kills {
+        for (step, line) in PHASES {
+            run_case(&fx, kill, step, line, driver, fs);
+        }
+    }
+}
+
 /// The same cases for the kernel drivers (udf source and vfat target mounted in the worker's namespace), where
 /// this kernel offers them.
 #[test]
@@ -164,18 +181,7 @@ fn kernel_drivers_every_kill_in_every_phase() {
         woesafe::report_skip(name, "this kernel lacks vfat or udf (/proc/filesystems)");
         return;
     }
-    let fx = fixture();
-    for kill in [
-        Kill::Signal(libc::SIGINT),
-        Kill::Signal(libc::SIGTERM),
-        Kill::Signal(libc::SIGHUP),
-        Kill::Supervisor,
-        Kill::Worker,
-    ] {
-        for (step, line) in PHASES {
-            run_case(&fx, kill, step, line, "kernel", "fat32");
-        }
-    }
+    every_kill_in_every_phase("kernel", "fat32");
 }
 
 /// NTFS through ntfs-3g: its FUSE daemon runs inside the worker's namespaces. Every way of stopping, in every
@@ -188,18 +194,7 @@ fn ntfs_every_kill_in_every_phase() {
     if !need_root(name) {
         return;
     }
-    let fx = fixture();
-    for kill in [
-        Kill::Signal(libc::SIGINT),
-        Kill::Signal(libc::SIGTERM),
-        Kill::Signal(libc::SIGHUP),
-        Kill::Supervisor,
-        Kill::Worker,
-    ] {
-        for (step, line) in PHASES {
-            run_case(&fx, kill, step, line, "userspace", "ntfs");
-        }
-    }
+    every_kill_in_every_phase("userspace", "ntfs");
 }
 
 #[test]
