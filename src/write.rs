@@ -234,10 +234,9 @@ impl Job<'_> {
             .filter(|&i| entries[i].size < 64 << 10)
             .and_then(|i| read_small(&source, i));
         let win7 = if req.boot.uefi() && !layout.has_uefi_loader && uefi::is_windows7(cversion.as_deref()) {
-            find_file(entries, "sources/install.wim").map(|i| {
-                let image = inspect_wim(&source, i).ok().and_then(|w| w.x64_images.first().copied()).unwrap_or(1);
-                (i, image)
-            })
+            // Only an x64 image carries an x86_64 loader (32-bit Windows 7 boots BIOS only).
+            find_file(entries, "sources/install.wim")
+                .and_then(|i| Some((i, inspect_wim(&source, i).ok()?.x64_images.first().copied()?)))
         } else {
             None
         };
@@ -284,7 +283,9 @@ impl Job<'_> {
             Table::Gpt => gpt::partition_span(req.target_size),
         }
         .ok_or(WriteError::NoRoom { path: req.target.clone(), size: req.target_size })?;
-        let bridge_bytes = match (&req.uefi_ntfs_image, fs == Fs::Ntfs && req.boot.uefi()) {
+        // A bridge only when there is a loader on the stick to hand over to.
+        let bridge_wanted = fs == Fs::Ntfs && req.boot.uefi() && (layout.has_uefi_loader || win7.is_some());
+        let bridge_bytes = match (&req.uefi_ntfs_image, bridge_wanted) {
             (_, false) => 0,
             (Some(img), true) => uefi::check_uefi_ntfs_image(img)?,
             (None, true) => uefi::BRIDGE_BYTES,
@@ -485,6 +486,7 @@ impl Job<'_> {
         let part_err = |source| WriteError::Device { path: part.path().into(), source };
         let mut target_mount = None;
         let mut ntfs_mount = None;
+        let mut fusectl_guard = None;
         let mount_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         let mount_point = work.path().join("target");
         let mut target: Box<dyn TargetTree> = match (fs, use_kernel_target) {
@@ -503,6 +505,17 @@ impl Job<'_> {
                 Box::new(t)
             }
             (Fs::Ntfs, false) => {
+                // Before the daemon exists, the supervisor starts holding our mount namespace (see
+                // Worker::hold_for_fuse); fuseblk's connection is numbered after the block device.
+                let rdev =
+                    std::fs::metadata(part.path()).map(|m| std::os::unix::fs::MetadataExt::rdev(&m)).unwrap_or(0);
+                let connection = crate::recover::fuse::connection_id(libc::major(rdev), libc::minor(rdev));
+                // fusectl inside our namespace, so the supervisor can abort the connection should we get stuck.
+                let fusectl =
+                    MountGuard::mount("fusectl", &work.path().join("fusectl"), "fusectl", mount_flags, None).ok();
+                let fusectl_path = fusectl.as_ref().map(|m| m.path().to_path_buf());
+                fusectl_guard = fusectl;
+                self.link.send(&Up::Fuse { connection, fusectl: fusectl_path })?;
                 let m = NtfsMount::mount(part.path(), &mount_point, &work.path().join("ntfs-3g.log"))?;
                 let t = MountedTarget::new(m.path());
                 ntfs_mount = Some(m);
@@ -549,7 +562,6 @@ impl Job<'_> {
                 std::fs::read(&core_path).map_err(|source| WriteError::Device { path: core_path.clone(), source })?;
             bios::install(&disk, &disk_path, &core)?;
         }
-        self.state = TargetState::NotFlushed;
         if req.boot.uefi() {
             self.enter(Step::BootUefi)?;
             let loader = crate::boot::uefi::find_loader(&tree.plan.entries).map(|e| e.path.clone());
@@ -569,6 +581,7 @@ impl Job<'_> {
             }
         }
 
+        self.state = TargetState::NotFlushed;
         self.enter(Step::Flush)?;
         drop(target); // everything was written by finish(); what is left is the flush below
         if target_mount.is_none() && ntfs_mount.is_none() {
@@ -581,6 +594,9 @@ impl Job<'_> {
         }
         if let Some(m) = ntfs_mount.take() {
             m.unmount(Duration::from_secs(600))?;
+        }
+        if let Some(m) = fusectl_guard.take() {
+            m.unmount()?;
         }
         part.file().sync_all().map_err(part_err)?;
         drop(tree);
@@ -664,13 +680,18 @@ impl Job<'_> {
         let mut last = Instant::now();
         let link = &mut *self.link;
         let total = entry.size;
+        let mut sent = u64::MAX;
         helper::run_watching("wimlib-imagex", &args, "wimtools", &mut || {
             if last.elapsed() >= Duration::from_millis(200) {
                 last = Instant::now();
                 let done: u64 = std::fs::read_dir(&dir)
                     .map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
                     .unwrap_or(0);
-                let _ = link.send(&Up::Progress { done: done.min(total), total });
+                // Only when the parts grew: a frame counts as movement for the stall watchdog.
+                if done != sent {
+                    sent = done;
+                    let _ = link.send(&Up::Progress { done: done.min(total), total });
+                }
             }
         })?;
         let mut parts = Vec::new();
@@ -740,7 +761,16 @@ impl Job<'_> {
     ) -> Result<(), WriteError> {
         let dev_err = |source| WriteError::Device { path: disk_path.into(), source };
         if let Some(img) = &self.req.uefi_ntfs_image {
-            let data = std::fs::read(img).map_err(|source| uefi::UefiError::Read { path: img.clone(), source })?;
+            // Read and checked again: the file may have changed since the check before writing, and nothing
+            // may be written past the bridge partition.
+            let data = uefi::read_uefi_ntfs_image(img)?;
+            if data.len() as u64 > bridge.size {
+                return Err(uefi::UefiError::BadImage {
+                    path: img.clone(),
+                    what: format!("grew to {} bytes during the write (the bridge holds {})", data.len(), bridge.size),
+                }
+                .into());
+            }
             disk.write_all_at(&data, bridge.offset).map_err(dev_err)?;
             return Ok(());
         }

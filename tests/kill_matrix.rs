@@ -31,6 +31,7 @@ const PHASES: [(&str, &str); 6] = [
 /// after the worker was killed it says what the step may have left.
 fn expected_state(step: &str, orderly: bool, driver: &str, fs: &str) -> &'static str {
     match (step, orderly) {
+        ("prepare", _) => "the target was not changed",
         ("wipe", true) => "the target was not changed",
         ("wipe", false) => "old signatures were wiped",
         ("format", _) => "partition table written, no filesystem yet",
@@ -82,7 +83,8 @@ fn run_case(fx: &Fixture, kill: Kill, step: &str, line: &str, driver: &str, fs: 
             "--fs",
             fs,
         ],
-        &[("WOESAFE_TEST_PAUSE_AT", pause.as_str())],
+        // The scratch space (an unnamed file) goes in the test's directory, so a leaked loop on it would show.
+        &[("WOESAFE_TEST_PAUSE_AT", pause.as_str()), ("TMPDIR", work.path().to_str().unwrap())],
     );
     let sup = run.child.id();
     run.wait_line(line, Duration::from_secs(60));
@@ -118,6 +120,11 @@ fn run_case(fx: &Fixture, kill: Kill, step: &str, line: &str, driver: &str, fs: 
             assert!(err.contains(&format!("Target state: {want}")), "{case}: expected {want:?}:\n{err}");
         }
     }
+    // Nothing was written yet: a new image file the supervisor created is removed again (a SIGKILLed
+    // supervisor cannot).
+    if step == "prepare" && !matches!(kill, Kill::Supervisor) {
+        assert!(!image.exists(), "{case}: the untouched new image file was left:\n{err}");
+    }
     // Nothing left: mounts, loops, processes of the worker's namespace.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -148,6 +155,26 @@ fn matrix(kill: Kill, name: &str) {
     let fx = fixture();
     for (step, line) in PHASES {
         run_case(&fx, kill, step, line, "userspace", "fat32");
+    }
+}
+
+/// With scratch space (the Windows 7 fixture: its UEFI loader is extracted from install.wim in scratch space),
+/// stopped while preparing, wiping or copying: the right target state, no untouched new image file left, and
+/// the scratch file, its loop device and its mount gone whatever the way of stopping.
+#[test]
+fn every_kill_while_preparing() {
+    if !need_root("every_kill_while_preparing") {
+        return;
+    }
+    let fx = fixture_with("win7", &["--win7"]);
+    let kills = [Kill::Signal(libc::SIGINT), Kill::Signal(libc::SIGTERM), Kill::Supervisor, Kill::Worker];
+    // At the start of Prepare, and later while the scratch filesystem is mounted (it holds the extracted loader
+    // until the copy is done).
+    let phases = [("prepare", "Preparing files in scratch space"), PHASES[0], PHASES[3]];
+    for kill in kills {
+        for (step, line) in phases {
+            run_case(&fx, kill, step, line, "userspace", "fat32");
+        }
     }
 }
 

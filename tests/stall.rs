@@ -189,3 +189,39 @@ fn stall_while_formatting_is_reported() {
     assert_eq!(status.code(), Some(4), "{report}");
     assert_released(&fuse, run.child.id());
 }
+
+/// NTFS through ntfs-3g, stalled while copying: the daemon itself is stuck in the kernel on the hung device,
+/// so the worker cannot be reaped before woesafe exits. Its FUSE connection is aborted first, so once the
+/// device moves again the daemon ends instead of dead-locking in its own unmount (DESIGN.md), and nothing is
+/// left: no daemon, no loop device.
+#[test]
+fn stall_with_ntfs_leaves_no_daemon() {
+    let name = "stall_with_ntfs_leaves_no_daemon";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !usable(name) || !have("ntfs-3g") {
+        return;
+    }
+    let fuse = FuseDir::new();
+    let (mut run, _) = start_and_hang(&fuse, &["--stall-timeout", "3", "--fs", "ntfs"]);
+    run.wait_line("stalled: no byte moved", Duration::from_secs(30));
+    run.wait_line("Target state", Duration::from_secs(20));
+    let status = run.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(4), "{}", run.text());
+    // Stuck in the kernel, the worker could not be reaped: its connection must have been aborted.
+    assert!(
+        run.text().contains("was aborted, so its daemon ends when its I/O does")
+            || run.text().contains("The worker's namespace is torn down"),
+        "{}",
+        run.text()
+    );
+    let daemons = || {
+        let ps = String::from_utf8(Command::new("ps").args(["-eo", "pid,stat,args"]).output().unwrap().stdout).unwrap();
+        ps.lines().filter(|l| l.contains("ntfs-3g") && l.contains("no_detach")).map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_released(&fuse, run.child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemons().is_empty() {
+        assert!(Instant::now() < deadline, "ntfs-3g is left: {:?}\n{}", daemons(), run.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

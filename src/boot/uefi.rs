@@ -79,8 +79,21 @@ pub fn bridge_mkstandalone_args(out: &Path, cfg: &Path) -> Vec<String> {
 /// Check a user's UEFI:NTFS image before anything is written: a FAT filesystem image (boot sector signature,
 /// "FAT" type) no bigger than 32 MiB. Returns its size rounded up to whole MiB (the bridge partition's size).
 pub fn check_uefi_ntfs_image(path: &Path) -> Result<u64, UefiError> {
+    let data = read_uefi_ntfs_image(path)?;
+    Ok((data.len() as u64).div_ceil(1 << 20) << 20)
+}
+
+/// Read a UEFI:NTFS image (never more than 32 MiB + 1 byte of it) and check it.
+pub fn read_uefi_ntfs_image(path: &Path) -> Result<Vec<u8>, UefiError> {
+    use std::io::Read;
     let bad = |what: &str| UefiError::BadImage { path: path.to_path_buf(), what: what.to_string() };
-    let data = std::fs::read(path).map_err(|source| UefiError::Read { path: path.to_path_buf(), source })?;
+    let read_err = |source| UefiError::Read { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    if !file.metadata().map_err(read_err)?.is_file() {
+        return Err(bad("not a regular file; give the image file (e.g. Rufus's uefi-ntfs.img)"));
+    }
+    let mut data = Vec::new();
+    file.take((32 << 20) + 1).read_to_end(&mut data).map_err(read_err)?;
     if data.len() < 512 || data.len() > 32 << 20 {
         return Err(bad("a UEFI:NTFS image is a FAT filesystem image of at most 32 MiB (Rufus's is 1 MiB)"));
     }
@@ -88,7 +101,7 @@ pub fn check_uefi_ntfs_image(path: &Path) -> Result<u64, UefiError> {
     if data[510..512] != [0x55, 0xAA] || !fat_type {
         return Err(bad("not a FAT filesystem image (no boot sector signature); give Rufus's uefi-ntfs.img or alike"));
     }
-    Ok((data.len() as u64).div_ceil(1 << 20) << 20)
+    Ok(data)
 }
 
 /// Whether the ISO is Windows 7-shaped: sources/cversion.ini says MinServer=7…, or no cversion.ini and no
@@ -96,8 +109,8 @@ pub fn check_uefi_ntfs_image(path: &Path) -> Result<u64, UefiError> {
 pub fn is_windows7(cversion_ini: Option<&str>) -> bool {
     cversion_ini.is_some_and(|text| {
         text.lines().any(|l| {
-            let l = l.trim();
-            l.len() > 10 && l[..10].eq_ignore_ascii_case("MinServer=") && l[10..].starts_with('7')
+            let l = l.trim().as_bytes();
+            l.len() > 10 && l[..10].eq_ignore_ascii_case(b"MinServer=") && l[10] == b'7'
         })
     })
 }
@@ -135,6 +148,7 @@ mod tests {
         assert!(is_windows7(Some("[HOSTBUILD]\r\nMinClient=7600.16385\r\nMinServer=7600.16385\r\n")));
         assert!(!is_windows7(Some("[HOSTBUILD]\r\nMinClient=10240.16384\r\nMinServer=10240.16384\r\n")));
         assert!(!is_windows7(None));
+        assert!(!is_windows7(Some("MinServeräö=7\nMinServer")), "non-ASCII must not panic");
     }
 
     #[test]
@@ -175,6 +189,9 @@ mod tests {
         std::fs::write(&p, vec![0u8; 4096]).unwrap();
         assert!(check_uefi_ntfs_image(&p).unwrap_err().to_string().contains("not a FAT filesystem image"));
         assert!(check_uefi_ntfs_image(&dir.path().join("missing")).is_err());
+        assert!(check_uefi_ntfs_image(dir.path()).unwrap_err().to_string().contains("not a regular file"));
+        std::fs::File::create(&p).unwrap().set_len(33 << 20).unwrap();
+        assert!(check_uefi_ntfs_image(&p).unwrap_err().to_string().contains("at most 32 MiB"));
     }
 
     #[test]

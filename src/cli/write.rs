@@ -273,6 +273,17 @@ fn in_path(program: &str) -> bool {
         .any(|d| std::fs::metadata(d.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
+/// Refuse (before anything is written) when a program a later step needs is missing.
+fn need_programs(programs: &[(&str, &str)], purpose: &str) -> Result<(), Exit> {
+    match programs.iter().find(|(p, _)| !in_path(p)) {
+        Some((program, package)) => Err(fail(
+            exit::REFUSED,
+            format!("{purpose} needs {program}, which is not installed: install the Debian package {package}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn print_inventory(ui: &Ui, inv: &Inventory) {
     ui.line(&format!(
         "ISO: {} — {} files in {} directories, {} ({})",
@@ -436,6 +447,20 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
     ui.done();
     // The worker is gone, and with it its private mounts: the directory is empty and unmounted here.
     let _ = std::fs::remove_dir(&work_dir);
+    // A new image file that ended untouched (stopped or failed before the wipe, e.g. while preparing the WIM)
+    // goes again: "the target was not changed" must hold for a file that did not exist either.
+    if matches!(facts, TargetFacts::Image { exists: false, .. })
+        && !matches!(result, Ok(Some(_)))
+        && matches!(ui.last_step, None | Some(Step::ReadIso) | Some(Step::Prepare))
+        && let Some(f) = lock.take()
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ours = f.metadata().ok().map(|m| (m.dev(), m.ino()));
+        let there = std::fs::metadata(&args.target).ok().map(|m| (m.dev(), m.ino()));
+        if ours.is_some() && ours == there {
+            let _ = std::fs::remove_file(&args.target);
+        }
+    }
     if let Ok(Some(report)) = &result {
         print_report(&ui, &args.target, report, started.elapsed().as_secs_f64());
     }
@@ -555,6 +580,7 @@ fn follow(
                     Up::Info(m) => ui.line(&m),
                     Up::Warning(m) => ui.line(&format!("warning: {m}")),
                     Up::Devices(d) => devices = d,
+                    Up::Fuse { connection, fusectl } => worker.hold_for_fuse(connection, fusectl),
                     Up::Inventory(inv) => {
                         print_inventory(ui, &inv);
                         if inv.scratch_bytes > 0 {
@@ -730,9 +756,20 @@ fn decide(
                 ));
             }
         }
-        if args.boot_mode().uefi() && args.uefi_ntfs_image.is_none() {
+        let bridge = args.boot_mode().uefi() && (inv.has_uefi_loader || inv.win7_image.is_some());
+        if bridge && args.uefi_ntfs_image.is_none() {
             crate::boot::uefi::check_grub_efi_installed().map_err(|e| fail(exit::REFUSED, e))?;
+            need_programs(&[("mkfs.fat", "dosfstools"), ("mmd", "mtools"), ("mcopy", "mtools")], "the UEFI bridge")?;
         }
+    }
+    if let Ok(c) = &inv.fs
+        && c.fs == Fs::Fat32
+        && args.uefi_ntfs_image.is_some()
+    {
+        crate::say!("Note: --uefi-ntfs-image is not used: the stick is FAT32, which UEFI firmware reads directly");
+    }
+    if inv.scratch_bytes > 0 {
+        need_programs(&[("wimlib-imagex", "wimtools"), ("mkfs.ext4", "e2fsprogs")], "preparing the WIM")?;
     }
     if !args.yes {
         let q = format!("This will ERASE everything on {}.", describe_target(facts, target_size));

@@ -101,6 +101,8 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         return Err(WimError::Damaged("header size below 208 bytes"));
     }
     let version = u32_at(12);
+    let file_size = r.seek(SeekFrom::End(0))?;
+    let fits = |res: &ResHdr| res.offset.checked_add(res.size_in_wim).is_some_and(|end| end <= file_size);
     let blob_table = ResHdr::parse(&h[48..72]);
     let xml = ResHdr::parse(&h[72..96]);
     let mut info = WimInfo {
@@ -114,7 +116,7 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         x64_images: Vec::new(),
     };
     // The blob table: 50-byte entries, never compressed.
-    if !blob_table.size_in_wim.is_multiple_of(BLOB_ENTRY_SIZE) || blob_table.size_in_wim > 1 << 30 {
+    if !blob_table.size_in_wim.is_multiple_of(BLOB_ENTRY_SIZE) || !fits(&blob_table) {
         return Err(WimError::Damaged("blob table size"));
     }
     let mut table = vec![0u8; blob_table.size_in_wim as usize];
@@ -130,7 +132,7 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         info.largest_resource = info.largest_resource.max(res.size_in_wim);
     }
     // The XML data (UTF-16LE, uncompressed): which images are x64.
-    if xml.size_in_wim > 0 && xml.size_in_wim <= 64 << 20 && xml.flags & 0x04 == 0 {
+    if xml.size_in_wim > 0 && xml.size_in_wim <= 64 << 20 && xml.flags & 0x04 == 0 && fits(&xml) {
         let mut raw = vec![0u8; xml.size_in_wim as usize];
         r.seek(SeekFrom::Start(xml.offset))?;
         r.read_exact(&mut raw)?;
@@ -231,6 +233,13 @@ mod tests {
         assert!(huge.split_problem().unwrap().contains("resource"), "{:?}", huge.split_problem());
         let part = inspect(&mut Cursor::new(wim(0x10D00, &[(1 << 20, 0x04)], XML, (1, 2)))).unwrap();
         assert!(part.split_problem().unwrap().contains("part 1 of a 2-part"));
+    }
+
+    #[test]
+    fn tables_past_the_end_are_damage_not_allocations() {
+        let mut w = wim(0x10D00, &[(1 << 20, 0x04)], XML, (1, 1));
+        w[48..56].copy_from_slice(&(50u64 << 30).to_le_bytes()); // a blob table of 50 GiB
+        assert!(matches!(inspect(&mut Cursor::new(w)), Err(WimError::Damaged(_))));
     }
 
     #[test]

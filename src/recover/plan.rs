@@ -278,7 +278,9 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
         let daemons: Vec<String> =
             snap.destroy_waiters.iter().map(|(pid, comm)| format!("{comm} (pid {pid})")).collect();
         for &(connection, waiting) in &snap.fuse_orphans {
-            if waiting > 0 && !used.contains(&connection) {
+            // Only block-device connections (fuseblk, numbered after their device): a network or other
+            // anonymous FUSE filesystem is never taken for the dead-locked daemon's.
+            if waiting > 0 && !used.contains(&connection) && connection >> 20 != 0 {
                 actions.push(Action::AbortFuse {
                     connection,
                     waiting,
@@ -567,7 +569,7 @@ mod tests {
         assert!(!plan(&idle, &[]).actions.iter().any(|x| matches!(x, Action::AbortFuse { .. })));
         // A connection no mount uses, with requests waiting, while a daemon waits on its own DESTROY: aborted.
         let deadlock = Snapshot {
-            fuse_orphans: vec![(7340033, 1), (99, 0)],
+            fuse_orphans: vec![(7340033, 1), (99, 0), (77, 3)],
             destroy_waiters: vec![(321, "ntfs-3g".into())],
             ..snap.clone()
         };

@@ -263,6 +263,12 @@ pub enum Up {
     },
     /// The block devices the write goes through (kernel names), for the stall watchdog's I/O counters.
     Devices(Vec<String>),
+    /// A FUSE daemon (ntfs-3g) now serves a filesystem in the worker's namespace, on this fusectl connection.
+    /// `fusectl`: where the worker mounted fusectl inside its namespace (for aborting the connection).
+    Fuse {
+        connection: u32,
+        fusectl: Option<PathBuf>,
+    },
     Aborted,
 }
 

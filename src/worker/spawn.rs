@@ -38,8 +38,12 @@ pub enum Event {
 pub struct Worker {
     child: Child,
     to: Option<BufWriter<ChildStdin>>,
-    /// The worker's mount namespace, held until the worker has been reaped (see `spawn`).
+    /// The worker's mount namespace, held from the moment a FUSE daemon serves a filesystem in it until the
+    /// worker has been reaped (see `hold_for_fuse`).
     mount_ns: Option<std::fs::File>,
+    /// That daemon's fusectl connection, and where the worker mounted fusectl inside its namespace.
+    fuse: Option<(u32, Option<std::path::PathBuf>)>,
+    reaped: bool,
 }
 
 /// pidfd_open(2) of our own process: the child checks it right after setting its parent-death signal, which
@@ -132,13 +136,7 @@ pub fn spawn(events: Sender<Event>) -> Result<Worker, SpawnError> {
     drop(cmd); // closes our copy of the pipe's write end, so the reader sees the end when the worker goes
     drop(parent);
     let to = child.stdin.take().map(BufWriter::new);
-    // Hold the worker's mount namespace until the worker is reaped. When the worker is killed, the kernel kills
-    // the rest of its PID namespace; were an ntfs-3g daemon then the namespace's last holder, its exit would
-    // unmount its own filesystem and wait forever for its own answer (the fuseblk deadlock in DESIGN.md). With
-    // our reference the daemon dies first, its connection closes, and the unmount happens here, afterwards,
-    // without waiting for anyone.
-    let mount_ns = hold_mount_namespace(child.id());
-    Ok(Worker { child, to, mount_ns })
+    Ok(Worker { child, to, mount_ns: None, fuse: None, reaped: false })
 }
 
 /// Open the worker's mount namespace, when it is not ours (spawn's pre_exec unshared it before exec).
@@ -151,6 +149,53 @@ fn hold_mount_namespace(pid: u32) -> Option<std::fs::File> {
 }
 
 impl Worker {
+    /// A FUSE daemon (ntfs-3g) is about to serve a filesystem in the worker's namespace: hold the namespace
+    /// until the worker is reaped. When the worker is killed, the kernel kills the rest of its PID namespace;
+    /// were the daemon then the namespace's last holder, its exit would unmount its own filesystem and wait
+    /// forever for its own answer (the fuseblk deadlock in DESIGN.md). With our reference the daemon dies
+    /// first, its connection closes, and the unmount happens here, afterwards, without waiting for anyone.
+    /// (Held only then: for kernel mounts our reference would make us the one doing their last unmount, which
+    /// can wait on a hung device.)
+    pub fn hold_for_fuse(&mut self, connection: u32, fusectl: Option<std::path::PathBuf>) {
+        self.fuse = Some((connection, fusectl));
+        if self.mount_ns.is_none() && !self.reaped {
+            self.mount_ns = hold_mount_namespace(self.child.id());
+        }
+    }
+
+    /// When the worker could not be reaped (something in its namespace is stuck in the kernel), make sure its
+    /// FUSE daemon can never dead-lock in its own unmount once the device moves again: abort its connection.
+    /// We cannot mount fusectl ourselves (our children are born into the worker's dying PID namespace), so we
+    /// go through the fusectl the worker mounted in its namespace, via /proc/PID/root of any of its processes
+    /// that still has one. Returns what was done.
+    pub fn abort_fuse_if_stuck(&mut self) -> Option<String> {
+        if self.reaped || self.child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        let (conn, fusectl) = self.fuse.take()?;
+        let mut pids = vec![self.pid()];
+        if let Some(ns) = crate::sys::procfs::pid_namespace(self.pid()) {
+            pids.extend(crate::sys::procfs::processes_in_namespace(&ns).iter().map(|p| p.pid));
+        }
+        let done = fusectl.as_ref().is_some_and(|dir| {
+            pids.iter().any(|pid| {
+                let abort = format!("/proc/{pid}/root{}/{conn}/abort", dir.display());
+                std::fs::write(abort, b"1").is_ok()
+            })
+        });
+        Some(if done {
+            format!(
+                "The FUSE connection {conn} of the worker's ntfs-3g was aborted, so its daemon ends when its I/O \
+                 does and cannot dead-lock in its own unmount."
+            )
+        } else {
+            format!(
+                "Could not abort the FUSE connection {conn} of the worker's ntfs-3g; if it stays in D state after \
+                 the device recovers, run `woesafe recover --yes`."
+            )
+        })
+    }
+
     pub fn send(&mut self, msg: &Down) -> Result<(), FrameError> {
         match &mut self.to {
             Some(to) => write_frame(to, msg),
@@ -178,8 +223,9 @@ impl Worker {
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => {
-                    // Reaped: every process of its PID namespace is gone (PID 1 exits last), so nothing can
+                    // Reaped: every process of its PID namespace is gone (PID 1 exits last), so no daemon can
                     // wait on the unmounts that dropping the namespace now does.
+                    self.reaped = true;
                     self.mount_ns = None;
                     return Some(status);
                 }
@@ -189,5 +235,12 @@ impl Worker {
                 _ => return None,
             }
         }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Whatever path the supervisor leaves by: a worker not reaped must not leave a daemon to dead-lock.
+        let _ = self.abort_fuse_if_stuck();
     }
 }

@@ -48,7 +48,11 @@ pub fn stalled(worker: &mut Worker, step: Option<Step>, devices: &[String], afte
 pub fn teardown(worker: &mut Worker) -> String {
     let ns = procfs::pid_namespace(worker.pid());
     worker.signal(nix::sys::signal::Signal::SIGKILL);
-    let gone = worker.wait_for(Duration::from_secs(3)).is_some();
+    let mut gone = worker.wait_for(Duration::from_secs(3)).is_some();
+    let aborted = if gone { None } else { worker.abort_fuse_if_stuck() };
+    if aborted.is_some() {
+        gone = worker.wait_for(Duration::from_secs(1)).is_some();
+    }
     let left = ns.as_deref().map(procfs::processes_in_namespace).unwrap_or_default();
     if gone && left.is_empty() {
         return "\nThe worker's namespace is torn down: its mounts and loop devices are gone.".to_string();
@@ -58,6 +62,9 @@ pub fn teardown(worker: &mut Worker) -> String {
             .to_string();
     for p in &left {
         msg.push_str(&format!("\n  {}", describe(p)));
+    }
+    if let Some(a) = aborted {
+        msg.push_str(&format!("\n{a}"));
     }
     msg.push_str("\nTheir mounts are private to the worker's namespace, invisible to the host, and go away with them.");
     msg
