@@ -41,7 +41,8 @@ fn expected_state(step: &str, orderly: bool, driver: &str, fs: &str) -> &'static
             "partition table and empty filesystem written, no files"
         }
         ("copy", _) => "partition table and filesystem written, files incomplete",
-        ("boot-bios", _) => "all files written, boot code incomplete",
+        ("boot-bios", _) | ("boot-uefi", _) => "all files written, boot code incomplete",
+        ("unmount", _) => "files and boot code written but not all flushed",
         ("flush", _) => "files and boot code written but not all flushed",
         _ => unreachable!("unknown step {step}"),
     }
@@ -178,7 +179,8 @@ fn every_kill_while_preparing() {
     }
 }
 
-/// All five ways of stopping, in all six phases.
+/// All five ways of stopping, in all six phases (with NTFS also while its UEFI bridge is built and while
+/// ntfs-3g is unmounted and waited for).
 fn every_kill_in_every_phase(driver: &str, fs: &str) {
     let fx = fixture();
     let kills = [
@@ -188,8 +190,12 @@ fn every_kill_in_every_phase(driver: &str, fs: &str) {
         Kill::Supervisor,
         Kill::Worker,
     ];
+    let mut phases = PHASES.to_vec();
+    if fs == "ntfs" {
+        phases.extend([("boot-uefi", "Checking the UEFI loader"), ("unmount", "Closing the filesystems")]);
+    }
     for kill in kills {
-        for (step, line) in PHASES {
+        for &(step, line) in &phases {
             run_case(&fx, kill, step, line, driver, fs);
         }
     }
