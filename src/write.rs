@@ -349,6 +349,7 @@ impl Job<'_> {
             scratch_problem,
             scratch_bytes,
             win7_image: win7.map(|(_, image)| image),
+            bridge: bridge.is_some(),
         };
         self.link.send(&Up::Inventory(Box::new(inventory)))?;
         match self.link.recv()? {
@@ -465,7 +466,7 @@ impl Job<'_> {
             &disk_path,
             LoopWindow { offset: main.offset, size: main.size, read_only: false },
         )?;
-        let part_name = part.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let part_name = part.name();
         self.link.send(&Up::Devices([vec![disk_name, part_name], scratch_dev].concat()))?;
         let hidden = main.offset / mbr::SECTOR;
         let serial = match fs {
@@ -562,10 +563,10 @@ impl Job<'_> {
                 std::fs::read(&core_path).map_err(|source| WriteError::Device { path: core_path.clone(), source })?;
             bios::install(&disk, &disk_path, &core)?;
         }
+        let uefi_loader = uefi::find_loader(&tree.plan.entries).map(|e| e.path.clone());
         if req.boot.uefi() {
             self.enter(Step::BootUefi)?;
-            let loader = crate::boot::uefi::find_loader(&tree.plan.entries).map(|e| e.path.clone());
-            match (&loader, bridge) {
+            match (&uefi_loader, bridge) {
                 (None, _) => self
                     .link
                     .send(&Up::Warning("the ISO has no efi/boot/bootx64.efi: UEFI boot is not available".into()))?,
@@ -619,7 +620,7 @@ impl Job<'_> {
             files: layout.files,
             bytes: total,
             bios: req.boot.bios(),
-            uefi: req.boot.uefi() && crate::boot::uefi::find_loader(&planned.entries).is_some(),
+            uefi: req.boot.uefi() && uefi_loader.is_some(),
             source_driver: source_desc,
             target_driver: target_desc,
             fs,
@@ -702,9 +703,8 @@ impl Job<'_> {
             if meta.len() > FAT32_MAX_FILE {
                 return Err(WriteError::PartTooBig { part: name, size: meta.len() });
             }
-            let iso_dir = entry.path.rsplit_once('/').map_or("", |(d, _)| d);
             parts.push(Added {
-                path: if iso_dir.is_empty() { name } else { format!("{iso_dir}/{name}") },
+                path: wim::part_path(&entry.path, n),
                 size: meta.len(),
                 mtime: entry.mtime,
                 origin: Origin::Staged(path),
@@ -824,16 +824,12 @@ fn bytes_file(path: &str, content: &[u8], mtime: i64) -> Added {
 fn estimated_parts(wim_entry: &SourceEntry) -> Vec<Added> {
     let part = PART_MIB << 20;
     let n = wim_entry.size.div_ceil(part).max(1) as usize;
-    let dir = wim_entry.path.rsplit_once('/').map_or("", |(d, _)| d);
     (1..=n)
-        .map(|k| {
-            let name = wim::part_name("install", k);
-            Added {
-                path: if dir.is_empty() { name } else { format!("{dir}/{name}") },
-                size: if k < n { part } else { wim_entry.size - part * (n as u64 - 1) },
-                mtime: wim_entry.mtime,
-                origin: Origin::Planned,
-            }
+        .map(|k| Added {
+            path: wim::part_path(&wim_entry.path, k),
+            size: if k < n { part } else { wim_entry.size - part * (n as u64 - 1) },
+            mtime: wim_entry.mtime,
+            origin: Origin::Planned,
         })
         .collect()
 }

@@ -745,19 +745,10 @@ fn decide(
     {
         let kernel = args.target_driver == Driver::Kernel
             || (args.target_driver == Driver::Auto && crate::media::source::kernel_has("ntfs3"));
-        for (program, needed) in [("mkntfs", true), ("ntfs-3g", !kernel)] {
-            if needed && !in_path(program) {
-                return Err(fail(
-                    exit::REFUSED,
-                    format!(
-                        "the stick needs NTFS ({}) but {program} is not installed: install the Debian package ntfs-3g",
-                        c.reason
-                    ),
-                ));
-            }
-        }
-        let bridge = args.boot_mode().uefi() && (inv.has_uefi_loader || inv.win7_image.is_some());
-        if bridge && args.uefi_ntfs_image.is_none() {
+        let programs: &[(&str, &str)] =
+            if kernel { &[("mkntfs", "ntfs-3g")] } else { &[("mkntfs", "ntfs-3g"), ("ntfs-3g", "ntfs-3g")] };
+        need_programs(programs, &format!("the NTFS stick ({})", c.reason))?;
+        if inv.bridge && args.uefi_ntfs_image.is_none() {
             crate::boot::uefi::check_grub_efi_installed().map_err(|e| fail(exit::REFUSED, e))?;
             need_programs(&[("mkfs.fat", "dosfstools"), ("mmd", "mtools"), ("mcopy", "mtools")], "the UEFI bridge")?;
         }

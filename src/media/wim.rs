@@ -164,6 +164,15 @@ pub fn part_name(base: &str, n: usize) -> String {
     if n <= 1 { format!("{base}.swm") } else { format!("{base}{n}.swm") }
 }
 
+/// Where part `n` of the WIM at `wim_path` goes: beside it, named as `part_name` says (sources/install2.swm).
+pub fn part_path(wim_path: &str, n: usize) -> String {
+    let name = part_name("install", n);
+    match wim_path.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{name}"),
+        None => name,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +262,7 @@ mod tests {
         assert_eq!(part_name("install", 1), "install.swm");
         assert_eq!(part_name("install", 2), "install2.swm");
         assert_eq!(part_name("install", 12), "install12.swm");
+        assert_eq!(part_path("Sources/Install.wim", 2), "Sources/install2.swm");
+        assert_eq!(part_path("install.esd", 1), "install.swm");
     }
 }

@@ -144,6 +144,11 @@ impl LoopDevice {
         &self.path
     }
 
+    /// The kernel's name of the device ("loop3"), as /sys/class/block and the stall watchdog know it.
+    pub fn name(&self) -> String {
+        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
     pub fn file(&self) -> &File {
         &self.file
     }

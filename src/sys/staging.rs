@@ -98,7 +98,7 @@ impl Staging {
 
     /// The loop device's name (for the stall watchdog, which watches its I/O).
     pub fn device_name(&self) -> String {
-        self.device.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        self.device.name()
     }
 
     /// Unmount now, reporting errors.

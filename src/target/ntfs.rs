@@ -32,6 +32,12 @@ pub enum NtfsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot create {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// `mkntfs` arguments: quick format, the label, and the partition's place on the disk (hidden sectors and a
@@ -97,9 +103,9 @@ impl NtfsMount {
         let remove_dir = !mount_point.exists();
         if remove_dir {
             std::fs::create_dir(mount_point)
-                .map_err(|source| NtfsError::Read { path: mount_point.to_path_buf(), source })?;
+                .map_err(|source| NtfsError::Create { path: mount_point.to_path_buf(), source })?;
         }
-        let log_file = File::create(log).map_err(|source| NtfsError::Read { path: log.to_path_buf(), source })?;
+        let log_file = File::create(log).map_err(|source| NtfsError::Create { path: log.to_path_buf(), source })?;
         let mut cmd = Command::new("ntfs-3g");
         // no_detach: the daemon stays our child (so we can wait for it); windows_names: refuse names Windows
         // cannot open; big_writes: 128 KiB writes instead of 4 KiB ones.
@@ -141,11 +147,6 @@ impl NtfsMount {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The daemon's pid (in the worker's PID namespace).
-    pub fn daemon_pid(&self) -> Option<u32> {
-        self.daemon.as_ref().map(Child::id)
     }
 
     /// Unmount (lazily: our own open files may still be closing) while the daemon lives, then wait for it to

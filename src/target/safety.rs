@@ -139,6 +139,8 @@ pub struct Inventory {
     pub scratch_bytes: u64,
     /// Windows 7: UEFI boot needs the loader extracted from install.wim, image index.
     pub win7_image: Option<u32>,
+    /// The stick gets a UEFI bridge partition (NTFS with a UEFI loader to hand over to).
+    pub bridge: bool,
 }
 
 /// Checks that need the ISO's inventory.
@@ -310,6 +312,7 @@ mod tests {
             scratch_problem: None,
             scratch_bytes: 0,
             win7_image: None,
+            bridge: false,
         }
     }
 
