@@ -16,3 +16,4 @@ pub struct SourceEntry {
 pub mod source;
 pub mod unattend;
 pub mod wim;
+pub mod wimsplit;
