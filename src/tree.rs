@@ -1,5 +1,6 @@
 //! The tree as it goes onto the stick: the ISO's files, minus those woesafe replaces (a WIM split into parts),
-//! plus what it adds (GRUB's grub.cfg, autounattend.xml, the split parts, a Windows 7 UEFI loader). Planned as a
+//! plus what it adds (GRUB's grub.cfg, autounattend.xml, the split parts, read from the WIM while they are
+//! copied, a Windows 7 UEFI loader). Planned as a
 //! pure list first (so the checks before writing see exactly what will be written), then copied by one engine.
 
 use std::io::Read;
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::copy::SourceTree;
 use crate::media::SourceEntry;
-use crate::media::source::Source;
+use crate::media::source::{ReadSeek, Source};
 
 /// Where an entry's content comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +21,19 @@ pub enum Origin {
     Bytes(Vec<u8>),
     /// A file prepared in the scratch space (WIM parts, an extracted loader).
     Staged(PathBuf),
+    /// A part of a WIM split while it is copied, read from the ISO's WIM or a re-packed one in scratch space.
+    WimPart { from: WimFrom, part: std::sync::Arc<crate::media::wimsplit::Part> },
     /// A file whose content is not known yet (planning only: its size is an estimate).
     Planned,
+}
+
+/// Where a split WIM's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WimFrom {
+    /// The ISO's entry of this index.
+    Iso(usize),
+    /// A WIM in the scratch space (re-packed).
+    Staged(PathBuf),
 }
 
 /// A file woesafe puts on the stick.
@@ -104,6 +116,13 @@ impl SourceTree for Tree<'_> {
             Some(Origin::Iso(i)) => self.source.open(*i),
             Some(Origin::Bytes(b)) => Ok(Box::new(std::io::Cursor::new(b.as_slice()))),
             Some(Origin::Staged(p)) => Ok(Box::new(std::fs::File::open(p)?)),
+            Some(Origin::WimPart { from, part }) => {
+                let wim: Box<dyn ReadSeek + '_> = match from {
+                    WimFrom::Iso(i) => self.source.open_seekable(*i)?,
+                    WimFrom::Staged(p) => Box::new(std::fs::File::open(p)?),
+                };
+                Ok(Box::new(part.reader(wim)))
+            }
             Some(Origin::NewDir) | Some(Origin::Planned) | None => {
                 Err(std::io::Error::other(format!("entry {index} has no content to copy")))
             }

@@ -15,17 +15,18 @@ use crate::copy::{SourceTree, TargetTree, copy_tree};
 use crate::media::SourceEntry;
 use crate::media::source::{self, Source, SourceError};
 use crate::media::wim::{self, FAT32_MAX_FILE, PART_MIB};
+use crate::media::wimsplit;
 use crate::sys::loopdev::{LoopDevice, LoopWindow, device_size};
 use crate::sys::mount::MountGuard;
 use crate::sys::staging::{self, Staging};
-use crate::target::choose::{self, BigFile, Fs};
+use crate::target::choose::{self, BigFile, Fs, WimVerdict};
 use crate::target::fat::{self, MountedTarget};
 use crate::target::fatwrite::FatWriter;
 use crate::target::ntfs::{self, NtfsMount};
 use crate::target::safety::Inventory;
 use crate::target::units::human;
 use crate::target::{gpt, label, mbr};
-use crate::tree::{Added, Origin, Plan, Tree};
+use crate::tree::{Added, Origin, Plan, Tree, WimFrom};
 use crate::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest};
 use crate::worker::helper;
 use crate::worker::init::{Link, stop_requested};
@@ -80,10 +81,13 @@ pub enum WriteError {
         #[source]
         source: std::io::Error,
     },
-    #[error("wimlib-imagex split made {part} of {size} bytes, over FAT32's file-size limit")]
+    #[error(
+        "the split would make {part} of {size} bytes, over FAT32's file-size limit (a single file in the WIM is \
+         that big); use --fs ntfs"
+    )]
     PartTooBig { part: String, size: u64 },
-    #[error("wimlib-imagex split of {wim} reported success but made no parts")]
-    NoParts { wim: String },
+    #[error("the re-packed {wim} cannot be split: {what}")]
+    Repacked { wim: String, what: String },
     #[error(transparent)]
     Ntfs(#[from] crate::target::ntfs::NtfsError),
     #[error(transparent)]
@@ -199,7 +203,11 @@ impl Job<'_> {
         let mtime_now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
 
-        // The filesystem: FAT32 unless a file over its limit cannot be split.
+        // The filesystem: FAT32 unless a file other than the install image is over its limit. A big install
+        // image is planned into parts here (its blob table and XML are read), so the checks before writing see
+        // the parts' exact sizes.
+        let guid = random_guid();
+        let mut plans: Vec<(usize, wimsplit::SplitPlan)> = Vec::new();
         let big: Vec<BigFile> = entries
             .iter()
             .enumerate()
@@ -207,7 +215,17 @@ impl Job<'_> {
             .map(|(i, e)| BigFile {
                 path: e.path.clone(),
                 size: e.size,
-                wim: choose::is_install_image(&e.path).then(|| inspect_wim(&source, i)),
+                wim: choose::is_install_image(&e.path).then(|| match plan_split(&source, i, guid) {
+                    Ok(plan) => {
+                        let verdict = verdict_of(&plan);
+                        if matches!(verdict, WimVerdict::Split { .. }) {
+                            plans.push((i, plan));
+                        }
+                        verdict
+                    }
+                    Err(wimsplit::SplitError::NeedsRepack(why)) => WimVerdict::Repack { why },
+                    Err(e) => WimVerdict::Unusable(e.to_string()),
+                }),
             })
             .collect();
         let choice = choose::choose(req.fs, &big);
@@ -241,19 +259,40 @@ impl Job<'_> {
             None
         };
 
-        // Scratch space: WIM parts, and a copy of the WIM itself when the ISO is read in userspace (wimlib
-        // needs a file).
-        let split: Vec<usize> = match &choice {
-            Ok(c) => c.split.iter().filter_map(|p| find_file(entries, p)).collect(),
-            Err(_) => Vec::new(),
+        // Which WIMs are split as they are copied, and which are re-packed first in scratch space.
+        let paths_of = |pick: fn(&choose::Choice) -> &Vec<String>| -> Vec<usize> {
+            match &choice {
+                Ok(c) => pick(c).iter().filter_map(|p| find_file(entries, p)).collect(),
+                Err(_) => Vec::new(),
+            }
         };
-        let mut staged_wims: Vec<usize> = split.clone();
+        let split = paths_of(|c| &c.split);
+        let repack = paths_of(|c| &c.repack);
+        plans.retain(|(i, _)| split.contains(i));
+        for (i, plan) in &plans {
+            let sizes: Vec<String> = plan.parts.iter().map(|p| human(p.size)).collect();
+            self.info(format!(
+                "{} is split into {} parts while it is copied ({})",
+                entries[*i].path,
+                plan.parts.len(),
+                sizes.join(", ")
+            ))?;
+        }
+
+        // Scratch space, only for what needs a file of its own: a re-pack (wimlib reads the WIM from a file, and
+        // writes the re-packed one), the Windows 7 loader extraction (from a copy of install.wim when the ISO is
+        // read in userspace).
+        let mut staged_wims: Vec<usize> = repack.clone();
         if let Some((i, _)) = win7
             && !staged_wims.contains(&i)
         {
             staged_wims.push(i);
         }
-        let mut scratch_bytes: u64 = split.iter().map(|&i| entries[i].size).sum();
+        let repack_info: Vec<(usize, u64)> = repack
+            .iter()
+            .map(|&i| (i, inspect_wim(&source, i).map_or(entries[i].size.saturating_mul(4), |w| wim::repack_bytes(&w))))
+            .collect();
+        let mut scratch_bytes: u64 = repack_info.iter().map(|(_, n)| n).sum();
         if !use_kernel_source {
             scratch_bytes += staged_wims.iter().map(|&i| entries[i].size).sum::<u64>();
         }
@@ -263,15 +302,17 @@ impl Job<'_> {
         let scratch_problem = (scratch_bytes > 0)
             .then(|| {
                 let need = staging::image_size(scratch_bytes);
+                let what =
+                    if repack.is_empty() { "extracting the Windows 7 UEFI loader" } else { "re-packing the WIM" };
                 match staging::free_bytes(&req.scratch_dir) {
                     Ok(free) if free >= need => None,
                     Ok(free) => Some(format!(
-                        "preparing the WIM needs {} of scratch space in {} and it has {} free: set TMPDIR to a \
-                         directory on a disk with more room{}",
+                        "{what} needs {} of scratch space in {} and it has {} free: set TMPDIR to a directory on a \
+                         disk with more room{}",
                         human(need),
                         req.scratch_dir.display(),
                         human(free),
-                        if split.is_empty() { "" } else { ", or use --fs ntfs (no splitting)" }
+                        if repack.is_empty() { "" } else { ", or use --fs ntfs (no re-pack)" }
                     )),
                     Err(e) => Some(format!("cannot check the scratch space in {}: {e}", req.scratch_dir.display())),
                 }
@@ -311,11 +352,16 @@ impl Job<'_> {
         if let Some(xml) = &answer_file {
             ours.push(bytes_file(crate::media::unattend::FILE_NAME, xml.as_bytes(), mtime_now));
         }
-        // The tree as planned (part sizes estimated) for the checks; rebuilt with the real parts later.
-        let removed: Vec<String> = split.iter().map(|&i| entries[i].path.clone()).collect();
-        let mut planned_added = ours.clone();
-        for &i in &split {
-            planned_added.extend(estimated_parts(&entries[i]));
+        // The tree as planned for the checks (re-packed parts estimated from the WIM's data size); rebuilt with
+        // the re-packed parts later.
+        let removed: Vec<String> = split.iter().chain(&repack).map(|&i| entries[i].path.clone()).collect();
+        let mut streamed = Vec::new();
+        for (i, plan) in &plans {
+            streamed.extend(plan_parts(&entries[*i], WimFrom::Iso(*i), plan));
+        }
+        let mut planned_added = [ours.clone(), streamed.clone()].concat();
+        for (i, bytes) in &repack_info {
+            planned_added.extend(estimated_parts(&entries[*i], *bytes));
         }
         if win7.is_some() {
             planned_added.push(Added {
@@ -357,9 +403,9 @@ impl Job<'_> {
             _ => return Ok(None),
         }
 
-        // Prepare, in scratch space and before the target is touched: split the WIM, extract the loader.
-        let mut added = ours;
-        let mut split_report = None;
+        // Prepare, in scratch space and before the target is touched: re-pack the WIM, extract the loader.
+        let mut added = [ours, streamed].concat();
+        let mut split_report = plans.first().map(|(i, plan)| (entries[*i].path.clone(), plan.parts.len()));
         let scratch = if scratch_bytes > 0 {
             self.enter(Step::Prepare)?;
             let scratch = Staging::create(&req.scratch_dir, scratch_bytes, &work.path().join("scratch"))?;
@@ -372,18 +418,19 @@ impl Job<'_> {
                 };
                 wim_paths.push((i, path));
             }
-            for &i in &split {
-                let wim = &wim_paths.iter().find(|(j, _)| *j == i).expect("staged").1;
-                let parts = self.split_wim(wim, &entries[i], scratch.path())?;
+            let staged = |i: usize| wim_paths.iter().find(|(j, _)| *j == i).expect("staged").1.clone();
+            for &(i, estimate) in &repack_info {
+                let wim = staged(i);
+                let packed = self.repack_wim(&wim, &entries[i], estimate, scratch.path())?;
+                if win7.is_none_or(|(w, _)| w != i) && source.local_path(i).is_none() {
+                    let _ = std::fs::remove_file(&wim);
+                }
+                let parts = self.split_repacked(&packed, &entries[i], guid)?;
                 split_report = Some((entries[i].path.clone(), parts.len()));
                 added.extend(parts);
-                if win7.is_none_or(|(w, _)| w != i) && source.local_path(i).is_none() {
-                    let _ = std::fs::remove_file(wim);
-                }
             }
             if let Some((i, image)) = win7 {
-                let wim = &wim_paths.iter().find(|(j, _)| *j == i).expect("staged").1;
-                added.push(self.extract_win7_loader(wim, image, scratch.path(), mtime_now)?);
+                added.push(self.extract_win7_loader(&staged(i), image, scratch.path(), mtime_now)?);
             }
             Some(scratch)
         } else {
@@ -664,58 +711,80 @@ impl Job<'_> {
         Ok(dest.to_path_buf())
     }
 
-    /// `wimlib-imagex split` into parts of at most PART_MIB MiB, with progress from the parts' growing sizes;
-    /// its exit status is checked, and so is every part's size.
-    fn split_wim(&mut self, wim: &Path, entry: &SourceEntry, scratch: &Path) -> Result<Vec<Added>, WriteError> {
-        let dir = scratch.join("parts");
-        std::fs::create_dir(&dir)
-            .map_err(|source| WriteError::Scratch { what: "creating the parts directory".into(), source })?;
-        let stem = "install";
-        self.info(format!("Splitting {} ({}) into parts of at most {PART_MIB} MiB", entry.path, human(entry.size)))?;
+    /// Re-pack a WIM that cannot be split as it is (solid, LZMS, pipable, ...) into a plain one in scratch space:
+    /// `wimlib-imagex export WIM all OUT --compress=LZX`, with progress from the output's growing size against
+    /// `estimate` (the most it can write).
+    fn repack_wim(
+        &mut self,
+        wim: &Path,
+        entry: &SourceEntry,
+        estimate: u64,
+        scratch: &Path,
+    ) -> Result<PathBuf, WriteError> {
+        let out = scratch.join("repacked.wim");
+        self.info(format!(
+            "Re-packing {} ({}) into a plain WIM ({}) that can be split",
+            entry.path,
+            human(entry.size),
+            wim::REPACK_COMPRESSION
+        ))?;
         let args = vec![
-            "split".to_string(),
+            "export".to_string(),
             wim.to_string_lossy().into_owned(),
-            dir.join(format!("{stem}.swm")).to_string_lossy().into_owned(),
-            PART_MIB.to_string(),
+            "all".into(),
+            out.to_string_lossy().into_owned(),
+            format!("--compress={}", wim::REPACK_COMPRESSION),
         ];
+        let started = Instant::now();
         let mut last = Instant::now();
         let link = &mut *self.link;
-        let total = entry.size;
         let mut sent = u64::MAX;
         helper::run_watching("wimlib-imagex", &args, "wimtools", &mut || {
             if last.elapsed() >= Duration::from_millis(200) {
                 last = Instant::now();
-                let done: u64 = std::fs::read_dir(&dir)
-                    .map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
-                    .unwrap_or(0);
-                // Only when the parts grew: a frame counts as movement for the stall watchdog.
+                let done = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+                // Only when the output grew: a frame counts as movement for the stall watchdog.
                 if done != sent {
                     sent = done;
-                    let _ = link.send(&Up::Progress { done: done.min(total), total });
+                    let _ = link.send(&Up::Progress { done: done.min(estimate), total: estimate });
                 }
             }
         })?;
-        let mut parts = Vec::new();
-        for n in 1.. {
-            let name = wim::part_name(stem, n);
-            let path = dir.join(&name);
-            let Ok(meta) = std::fs::metadata(&path) else { break };
-            if meta.len() > FAT32_MAX_FILE {
-                return Err(WriteError::PartTooBig { part: name, size: meta.len() });
-            }
-            parts.push(Added {
-                path: wim::part_path(&entry.path, n),
-                size: meta.len(),
+        let size = std::fs::metadata(&out)
+            .map_err(|source| WriteError::Scratch { what: "reading the re-packed WIM's size".into(), source })?
+            .len();
+        self.link.send(&Up::Progress { done: estimate, total: estimate })?;
+        self.info(format!(
+            "Re-packed {} into {} in {:.0} s",
+            entry.path,
+            human(size),
+            started.elapsed().as_secs_f64()
+        ))?;
+        Ok(out)
+    }
+
+    /// The parts of a re-packed WIM (read from scratch space while they are copied), or the WIM itself in
+    /// place of the original when it fits FAT32 whole.
+    fn split_repacked(&mut self, packed: &Path, entry: &SourceEntry, guid: [u8; 16]) -> Result<Vec<Added>, WriteError> {
+        let err = |source| WriteError::Scratch { what: format!("reading {}", packed.display()), source };
+        let size = std::fs::metadata(packed).map_err(err)?.len();
+        if size <= FAT32_MAX_FILE {
+            self.info(format!("The re-packed WIM fits FAT32 whole: it becomes {}", entry.path))?;
+            return Ok(vec![Added {
+                path: entry.path.clone(),
+                size,
                 mtime: entry.mtime,
-                origin: Origin::Staged(path),
-            });
+                origin: Origin::Staged(packed.to_path_buf()),
+            }]);
         }
-        if parts.is_empty() {
-            return Err(WriteError::NoParts { wim: entry.path.clone() });
+        let plan = wimsplit::plan(&mut File::open(packed).map_err(err)?, PART_MIB << 20, guid)
+            .map_err(|e| WriteError::Repacked { wim: entry.path.clone(), what: e.to_string() })?;
+        if let Some(p) = plan.parts.iter().find(|p| p.size > FAT32_MAX_FILE) {
+            return Err(WriteError::PartTooBig { part: wim::part_name("install", p.number.into()), size: p.size });
         }
-        let sizes: Vec<String> = parts.iter().map(|p| human(p.size)).collect();
-        self.info(format!("Split {} into {} parts ({})", entry.path, parts.len(), sizes.join(", ")))?;
-        Ok(parts)
+        let sizes: Vec<String> = plan.parts.iter().map(|p| human(p.size)).collect();
+        self.info(format!("It is split into {} parts while it is copied ({})", plan.parts.len(), sizes.join(", ")))?;
+        Ok(plan_parts(entry, WimFrom::Staged(packed.to_path_buf()), &plan))
     }
 
     /// Windows 7: extract the UEFI boot manager from install.wim's x64 image into efi/boot/bootx64.efi, and
@@ -820,16 +889,63 @@ fn bytes_file(path: &str, content: &[u8], mtime: i64) -> Added {
     Added { path: path.into(), size: content.len() as u64, mtime, origin: Origin::Bytes(content.to_vec()) }
 }
 
-/// The parts a split will make, for the checks before writing (sizes estimated: full parts, then the rest).
-fn estimated_parts(wim_entry: &SourceEntry) -> Vec<Added> {
+/// The parts a re-pack will make, for the checks before writing (sizes estimated from the most the re-pack can
+/// write: full parts, then the rest).
+fn estimated_parts(wim_entry: &SourceEntry, bytes: u64) -> Vec<Added> {
     let part = PART_MIB << 20;
-    let n = wim_entry.size.div_ceil(part).max(1) as usize;
+    let n = bytes.div_ceil(part).max(1) as usize;
     (1..=n)
         .map(|k| Added {
             path: wim::part_path(&wim_entry.path, k),
-            size: if k < n { part } else { wim_entry.size - part * (n as u64 - 1) },
+            size: if k < n { part } else { bytes - part * (n as u64 - 1) },
             mtime: wim_entry.mtime,
             origin: Origin::Planned,
         })
         .collect()
+}
+
+/// The parts of a planned split, as files on the stick beside the WIM's place (a single part keeps its name).
+fn plan_parts(wim_entry: &SourceEntry, from: WimFrom, plan: &wimsplit::SplitPlan) -> Vec<Added> {
+    plan.parts
+        .iter()
+        .map(|p| Added {
+            path: if plan.parts.len() == 1 {
+                wim_entry.path.clone()
+            } else {
+                wim::part_path(&wim_entry.path, p.number.into())
+            },
+            size: p.size,
+            mtime: wim_entry.mtime,
+            origin: Origin::WimPart { from: from.clone(), part: std::sync::Arc::new(p.clone()) },
+        })
+        .collect()
+}
+
+/// Plan the streaming split of the ISO's WIM at `index` into parts of at most PART_MIB MiB.
+fn plan_split(source: &Source, index: usize, guid: [u8; 16]) -> Result<wimsplit::SplitPlan, wimsplit::SplitError> {
+    let mut r = source.open_seekable(index)?;
+    wimsplit::plan(&mut r, PART_MIB << 20, guid)
+}
+
+/// How a planned split goes onto FAT32: as it is, unless a part would be over FAT32's limit (a resource of
+/// about 4 GiB on its own), which a re-pack may compress below it.
+fn verdict_of(plan: &wimsplit::SplitPlan) -> WimVerdict {
+    match plan.parts.iter().find(|p| p.size > FAT32_MAX_FILE) {
+        None => WimVerdict::Split { parts: plan.parts.len() },
+        Some(p) => WimVerdict::Repack {
+            why: format!(
+                "its part {} would be {} bytes, over FAT32's limit: one resource in it is that big",
+                p.number, p.size
+            ),
+        },
+    }
+}
+
+/// A GUID for a split set: 16 random bytes.
+fn random_guid() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    for chunk in b.chunks_mut(4) {
+        chunk.copy_from_slice(&random_u32().to_le_bytes());
+    }
+    b
 }

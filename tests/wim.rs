@@ -1,7 +1,8 @@
-//! WIM files over FAT32's limit: the inspection agrees with wimlib on real WIMs; a WIM that cannot be split
-//! makes --fs fat32 refuse before the target is touched and --fs auto choose NTFS, saying why; a WIM just over
-//! 4 GiB is split into parts of at most 4000 MiB that join back into a WIM wimlib verifies, with the same
-//! files.
+//! WIM files over FAT32's limit: the inspection agrees with wimlib on real WIMs; a WIM just over 4 GiB is split
+//! while it is copied (no scratch space) into parts of at most 4000 MiB, byte for byte wimlib's but the GUID,
+//! that join back into a WIM wimlib verifies, with the same files; a solid ESD over 4 GiB is re-packed and
+//! stays on FAT32, with the same images, properties, files and hashes; a re-pack without scratch room is
+//! refused before the target is touched.
 
 mod common;
 use common::*;
@@ -54,10 +55,14 @@ fn inspection_agrees_with_wimlib() {
         assert_eq!(info.x64_images, vec![2], "{info:?}");
         assert_eq!(info.solid, solid, "{info:?}");
         assert!(info.resources >= 3, "{info:?}");
-        // Our prediction matches what wimlib does.
+        // The streaming split takes what wimlib can split, and asks for a re-pack of what it cannot.
         let parts = dir.path().join(if solid { "s.swm" } else { "p.swm" });
         let split = wimlib(&["split", wim.to_str().unwrap(), parts.to_str().unwrap(), "1"]);
-        assert_eq!(split.status.success(), info.split_problem().is_none(), "{info:?}\n{}", text(&split));
+        let plan = woesafe::media::wimsplit::plan(&mut std::fs::File::open(&wim).unwrap(), 1 << 20, [0; 16]);
+        assert_eq!(split.status.success(), plan.is_ok(), "{plan:?}\n{}", text(&split));
+        if solid {
+            assert!(matches!(plan, Err(woesafe::media::wimsplit::SplitError::NeedsRepack(_))), "{plan:?}");
+        }
     }
 }
 
@@ -87,59 +92,128 @@ fn big_esd_iso(dir: &Path) -> std::path::PathBuf {
     iso
 }
 
-#[test]
-fn an_unsplittable_wim_is_refused_on_fat32_and_chooses_ntfs_under_auto() {
-    let name = "an_unsplittable_wim_is_refused_on_fat32_and_chooses_ntfs_under_auto";
-    if !need_root(name) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let iso = big_esd_iso(dir.path());
-    // An 8 GiB image (room enough, so only the filesystem rule can refuse), marked at both ends.
-    let target = dir.path().join("target.img");
-    let marks = |t: &Path| {
+/// An 8 GiB image file marked 0xAA at both ends, and a check that the marks are still there.
+fn marked_target(t: &Path) -> impl Fn() -> bool + '_ {
+    use std::os::unix::fs::FileExt;
+    let open = move || {
         let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(t).unwrap();
         f.set_len(8 << 30).unwrap();
         f
     };
-    let untouched = |t: &Path| {
-        use std::os::unix::fs::FileExt;
-        let f = marks(t);
+    let f = open();
+    f.write_all_at(&vec![0xAAu8; 4 << 20], 0).unwrap();
+    f.write_all_at(&vec![0xAAu8; 1 << 20], (8 << 30) - (1 << 20)).unwrap();
+    move || {
+        let f = open();
         let mut head = vec![0u8; 4 << 20];
         let mut tail = vec![0u8; 1 << 20];
         f.read_exact_at(&mut head, 0).unwrap();
         f.read_exact_at(&mut tail, (8 << 30) - (1 << 20)).unwrap();
         head.iter().chain(tail.iter()).all(|&b| b == 0xAA)
-    };
-    {
-        use std::os::unix::fs::FileExt;
-        let f = marks(&target);
-        f.write_all_at(&vec![0xAAu8; 4 << 20], 0).unwrap();
-        f.write_all_at(&vec![0xAAu8; 1 << 20], (8 << 30) - (1 << 20)).unwrap();
     }
-    let (i, t) = (iso.to_str().unwrap(), target.to_str().unwrap());
+}
 
-    let out = woesafe(&["write", i, t, "--fs", "fat32", "--yes"]);
+/// `wimlib-imagex info` of every image, and `dir --detailed` (files and their hashes) of each: what Setup and
+/// a user see of a WIM's content.
+fn wim_content(w: &Path) -> (String, Vec<String>) {
+    let info = ok(wimlib(&["info", w.to_str().unwrap()]));
+    let count: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Image Count:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no image count:\n{info}"));
+    // Only the image part of `info`: the header part (path, GUID, size, compression) differs by design.
+    let images = info.split_once("Available Images:").map(|(_, i)| i.to_string()).unwrap_or_default();
+    // Without the lines that say how a file's data is stored (compressed size, offset, solid or not), which a
+    // re-pack changes by design.
+    let storage = ["Compressed size", "Offset in WIM", "Solid resource", "Solid offset", "Flags"];
+    let dirs = (1..=count)
+        .map(|i| {
+            let listing = ok(wimlib(&["dir", w.to_str().unwrap(), &i.to_string(), "--detailed"]));
+            assert!(listing.contains("Hash"), "no hashes in the listing:\n{listing}");
+            listing.lines().filter(|l| !storage.iter().any(|s| l.starts_with(s))).collect::<Vec<_>>().join("\n")
+        })
+        .collect();
+    (images, dirs)
+}
+
+/// A solid install.esd over 4 GiB no longer means NTFS: with --fs fat32 and with the default auto it is
+/// re-packed into a plain WIM (in scratch space, before the target is touched) that goes onto FAT32 (here
+/// whole, as it re-packs small), with the same images, properties, files and hashes.
+#[test]
+fn a_solid_esd_over_4_gib_is_repacked_onto_fat32() {
+    let name = "a_solid_esd_over_4_gib_is_repacked_onto_fat32";
+    if !need_root(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let iso = big_esd_iso(dir.path());
+    let original = dir.path().join("tree/sources/install.esd");
+    for fs in ["fat32", "auto"] {
+        let target = dir.path().join(format!("{fs}.img"));
+        let (i, t) = (iso.to_str().unwrap(), target.to_str().unwrap());
+        let out = woesafe(&["write", i, t, "--fs", fs, "--size", "2G", "--yes"]);
+        let msg = text(&out);
+        assert!(out.status.success(), "{msg}");
+        assert!(
+            msg.contains("Filesystem: FAT32 — sources/install.esd (4.0 GiB) is over FAT32's file-size limit")
+                && msg.contains("solid")
+                && msg.contains("re-packed"),
+            "{msg}"
+        );
+        assert!(msg.contains("Re-packing sources/install.esd (4.0 GiB) into a plain WIM (LZX)"), "{msg}");
+        assert!(msg.contains("fits FAT32 whole: it becomes sources/install.esd"), "{msg}");
+        let parts = sfdisk_types(&target);
+        assert_eq!(parts, ["c"], "one FAT32 partition, no NTFS");
+        let got = dir.path().join(format!("{fs}.esd"));
+        let img = format!("{}@@1M", target.display());
+        let out = mtools(&["mcopy", "-i", &img, "::/sources/install.esd", got.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+        let info = woesafe::media::wim::inspect(&mut std::fs::File::open(&got).unwrap()).unwrap();
+        assert!(!info.solid && info.version == 0x10D00, "the re-packed WIM is solid: {info:?}");
+        ok(wimlib(&["verify", got.to_str().unwrap()]));
+        assert_eq!(wim_content(&got), wim_content(&original), "the re-packed WIM's content differs");
+        std::fs::remove_file(&target).unwrap();
+    }
+}
+
+/// Partition types in the image's table, as sfdisk reads it.
+fn sfdisk_types(image: &Path) -> Vec<String> {
+    let out = Command::new("sfdisk").arg("--json").arg(image).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A re-pack that cannot have its scratch space is refused before the target is touched, naming the room
+/// needed and what to do.
+#[test]
+fn too_little_scratch_space_for_a_repack_is_refused_before_writing() {
+    let name = "too_little_scratch_space_for_a_repack_is_refused_before_writing";
+    if !need_root(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let iso = big_esd_iso(dir.path());
+    let tmp = dir.path().join("small-tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    private_mount_namespace();
+    let out = Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "woesafe-test"]).arg(&tmp).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let target = dir.path().join("t.img");
+    let untouched = marked_target(&target);
+    let out = woesafe_tmpdir(&["write", iso.to_str().unwrap(), target.to_str().unwrap(), "--yes"], &tmp);
     let msg = text(&out);
     assert_eq!(out.status.code(), Some(3), "{msg}");
-    assert!(
-        msg.contains("--fs fat32: sources/install.esd (4.0 GiB) is over FAT32's file-size limit (4 GiB - 1 byte)"),
-        "{msg}"
-    );
-    assert!(msg.contains("solid") && msg.contains("use --fs ntfs"), "{msg}");
-    assert!(untouched(&target), "the target was touched");
-
-    // auto: NTFS, with the reason (no --yes and no terminal: it stops at the confirmation).
-    let out = woesafe(&["write", i, t]);
-    let msg = text(&out);
-    assert_eq!(out.status.code(), Some(3), "{msg}");
-    assert!(
-        msg.contains("Filesystem: NTFS — sources/install.esd (4.0 GiB) is over FAT32's file-size limit")
-            && msg.contains("solid"),
-        "{msg}"
-    );
-    assert!(msg.contains("without confirmation"), "{msg}");
-    assert!(untouched(&target), "the target was touched");
+    assert!(msg.contains("re-packing the WIM needs") && msg.contains("of scratch space in"), "{msg}");
+    assert!(msg.contains("set TMPDIR to a directory") && msg.contains("or use --fs ntfs"), "{msg}");
+    assert!(untouched(), "the target was touched");
+    let _ = nix::mount::umount2(&tmp, nix::mount::MntFlags::MNT_DETACH);
 }
 
 /// Run woesafe with $TMPDIR (where its scratch file goes) set to `tmp`.
@@ -179,19 +253,25 @@ fn a_wim_over_4_gib_is_split_and_joins_back() {
     let wim_size = std::fs::metadata(fx.tree.join("sources/install.wim")).unwrap().len();
     assert!(wim_size > 4 << 30, "the fixture's install.wim is {wim_size} bytes, not over 4 GiB");
     let work = tempfile::tempdir().unwrap();
+    // The split needs no scratch space: TMPDIR has 1 MiB.
     let tmp = work.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
+    private_mount_namespace();
+    let out = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "woesafe-test"]).arg(&tmp).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
     let image = work.path().join("split.img");
     let before = host_state(work.path());
     let out =
         woesafe_tmpdir(&["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "6G", "--yes"], &tmp);
     let msg = text(&out);
     assert!(out.status.success(), "{msg}");
-    assert!(msg.contains("Filesystem: FAT32 — sources/install.wim (4.3 GiB) is over FAT32's file-size limit, so it is split into install.swm parts of at most 4000 MiB"), "{msg}");
-    assert!(msg.contains("Split sources/install.wim into 2 parts"), "{msg}");
+    assert!(msg.contains("Filesystem: FAT32 — sources/install.wim (4.3 GiB) is over FAT32's file-size limit (4 GiB - 1 byte) and is split into 2 install.swm parts of at most 4000 MiB"), "{msg}");
+    assert!(msg.contains("sources/install.wim is split into 2 parts while it is copied"), "{msg}");
     assert!(msg.contains("sources/install.wim was split into 2 parts"), "{msg}");
-    // The scratch file, its loop device and its mount are gone (TMPDIR is under the test's directory).
+    assert!(!msg.contains("Preparing") && !msg.contains("scratch"), "a plain split used scratch space:\n{msg}");
+    // No loop device or mount is left (TMPDIR is under the test's directory).
     assert_eq!(before, host_state(work.path()), "the write left something behind");
+    let _ = nix::mount::umount2(&tmp, nix::mount::MntFlags::MNT_DETACH);
 
     let img = format!("{}@@1M", image.display());
     let listing = mtools(&["mdir", "-i", &img, "-b", "::/sources"]);
@@ -219,42 +299,60 @@ fn a_wim_over_4_gib_is_split_and_joins_back() {
         assert!(size <= 4000 << 20, "{} is {size} bytes", p.display());
     }
     assert!(!ext.join("sources/install3.swm").exists());
+    // Byte for byte what wimlib-imagex split makes of the ISO's install.wim, but the split set's GUID.
+    let theirs = work.path().join("wimlib");
+    std::fs::create_dir(&theirs).unwrap();
+    let original = fx.tree.join("sources/install.wim");
+    let swm = theirs.join("install.swm");
+    ok(wimlib(&["split", original.to_str().unwrap(), swm.to_str().unwrap(), "4000"]));
+    for (n, ours) in parts.iter().enumerate() {
+        let their = theirs.join(woesafe::media::wim::part_name("install", n + 1));
+        same_but_guid(ours, &their);
+        std::fs::remove_file(&their).unwrap(); // disk space
+    }
     let joined = work.path().join("joined.wim");
     ok(wimlib(&["join", joined.to_str().unwrap(), parts[0].to_str().unwrap(), parts[1].to_str().unwrap()]));
     for p in &parts {
         std::fs::remove_file(p).unwrap(); // disk space
     }
     ok(wimlib(&["verify", joined.to_str().unwrap()]));
-    let original = fx.tree.join("sources/install.wim");
     let listing = |w: &Path| ok(wimlib(&["dir", w.to_str().unwrap(), "1", "--detailed"]));
     let (a, b) = (listing(&original), listing(&joined));
     assert!(a.contains("SHA-1") || a.contains("Hash"), "no hashes in the listing:\n{a}");
     assert_eq!(a, b, "the joined WIM's files differ from the original's");
 }
 
-#[test]
-fn too_little_scratch_space_is_refused_before_writing() {
-    let name = "too_little_scratch_space_is_refused_before_writing";
-    if !need_root(name) {
-        return;
+/// Two files are equal but for bytes 24..40 (a WIM header's GUID), compared in chunks.
+fn same_but_guid(a: &Path, b: &Path) {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    assert_eq!(fa.metadata().unwrap().len(), fb.metadata().unwrap().len(), "{} and {}", a.display(), b.display());
+    let (mut ba, mut bb) = (vec![0u8; 8 << 20], vec![0u8; 8 << 20]);
+    let fill = |f: &mut std::fs::File, buf: &mut [u8]| {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..]).unwrap() {
+                0 => break,
+                k => n += k,
+            }
+        }
+        n
+    };
+    let mut at = 0u64;
+    loop {
+        let n = fill(&mut fa, &mut ba);
+        assert_eq!(n, fill(&mut fb, &mut bb));
+        if n == 0 {
+            break;
+        }
+        if at == 0 {
+            ba[24..40].copy_from_slice(&bb[24..40]);
+        }
+        if let Some(i) = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y) {
+            panic!("{} differs from {} at byte {}", a.display(), b.display(), at + i as u64);
+        }
+        at += n as u64;
     }
-    let fx = big_wim_fixture();
-    let work = tempfile::tempdir().unwrap();
-    let tmp = work.path().join("small-tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    private_mount_namespace();
-    let out =
-        Command::new("mount").args(["-t", "tmpfs", "-o", "size=100m", "woesafe-test"]).arg(&tmp).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let target = work.path().join("t.img");
-    let out =
-        woesafe_tmpdir(&["write", fx.iso.to_str().unwrap(), target.to_str().unwrap(), "--size", "6G", "--yes"], &tmp);
-    let msg = text(&out);
-    assert_eq!(out.status.code(), Some(3), "{msg}");
-    assert!(msg.contains("of scratch space in") && msg.contains("set TMPDIR to a directory"), "{msg}");
-    assert!(msg.contains("or use --fs ntfs"), "{msg}");
-    assert!(!target.exists(), "a refused write created the image");
-    let _ = nix::mount::umount2(&tmp, nix::mount::MntFlags::MNT_DETACH);
 }
 
 /// Windows 7: no efi/boot/bootx64.efi on the ISO; the loader comes out of install.wim's x64 image (index 2 in

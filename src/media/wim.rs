@@ -1,7 +1,8 @@
-//! What woesafe needs to know about a WIM (install.wim / install.esd) before anything is written: whether
-//! `wimlib-imagex split` can cut it into parts FAT32 can hold, and which image is the x64 one. Read straight
-//! from the header, the blob table and the XML data, through any `Read + Seek` (the userspace ISO reader
-//! included), so the answer comes before the target is touched.
+//! What woesafe needs to know about a WIM (install.wim / install.esd) before anything is written, besides
+//! how it splits (`wimsplit`): whether it is solid, how big its data is once decompressed (the most a re-pack
+//! writes), and which image is the x64 one. Read straight from the header, the blob table and the XML data,
+//! through any `Read + Seek` (the userspace ISO reader included), so the answer comes before the target is
+//! touched.
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -10,12 +11,23 @@ use std::io::{Read, Seek, SeekFrom};
 pub const PART_MIB: u64 = 4000;
 /// FAT32's largest file.
 pub const FAT32_MAX_FILE: u64 = (4 << 30) - 1;
+/// The compression of a re-packed WIM (`wimlib-imagex export --compress=…`); README's "Re-packing" section
+/// has the measurements behind the choice.
+pub const REPACK_COMPRESSION: &str = "LZX";
+
+/// Scratch space a re-pack of this WIM may need at most: its data uncompressed (wimlib stores a resource
+/// uncompressed when compressing does not make it smaller), plus room for chunk tables and metadata.
+pub fn repack_bytes(info: &WimInfo) -> u64 {
+    info.uncompressed_bytes.saturating_add(info.uncompressed_bytes / 256).saturating_add(64 << 20)
+}
 
 const HEADER_SIZE: usize = 208;
 const RESHDR_FLAG_SOLID: u8 = 0x10;
 const BLOB_ENTRY_SIZE: u64 = 50;
 /// The version number of WIMs with solid resources (install.esd).
 const VERSION_SOLID: u32 = 0xE00;
+/// The "uncompressed size" of a solid resource's own entry in the blob table.
+const SOLID_RESOURCE_MAGIC: u64 = 0x1_0000_0000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WimError {
@@ -59,29 +71,10 @@ pub struct WimInfo {
     pub solid: bool,
     /// The largest single resource as stored, in bytes: a part holds at least one whole resource.
     pub largest_resource: u64,
+    /// The data's size once decompressed (blobs and metadata), in bytes: at most what a re-pack writes.
+    pub uncompressed_bytes: u64,
     /// Image indexes (1-based) whose XML says ARCH 9 (x64), in order.
     pub x64_images: Vec<u32>,
-}
-
-impl WimInfo {
-    /// Why `wimlib-imagex split` cannot make parts FAT32 holds, or None when it can.
-    pub fn split_problem(&self) -> Option<String> {
-        if self.total_parts > 1 {
-            return Some(format!("it is already part {} of a {}-part split WIM", self.part_number, self.total_parts));
-        }
-        if self.solid {
-            return Some(
-                "it has solid (LZMS) resources, as install.esd files do, and wimlib cannot split those".into(),
-            );
-        }
-        if self.largest_resource > PART_MIB << 20 {
-            return Some(format!(
-                "one resource in it is {} bytes, over the {PART_MIB} MiB part size, and a resource cannot be cut",
-                self.largest_resource
-            ));
-        }
-        None
-    }
 }
 
 /// Read the header, blob table and XML of the WIM in `r`.
@@ -113,6 +106,7 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         resources: 0,
         solid: version == VERSION_SOLID,
         largest_resource: 0,
+        uncompressed_bytes: 0,
         x64_images: Vec::new(),
     };
     // The blob table: 50-byte entries, never compressed.
@@ -130,6 +124,14 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         }
         // Metadata resources count too: they all go into the first part.
         info.largest_resource = info.largest_resource.max(res.size_in_wim);
+        let uncompressed = u64::from_le_bytes(entry[16..24].try_into().unwrap_or_default());
+        info.uncompressed_bytes = info.uncompressed_bytes.saturating_add(match res.flags & RESHDR_FLAG_SOLID {
+            0 => uncompressed,
+            // In a solid WIM, an entry with this magic size is a whole solid resource; the others are the blobs
+            // in it, with their own size where a resource has its stored size.
+            _ if uncompressed == SOLID_RESOURCE_MAGIC => 0,
+            _ => res.size_in_wim,
+        });
     }
     // The XML data (UTF-16LE, uncompressed): which images are x64.
     if xml.size_in_wim > 0 && xml.size_in_wim <= 64 << 20 && xml.flags & 0x04 == 0 && fits(&xml) {
@@ -228,20 +230,20 @@ mod tests {
         assert!(!info.solid);
         assert_eq!(info.largest_resource, 3 << 30);
         assert_eq!(info.x64_images, vec![2]);
-        assert_eq!(info.split_problem(), None);
+        assert_eq!(info.uncompressed_bytes, (3 << 30) + (2 << 30) + (1 << 20));
     }
 
     #[test]
-    fn unsplittable_wims_say_why() {
+    fn solid_and_odd_wims() {
         let esd = inspect(&mut Cursor::new(wim(0xE00, &[(1 << 30, 0x14)], XML, (1, 1)))).unwrap();
         assert!(esd.solid);
-        assert!(esd.split_problem().unwrap().contains("solid"), "{:?}", esd.split_problem());
+        assert_eq!(esd.uncompressed_bytes, 1 << 30);
         let solid_flag = inspect(&mut Cursor::new(wim(0x10D00, &[(1 << 20, 0x10)], XML, (1, 1)))).unwrap();
         assert!(solid_flag.solid);
         let huge = inspect(&mut Cursor::new(wim(0x10D00, &[((4000 << 20) + 1, 0x04)], XML, (1, 1)))).unwrap();
-        assert!(huge.split_problem().unwrap().contains("resource"), "{:?}", huge.split_problem());
+        assert_eq!(huge.largest_resource, (4000 << 20) + 1);
         let part = inspect(&mut Cursor::new(wim(0x10D00, &[(1 << 20, 0x04)], XML, (1, 2)))).unwrap();
-        assert!(part.split_problem().unwrap().contains("part 1 of a 2-part"));
+        assert_eq!((part.part_number, part.total_parts), (1, 2));
     }
 
     #[test]

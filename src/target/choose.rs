@@ -1,17 +1,18 @@
-//! Which filesystem the stick gets, and why: FAT32 (boots everywhere; a big install.wim is split into parts)
-//! unless that cannot work, then NTFS. Pure, so every rule is tested on fixtures.
+//! Which filesystem the stick gets, and why: FAT32 (boots everywhere, Secure Boot included; a big install.wim
+//! or install.esd is split into parts, after a re-pack when it cannot be split as it is) unless another file
+//! is over FAT32's limit, then NTFS. Pure, so every rule is tested on fixtures.
 
 use serde::{Deserialize, Serialize};
 
 use super::units::human;
-use crate::media::wim::{PART_MIB, WimInfo};
+use crate::media::wim::PART_MIB;
 
 /// The filesystem asked for with --fs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum FsRequest {
-    /// FAT32 (splitting a big install.wim) unless that cannot work, then NTFS
+    /// FAT32 (splitting a big install.wim or install.esd) unless another file is over 4 GiB, then NTFS
     Auto,
-    /// FAT32: boots on every UEFI firmware; files over 4 GiB other than install.wim are refused
+    /// FAT32: boots on every UEFI firmware; files over 4 GiB other than install.wim/esd are refused
     Fat32,
     /// NTFS, with a small FAT bridge partition for UEFI boot
     Ntfs,
@@ -33,22 +34,34 @@ impl Fs {
     }
 }
 
+/// How a Windows image over FAT32's limit can go onto a FAT32 stick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WimVerdict {
+    /// Split as it is, streamed onto the stick in this many parts.
+    Split { parts: usize },
+    /// Re-packed into a plain WIM in scratch space first (why it cannot be split as it is).
+    Repack { why: String },
+    /// Not a WIM woesafe can read (why).
+    Unusable(String),
+}
+
 /// A file over FAT32's limit, and for install.wim / install.esd what its inspection found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BigFile {
     pub path: String,
     pub size: u64,
-    /// Some for a Windows image that setup also reads as split parts (sources/install.wim or install.esd):
-    /// what inspecting it found, or why it could not be inspected.
-    pub wim: Option<Result<WimInfo, String>>,
+    /// Some for a Windows image that setup also reads as split parts (sources/install.wim or install.esd).
+    pub wim: Option<WimVerdict>,
 }
 
 /// The decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Choice {
     pub fs: Fs,
-    /// Paths of the WIMs to split into parts.
+    /// Paths of the WIMs to split into parts as they are.
     pub split: Vec<String>,
+    /// Paths of the WIMs to re-pack, then split.
+    pub repack: Vec<String>,
     pub reason: String,
 }
 
@@ -58,73 +71,73 @@ pub fn is_install_image(path: &str) -> bool {
     lower == "sources/install.wim" || lower == "sources/install.esd"
 }
 
-/// Choose for the files over FAT32's limit. Err: --fs fat32 cannot work, with the reason and what to do.
+/// Choose for the files over FAT32's limit. Err: the request cannot work, with the reason and what to do.
 pub fn choose(request: FsRequest, big: &[BigFile]) -> Result<Choice, String> {
     if request == FsRequest::Ntfs {
-        return Ok(Choice { fs: Fs::Ntfs, split: Vec::new(), reason: "asked for with --fs ntfs".into() });
+        return Ok(Choice {
+            fs: Fs::Ntfs,
+            split: Vec::new(),
+            repack: Vec::new(),
+            reason: "asked for with --fs ntfs".into(),
+        });
     }
-    let mut split = Vec::new();
+    let (mut split, mut repack) = (Vec::new(), Vec::new());
+    let mut reasons = Vec::new();
     for f in big {
+        let what = |why: &str| {
+            format!("{} ({}) is over FAT32's file-size limit (4 GiB - 1 byte) and {why}", f.path, human(f.size))
+        };
+        let taken = !split.is_empty() || !repack.is_empty();
         let why_not = match &f.wim {
             None => "only sources/install.wim or install.esd can be split into parts".to_string(),
-            Some(Err(e)) => format!("it cannot be inspected ({e})"),
-            Some(Ok(info)) => match info.split_problem() {
-                Some(p) => p,
-                None if split.is_empty() => {
-                    split.push(f.path.clone());
-                    continue;
-                }
-                None => "another install image is already split into sources/install.swm".into(),
-            },
+            Some(_) if taken => "another install image already becomes sources/install.swm".into(),
+            Some(WimVerdict::Unusable(e)) => {
+                return Err(format!(
+                    "{}: it cannot be read as a WIM ({e}); the ISO may be damaged (check it against its published \
+                     checksum), or use --fs ntfs to copy it as it is",
+                    what("cannot be split")
+                ));
+            }
+            Some(WimVerdict::Split { parts }) => {
+                reasons.push(what(&format!("is split into {parts} install.swm parts of at most {PART_MIB} MiB")));
+                split.push(f.path.clone());
+                continue;
+            }
+            Some(WimVerdict::Repack { why }) => {
+                reasons.push(what(&format!(
+                    "cannot be split as it is ({why}), so it is re-packed into a plain WIM in scratch space and \
+                     split into install.swm parts of at most {PART_MIB} MiB"
+                )));
+                repack.push(f.path.clone());
+                continue;
+            }
         };
-        let what = format!(
-            "{} ({}) is over FAT32's file-size limit (4 GiB - 1 byte) and cannot be split: {why_not}",
-            f.path,
-            human(f.size)
-        );
+        let what = what(&format!("cannot be split: {why_not}"));
         return match request {
             FsRequest::Fat32 => Err(format!("--fs fat32: {what}; use --fs ntfs (or --fs auto, the default)")),
-            _ => Ok(Choice { fs: Fs::Ntfs, split: Vec::new(), reason: what }),
+            _ => Ok(Choice { fs: Fs::Ntfs, split: Vec::new(), repack: Vec::new(), reason: what }),
         };
     }
-    let reason = match (request, split.first()) {
-        (_, Some(p)) => {
-            let size = big.iter().find(|f| &f.path == p).map_or(0, |f| f.size);
-            format!(
-                "{p} ({}) is over FAT32's file-size limit, so it is split into install.swm parts of at most {PART_MIB} MiB",
-                human(size)
-            )
-        }
-        (FsRequest::Fat32, None) => "asked for with --fs fat32".into(),
-        _ => "every file fits FAT32, which every UEFI firmware reads".into(),
+    let reason = match (request, reasons.is_empty()) {
+        (_, false) => reasons.join("; "),
+        (FsRequest::Fat32, true) => "asked for with --fs fat32".into(),
+        _ => "every file fits FAT32, which every UEFI firmware reads (Secure Boot included)".into(),
     };
-    Ok(Choice { fs: Fs::Fat32, split, reason })
+    Ok(Choice { fs: Fs::Fat32, split, repack, reason })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn info(solid: bool, largest: u64) -> WimInfo {
-        WimInfo {
-            version: if solid { 0xE00 } else { 0x10D00 },
-            part_number: 1,
-            total_parts: 1,
-            image_count: 1,
-            resources: 3,
-            solid,
-            largest_resource: largest,
-            x64_images: vec![1],
-        }
-    }
-    fn wim(path: &str, size: u64, i: WimInfo) -> BigFile {
-        BigFile { path: path.into(), size, wim: Some(Ok(i)) }
+    fn wim(path: &str, size: u64, v: WimVerdict) -> BigFile {
+        BigFile { path: path.into(), size, wim: Some(v) }
     }
 
     #[test]
     fn small_isos_get_fat32() {
         let c = choose(FsRequest::Auto, &[]).unwrap();
-        assert_eq!((c.fs, c.split.len()), (Fs::Fat32, 0));
+        assert_eq!((c.fs, c.split.len(), c.repack.len()), (Fs::Fat32, 0, 0));
         assert!(c.reason.contains("every file fits"));
         assert_eq!(choose(FsRequest::Fat32, &[]).unwrap().fs, Fs::Fat32);
         assert_eq!(choose(FsRequest::Ntfs, &[]).unwrap().fs, Fs::Ntfs);
@@ -133,31 +146,42 @@ mod tests {
     #[test]
     fn a_splittable_wim_keeps_fat32() {
         for req in [FsRequest::Auto, FsRequest::Fat32] {
-            let c = choose(req, &[wim("sources/install.wim", 5 << 30, info(false, 1 << 30))]).unwrap();
+            let c = choose(req, &[wim("sources/install.wim", 5 << 30, WimVerdict::Split { parts: 2 })]).unwrap();
             assert_eq!(c.fs, Fs::Fat32);
             assert_eq!(c.split, ["sources/install.wim"]);
-            assert!(c.reason.contains("split into install.swm parts of at most 4000 MiB"), "{}", c.reason);
+            assert!(c.repack.is_empty());
+            assert!(c.reason.contains("split into 2 install.swm parts of at most 4000 MiB"), "{}", c.reason);
         }
     }
 
     #[test]
-    fn an_unsplittable_wim_falls_back_to_ntfs_or_is_refused() {
-        let esd = [wim("sources/install.esd", 5 << 30, info(true, 5 << 30))];
-        let c = choose(FsRequest::Auto, &esd).unwrap();
-        assert_eq!(c.fs, Fs::Ntfs);
-        assert!(c.reason.contains("sources/install.esd") && c.reason.contains("solid"), "{}", c.reason);
-        let e = choose(FsRequest::Fat32, &esd).unwrap_err();
-        assert!(e.starts_with("--fs fat32: sources/install.esd") && e.contains("use --fs ntfs"), "{e}");
-        let huge = [wim("sources/install.wim", 5 << 30, info(false, (4001 << 20) as u64))];
-        assert!(choose(FsRequest::Fat32, &huge).unwrap_err().contains("resource"));
-        let broken = [BigFile { path: "sources/install.wim".into(), size: 5 << 30, wim: Some(Err("no MSWIM".into())) }];
-        assert_eq!(choose(FsRequest::Auto, &broken).unwrap().fs, Fs::Ntfs);
+    fn an_esd_is_repacked_never_ntfs() {
+        let esd = [wim("sources/install.esd", 5 << 30, WimVerdict::Repack { why: "it has solid resources".into() })];
+        for req in [FsRequest::Auto, FsRequest::Fat32] {
+            let c = choose(req, &esd).unwrap();
+            assert_eq!(c.fs, Fs::Fat32);
+            assert_eq!(c.repack, ["sources/install.esd"]);
+            assert!(c.split.is_empty());
+            assert!(c.reason.contains("sources/install.esd (5.0 GiB)") && c.reason.contains("solid"), "{}", c.reason);
+            assert!(c.reason.contains("re-packed"), "{}", c.reason);
+        }
+        assert_eq!(choose(FsRequest::Ntfs, &esd).unwrap().fs, Fs::Ntfs);
+    }
+
+    #[test]
+    fn an_unreadable_wim_is_refused_naming_it() {
+        let broken = [wim("sources/install.wim", 5 << 30, WimVerdict::Unusable("no MSWIM signature".into()))];
+        for req in [FsRequest::Auto, FsRequest::Fat32] {
+            let e = choose(req, &broken).unwrap_err();
+            assert!(e.contains("sources/install.wim") && e.contains("no MSWIM") && e.contains("--fs ntfs"), "{e}");
+        }
+        assert_eq!(choose(FsRequest::Ntfs, &broken).unwrap().fs, Fs::Ntfs);
     }
 
     #[test]
     fn any_other_big_file_needs_ntfs() {
         let big = [
-            wim("sources/install.wim", 5 << 30, info(false, 1 << 30)),
+            wim("sources/install.wim", 5 << 30, WimVerdict::Split { parts: 2 }),
             BigFile { path: "extra/disk.vhd".into(), size: 6 << 30, wim: None },
         ];
         let e = choose(FsRequest::Fat32, &big).unwrap_err();
@@ -165,6 +189,12 @@ mod tests {
         let c = choose(FsRequest::Auto, &big).unwrap();
         assert_eq!((c.fs, c.split.len()), (Fs::Ntfs, 0));
         assert!(c.reason.contains("extra/disk.vhd"));
+        // Two big install images: only one can become install.swm.
+        let two = [
+            wim("sources/install.esd", 5 << 30, WimVerdict::Repack { why: "solid".into() }),
+            wim("sources/install.wim", 5 << 30, WimVerdict::Split { parts: 2 }),
+        ];
+        assert!(choose(FsRequest::Fat32, &two).unwrap_err().contains("another install image"));
     }
 
     #[test]

@@ -307,6 +307,7 @@ mod tests {
             fs: Ok(crate::target::choose::Choice {
                 fs: crate::target::choose::Fs::Fat32,
                 split: vec![],
+                repack: vec![],
                 reason: "every file fits".into(),
             }),
             scratch_problem: None,
@@ -336,6 +337,7 @@ mod tests {
         clash.fs = Ok(crate::target::choose::Choice {
             fs: crate::target::choose::Fs::Ntfs,
             split: vec![],
+            repack: vec![],
             reason: "asked for".into(),
         });
         assert_eq!(check_content(&clash, iso, t, 64 << 30), Ok(()));

@@ -144,7 +144,7 @@ impl Step {
     pub fn describe(self) -> &'static str {
         match self {
             Step::ReadIso => "Reading the ISO",
-            Step::Prepare => "Preparing files in scratch space (splitting the WIM, extracting the UEFI loader)",
+            Step::Prepare => "Preparing files in scratch space (re-packing the WIM, extracting the UEFI loader)",
             Step::Wipe => "Wiping old signatures",
             Step::Partition => "Writing the partition table",
             Step::Format => "Formatting the filesystem",
