@@ -1,4 +1,6 @@
-//! The copy engine: every directory and file of a source tree into a target tree, with progress in bytes.
+//! The copy engine: every directory and file of a source tree into a target tree, with progress in bytes that
+//! reached the device. Reading, writing and flushing overlap (a reader thread, bounded buffers, a flusher
+//! thread); memory stays at a few buffers whatever the ISO's size.
 
 use std::io::{Read, Write};
 
@@ -25,8 +27,8 @@ pub trait TargetTree {
 }
 
 /// Pushes written data to the device while a file is still being written (fdatasync on the device, or
-/// syncfs on a mounted filesystem).
-pub type Flusher = Box<dyn Fn() -> std::io::Result<()>>;
+/// syncfs on a mounted filesystem). It runs on a thread of its own, beside the writes.
+pub type Flusher = Box<dyn Fn() -> std::io::Result<()> + Send>;
 
 /// fdatasync on the device the filesystem lives on.
 pub fn device_flusher(device: std::fs::File) -> Flusher {
@@ -60,27 +62,134 @@ pub enum CopyError {
     Sync(#[source] std::io::Error),
     #[error("stopped while copying {path}")]
     Stopped { path: String },
+    #[error("the copy's reader thread ended without a word")]
+    ReaderGone,
 }
 
-const CHUNK: usize = 1 << 20;
+/// The size of one buffer, and how many are in flight between the reader and the writer: the memory the copy
+/// takes, whatever the ISO's size.
+const CHUNK: usize = 4 << 20;
+const BUFFERS: usize = 4;
 /// How much is written between two flushes to the device: the progress shown counts flushed bytes, so that the
 /// end follows 100 % within seconds and a stop never waits minutes for a flush.
-pub const SYNC_EVERY: u64 = 16 << 20;
+pub const SYNC_EVERY: u64 = 32 << 20;
+/// How far the writes may run ahead of the last flush that completed: one window being flushed, one being
+/// written. This bounds what is left to flush at the end (and at a stop) to two windows.
+const AHEAD: u64 = 2 * SYNC_EVERY;
+// The buffers are the copy's memory: a few MiB whatever the tree's size (the RSS goal is 64 MiB in all).
+const _: () = assert!(CHUNK * (BUFFERS + 2) <= 32 << 20);
+
+/// What the reader thread hands the writer: the next bytes of the file being copied, or why it stopped.
+enum Chunk {
+    Data { buf: Vec<u8>, len: usize },
+    Failed(CopyError),
+}
 
 /// Copy everything; `progress` gets the running total of bytes that reached the device after each flush.
-/// `stop` is asked before every chunk: when it says yes, the copy ends with `CopyError::Stopped`.
+///
+/// Three things overlap: a reader thread reads the source into a few buffers (bounded queue), this thread
+/// writes them to the target, and a flusher thread pushes each finished window of SYNC_EVERY bytes to the
+/// device while the next one is written. `stop` is asked before every buffer: when it says yes, the copy ends
+/// with `CopyError::Stopped` (after the flush in progress, if any, returns).
 pub fn copy_tree(
-    source: &dyn SourceTree,
+    source: &(dyn SourceTree + Sync),
     target: &mut dyn TargetTree,
     progress: &mut dyn FnMut(u64),
-    stop: &dyn Fn() -> bool,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<u64, CopyError> {
-    let mut done = 0u64;
-    let mut since_sync = 0u64;
     let flusher = target.flusher().map_err(CopyError::Sync)?;
-    let sync = |f: &Option<Flusher>| f.as_ref().map_or(Ok(()), |f| f()).map_err(CopyError::Sync);
-    let mut buf = vec![0u8; CHUNK];
+    let entries = source.entries();
+    let (data_tx, data_rx) = std::sync::mpsc::sync_channel::<Chunk>(BUFFERS);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+    for _ in 0..BUFFERS {
+        free_tx.send(vec![0u8; CHUNK]).expect("the pool has room");
+    }
+    let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<u64>(1);
+    let (flushed_tx, flushed_rx) = std::sync::mpsc::channel::<std::io::Result<u64>>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || read_all(source, data_tx, free_rx, stop));
+        let flusher_present = flusher.is_some();
+        if let Some(flush) = flusher {
+            scope.spawn(move || {
+                for upto in flush_rx {
+                    if flushed_tx.send(flush().map(|()| upto)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut f = Flushing {
+            flush: flusher_present.then_some(flush_tx),
+            flushed_rx,
+            done: 0,
+            flushed: 0,
+            requested: 0,
+            progress,
+        };
+        let result = write_all(target, &data_rx, &free_tx, &mut f, entries, stop);
+        // Ends the reader (its channels close) and the flusher (after the flush in progress).
+        drop((f, data_rx, free_tx));
+        result
+    })
+}
+
+/// The reader thread: every file's bytes in entry order, in buffers taken from the pool.
+fn read_all(
+    source: &(dyn SourceTree + Sync),
+    out: std::sync::mpsc::SyncSender<Chunk>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    stop: &(dyn Fn() -> bool + Sync),
+) {
     for (index, entry) in source.entries().iter().enumerate() {
+        if entry.is_dir || entry.size == 0 {
+            continue;
+        }
+        let failed = |e| out.send(Chunk::Failed(e)).map(|_| ());
+        let rs = |source| CopyError::ReadSource { path: entry.path.clone(), source };
+        let mut reader = match source.open(index) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = failed(rs(e));
+                return;
+            }
+        };
+        let mut copied = 0u64;
+        while copied < entry.size {
+            if stop() {
+                return;
+            }
+            let Ok(mut buf) = free.recv() else { return };
+            let want = (entry.size - copied).min(CHUNK as u64) as usize;
+            let n = match read_full(&mut reader, &mut buf[..want]) {
+                Ok(0) => {
+                    let _ =
+                        failed(CopyError::ShortRead { path: entry.path.clone(), expected: entry.size, got: copied });
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = failed(rs(e));
+                    return;
+                }
+            };
+            copied += n as u64;
+            if out.send(Chunk::Data { buf, len: n }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The writing side of the copy, on the caller's thread (the target needs not be shared).
+fn write_all(
+    target: &mut dyn TargetTree,
+    data: &std::sync::mpsc::Receiver<Chunk>,
+    free: &std::sync::mpsc::SyncSender<Vec<u8>>,
+    f: &mut Flushing,
+    entries: &[SourceEntry],
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<u64, CopyError> {
+    for entry in entries {
         let wt = |source| CopyError::WriteTarget { path: entry.path.clone(), source };
         if stop() {
             return Err(CopyError::Stopped { path: entry.path.clone() });
@@ -89,34 +198,98 @@ pub fn copy_tree(
             target.create_dir(&entry.path, entry.mtime).map_err(wt)?;
             continue;
         }
-        let rs = |source| CopyError::ReadSource { path: entry.path.clone(), source };
-        let mut reader = source.open(index).map_err(rs)?;
         let mut writer = target.create_file(&entry.path, entry.mtime, entry.size).map_err(wt)?;
         let mut copied = 0u64;
         while copied < entry.size {
             if stop() {
                 return Err(CopyError::Stopped { path: entry.path.clone() });
             }
-            let want = (entry.size - copied).min(CHUNK as u64) as usize;
-            let n = read_full(&mut reader, &mut buf[..want]).map_err(rs)?;
-            if n == 0 {
-                return Err(CopyError::ShortRead { path: entry.path.clone(), expected: entry.size, got: copied });
-            }
-            writer.write_all(&buf[..n]).map_err(wt)?;
-            copied += n as u64;
-            done += n as u64;
-            since_sync += n as u64;
-            if since_sync >= SYNC_EVERY {
-                sync(&flusher)?;
-                since_sync = 0;
-                progress(done);
-            }
+            let (buf, len) = match data.recv() {
+                Ok(Chunk::Data { buf, len }) => (buf, len),
+                Ok(Chunk::Failed(e)) => return Err(e),
+                Err(_) if stop() => return Err(CopyError::Stopped { path: entry.path.clone() }),
+                Err(_) => return Err(CopyError::ReaderGone),
+            };
+            writer.write_all(&buf[..len]).map_err(wt)?;
+            let _ = free.send(buf);
+            copied += len as u64;
+            f.wrote(len as u64)?;
         }
         writer.flush().map_err(wt)?;
     }
-    sync(&flusher)?;
-    progress(done);
-    Ok(done)
+    f.finish()
+}
+
+/// The flushing side: which bytes were written, handed to the flusher, and known to be on the device.
+struct Flushing<'p> {
+    /// None when the target has nothing to flush.
+    flush: Option<std::sync::mpsc::SyncSender<u64>>,
+    flushed_rx: std::sync::mpsc::Receiver<std::io::Result<u64>>,
+    done: u64,
+    flushed: u64,
+    requested: u64,
+    progress: &'p mut dyn FnMut(u64),
+}
+
+impl Flushing<'_> {
+    /// After each write: hand each full window to the flusher; wait only when the writes would run more than
+    /// two windows ahead of the device.
+    fn wrote(&mut self, n: u64) -> Result<(), CopyError> {
+        self.done += n;
+        if self.flush.is_none() {
+            // Nothing to push: progress by windows all the same.
+            if self.done - self.requested >= SYNC_EVERY {
+                self.requested = self.done;
+                (self.progress)(self.done);
+            }
+            return Ok(());
+        }
+        while self.done - self.flushed > AHEAD {
+            self.wait()?;
+        }
+        if self.done - self.requested >= SYNC_EVERY && self.requested == self.flushed {
+            self.request();
+        }
+        while let Ok(r) = self.flushed_rx.try_recv() {
+            self.flushed_to(r)?;
+        }
+        Ok(())
+    }
+
+    /// The last windows: wait for the flush in progress, then flush the rest.
+    fn finish(&mut self) -> Result<u64, CopyError> {
+        if self.flush.is_some() {
+            while self.requested != self.flushed {
+                self.wait()?;
+            }
+            if self.flushed != self.done {
+                self.request();
+                self.wait()?;
+            }
+        }
+        (self.progress)(self.done);
+        Ok(self.done)
+    }
+
+    fn request(&mut self) {
+        self.requested = self.done;
+        if let Some(f) = &self.flush {
+            let _ = f.send(self.done);
+        }
+    }
+
+    fn wait(&mut self) -> Result<(), CopyError> {
+        match self.flushed_rx.recv() {
+            Ok(r) => self.flushed_to(r),
+            Err(_) => Err(CopyError::Sync(std::io::Error::other("the flusher thread ended"))),
+        }
+    }
+
+    fn flushed_to(&mut self, r: std::io::Result<u64>) -> Result<(), CopyError> {
+        self.flushed = r.map_err(CopyError::Sync)?;
+        (self.progress)(self.flushed);
+        Ok(())
+    }
 }
 
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -136,6 +309,8 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     struct MemSource(Vec<SourceEntry>, Vec<Vec<u8>>);
     impl SourceTree for MemSource {
@@ -146,12 +321,26 @@ mod tests {
             Ok(Box::new(&self.1[index][..]))
         }
     }
+
+    /// A target in memory; `written` counts the bytes written so far, which its flusher (when `flush_delay`
+    /// is set) records as flushed, and `stop_at` raises `stop` when that file is created.
     #[derive(Default)]
-    struct MemTarget(BTreeMap<String, Option<Vec<u8>>>, bool);
-    struct W<'a>(&'a mut Vec<u8>);
+    struct MemTarget {
+        files: BTreeMap<String, Option<Vec<u8>>>,
+        finished: bool,
+        written: Arc<AtomicU64>,
+        flushed: Arc<AtomicU64>,
+        flush_delay: Option<std::time::Duration>,
+        stop_at: Option<(String, Arc<AtomicBool>)>,
+        /// The largest lead of written over flushed bytes seen at a write.
+        max_lead: Arc<AtomicU64>,
+    }
+    struct W<'a>(&'a mut Vec<u8>, Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>);
     impl Write for W<'_> {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.extend_from_slice(b);
+            let w = self.1.fetch_add(b.len() as u64, Ordering::SeqCst) + b.len() as u64;
+            self.3.fetch_max(w - self.2.load(Ordering::SeqCst), Ordering::SeqCst);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -160,16 +349,32 @@ mod tests {
     }
     impl TargetTree for MemTarget {
         fn create_dir(&mut self, path: &str, _: i64) -> std::io::Result<()> {
-            self.0.insert(path.into(), None);
+            self.files.insert(path.into(), None);
             Ok(())
         }
         fn create_file<'a>(&'a mut self, path: &str, _: i64, _: u64) -> std::io::Result<Box<dyn Write + 'a>> {
-            let slot = self.0.entry(path.into()).or_insert(Some(Vec::new()));
-            Ok(Box::new(W(slot.as_mut().expect("file"))))
+            if let Some((p, flag)) = &self.stop_at
+                && p == path
+            {
+                flag.store(true, Ordering::SeqCst);
+            }
+            let slot = self.files.entry(path.into()).or_insert(Some(Vec::new()));
+            let (w, f, m) = (self.written.clone(), self.flushed.clone(), self.max_lead.clone());
+            Ok(Box::new(W(slot.as_mut().expect("file"), w, f, m)))
         }
         fn finish(&mut self, _: &[SourceEntry]) -> std::io::Result<()> {
-            self.1 = true;
+            self.finished = true;
             Ok(())
+        }
+        fn flusher(&self) -> std::io::Result<Option<Flusher>> {
+            let Some(delay) = self.flush_delay else { return Ok(None) };
+            let (written, flushed) = (self.written.clone(), self.flushed.clone());
+            Ok(Some(Box::new(move || {
+                let now = written.load(Ordering::SeqCst);
+                std::thread::sleep(delay);
+                flushed.fetch_max(now, Ordering::SeqCst);
+                Ok(())
+            })))
         }
     }
 
@@ -177,9 +382,13 @@ mod tests {
         SourceEntry { path: path.into(), is_dir, size, mtime: 0 }
     }
 
+    fn data(size: u64, seed: u64) -> Vec<u8> {
+        (0..size).map(|i| ((i * 31 + seed) % 251) as u8).collect()
+    }
+
     #[test]
     fn copies_dirs_and_files_with_progress() {
-        let big: Vec<u8> = (0..3 * CHUNK + 7).map(|i| (i % 251) as u8).collect();
+        let big = data(3 * CHUNK as u64 + 7, 1);
         let src = MemSource(
             vec![e("d", true, 0), e("d/big", false, big.len() as u64), e("empty", false, 0)],
             vec![vec![], big.clone(), vec![]],
@@ -188,61 +397,49 @@ mod tests {
         let mut seen = Vec::new();
         let n = copy_tree(&src, &mut t, &mut |d| seen.push(d), &|| false).unwrap();
         assert_eq!(n, big.len() as u64);
-        assert_eq!(t.0["d"], None);
-        assert_eq!(t.0["d/big"].as_deref(), Some(&big[..]));
-        assert_eq!(t.0["empty"].as_deref(), Some(&[][..]));
+        assert_eq!(t.files["d"], None);
+        assert_eq!(t.files["d/big"].as_deref(), Some(&big[..]));
+        assert_eq!(t.files["empty"].as_deref(), Some(&[][..]));
         assert_eq!(seen.last(), Some(&(big.len() as u64)));
         assert!(seen.windows(2).all(|w| w[0] <= w[1]));
     }
 
-    /// A target whose flushes are counted, to check that progress reports only flushed bytes.
-    struct Counted(MemTarget, std::rc::Rc<std::cell::Cell<u32>>);
-    impl TargetTree for Counted {
-        fn create_dir(&mut self, p: &str, m: i64) -> std::io::Result<()> {
-            self.0.create_dir(p, m)
-        }
-        fn create_file<'a>(&'a mut self, p: &str, m: i64, s: u64) -> std::io::Result<Box<dyn Write + 'a>> {
-            self.0.create_file(p, m, s)
-        }
-        fn finish(&mut self, e: &[SourceEntry]) -> std::io::Result<()> {
-            self.0.finish(e)
-        }
-        fn flusher(&self) -> std::io::Result<Option<Flusher>> {
-            let n = self.1.clone();
-            Ok(Some(Box::new(move || {
-                n.set(n.get() + 1);
-                Ok(())
-            })))
-        }
-    }
-
     #[test]
-    fn progress_counts_flushed_bytes() {
-        let size = 2 * SYNC_EVERY + 12345;
-        let data: Vec<u8> = (0..size).map(|i| (i % 7) as u8).collect();
-        let src = MemSource(vec![e("a", false, size), e("b", false, 5)], vec![data, vec![1; 5]]);
-        let flushes = std::rc::Rc::new(std::cell::Cell::new(0));
-        let mut t = Counted(MemTarget::default(), flushes.clone());
+    fn progress_counts_flushed_bytes_and_writes_stay_close_to_the_device() {
+        let sizes = [5 * SYNC_EVERY + 12345, 3, SYNC_EVERY / 2, 2 * SYNC_EVERY];
+        let files: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &s)| data(s, i as u64)).collect();
+        let entries = sizes.iter().enumerate().map(|(i, &s)| e(&format!("f{i}"), false, s)).collect();
+        let src = MemSource(entries, files.clone());
+        let mut t = MemTarget { flush_delay: Some(std::time::Duration::from_millis(30)), ..Default::default() };
+        let flushed = t.flushed.clone();
         let mut seen = Vec::new();
-        let f2 = flushes.clone();
-        copy_tree(&src, &mut t, &mut |d| seen.push((d, f2.get())), &|| false).unwrap();
-        // every report follows a flush: two during the big file, one at the end
-        assert_eq!(seen, vec![(SYNC_EVERY, 1), (2 * SYNC_EVERY, 2), (size + 5, 3)]);
+        let total: u64 = sizes.iter().sum();
+        copy_tree(&src, &mut t, &mut |d| seen.push((d, flushed.load(Ordering::SeqCst))), &|| false).unwrap();
+        // Every report counts only bytes a flush had covered when it was made.
+        assert!(seen.iter().all(|&(d, f)| d <= f), "{seen:?}");
+        assert!(seen.len() >= 4, "progress came in windows: {seen:?}");
+        assert_eq!(seen.last().map(|s| s.0), Some(total));
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
+        // The writes never ran more than two windows (and the buffer being written) ahead of the device.
+        let lead = t.max_lead.load(Ordering::SeqCst);
+        assert!(lead <= AHEAD + CHUNK as u64, "the writes ran {lead} bytes ahead of the flushes");
+        for (i, f) in files.iter().enumerate() {
+            assert_eq!(t.files[&format!("f{i}")].as_deref(), Some(&f[..]));
+        }
     }
 
     #[test]
-    fn stop_is_honoured_between_chunks() {
-        let src = MemSource(vec![e("a", false, 3), e("b", false, 3)], vec![vec![1, 2, 3], vec![4, 5, 6]]);
-        let calls = std::cell::Cell::new(0);
-        let mut t = MemTarget::default();
-        let err = copy_tree(&src, &mut t, &mut |_| {}, &|| {
-            calls.set(calls.get() + 1);
-            calls.get() > 2
-        })
-        .unwrap_err();
+    fn stop_is_honoured_within_a_buffer() {
+        let src = MemSource(
+            vec![e("a", false, 3), e("b", false, 3 * CHUNK as u64)],
+            vec![vec![1, 2, 3], data(3 * CHUNK as u64, 5)],
+        );
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut t = MemTarget { stop_at: Some(("b".into(), flag.clone())), ..Default::default() };
+        let err = copy_tree(&src, &mut t, &mut |_| {}, &|| flag.load(Ordering::SeqCst)).unwrap_err();
         assert!(matches!(err, CopyError::Stopped { ref path } if path == "b"), "{err}");
-        assert_eq!(t.0["a"].as_deref(), Some(&[1, 2, 3][..]));
-        assert!(!t.0.contains_key("b"));
+        assert_eq!(t.files["a"].as_deref(), Some(&[1, 2, 3][..]));
+        assert_eq!(t.files["b"].as_deref(), Some(&[][..]), "nothing of b was written after the stop");
     }
 
     #[test]
@@ -250,5 +447,27 @@ mod tests {
         let src = MemSource(vec![e("f", false, 10)], vec![vec![1, 2, 3]]);
         let err = copy_tree(&src, &mut MemTarget::default(), &mut |_| {}, &|| false).unwrap_err();
         assert!(matches!(err, CopyError::ShortRead { ref path, expected: 10, got: 3 } if path == "f"), "{err}");
+    }
+
+    #[test]
+    fn flush_errors_end_the_copy() {
+        struct Failing(MemTarget);
+        impl TargetTree for Failing {
+            fn create_dir(&mut self, p: &str, m: i64) -> std::io::Result<()> {
+                self.0.create_dir(p, m)
+            }
+            fn create_file<'a>(&'a mut self, p: &str, m: i64, s: u64) -> std::io::Result<Box<dyn Write + 'a>> {
+                self.0.create_file(p, m, s)
+            }
+            fn finish(&mut self, e: &[SourceEntry]) -> std::io::Result<()> {
+                self.0.finish(e)
+            }
+            fn flusher(&self) -> std::io::Result<Option<Flusher>> {
+                Ok(Some(Box::new(|| Err(std::io::Error::other("EIO on the stick")))))
+            }
+        }
+        let src = MemSource(vec![e("f", false, 3 * SYNC_EVERY)], vec![data(3 * SYNC_EVERY, 2)]);
+        let err = copy_tree(&src, &mut Failing(MemTarget::default()), &mut |_| {}, &|| false).unwrap_err();
+        assert!(matches!(err, CopyError::Sync(ref e) if e.to_string().contains("EIO")), "{err}");
     }
 }
