@@ -446,7 +446,7 @@ impl Job<'_> {
             .open(&req.target)
             .map_err(|source| WriteError::OpenTarget { path: req.target.clone(), source })?;
         let disk_loop = if req.target_is_image {
-            Some(LoopDevice::attach(&target_file, &req.target, LoopWindow::default())?)
+            Some(LoopDevice::attach(&target_file, &req.target, LoopWindow { direct_io: true, ..Default::default() })?)
         } else {
             None
         };
@@ -511,7 +511,7 @@ impl Job<'_> {
         let part = LoopDevice::attach(
             &disk,
             &disk_path,
-            LoopWindow { offset: main.offset, size: main.size, read_only: false },
+            LoopWindow { offset: main.offset, size: main.size, read_only: false, direct_io: true },
         )?;
         let part_name = part.name();
         self.link.send(&Up::Devices([vec![disk_name, part_name], scratch_dev].concat()))?;
@@ -852,7 +852,7 @@ impl Job<'_> {
         let lo = LoopDevice::attach(
             disk,
             disk_path,
-            LoopWindow { offset: bridge.offset, size: bridge.size, read_only: false },
+            LoopWindow { offset: bridge.offset, size: bridge.size, read_only: false, direct_io: false },
         )?;
         let dev = lo.path().to_string_lossy().into_owned();
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();

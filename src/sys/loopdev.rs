@@ -11,6 +11,7 @@ const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LO_FLAGS_DIRECT_IO: u32 = 16;
 
 #[repr(C)]
 struct LoopInfo64 {
@@ -67,6 +68,10 @@ pub struct LoopWindow {
     /// 0 = to the end of the backing file.
     pub size: u64,
     pub read_only: bool,
+    /// The loop device reads and writes its backing file with direct I/O (LO_FLAGS_DIRECT_IO), so its data is
+    /// not cached twice (once for the loop device, once for the file). Where the kernel cannot (the backing
+    /// file's filesystem has no O_DIRECT, or the window is not aligned), the device is attached without it.
+    pub direct_io: bool,
 }
 
 /// An attached autoclear loop device. Dropping it closes our fd: the kernel detaches the device as soon as
@@ -84,6 +89,7 @@ impl LoopDevice {
         let control =
             OpenOptions::new().read(true).write(true).open("/dev/loop-control").map_err(LoopError::OpenControl)?;
         const ATTEMPTS: u32 = 64;
+        let mut direct_io = window.direct_io;
         for attempt in 0..ATTEMPTS {
             // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
             let nr = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
@@ -102,6 +108,9 @@ impl LoopDevice {
             let mut flags = LO_FLAGS_AUTOCLEAR;
             if window.read_only {
                 flags |= LO_FLAGS_READ_ONLY;
+            }
+            if direct_io {
+                flags |= LO_FLAGS_DIRECT_IO;
             }
             let config = LoopConfig {
                 fd: backing.as_raw_fd() as u32,
@@ -130,6 +139,11 @@ impl LoopDevice {
                 return Ok(LoopDevice { path, file });
             }
             let err = std::io::Error::last_os_error();
+            if direct_io && err.raw_os_error() == Some(libc::EINVAL) {
+                // This backing cannot do direct I/O: the same device, without it.
+                direct_io = false;
+                continue;
+            }
             if err.raw_os_error() == Some(libc::EBUSY) {
                 // Someone else took it between GET_FREE and CONFIGURE: back off a little and try another.
                 std::thread::sleep(Duration::from_millis(1 + u64::from(attempt) * 2));

@@ -153,7 +153,7 @@ pub fn test_loop(file: &Path, offset: u64, size: u64, read_only: bool) -> (File,
     let l = woesafe::sys::loopdev::LoopDevice::attach(
         &f,
         file,
-        woesafe::sys::loopdev::LoopWindow { offset, size, read_only },
+        woesafe::sys::loopdev::LoopWindow { offset, size, read_only, direct_io: false },
     )
     .unwrap();
     (f, l)
@@ -345,4 +345,62 @@ impl Run {
     pub fn text(&self) -> String {
         self.log.join("\n")
     }
+}
+
+/// Boot an image through scripts/boot-check and keep the serial console's log: (ok, boot-check's output, the
+/// serial log as text without NUL bytes, carriage returns and terminal escape sequences). With `stop_at`, the boot
+/// is stopped (boot-check gets SIGTERM, and stops QEMU) as soon as that text shows up on the console, instead of
+/// waiting for the marker until `seconds` pass; `ok` is then false.
+pub fn boot_check_serial(image: &Path, mode: &str, seconds: u32, stop_at: Option<&str>) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serial.log");
+    let mut child = Command::new(root().join("scripts/boot-check"))
+        .arg(image)
+        .arg(mode)
+        .arg("--timeout")
+        .arg(seconds.to_string())
+        .arg("--log")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let serial = || plain_console_text(&String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()));
+    if let Some(needle) = stop_at {
+        while child.try_wait().unwrap().is_none() {
+            if serial().contains(needle) {
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), text(&out), serial())
+}
+
+/// Console output as plain text: NUL bytes, carriage returns and ANSI escape sequences (ESC [ … final byte)
+/// removed.
+pub fn plain_console_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\0' | '\r' => {}
+            '\x1b' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for f in chars.by_ref() {
+                        if ('@'..='~').contains(&f) {
+                            break;
+                        }
+                    }
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
