@@ -625,6 +625,14 @@ impl Job<'_> {
                         human(b.size),
                         b.offset >> 20
                     ))?;
+                    if req.uefi_ntfs_image.is_none() {
+                        self.link.send(&Up::Warning(
+                            "the UEFI bridge is a GRUB image woesafe built, which is not Secure Boot signed: this \
+                             stick boots under UEFI only with Secure Boot off. For Secure Boot, use FAT32 (the \
+                             default: --fs auto) or give a signed UEFI:NTFS image with --uefi-ntfs-image"
+                                .into(),
+                        ))?;
+                    }
                 }
             }
         }

@@ -64,18 +64,25 @@ fn processes_in(ns: &str) -> Vec<String> {
 }
 
 fn run_case(fx: &Fixture, kill: Kill, step: &str, line: &str, driver: &str, fs: &str) {
-    let case = format!("{kill:?} during {step} ({driver} drivers, {fs})");
+    run_case_at(fx, kill, step, line, driver, fs, "600M", true);
+}
+
+/// A case in `step`, killed when woesafe prints `line`: paused there by the test hook (`pause`), or killed
+/// while the step runs.
+#[allow(clippy::too_many_arguments)]
+fn run_case_at(fx: &Fixture, kill: Kill, step: &str, line: &str, driver: &str, fs: &str, size: &str, pause: bool) {
+    let case = format!("{kill:?} during {step} at {line:?} ({driver} drivers, {fs})");
     let work = tempfile::tempdir().unwrap();
     let image = work.path().join("out.img");
     let before = host_state(work.path());
-    let pause = format!("{step}:30000");
+    let pause = if pause { format!("{step}:30000") } else { String::new() };
     let mut run = Run::start(
         &[
             "write",
             fx.iso.to_str().unwrap(),
             image.to_str().unwrap(),
             "--size",
-            "600M",
+            size,
             "--yes",
             "--source-driver",
             driver,
@@ -176,6 +183,20 @@ fn every_kill_while_preparing() {
         for (step, line) in phases {
             run_case(&fx, kill, step, line, "userspace", "fat32");
         }
+    }
+}
+
+/// While an install.wim over 4 GiB is split onto the stick as it is copied (killed when the progress is at
+/// 10 %, well inside install.swm): the right target state, and nothing left.
+#[test]
+fn every_kill_while_the_split_streams() {
+    if !need_root("every_kill_while_the_split_streams") {
+        return;
+    }
+    let fx = fixture_with("bigwim", &["--big-wim-mib", "4400"]);
+    let kills = [Kill::Signal(libc::SIGINT), Kill::Signal(libc::SIGTERM), Kill::Supervisor, Kill::Worker];
+    for kill in kills {
+        run_case_at(&fx, kill, "copy", " 10%", "userspace", "fat32", "6G", false);
     }
 }
 
