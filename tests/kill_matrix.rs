@@ -193,7 +193,7 @@ fn every_kill_while_the_split_streams() {
     if !need_root("every_kill_while_the_split_streams") {
         return;
     }
-    let fx = fixture_with("bigwim", &["--big-wim-mib", "4400"]);
+    let fx = fixture_with("win-sb-bigwim", &["--secureboot", "--big-wim-mib", "4400"]);
     let kills = [Kill::Signal(libc::SIGINT), Kill::Signal(libc::SIGTERM), Kill::Supervisor, Kill::Worker];
     for kill in kills {
         run_case_at(&fx, kill, "copy", " 10%", "userspace", "fat32", "6G", false);

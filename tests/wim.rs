@@ -240,7 +240,7 @@ fn mtools(args: &[&str]) -> std::process::Output {
 
 /// The fixture whose install.wim (uncompressed, several resources, sparse) is just over 4 GiB.
 fn big_wim_fixture() -> Fixture {
-    fixture_with("bigwim", &["--big-wim-mib", "4400"])
+    fixture_with("win-sb-bigwim", &["--secureboot", "--big-wim-mib", "4400"])
 }
 
 #[test]
