@@ -293,9 +293,16 @@ impl Job<'_> {
             .map(|&i| (i, inspect_wim(&source, i).map_or(entries[i].size.saturating_mul(4), |w| wim::repack_bytes(&w))))
             .collect();
         let mut scratch_bytes: u64 = repack_info.iter().map(|(_, n)| n).sum();
-        if !use_kernel_source {
-            scratch_bytes += staged_wims.iter().map(|&i| entries[i].size).sum::<u64>();
-        }
+        // wimlib reads the WIM through a read-only loop device over its bytes in the ISO when they are one run
+        // (as in Windows ISOs), else from a copy in scratch space.
+        let windows: Vec<(usize, LoopWindow)> =
+            staged_wims.iter().filter_map(|&i| Some((i, iso_window(&source, i)?))).collect();
+        let copied: Vec<usize> = staged_wims
+            .iter()
+            .copied()
+            .filter(|&i| source.local_path(i).is_none() && !windows.iter().any(|(j, _)| *j == i))
+            .collect();
+        scratch_bytes += copied.iter().map(|&i| entries[i].size).sum::<u64>();
         if win7.is_some() {
             scratch_bytes += 16 << 20;
         }
@@ -411,10 +418,22 @@ impl Job<'_> {
             let scratch = Staging::create(&req.scratch_dir, scratch_bytes, &work.path().join("scratch"))?;
             self.link.send(&Up::Devices(vec![scratch.device_name()]))?;
             let mut wim_paths = Vec::new();
+            let mut window_loops = Vec::new();
             for &i in &staged_wims {
-                let path = match source.local_path(i) {
-                    Some(p) => p,
-                    None => self.stage_file(&source, i, &scratch.path().join(format!("source-{i}.wim")))?,
+                let path = if let Some(p) = source.local_path(i) {
+                    p
+                } else if let Some((_, window)) = windows.iter().find(|(j, _)| *j == i) {
+                    let (file, iso_path, _, _) = source.file_window(i).expect("a window");
+                    let lo = LoopDevice::attach(file, iso_path, *window)?;
+                    let p = lo.path().to_path_buf();
+                    self.info(format!(
+                        "wimlib reads {} in place in the ISO (a read-only loop device over its bytes: no copy)",
+                        entries[i].path
+                    ))?;
+                    window_loops.push(lo);
+                    p
+                } else {
+                    self.stage_file(&source, i, &scratch.path().join(format!("source-{i}.wim")))?
                 };
                 wim_paths.push((i, path));
             }
@@ -422,7 +441,9 @@ impl Job<'_> {
             for &(i, estimate) in &repack_info {
                 let wim = staged(i);
                 let packed = self.repack_wim(&wim, &entries[i], estimate, scratch.path())?;
-                if win7.is_none_or(|(w, _)| w != i) && source.local_path(i).is_none() {
+                // A copy in scratch space is dropped as soon as nothing needs it (never a device or the ISO's
+                // mounted file).
+                if win7.is_none_or(|(w, _)| w != i) && copied.contains(&i) {
                     let _ = std::fs::remove_file(&wim);
                 }
                 let parts = self.split_repacked(&packed, &entries[i], guid)?;
@@ -432,6 +453,7 @@ impl Job<'_> {
             if let Some((i, image)) = win7 {
                 added.push(self.extract_win7_loader(&staged(i), image, scratch.path(), mtime_now)?);
             }
+            drop(window_loops);
             Some(scratch)
         } else {
             None
@@ -947,6 +969,20 @@ fn verdict_of(plan: &wimsplit::SplitPlan) -> WimVerdict {
             ),
         },
     }
+}
+
+/// A read-only loop window over a file's bytes in the ISO, when they are one run that the window (whole 512-byte
+/// sectors: a few bytes past the file's end, which WIM readers ignore) can cover inside the ISO.
+fn iso_window(source: &Source, index: usize) -> Option<LoopWindow> {
+    let (file, _, offset, len) = source.file_window(index)?;
+    let size = len.div_ceil(512) * 512;
+    let iso_len = file.metadata().ok()?.len();
+    (offset.checked_add(size)? <= iso_len && offset % 512 == 0).then_some(LoopWindow {
+        offset,
+        size,
+        read_only: true,
+        direct_io: false,
+    })
 }
 
 /// A GUID for a split set: 16 random bytes.

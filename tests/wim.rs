@@ -163,6 +163,7 @@ fn a_solid_esd_over_4_gib_is_repacked_onto_fat32() {
         );
         assert!(msg.contains("Re-packing sources/install.esd (4.0 GiB) into a plain WIM (LZX)"), "{msg}");
         assert!(msg.contains("fits FAT32 whole: it becomes sources/install.esd"), "{msg}");
+        assert!(msg.contains("wimlib reads sources/install.esd in place in the ISO"), "{msg}");
         let parts = sfdisk_types(&target);
         assert_eq!(parts, ["c"], "one FAT32 partition, no NTFS");
         let got = dir.path().join(format!("{fs}.esd"));

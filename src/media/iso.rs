@@ -457,6 +457,33 @@ impl IsoFs {
         &self.entries
     }
 
+    /// Where the file `entries()[index]` lies in the image when it is stored as one run of bytes (as Windows
+    /// ISOs store their files): the image's open file, the offset and the length. None for a directory, or a
+    /// file in pieces, with holes or embedded in its descriptor.
+    pub fn file_window(&self, index: usize) -> Option<(&File, &Path, u64, u64)> {
+        let entry = self.entries.get(index).filter(|e| !e.is_dir)?;
+        let extents = self.extents.get(index)?;
+        let mut start = None;
+        let mut end = 0u64;
+        for ext in extents {
+            match ext {
+                Extent::Disk { offset, len } if start.is_none() || *offset == end => {
+                    start.get_or_insert(*offset);
+                    end = offset.checked_add(*len)?;
+                }
+                Extent::Disk { len: 0, .. } => {}
+                _ => return None,
+            }
+        }
+        let start = start?;
+        (end - start == entry.size && end <= self.image.len).then_some((
+            &self.image.file,
+            self.image.path.as_path(),
+            start,
+            entry.size,
+        ))
+    }
+
     /// A streaming reader of the file `entries()[index]`.
     pub fn open_file(&self, index: usize) -> Result<IsoFileReader<'_>, IsoError> {
         let entry = self.entries.get(index).ok_or_else(|| IsoError::NoSuchEntry {

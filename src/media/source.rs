@@ -137,6 +137,16 @@ impl Source {
         }
     }
 
+    /// Where a file lies in the ISO when it is one run of bytes (userspace reader only): the ISO's open file and
+    /// path, the offset and the length. A read-only loop device over that window gives tools a file to read
+    /// without a copy.
+    pub fn file_window(&self, index: usize) -> Option<(&File, &std::path::Path, u64, u64)> {
+        match self {
+            Source::Userspace(fs) => fs.file_window(index),
+            Source::Kernel { .. } => None,
+        }
+    }
+
     /// The entry as a path tools can open (kernel mount only; the userspace reader has none).
     pub fn local_path(&self, index: usize) -> Option<std::path::PathBuf> {
         match self {
