@@ -244,11 +244,14 @@ impl Flushing<'_> {
             }
             return Ok(());
         }
-        while self.done - self.flushed > AHEAD {
-            self.wait()?;
-        }
         if self.done - self.requested >= SYNC_EVERY && self.requested == self.flushed {
             self.request();
+        }
+        while self.done - self.flushed > AHEAD {
+            if self.requested == self.flushed {
+                self.request(); // never wait with no flush in flight
+            }
+            self.wait()?;
         }
         while let Ok(r) = self.flushed_rx.try_recv() {
             self.flushed_to(r)?;
