@@ -86,6 +86,12 @@ pub enum WriteError {
          that big); use --fs ntfs"
     )]
     PartTooBig { part: String, size: u64 },
+    #[error(
+        "the target {path} is too small for the re-packed WIM: {} needed, it has {}; nothing was written",
+        human(*needed),
+        human(*size)
+    )]
+    TooSmallAfterRepack { path: PathBuf, size: u64, needed: u64 },
     #[error("the re-packed {wim} cannot be split: {what}")]
     Repacked { wim: String, what: String },
     #[error(transparent)]
@@ -122,7 +128,11 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
         Ok(Some(report)) => Up::Done(Box::new(report)),
         Ok(None) => Up::Aborted,
         Err(e) if e.is_stop() || stop_requested() => Up::Stopped { step: job.step, state: job.state },
-        Err(e) => Up::Failed { step: job.step, message: e.to_string(), state: job.state, refused: false },
+        Err(e) => {
+            // Problems found before the target is touched that only the worker could know (after a re-pack).
+            let refused = matches!(e, WriteError::TooSmallAfterRepack { .. } | WriteError::PartTooBig { .. });
+            Up::Failed { step: job.step, message: e.to_string(), state: job.state, refused }
+        }
     }
 }
 
@@ -367,8 +377,11 @@ impl Job<'_> {
             streamed.extend(plan_parts(&entries[*i], WimFrom::Iso(*i), plan));
         }
         let mut planned_added = [ours.clone(), streamed.clone()].concat();
-        for (i, bytes) in &repack_info {
-            planned_added.extend(estimated_parts(&entries[*i], *bytes));
+        // The re-packed WIM's size is known only after the re-pack: planned here at the original's size (an LZX
+        // re-pack of an LZMS ESD comes out about that big; see README's Re-packing), and checked again against
+        // the stick once known, before the target is touched.
+        for (i, _) in &repack_info {
+            planned_added.extend(estimated_parts(&entries[*i], entries[*i].size));
         }
         if win7.is_some() {
             planned_added.push(Added {
@@ -460,6 +473,19 @@ impl Job<'_> {
         };
         let scratch_dev: Vec<String> = scratch.iter().map(Staging::device_name).collect();
         let tree = Tree { plan: Plan::build(entries, &removed, &added), source: &source };
+        if !repack.is_empty() {
+            let needed = match fs {
+                Fs::Fat32 => fat::estimate_disk_bytes(&tree.plan.entries, main.size),
+                Fs::Ntfs => ntfs::estimate_disk_bytes(&tree.plan.entries),
+            } + bridge_bytes;
+            if needed > req.target_size {
+                return Err(WriteError::TooSmallAfterRepack {
+                    path: req.target.clone(),
+                    size: req.target_size,
+                    needed,
+                });
+            }
+        }
 
         // The disk: the block device itself, or the image file on an autoclear loop device.
         let target_file = OpenOptions::new()
