@@ -451,9 +451,9 @@ impl Job<'_> {
                 wim_paths.push((i, path));
             }
             let staged = |i: usize| wim_paths.iter().find(|(j, _)| *j == i).expect("staged").1.clone();
-            for &(i, estimate) in &repack_info {
+            for &(i, _) in &repack_info {
                 let wim = staged(i);
-                let packed = self.repack_wim(&wim, &entries[i], estimate, scratch.path())?;
+                let packed = self.repack_wim(&wim, &entries[i], scratch.path())?;
                 // A copy in scratch space is dropped as soon as nothing needs it (never a device or the ISO's
                 // mounted file).
                 if win7.is_none_or(|(w, _)| w != i) && copied.contains(&i) {
@@ -768,15 +768,8 @@ impl Job<'_> {
     }
 
     /// Re-pack a WIM that cannot be split as it is (solid, LZMS, pipable, ...) into a plain one in scratch space:
-    /// `wimlib-imagex export WIM all OUT --compress=LZX`, with progress from the output's growing size against
-    /// `estimate` (the most it can write).
-    fn repack_wim(
-        &mut self,
-        wim: &Path,
-        entry: &SourceEntry,
-        estimate: u64,
-        scratch: &Path,
-    ) -> Result<PathBuf, WriteError> {
+    /// `wimlib-imagex export WIM all OUT --compress=LZX:20`, with wimlib's own progress.
+    fn repack_wim(&mut self, wim: &Path, entry: &SourceEntry, scratch: &Path) -> Result<PathBuf, WriteError> {
         let out = scratch.join("repacked.wim");
         self.info(format!(
             "Re-packing {} ({}) into a plain WIM ({}) that can be split",
@@ -792,24 +785,25 @@ impl Job<'_> {
             format!("--compress={}", wim::REPACK_COMPRESSION),
         ];
         let started = Instant::now();
-        let mut last = Instant::now();
         let link = &mut *self.link;
-        let mut sent = u64::MAX;
-        helper::run_watching("wimlib-imagex", &args, "wimtools", &mut || {
-            if last.elapsed() >= Duration::from_millis(200) {
-                last = Instant::now();
-                let done = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-                // Only when the output grew: a frame counts as movement for the stall watchdog.
-                if done != sent {
-                    sent = done;
-                    let _ = link.send(&Up::Progress { done: done.min(estimate), total: estimate });
+        let mut sent = None;
+        // wimlib prints "Archiving file data: X MiB of Y MiB (Z%) done" as it goes (in uncompressed bytes).
+        helper::run_watching("wimlib-imagex", &args, "wimtools", &mut |stdout| {
+            let progress = wim::export_progress(stdout);
+            // Only when it moved: a frame counts as movement for the stall watchdog.
+            if progress.is_some() && progress != sent {
+                sent = progress;
+                if let Some((done, total)) = progress {
+                    let _ = link.send(&Up::Progress { done, total });
                 }
             }
         })?;
         let size = std::fs::metadata(&out)
             .map_err(|source| WriteError::Scratch { what: "reading the re-packed WIM's size".into(), source })?
             .len();
-        self.link.send(&Up::Progress { done: estimate, total: estimate })?;
+        if let Some((_, total)) = sent {
+            self.link.send(&Up::Progress { done: total, total })?;
+        }
         self.info(format!(
             "Re-packed {} into {} in {:.0} s",
             entry.path,

@@ -200,6 +200,27 @@ fn every_kill_while_the_split_streams() {
     }
 }
 
+/// While a solid install.esd is re-packed (wimlib-imagex export running in the worker's PID namespace, reading
+/// the ESD through a read-only loop device over the ISO and writing into scratch space): the target untouched,
+/// no wimlib process, no scratch or window loop device, no mount left.
+#[test]
+fn every_kill_while_repacking() {
+    if !need_root("every_kill_while_repacking") {
+        return;
+    }
+    let fx = fixture_with("win-sb-esd", &["--secureboot", "--esd-mib", "4400"]);
+    let iso = std::fs::canonicalize(&fx.iso).unwrap().to_string_lossy().into_owned();
+    let kills = [Kill::Signal(libc::SIGINT), Kill::Signal(libc::SIGTERM), Kill::Supervisor, Kill::Worker];
+    for kill in kills {
+        run_case_at(&fx, kill, "prepare", "Re-packing sources/install.esd", "userspace", "fat32", "6G", false);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while woesafe::sys::loopdev::attached().iter().any(|(_, b)| *b == iso) {
+            assert!(Instant::now() < deadline, "{kill:?}: a loop device over the ISO was left");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// All five ways of stopping, in all six phases (with NTFS also while its UEFI bridge is built and while
 /// ntfs-3g is unmounted and waited for).
 fn every_kill_in_every_phase(driver: &str, fs: &str) {

@@ -152,7 +152,7 @@ fn a_solid_esd_over_4_gib_is_repacked_onto_fat32() {
     for fs in ["fat32", "auto"] {
         let target = dir.path().join(format!("{fs}.img"));
         let (i, t) = (iso.to_str().unwrap(), target.to_str().unwrap());
-        let out = woesafe(&["write", i, t, "--fs", fs, "--size", "2G", "--yes"]);
+        let out = woesafe(&["write", i, t, "--fs", fs, "--size", "6G", "--yes"]);
         let msg = text(&out);
         assert!(out.status.success(), "{msg}");
         assert!(
@@ -161,7 +161,7 @@ fn a_solid_esd_over_4_gib_is_repacked_onto_fat32() {
                 && msg.contains("re-packed"),
             "{msg}"
         );
-        assert!(msg.contains("Re-packing sources/install.esd (4.0 GiB) into a plain WIM (LZX)"), "{msg}");
+        assert!(msg.contains("Re-packing sources/install.esd (4.0 GiB) into a plain WIM (LZX:20)"), "{msg}");
         assert!(msg.contains("fits FAT32 whole: it becomes sources/install.esd"), "{msg}");
         assert!(msg.contains("wimlib reads sources/install.esd in place in the ISO"), "{msg}");
         let parts = sfdisk_types(&target);
@@ -176,6 +176,62 @@ fn a_solid_esd_over_4_gib_is_repacked_onto_fat32() {
         assert_eq!(wim_content(&got), wim_content(&original), "the re-packed WIM's content differs");
         std::fs::remove_file(&target).unwrap();
     }
+}
+
+/// The Media Creation Tool's case: a solid install.esd whose re-pack is over 4000 MiB (4.4 GiB of data that
+/// solid compression shrinks and a plain WIM cannot) becomes a FAT32 stick with install.swm parts, under the
+/// default --fs auto: the parts join into a WIM with the ESD's images, properties, files and hashes, and the
+/// stick boots under OVMF enforcing Secure Boot with Microsoft's keys (the fixture's loaders are Debian's
+/// signed shim and GRUB).
+#[test]
+fn a_solid_esd_becomes_fat32_parts_that_boot_under_secure_boot() {
+    let name = "a_solid_esd_becomes_fat32_parts_that_boot_under_secure_boot";
+    if !need_root(name) {
+        return;
+    }
+    if !have("qemu-system-x86_64") || !Path::new("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd").exists() {
+        woesafe::report_skip(name, "needs qemu-system-x86_64 and OVMF's Secure Boot firmware (package ovmf)");
+        return;
+    }
+    let fx = fixture_with("win-sb-esd", &["--secureboot", "--esd-mib", "4400"]);
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("esd.img");
+    let before = host_state(work.path());
+    let out = Command::new(bin())
+        .args(["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "6G", "--yes"])
+        .env("TMPDIR", work.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let msg = text(&out);
+    assert!(out.status.success(), "{msg}");
+    assert!(msg.contains("Filesystem: FAT32 — sources/install.esd") && msg.contains("re-packed"), "{msg}");
+    assert!(msg.contains("It is split into 2 parts while it is copied"), "{msg}");
+    assert!(msg.contains("sources/install.esd was split into 2 parts"), "{msg}");
+    assert_eq!(before, host_state(work.path()), "the write left something behind");
+    assert_eq!(sfdisk_types(&image), ["c"], "one FAT32 partition, no NTFS");
+    let img = format!("{}@@1M", image.display());
+    let names = String::from_utf8_lossy(&mtools(&["mdir", "-i", &img, "-b", "::/sources"]).stdout).to_lowercase();
+    assert!(!names.contains("install.esd"), "the ESD itself is on the stick:\n{names}");
+    let (ok_boot, log) = boot_check(&image, "uefi-sb");
+    assert!(ok_boot, "the re-packed ESD stick did not boot under Secure Boot:\n{log}");
+    let parts: Vec<std::path::PathBuf> = (1..=2).map(|n| work.path().join(format!("part{n}.swm"))).collect();
+    for (n, p) in parts.iter().enumerate() {
+        let on_stick = format!("::/sources/{}", woesafe::media::wim::part_name("install", n + 1));
+        let out = mtools(&["mcopy", "-i", &img, &on_stick, p.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+        let size = std::fs::metadata(p).unwrap().len();
+        assert!(size <= woesafe::media::wim::FAT32_MAX_FILE, "{} is {size} bytes", p.display());
+    }
+    std::fs::remove_file(&image).unwrap(); // disk space
+    let joined = work.path().join("joined.wim");
+    ok(wimlib(&["join", joined.to_str().unwrap(), parts[0].to_str().unwrap(), parts[1].to_str().unwrap()]));
+    for p in &parts {
+        std::fs::remove_file(p).unwrap();
+    }
+    ok(wimlib(&["verify", joined.to_str().unwrap()]));
+    let original = fx.tree.join("sources/install.esd");
+    assert_eq!(wim_content(&joined), wim_content(&original), "the parts' content differs from the ESD's");
 }
 
 /// Partition types in the image's table, as sfdisk reads it.

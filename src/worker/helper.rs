@@ -47,15 +47,16 @@ pub fn harden(cmd: &mut Command) -> &mut Command {
 
 /// Run a helper to completion, capturing its output; an unsuccessful exit is an error carrying stderr.
 pub fn run(program: &str, args: &[String], package: &'static str) -> Result<String, HelperError> {
-    run_watching(program, args, package, &mut || {})
+    run_watching(program, args, package, &mut |_| {})
 }
 
-/// As `run`, calling `tick` about every 10 ms while the helper runs (for progress).
+/// As `run`, calling `tick` about every 10 ms while the helper runs with what it printed on stdout so far (for
+/// progress).
 pub fn run_watching(
     program: &str,
     args: &[String],
     package: &'static str,
-    tick: &mut dyn FnMut(),
+    tick: &mut dyn FnMut(&[u8]),
 ) -> Result<String, HelperError> {
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).env("LC_ALL", "C");
@@ -76,7 +77,7 @@ pub fn run_watching(
             Ok(None) => {}
             Err(source) => return Err(HelperError::Wait { program: program.to_string(), source }),
         }
-        tick();
+        tick(&out_buf);
         if super::init::stop_requested() {
             let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
