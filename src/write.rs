@@ -87,7 +87,8 @@ pub enum WriteError {
     )]
     PartTooBig { part: String, size: u64 },
     #[error(
-        "the target {path} is too small for the re-packed WIM: {} needed, it has {}; nothing was written",
+        "the target {path} is too small for the re-packed WIM: {} needed, it has {}; nothing was written. Use a \
+         bigger stick, or --fs ntfs (the ESD is copied as it is; its UEFI bridge needs Secure Boot off)",
         human(*needed),
         human(*size)
     )]
