@@ -560,7 +560,10 @@ impl Job<'_> {
         let part = LoopDevice::attach(
             &disk,
             &disk_path,
-            LoopWindow { offset: main.offset, size: main.size, read_only: false, direct_io: true },
+            // Buffered: with direct I/O onto a hung stick, its pages would stay under writeback, and whoever
+            // drops the last reference (the supervisor releasing the worker's mount namespace after a stall)
+            // would hang in the kernel with them. Buffered, they land in the disk's page cache at once.
+            LoopWindow { offset: main.offset, size: main.size, read_only: false, direct_io: false },
         )?;
         let part_name = part.name();
         self.link.send(&Up::Devices([vec![disk_name, part_name], scratch_dev].concat()))?;
