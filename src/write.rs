@@ -93,6 +93,12 @@ pub enum WriteError {
         human(*size)
     )]
     TooSmallAfterRepack { path: PathBuf, size: u64, needed: u64 },
+    #[error(
+        "re-packing {wim} needed more scratch space than set aside (twice its size); nothing was written: set \
+         TMPDIR to a directory with more room than {}, or use --fs ntfs",
+        dir.display()
+    )]
+    ScratchFull { wim: String, dir: PathBuf },
     #[error("the re-packed {wim} cannot be split: {what}")]
     Repacked { wim: String, what: String },
     #[error(transparent)]
@@ -131,7 +137,10 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
         Err(e) if e.is_stop() || stop_requested() => Up::Stopped { step: job.step, state: job.state },
         Err(e) => {
             // Problems found before the target is touched that only the worker could know (after a re-pack).
-            let refused = matches!(e, WriteError::TooSmallAfterRepack { .. } | WriteError::PartTooBig { .. });
+            let refused = matches!(
+                e,
+                WriteError::TooSmallAfterRepack { .. } | WriteError::PartTooBig { .. } | WriteError::ScratchFull { .. }
+            );
             Up::Failed { step: job.step, message: e.to_string(), state: job.state, refused }
         }
     }
@@ -301,7 +310,10 @@ impl Job<'_> {
         }
         let repack_info: Vec<(usize, u64)> = repack
             .iter()
-            .map(|&i| (i, inspect_wim(&source, i).map_or(entries[i].size.saturating_mul(4), |w| wim::repack_bytes(&w))))
+            .map(|&i| {
+                let size = entries[i].size;
+                (i, inspect_wim(&source, i).map_or(size.saturating_mul(2), |w| wim::repack_bytes(&w, size)))
+            })
             .collect();
         let mut scratch_bytes: u64 = repack_info.iter().map(|(_, n)| n).sum();
         // wimlib reads the WIM through a read-only loop device over its bytes in the ISO when they are one run
@@ -792,7 +804,7 @@ impl Job<'_> {
         let link = &mut *self.link;
         let mut sent = None;
         // wimlib prints "Archiving file data: X MiB of Y MiB (Z%) done" as it goes (in uncompressed bytes).
-        helper::run_watching("wimlib-imagex", &args, "wimtools", &mut |stdout| {
+        let result = helper::run_watching("wimlib-imagex", &args, "wimtools", &mut |stdout| {
             let progress = wim::export_progress(stdout);
             // Only when it moved: a frame counts as movement for the stall watchdog.
             if progress.is_some() && progress != sent {
@@ -801,7 +813,13 @@ impl Job<'_> {
                     let _ = link.send(&Up::Progress { done, total });
                 }
             }
-        })?;
+        });
+        if let Err(helper::HelperError::Failed { stderr, .. }) = &result
+            && stderr.contains("No space left on device")
+        {
+            return Err(WriteError::ScratchFull { wim: entry.path.clone(), dir: self.req.scratch_dir.clone() });
+        }
+        result?;
         let size = std::fs::metadata(&out)
             .map_err(|source| WriteError::Scratch { what: "reading the re-packed WIM's size".into(), source })?
             .len();
