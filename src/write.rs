@@ -243,7 +243,12 @@ impl Job<'_> {
                         }
                         verdict
                     }
-                    Err(wimsplit::SplitError::NeedsRepack(why)) => WimVerdict::Repack { why },
+                    // wimlib reads what it re-packs with fewer checks than usual (see wim::inspect): it gets
+                    // only a WIM whose header and tables passed ours.
+                    Err(wimsplit::SplitError::NeedsRepack(why)) => match inspect_wim(&source, i) {
+                        Ok(_) => WimVerdict::Repack { why },
+                        Err(e) => WimVerdict::Unusable(e),
+                    },
                     Err(e) => WimVerdict::Unusable(e.to_string()),
                 }),
             })
@@ -463,6 +468,10 @@ impl Job<'_> {
                 };
                 wim_paths.push((i, path));
             }
+            // The stall watchdog watches the window loops too: wimlib's reads move through them.
+            let mut devices = vec![scratch.device_name()];
+            devices.extend(window_loops.iter().map(LoopDevice::name));
+            self.link.send(&Up::Devices(devices))?;
             let staged = |i: usize| wim_paths.iter().find(|(j, _)| *j == i).expect("staged").1.clone();
             for &(i, _) in &repack_info {
                 let wim = staged(i);

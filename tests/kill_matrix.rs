@@ -213,7 +213,8 @@ fn every_kill_while_repacking() {
     let iso = std::fs::canonicalize(&fx.iso).unwrap().to_string_lossy().into_owned();
     let kills = [Kill::Signal(libc::SIGINT), Kill::Signal(libc::SIGTERM), Kill::Supervisor, Kill::Worker];
     for kill in kills {
-        run_case_at(&fx, kill, "prepare", "Re-packing sources/install.esd", "userspace", "fat32", "6G", false);
+        // At the re-pack's first progress line: wimlib-imagex is running then.
+        run_case_at(&fx, kill, "prepare", "%  ", "userspace", "fat32", "6G", false);
         let deadline = Instant::now() + Duration::from_secs(10);
         while woesafe::sys::loopdev::attached().iter().any(|(_, b)| *b == iso) {
             assert!(Instant::now() < deadline, "{kill:?}: a loop device over the ISO was left");

@@ -152,7 +152,7 @@ fn a_solid_esd_over_4_gib_is_repacked_onto_fat32() {
     for fs in ["fat32", "auto"] {
         let target = dir.path().join(format!("{fs}.img"));
         let (i, t) = (iso.to_str().unwrap(), target.to_str().unwrap());
-        let out = woesafe(&["write", i, t, "--fs", fs, "--size", "6G", "--yes"]);
+        let out = woesafe(&["write", i, t, "--fs", fs, "--size", "6G", "--yes", "--source-driver", "userspace"]);
         let msg = text(&out);
         assert!(out.status.success(), "{msg}");
         assert!(
@@ -199,6 +199,7 @@ fn a_solid_esd_becomes_fat32_parts_that_boot_under_secure_boot() {
     let before = host_state(work.path());
     let out = Command::new(bin())
         .args(["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "6G", "--yes"])
+        .args(["--source-driver", "userspace"])
         .env("TMPDIR", work.path())
         .stdin(std::process::Stdio::null())
         .output()

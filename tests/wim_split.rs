@@ -299,7 +299,62 @@ fn what_cannot_be_streamed_says_why() {
     let mut b = std::fs::read(&wim).unwrap();
     b[48..55].copy_from_slice(&(1u64 << 40).to_le_bytes()[..7]); // a blob table of 1 TiB
     std::fs::write(&bad, &b).unwrap();
-    assert!(matches!(plan(&bad), Err(SplitError::Damaged(ref w)) if w.contains("blob table")), "{:?}", plan(&bad));
+    assert!(
+        matches!(plan(&bad), Err(SplitError::Damaged(ref w)) if w.contains("outside the file")),
+        "{:?}",
+        plan(&bad)
+    );
+    // A blob table inside the (sparse) file but over the 64 MiB limit: refused without reading it.
+    let mut b = std::fs::read(&wim).unwrap();
+    let big = (65u64 << 20) / 50 * 50;
+    b[48..56].copy_from_slice(&((2u64 << 56) | big).to_le_bytes());
+    b[56..64].copy_from_slice(&208u64.to_le_bytes());
+    b[64..72].copy_from_slice(&big.to_le_bytes());
+    std::fs::write(&bad, &b).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&bad).unwrap().set_len(100 << 20).unwrap();
+    assert!(matches!(plan(&bad), Err(SplitError::Damaged(ref w)) if w.contains("limit")), "{:?}", plan(&bad));
+    // Resources that overlap add up to more than the file: refused (their sums could otherwise wrap).
+    let table = table_of(&wim);
+    let biggest = table
+        .chunks(50)
+        .max_by_key(|e| u64::from_le_bytes(e[0..8].try_into().unwrap()) & 0x00FF_FFFF_FFFF_FFFF)
+        .unwrap()
+        .to_vec();
+    let mut t2 = table.clone();
+    for k in 0..40u8 {
+        let mut e = biggest.clone();
+        e[30] ^= k + 1; // another hash: not a duplicate
+        t2.extend(e);
+    }
+    patch(&wim, &bad, Some(t2), None);
+    assert!(matches!(plan(&bad), Err(SplitError::Damaged(ref w)) if w.contains("add up")), "{:?}", plan(&bad));
+    // Malformed XML, each refused with a reason: a '/' that does not close a tag, a NUL, a '+' and a
+    // surrogate in character references, nesting past 256, too many attributes, an unterminated comment.
+    let deep = format!("{}{}", "<A>".repeat(300), "</A>".repeat(300));
+    let attrs: String = (0..100).map(|k| format!(" a{k}=''")).collect();
+    for body in [
+        "<X/y>z</X>".to_string(),
+        "<X>&#0;</X>".into(),
+        "<X>&#x+41;</X>".into(),
+        "<X>&#xD800;</X>".into(),
+        deep,
+        format!("<X{attrs}/>"),
+        "<X><!-- no end</X>".into(),
+    ] {
+        let xml = format!("<WIM><IMAGE INDEX=\"1\">{body}</IMAGE><IMAGE INDEX=\"2\"/></WIM>");
+        assert!(wimsplit::wimlib_xml(&utf16(&xml)).is_err(), "accepted: {}", &xml[..xml.len().min(80)]);
+    }
+    let ok = "<WIM><IMAGE INDEX=\"1\"><X>&#65;&#x42;</X></IMAGE><IMAGE INDEX=\"2\"/></WIM>";
+    assert_eq!(wimsplit::wimlib_xml(&utf16(ok)).unwrap().1, 2);
+    // A WIM that ends early while a part is read: an error, not a short part or a loop.
+    let p = wimsplit::plan(&mut std::fs::File::open(&wim).unwrap(), 1 << 20, [0; 16]).unwrap();
+    let truncated = dir.path().join("truncated.wim");
+    let whole = std::fs::read(&wim).unwrap();
+    std::fs::write(&truncated, &whole[..whole.len() / 3]).unwrap();
+    let mut r = p.parts[0].reader(std::fs::File::open(&truncated).unwrap());
+    let mut sink = Vec::new();
+    let err = r.read_to_end(&mut sink).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
     std::fs::write(&bad, b"MSWIM\0\0\0").unwrap();
     assert!(matches!(plan(&bad), Err(SplitError::NotWim)));
 }

@@ -24,9 +24,18 @@ pub fn export_progress(stdout: &[u8]) -> Option<(u64, u64)> {
     // The last complete report (the very last may still be being printed).
     text.rmatch_indices(LEAD).find_map(|(at, _)| {
         let words: Vec<&str> = text[at + LEAD.len()..].split_whitespace().take(6).collect();
-        let [done, "MiB", "of", total, "MiB", pct] = words[..] else { return None };
-        let (done, total): (u64, u64) = (done.parse().ok()?, total.parse().ok()?);
-        (pct.starts_with('(') && done <= total && total > 0).then_some((done << 20, total << 20))
+        let [done, done_unit, "of", total, total_unit, pct] = words[..] else { return None };
+        // wimlib counts in MiB, or in GiB once the total is 10^10 bytes or more.
+        let shift = |unit: &str| match unit {
+            "bytes" => Some(0),
+            "KiB" => Some(10),
+            "MiB" => Some(20),
+            "GiB" => Some(30),
+            _ => None,
+        };
+        let done = done.parse::<u64>().ok()?.checked_shl(shift(done_unit)?)?;
+        let total = total.parse::<u64>().ok()?.checked_shl(shift(total_unit)?)?;
+        (pct.starts_with('(') && done <= total && total > 0).then_some((done, total))
     })
 }
 
@@ -117,6 +126,18 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
     let fits = |res: &ResHdr| res.offset.checked_add(res.size_in_wim).is_some_and(|end| end <= file_size);
     let blob_table = ResHdr::parse(&h[48..72]);
     let xml = ResHdr::parse(&h[72..96]);
+    // The tables are never compressed, so no size of theirs may exceed the file (wimlib checks this only when
+    // it knows the file's size, which it does not when it reads a WIM through a loop device); and the blob
+    // table is bounded like the streaming split bounds it.
+    for (at, what) in [(48, "blob table"), (72, "XML data"), (124, "integrity table")] {
+        let uncompressed = u64::from_le_bytes(h[at + 16..at + 24].try_into().unwrap_or_default());
+        if uncompressed > file_size {
+            return Err(WimError::Damaged(what_is_too_big(what)));
+        }
+    }
+    if blob_table.size_in_wim > crate::media::wimsplit::MAX_TABLE_BYTES {
+        return Err(WimError::Damaged("blob table over woesafe's limit of 64 MiB"));
+    }
     let mut info = WimInfo {
         version,
         part_number: u16_at(40),
@@ -161,6 +182,14 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         info.x64_images = x64_images(&String::from_utf16_lossy(&units));
     }
     Ok(info)
+}
+
+fn what_is_too_big(what: &str) -> &'static str {
+    match what {
+        "blob table" => "blob table larger than the file",
+        "XML data" => "XML data larger than the file",
+        _ => "integrity table larger than the file",
+    }
 }
 
 /// Image indexes whose <ARCH> is 9 (AMD64) in the WIM's XML.
@@ -288,6 +317,8 @@ mod tests {
         assert_eq!(export_progress(out), Some((7 << 20, 11 << 20)));
         assert_eq!(export_progress(b"Using LZX compression with 2 threads\n"), None);
         assert_eq!(export_progress(b"Archiving file data: 12 MiB of 11 MiB (100%) done"), None);
+        // A real install.esd holds over 10^10 bytes of data: wimlib then counts in GiB.
+        assert_eq!(export_progress(b"Archiving file data: 3 GiB of 16 GiB (18%) done"), Some((3 << 30, 16 << 30)));
     }
 
     #[test]

@@ -51,7 +51,10 @@ const INTEGRITY_CHUNK: u64 = 10 << 20;
 /// Bounds on what a WIM may declare (it is hostile input): a blob table of 64 MiB holds 1.3 million blobs
 /// (Windows 11's install.wim has about 100 000); the XML of a multi-edition install.wim is a few hundred KiB.
 pub const MAX_TABLE_BYTES: u64 = 64 << 20;
-pub const MAX_XML_BYTES: u64 = 16 << 20;
+pub const MAX_XML_BYTES: u64 = 4 << 20;
+/// Bounds on the XML document's shape: nodes in all, and attributes on one element (real ones have one or two).
+const MAX_XML_NODES: usize = 200_000;
+const MAX_XML_ATTRS: usize = 64;
 /// wimlib's own limit on images.
 const MAX_IMAGES: u32 = 1 << 16;
 
@@ -171,7 +174,7 @@ struct Wim {
 /// rule; `wimlib-imagex split … 4000` means 4000 MiB), all carrying the split set's `guid`.
 pub fn plan<R: Read + Seek>(r: &mut R, part_bytes: u64, guid: [u8; 16]) -> Result<SplitPlan, SplitError> {
     let wim = read_wim(r)?;
-    Ok(layout(&wim, part_bytes, guid))
+    layout(&wim, part_bytes, guid)
 }
 
 fn read_wim<R: Read + Seek>(r: &mut R) -> Result<Wim, SplitError> {
@@ -295,6 +298,12 @@ fn read_wim<R: Read + Seek>(r: &mut R) -> Result<Wim, SplitError> {
     if metadata.len() != image_count as usize {
         return damaged(format!("it has metadata for {} of its {image_count} images", metadata.len()));
     }
+    // Resources do not overlap in a WIM: together they fit in the file. This also bounds every sum the layout
+    // makes (a crafted table could otherwise declare sizes that add up past 2^64).
+    let total = metadata.iter().chain(&blobs).try_fold(0u64, |sum, b| sum.checked_add(b.res.size_in_wim));
+    if total.is_none_or(|t| t > file_size) {
+        return damaged("its resources add up to more than the file holds");
+    }
     // wimlib visits blobs in the order they are stored.
     blobs.sort_by_key(|b| b.res.offset);
     Ok(Wim {
@@ -311,7 +320,7 @@ fn read_wim<R: Read + Seek>(r: &mut R) -> Result<Wim, SplitError> {
 }
 
 /// Which part each blob goes into, and then each part's bytes.
-fn layout(wim: &Wim, part_bytes: u64, guid: [u8; 16]) -> SplitPlan {
+fn layout(wim: &Wim, part_bytes: u64, guid: [u8; 16]) -> Result<SplitPlan, SplitError> {
     // Assign: metadata first (always part 1), then the blobs in WIM order.
     let mut members: Vec<Vec<&Blob>> = vec![Vec::new()];
     let mut used = 0u64;
@@ -327,7 +336,9 @@ fn layout(wim: &Wim, part_bytes: u64, guid: [u8; 16]) -> SplitPlan {
         used += size;
         members.last_mut().expect("one part at least").push(b);
     }
-    let total = members.len() as u16;
+    let Ok(total) = u16::try_from(members.len()) else {
+        return damaged(format!("it would split into {} parts, more than a WIM can number", members.len()));
+    };
     let mut flags = wim.flags & (HDR_RP_FIX | HDR_READONLY);
     if total != 1 {
         flags |= HDR_SPANNED;
@@ -412,7 +423,7 @@ fn layout(wim: &Wim, part_bytes: u64, guid: [u8; 16]) -> SplitPlan {
             Part { number, size: at, pieces }
         })
         .collect();
-    SplitPlan { parts, guid }
+    Ok(SplitPlan { parts, guid })
 }
 
 impl Part {
@@ -513,8 +524,10 @@ impl<W: Read + Seek> Read for PartReader<'_, W> {
                 Piece::Copy { offset, .. } => {
                     let at = offset + self.in_piece;
                     if self.wim_pos != Some(at) {
+                        self.wim_pos = None;
                         self.wim.seek(SeekFrom::Start(at))?;
                     }
+                    self.wim_pos = None; // until the read succeeds: a failed read may have moved the reader
                     let n = self.wim.read(&mut buf[..want])?;
                     if n == 0 {
                         return Err(std::io::Error::new(
@@ -562,7 +575,7 @@ pub fn wimlib_xml(raw: &[u8]) -> Result<(Vec<u8>, u32), String> {
         }
         after_cr = c == '\r';
     }
-    let mut p = Parser { s: &text, i: 0 };
+    let mut p = Parser { s: &text, i: 0, nodes: 0 };
     if p.peek() == '\u{feff}' {
         p.i += 1;
     }
@@ -700,6 +713,8 @@ impl Node {
 struct Parser<'a> {
     s: &'a [char],
     i: usize,
+    /// Nodes made so far (bounded by MAX_XML_NODES).
+    nodes: usize,
 }
 
 fn is_ws(c: char) -> bool {
@@ -755,11 +770,21 @@ impl Parser<'_> {
         }
         Ok(self.s[from..self.i].iter().collect())
     }
+    fn count_node(&mut self) -> Result<(), String> {
+        self.nodes += 1;
+        if self.nodes > MAX_XML_NODES {
+            return Err(format!("more than {MAX_XML_NODES} XML nodes"));
+        }
+        Ok(())
+    }
+
     fn comment_or_pi(&mut self) -> Result<Option<Node>, String> {
         if self.skip("<!--") {
+            self.count_node()?;
             return Ok(Some(Node::Comment(self.upto("-->", "comment")?)));
         }
         if self.skip("<?") {
+            self.count_node()?;
             let target = self.name()?;
             self.skip_ws();
             let data = self.upto("?>", "processing instruction")?;
@@ -796,11 +821,8 @@ impl Parser<'_> {
                 "amp" => '&',
                 "apos" => '\'',
                 "quot" => '"',
-                n if n.starts_with("#x") => {
-                    u32::from_str_radix(&n[2..], 16).ok().and_then(char::from_u32).ok_or("a bad character reference")?
-                }
                 n if n.starts_with('#') => {
-                    n[1..].parse::<u32>().ok().and_then(char::from_u32).ok_or("a bad character reference")?
+                    char_ref(&n[1..]).ok_or_else(|| format!("the bad character reference &{n};"))?
                 }
                 n => return Err(format!("the entity '{n}', which is not defined")),
             };
@@ -815,6 +837,7 @@ impl Parser<'_> {
         if depth >= MAX_XML_DEPTH {
             return bad("nested too deeply");
         }
+        self.count_node()?;
         if !self.skip("<") {
             return bad("expected an element");
         }
@@ -850,6 +873,9 @@ impl Parser<'_> {
             // Attribute-value normalization: literal white space becomes a space (references are kept).
             let literal: Vec<char> = self.s[from..self.i].iter().map(|&c| if is_ws(c) { ' ' } else { c }).collect();
             self.i += 1;
+            if attrs.len() >= MAX_XML_ATTRS {
+                return bad("too many attributes on one element");
+            }
             if attrs.iter().any(|(a, _)| *a == k) {
                 return bad("an attribute given twice");
             }
@@ -859,7 +885,9 @@ impl Parser<'_> {
         if self.skip("/>") {
             return Ok(Node::Element { name, attrs, children });
         }
-        self.i += 1; // '>'
+        if !self.skip(">") {
+            return bad("a '/' that does not close the tag");
+        }
         loop {
             let from = self.i;
             while self.peek() != '<' {
@@ -869,6 +897,7 @@ impl Parser<'_> {
                 self.i += 1;
             }
             if self.i > from {
+                self.count_node()?;
                 children.push(Node::Text(Self::unescape(&self.s[from..self.i])?));
             }
             if self.skip("</") {
@@ -882,6 +911,7 @@ impl Parser<'_> {
                 break;
             }
             if self.skip("<![CDATA[") {
+                self.count_node()?;
                 children.push(Node::CData(self.upto("]]>", "CDATA section")?));
             } else if let Some(n) = self.comment_or_pi()? {
                 children.push(n);
@@ -893,6 +923,22 @@ impl Parser<'_> {
         }
         Ok(Node::Element { name, attrs, children })
     }
+}
+
+/// The character of a reference (`65`, `x41`: the text after `&#`), when it is one XML allows.
+fn char_ref(digits: &str) -> Option<char> {
+    let (radix, digits) = match digits.strip_prefix('x') {
+        Some(hex) => (16, hex),
+        None => (10, digits),
+    };
+    if digits.is_empty() || digits.len() > 8 || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let c = char::from_u32(u32::from_str_radix(digits, radix).ok()?)?;
+    // XML's Char production: no NUL or other control characters but tab, line feed and carriage return, and
+    // no U+FFFE or U+FFFF.
+    let allowed = matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{fffe}' && c != '\u{ffff}');
+    allowed.then_some(c)
 }
 
 /// wimlib's number parsing for INDEX: leading decimal digits, 0 when there are none.
