@@ -970,8 +970,8 @@ fn bytes_file(path: &str, content: &[u8], mtime: i64) -> Added {
     Added { path: path.into(), size: content.len() as u64, mtime, origin: Origin::Bytes(content.to_vec()) }
 }
 
-/// The parts a re-pack will make, for the checks before writing (sizes estimated from the most the re-pack can
-/// write: full parts, then the rest).
+/// The parts a re-pack will make, for the checks before writing (sizes estimated from `bytes`, the re-packed
+/// WIM's expected size: full parts, then the rest).
 fn estimated_parts(wim_entry: &SourceEntry, bytes: u64) -> Vec<Added> {
     let part = PART_MIB << 20;
     let n = bytes.div_ceil(part).max(1) as usize;
