@@ -228,6 +228,7 @@ impl Job<'_> {
         // the parts' exact sizes.
         let guid = random_guid();
         let mut plans: Vec<(usize, wimsplit::SplitPlan)> = Vec::new();
+        let mut to_repack: Vec<(usize, wim::WimInfo)> = Vec::new();
         let big: Vec<BigFile> = entries
             .iter()
             .enumerate()
@@ -246,7 +247,10 @@ impl Job<'_> {
                     // wimlib reads what it re-packs with fewer checks than usual (see wim::inspect): it gets
                     // only a WIM whose header and tables passed ours.
                     Err(wimsplit::SplitError::NeedsRepack(why)) => match inspect_wim(&source, i) {
-                        Ok(_) => WimVerdict::Repack { why },
+                        Ok(info) => {
+                            to_repack.push((i, info));
+                            WimVerdict::Repack { why }
+                        }
                         Err(e) => WimVerdict::Unusable(e),
                     },
                     Err(e) => WimVerdict::Unusable(e.to_string()),
@@ -295,13 +299,7 @@ impl Job<'_> {
         let repack = paths_of(|c| &c.repack);
         plans.retain(|(i, _)| split.contains(i));
         for (i, plan) in &plans {
-            let sizes: Vec<String> = plan.parts.iter().map(|p| human(p.size)).collect();
-            self.info(format!(
-                "{} is split into {} parts while it is copied ({})",
-                entries[*i].path,
-                plan.parts.len(),
-                sizes.join(", ")
-            ))?;
+            self.info(format!("{} {}", entries[*i].path, split_summary(plan)))?;
         }
 
         // Scratch space, only for what needs a file of its own: a re-pack (wimlib reads the WIM from a file, and
@@ -313,12 +311,10 @@ impl Job<'_> {
         {
             staged_wims.push(i);
         }
-        let repack_info: Vec<(usize, u64)> = repack
+        let repack_info: Vec<(usize, u64)> = to_repack
             .iter()
-            .map(|&i| {
-                let size = entries[i].size;
-                (i, inspect_wim(&source, i).map_or(size.saturating_mul(2), |w| wim::repack_bytes(&w, size)))
-            })
+            .filter(|(i, _)| repack.contains(i))
+            .map(|(i, info)| (*i, wim::repack_bytes(info, entries[*i].size)))
             .collect();
         let mut scratch_bytes: u64 = repack_info.iter().map(|(_, n)| n).sum();
         // wimlib reads the WIM through a read-only loop device over its bytes in the ISO when they are one run
@@ -421,10 +417,7 @@ impl Job<'_> {
             is_windows: layout.is_windows,
             has_bootmgr: layout.has_bootmgr,
             has_uefi_loader: layout.has_uefi_loader,
-            needed_bytes: match fs {
-                Fs::Fat32 => fat::estimate_disk_bytes(&planned.entries, main.size),
-                Fs::Ntfs => ntfs::estimate_disk_bytes(&planned.entries),
-            } + bridge_bytes,
+            needed_bytes: needed_bytes(fs, &planned.entries, main.size) + bridge_bytes,
             fat_problem: crate::target::fatwrite::check_tree(&planned.entries).err().map(|e| e.to_string()),
             has_answer_file: entries
                 .iter()
@@ -496,10 +489,7 @@ impl Job<'_> {
         let scratch_dev: Vec<String> = scratch.iter().map(Staging::device_name).collect();
         let tree = Tree { plan: Plan::build(entries, &removed, &added), source: &source };
         if !repack.is_empty() {
-            let needed = match fs {
-                Fs::Fat32 => fat::estimate_disk_bytes(&tree.plan.entries, main.size),
-                Fs::Ntfs => ntfs::estimate_disk_bytes(&tree.plan.entries),
-            } + bridge_bytes;
+            let needed = needed_bytes(fs, &tree.plan.entries, main.size) + bridge_bytes;
             if needed > req.target_size {
                 return Err(WriteError::TooSmallAfterRepack {
                     path: req.target.clone(),
@@ -863,8 +853,7 @@ impl Job<'_> {
         if let Some(p) = plan.parts.iter().find(|p| p.size > FAT32_MAX_FILE) {
             return Err(WriteError::PartTooBig { part: wim::part_name("install", p.number.into()), size: p.size });
         }
-        let sizes: Vec<String> = plan.parts.iter().map(|p| human(p.size)).collect();
-        self.info(format!("It is split into {} parts while it is copied ({})", plan.parts.len(), sizes.join(", ")))?;
+        self.info(format!("It {}", split_summary(&plan)))?;
         Ok(plan_parts(entry, WimFrom::Staged(packed.to_path_buf()), &plan))
     }
 
@@ -997,7 +986,7 @@ fn plan_parts(wim_entry: &SourceEntry, from: WimFrom, plan: &wimsplit::SplitPlan
             },
             size: p.size,
             mtime: wim_entry.mtime,
-            origin: Origin::WimPart { from: from.clone(), part: std::sync::Arc::new(p.clone()) },
+            origin: Origin::WimPart { from: from.clone(), part: p.clone() },
         })
         .collect()
 }
@@ -1034,6 +1023,20 @@ fn iso_window(source: &Source, index: usize) -> Option<LoopWindow> {
         read_only: true,
         direct_io: false,
     })
+}
+
+/// "is split into N parts while it is copied (sizes)", for the user.
+fn split_summary(plan: &wimsplit::SplitPlan) -> String {
+    let sizes: Vec<String> = plan.parts.iter().map(|p| human(p.size)).collect();
+    format!("is split into {} parts while it is copied ({})", plan.parts.len(), sizes.join(", "))
+}
+
+/// The disk bytes a tree takes on the stick's main partition (`partition` bytes) with this filesystem.
+fn needed_bytes(fs: Fs, entries: &[SourceEntry], partition: u64) -> u64 {
+    match fs {
+        Fs::Fat32 => fat::estimate_disk_bytes(entries, partition),
+        Fs::Ntfs => ntfs::estimate_disk_bytes(entries),
+    }
 }
 
 /// A GUID for a split set: 16 random bytes.

@@ -129,10 +129,14 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
     // The tables are never compressed, so no size of theirs may exceed the file (wimlib checks this only when
     // it knows the file's size, which it does not when it reads a WIM through a loop device); and the blob
     // table is bounded like the streaming split bounds it.
-    for (at, what) in [(48, "blob table"), (72, "XML data"), (124, "integrity table")] {
+    for (at, too_big) in [
+        (48, "blob table larger than the file"),
+        (72, "XML data larger than the file"),
+        (124, "integrity table larger than the file"),
+    ] {
         let uncompressed = u64::from_le_bytes(h[at + 16..at + 24].try_into().unwrap_or_default());
         if uncompressed > file_size {
-            return Err(WimError::Damaged(what_is_too_big(what)));
+            return Err(WimError::Damaged(too_big));
         }
     }
     if blob_table.size_in_wim > crate::media::wimsplit::MAX_TABLE_BYTES {
@@ -182,14 +186,6 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         info.x64_images = x64_images(&String::from_utf16_lossy(&units));
     }
     Ok(info)
-}
-
-fn what_is_too_big(what: &str) -> &'static str {
-    match what {
-        "blob table" => "blob table larger than the file",
-        "XML data" => "XML data larger than the file",
-        _ => "integrity table larger than the file",
-    }
 }
 
 /// Image indexes whose <ARCH> is 9 (AMD64) in the WIM's XML.

@@ -152,7 +152,8 @@ pub struct Part {
 /// The whole split set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitPlan {
-    pub parts: Vec<Part>,
+    /// Shared with the copy engine's tree, which reads each part while it is copied.
+    pub parts: Vec<std::sync::Arc<Part>>,
     pub guid: [u8; 16],
 }
 
@@ -420,7 +421,7 @@ fn layout(wim: &Wim, part_bytes: u64, guid: [u8; 16]) -> Result<SplitPlan, Split
             integrity_hdr.put(&mut h);
             h.resize(HEADER_SIZE as usize, 0);
             pieces[0] = Piece::Bytes(h.into());
-            Part { number, size: at, pieces }
+            std::sync::Arc::new(Part { number, size: at, pieces })
         })
         .collect();
     Ok(SplitPlan { parts, guid })
@@ -434,11 +435,6 @@ impl Part {
             _ => None,
         });
         PartReader { part: self, wim, piece: 0, in_piece: 0, pos: 0, wim_pos: None, integrity }
-    }
-
-    /// Bytes read from the WIM for this part.
-    pub fn copied_bytes(&self) -> u64 {
-        self.pieces.iter().map(|p| if let Piece::Copy { len, .. } = p { *len } else { 0 }).sum()
     }
 }
 
