@@ -10,7 +10,7 @@ pub enum SizeError {
     UnknownUnit(String, String),
     #[error("size {0:?} is zero")]
     Zero(String),
-    #[error("size {0:?} is too large")]
+    #[error("size {0:?} is too large (at most 8 EiB, the largest file size)")]
     TooLarge(String),
 }
 
@@ -39,30 +39,34 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
         "TB" => 1_000_000_000_000,
         _ => return Err(SizeError::UnknownUnit(text.to_string(), unit.to_string())),
     };
-    let bytes = if let Some((int, frac)) = num.split_once('.') {
+    let too_large = || SizeError::TooLarge(text.to_string());
+    // `num` holds only ASCII digits here, so a parse can fail only by overflowing u128: too large.
+    let bytes: u128 = if let Some((int, frac)) = num.split_once('.') {
         if mult == 1 {
             return Err(SizeError::Malformed(text.to_string()));
         }
-        let int: u128 =
-            if int.is_empty() { 0 } else { int.parse().map_err(|_| SizeError::Malformed(text.to_string()))? };
-        let frac_digits = frac.len().min(12) as u32;
-        let frac: u128 = if frac.is_empty() {
-            0
-        } else {
-            frac[..frac_digits as usize].parse().map_err(|_| SizeError::Malformed(text.to_string()))?
-        };
-        let scale = 10u128.pow(frac_digits);
-        int * mult as u128 + (frac * mult as u128).div_ceil(scale)
+        let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| too_large())? };
+        // Digits past the 12th cannot matter for a whole number of 512-byte sectors of at most TiB units.
+        let frac_digits = frac.len().min(12);
+        let frac: u128 = if frac.is_empty() { 0 } else { frac[..frac_digits].parse().map_err(|_| too_large())? };
+        let scale = 10u128.pow(frac_digits as u32);
+        int.checked_mul(u128::from(mult))
+            .and_then(|whole| whole.checked_add((frac * u128::from(mult)).div_ceil(scale)))
+            .ok_or_else(too_large)?
     } else {
-        let n: u128 = num.parse().map_err(|_| SizeError::TooLarge(text.to_string()))?;
-        n * mult as u128
+        let n: u128 = num.parse().map_err(|_| too_large())?;
+        n.checked_mul(u128::from(mult)).ok_or_else(too_large)?
     };
     if bytes == 0 {
         return Err(SizeError::Zero(text.to_string()));
     }
-    let rounded = bytes.div_ceil(512) * 512;
-    u64::try_from(rounded).map_err(|_| SizeError::TooLarge(text.to_string()))
+    // An image file's length is an off_t: at most i64::MAX, in whole sectors.
+    let rounded = bytes.div_ceil(512).checked_mul(512).ok_or_else(too_large)?;
+    u64::try_from(rounded).ok().filter(|&b| b <= MAX_BYTES).ok_or_else(too_large)
 }
+
+/// The largest size a file can have (off_t is signed), rounded down to whole 512-byte sectors.
+pub const MAX_BYTES: u64 = i64::MAX as u64 / 512 * 512;
 
 /// A size as people read it: `7.5 GiB`, `512 MiB`, `300 B`.
 pub fn human(bytes: u64) -> String {
@@ -101,6 +105,47 @@ mod tests {
         assert_eq!(parse_size("1.2.3G"), Err(SizeError::Malformed("1.2.3G".into())));
         assert_eq!(parse_size("1.5"), Err(SizeError::Malformed("1.5".into())));
         assert!(matches!(parse_size("99999999999999999999T"), Err(SizeError::TooLarge(_))));
+    }
+
+    /// Huge numbers, overflow in the u128 multiply and add, fractions and junk: an error naming the text,
+    /// never a panic (debug) or a wrapped size (release).
+    #[test]
+    fn edge_cases_never_panic_or_wrap() {
+        let too_large = |t: &str| assert_eq!(parse_size(t), Err(SizeError::TooLarge(t.into())), "{t}");
+        let malformed = |t: &str| assert_eq!(parse_size(t), Err(SizeError::Malformed(t.into())), "{t}");
+        too_large(&u64::MAX.to_string());
+        too_large(&format!("{}", u64::MAX - 100));
+        too_large("99999999999999999999999T");
+        too_large(&format!("{}T", u128::MAX / 2)); // parses, the multiply overflows u128
+        too_large(&format!("{}", u128::MAX)); // parses, the sector rounding overflows u128
+        too_large(&format!("{}0", u128::MAX)); // does not even parse as u128
+        too_large(&format!("{}.9TB", u128::MAX / 1_000_000_000_000)); // the multiply fits, the add overflows
+        too_large(&format!("{}.5G", u128::MAX)); // the whole part does not parse
+        too_large("8388608T"); // 8 EiB: one past off_t
+        too_large("9223372036854775807"); // i64::MAX, rounded up to whole sectors
+        assert_eq!(parse_size("8388607T"), Ok(8_388_607 << 40));
+        assert_eq!(parse_size(&MAX_BYTES.to_string()), Ok(MAX_BYTES));
+        malformed("-1G");
+        malformed("+1G");
+        malformed(".");
+        malformed("..5G");
+        malformed("1.5");
+        malformed("\u{ff18}G"); // a full-width digit
+        assert_eq!(parse_size("1e3G"), Err(SizeError::UnknownUnit("1e3G".into(), "e3G".into())));
+        assert_eq!(parse_size("0x10G"), Err(SizeError::UnknownUnit("0x10G".into(), "x10G".into())));
+        assert_eq!(parse_size("8G8"), Err(SizeError::UnknownUnit("8G8".into(), "G8".into())));
+        assert_eq!(parse_size("   "), Err(SizeError::Empty("   ".into())));
+        assert_eq!(parse_size("0.0G"), Err(SizeError::Zero("0.0G".into())));
+        assert_eq!(parse_size(".G"), Err(SizeError::Zero(".G".into())));
+        assert_eq!(parse_size(" 8G"), Ok(8 << 30));
+        assert_eq!(parse_size(".5G"), Ok(1 << 29));
+        assert_eq!(parse_size("1."), Err(SizeError::Malformed("1.".into())));
+        assert_eq!(parse_size("1.G"), Ok(1 << 30));
+        // The 13th fractional digit and beyond are ignored; a part of a byte rounds up to a whole sector.
+        assert_eq!(parse_size("0.0000000000019T"), Ok(512));
+        assert_eq!(parse_size(&format!("1.{}G", "9".repeat(5000))), Ok(2 << 30));
+        assert_eq!(parse_size("1B"), Ok(512));
+        assert_eq!(parse_size("8000MB"), Ok(8_000_000_000));
     }
 
     #[test]
