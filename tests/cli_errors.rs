@@ -191,3 +191,127 @@ fn refusals_exit_3_and_leave_the_target_untouched() {
     drop(iso_lo);
     assert_eq!(digest(&img), before);
 }
+
+/// Run woesafe with stdin null; a run that takes longer than `within` is killed and fails the test (a hang
+/// must never hang the test suite).
+fn woesafe_within(args: &[&str], within: std::time::Duration) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("woesafe {args:?} still ran after {within:?} (killed):\n{}", text(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Each file argument given a FIFO (no writer: a blocking open would wait forever), a socket, a character
+/// device or a directory: a usage error naming what it is, at once.
+#[test]
+fn special_files_as_arguments_are_usage_errors_not_hangs() {
+    let work = tempfile::tempdir().unwrap();
+    let fifo = work.path().join("fifo.iso");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let sock_path = work.path().join("sock.iso");
+    let _sock = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let img = work.path().join("x.img");
+    let (fifo, sock, dir) = (fifo.to_str().unwrap(), sock_path.to_str().unwrap(), work.path().to_str().unwrap());
+    let specials = [(fifo, "a FIFO"), (sock, "a socket"), ("/dev/zero", "a character device"), (dir, "a directory")];
+    let within = std::time::Duration::from_secs(10);
+    for (special, kind) in specials {
+        let cases: Vec<(Vec<&str>, String)> = vec![
+            (
+                vec!["write", special, img.to_str().unwrap(), "--size", "1G"],
+                format!("{special} is not a regular file but {kind}"),
+            ),
+            (
+                vec!["write", "/etc/hostname", special, "--yes"],
+                format!("{special} is neither a block device nor a regular image file"),
+            ),
+            (
+                vec!["write", "/etc/hostname", img.to_str().unwrap(), "--size", "1G", "--uefi-ntfs-image", special],
+                format!("--uefi-ntfs-image: {special} is not a regular file but {kind}"),
+            ),
+        ];
+        for (args, expect) in cases {
+            let out = woesafe_within(&args, within);
+            assert_eq!(out.status.code(), Some(2), "{args:?}\n{}", text(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(&expect), "{args:?}: expected {expect:?} in\n{err}");
+            assert!(!img.exists(), "{args:?} created the image");
+        }
+    }
+    // A FIFO where the worker would read the image: refused in the supervisor, before any worker starts.
+    assert!(nix::unistd::access(fifo, nix::unistd::AccessFlags::F_OK).is_ok(), "the FIFO is still there");
+}
+
+/// recover's path arguments: a named path that exists must be a directory or a block device, and
+/// --move-shadowed a directory; anything else is a usage error, at once (root: recover refuses others first).
+#[test]
+fn recover_path_arguments_are_checked() {
+    if !need_root("recover_path_arguments_are_checked") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let fifo = work.path().join("stuck_fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let sock_path = work.path().join("stuck_sock");
+    let _sock = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let file = work.path().join("stuck_file");
+    std::fs::write(&file, b"x").unwrap();
+    // A character device of the test's own (the same as /dev/null), where recover accepts a named path.
+    let chr = work.path().join("stuck_chr");
+    nix::sys::stat::mknod(
+        &chr,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let within = std::time::Duration::from_secs(30);
+    for (p, kind) in [
+        (fifo.to_str().unwrap(), "a FIFO"),
+        (sock_path.to_str().unwrap(), "a socket"),
+        (chr.to_str().unwrap(), "a character device"),
+        (file.to_str().unwrap(), "a regular file"),
+    ] {
+        let out = woesafe_within(&["recover", p], within);
+        assert_eq!(out.status.code(), Some(2), "{p}\n{}", text(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{p} is {kind}")), "{p}\n{}", text(&out));
+        let out = woesafe_within(&["recover", "--yes", "--move-shadowed", p], within);
+        assert_eq!(out.status.code(), Some(2), "{p}\n{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains(&format!("--move-shadowed: {p} is not a directory but {kind}")),
+            "{p}\n{}",
+            text(&out)
+        );
+    }
+    assert!(fifo.exists() && file.exists(), "recover must leave what it refused alone");
+}
+
+#[test]
+fn huge_sizes_are_usage_errors() {
+    let work = tempfile::tempdir().unwrap();
+    let img = work.path().join("x.img");
+    for size in ["99999999999999999999999T", "18446744073709551615", "340282366920938463463374607431768211455T"] {
+        let out = woesafe(&["write", "/etc/hostname", img.to_str().unwrap(), "--size", size]);
+        assert_eq!(out.status.code(), Some(2), "{size}\n{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("--size: size \"{size}\" is too large")),
+            "{size}\n{}",
+            text(&out)
+        );
+        assert!(!img.exists());
+    }
+}

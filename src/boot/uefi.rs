@@ -32,6 +32,11 @@ pub enum UefiError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{source}; give the image file (e.g. Rufus's uefi-ntfs.img)")]
+    Open {
+        #[source]
+        source: crate::sys::argfile::ArgFileError,
+    },
     #[error("the loader extracted from install.wim ({path}) is not a usable EFI program: {what}")]
     BadLoader { path: PathBuf, what: String },
 }
@@ -83,15 +88,14 @@ pub fn check_uefi_ntfs_image(path: &Path) -> Result<u64, UefiError> {
     Ok((data.len() as u64).div_ceil(1 << 20) << 20)
 }
 
-/// Read a UEFI:NTFS image (never more than 32 MiB + 1 byte of it) and check it.
+/// Read a UEFI:NTFS image (never more than 32 MiB + 1 byte of it) and check it. A FIFO, socket, device or
+/// directory is refused before it is opened (and opened without blocking, should it be swapped for one).
 pub fn read_uefi_ntfs_image(path: &Path) -> Result<Vec<u8>, UefiError> {
     use std::io::Read;
     let bad = |what: &str| UefiError::BadImage { path: path.to_path_buf(), what: what.to_string() };
     let read_err = |source| UefiError::Read { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    if !file.metadata().map_err(read_err)?.is_file() {
-        return Err(bad("not a regular file; give the image file (e.g. Rufus's uefi-ntfs.img)"));
-    }
+    let file = crate::sys::argfile::open(path, crate::sys::argfile::Want::Regular, false)
+        .map_err(|source| UefiError::Open { source })?;
     let mut data = Vec::new();
     file.take((32 << 20) + 1).read_to_end(&mut data).map_err(read_err)?;
     if data.len() < 512 || data.len() > 32 << 20 {
@@ -190,6 +194,10 @@ mod tests {
         assert!(check_uefi_ntfs_image(&p).unwrap_err().to_string().contains("not a FAT filesystem image"));
         assert!(check_uefi_ntfs_image(&dir.path().join("missing")).is_err());
         assert!(check_uefi_ntfs_image(dir.path()).unwrap_err().to_string().contains("not a regular file"));
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = check_uefi_ntfs_image(&fifo).unwrap_err().to_string();
+        assert!(err.contains("not a regular file but a FIFO"), "{err}");
         std::fs::File::create(&p).unwrap().set_len(33 << 20).unwrap();
         assert!(check_uefi_ntfs_image(&p).unwrap_err().to_string().contains("at most 32 MiB"));
     }

@@ -51,6 +51,47 @@ fn statvfs(path: &str) -> Option<(u64, u64)> {
     Some(((s.blocks() as u64 - s.blocks_free() as u64) * frsize, s.blocks_available() as u64 * frsize))
 }
 
+/// Whether looking at `path` could reach into a FUSE filesystem of this mount namespace (whose daemon may be
+/// stuck: a stat there would never return).
+fn through_fuse(path: &std::path::Path, mounts: &[crate::sys::mountinfo::MountEntry]) -> bool {
+    mounts.iter().any(|m| m.fstype.starts_with("fuse") && path.starts_with(&m.mount_point))
+}
+
+/// The named paths and --move-shadowed, looked at (never opened, never through a FUSE mount): a named path
+/// that exists here must be a directory or a block device (a mount point of another namespace may not exist
+/// here at all); --move-shadowed, when it exists, a directory. Anything else is a usage error.
+fn check_path_arguments(args: &RecoverArgs) -> Result<(), Exit> {
+    use std::os::unix::fs::MetadataExt;
+    let mounts = crate::sys::mountinfo::read_self().unwrap_or_default();
+    let usage = |message: String| Exit { code: exit::USAGE, message };
+    for p in &args.paths {
+        let path = std::path::Path::new(p);
+        if through_fuse(path, &mounts) {
+            continue;
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            let mode = meta.mode();
+            if !matches!(mode & libc::S_IFMT, libc::S_IFDIR | libc::S_IFBLK) {
+                return Err(usage(format!(
+                    "{p} is {}: name a leftover mount point, directory or loop device",
+                    crate::sys::argfile::kind_of(mode)
+                )));
+            }
+        }
+    }
+    if let Some(dest) = &args.move_shadowed
+        && !through_fuse(dest, &mounts)
+    {
+        match std::fs::metadata(dest) {
+            Ok(meta) => crate::sys::argfile::check_kind(dest, meta.mode(), crate::sys::argfile::Want::Directory)
+                .map_err(|e| usage(format!("--move-shadowed: {e}")))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(usage(format!("--move-shadowed: cannot read {}: {e}", dest.display()))),
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -75,6 +116,7 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
             });
         }
     }
+    check_path_arguments(args)?;
     let snap = snapshot::take(&args.paths);
     let the_plan = plan::plan(&snap, &args.paths);
     let mut report = Report {

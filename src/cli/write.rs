@@ -3,7 +3,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -205,21 +204,40 @@ fn confirm(question: &str) -> Result<bool, Exit> {
 
 /// Open (or create) the target and lock it for the whole write.
 fn open_and_lock(t: &TargetFacts, path: &Path, create_size: u64) -> Result<File, Exit> {
+    use crate::sys::argfile::{self, ArgFileError, Want};
+    use std::os::unix::fs::MetadataExt;
     let file = match t {
-        TargetFacts::Block(_) => {
-            OpenOptions::new().read(true).custom_flags(libc::O_EXCL).open(path).map_err(|e| match e.raw_os_error() {
-                Some(libc::EBUSY) => fail(
+        TargetFacts::Block(b) => {
+            // O_NONBLOCK (cleared once open): whatever the path names now, the open cannot hang.
+            let f = argfile::open_with(path, Want::RegularOrBlock, false, libc::O_EXCL).map_err(|e| match e {
+                ArgFileError::Open { source, .. } if source.raw_os_error() == Some(libc::EBUSY) => fail(
                     exit::REFUSED,
                     format!("busy: {} is in use (mounted, or held by another program)", path.display()),
                 ),
-                _ => fail(exit::FAILED, format!("cannot open {}: {e}", path.display())),
-            })?
+                ArgFileError::Open { source, .. } => {
+                    fail(exit::FAILED, format!("cannot open {}: {source}", path.display()))
+                }
+                e => fail(exit::FAILED, e),
+            })?;
+            let rdev = f.metadata().map(|m| std::os::unix::fs::MetadataExt::rdev(&m)).unwrap_or(0);
+            if (libc::major(rdev), libc::minor(rdev)) != (b.major, b.minor) {
+                return Err(fail(exit::FAILED, format!("{} was replaced while woesafe checked it", path.display())));
+            }
+            f
         }
-        TargetFacts::Image { exists: true, .. } => OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| fail(exit::FAILED, format!("cannot open {}: {e}", path.display())))?,
+        TargetFacts::Image { exists: true, dev, ino, .. } => {
+            let f = argfile::open(path, Want::Regular, true).map_err(|e| match e {
+                ArgFileError::Open { source, .. } => {
+                    fail(exit::FAILED, format!("cannot open {}: {source}", path.display()))
+                }
+                e => fail(exit::FAILED, e),
+            })?;
+            let id = f.metadata().map(|m| (m.dev(), m.ino())).unwrap_or((0, 0));
+            if id != (*dev, *ino) {
+                return Err(fail(exit::FAILED, format!("{} was replaced while woesafe checked it", path.display())));
+            }
+            f
+        }
         TargetFacts::Image { exists: false, .. } => {
             let f = OpenOptions::new()
                 .read(true)
@@ -370,17 +388,14 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
         Some(s) => Some(parse_size(s).map_err(|e| fail(exit::USAGE, format!("--size: {e}")))?),
         None => None,
     };
-    match std::fs::metadata(&args.iso) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => {
-            return Err(fail(
-                exit::USAGE,
-                format!("{} is not a regular file; give the path of an .iso file", args.iso.display()),
-            ));
+    // Looked at before it is opened, and opened without blocking: a FIFO, socket, device or directory is a
+    // usage error at once, never a hang.
+    crate::sys::argfile::open(&args.iso, crate::sys::argfile::Want::Regular, false).map_err(|e| match e {
+        crate::sys::argfile::ArgFileError::Stat { source, .. } => {
+            fail(exit::USAGE, format!("cannot read the ISO {}: {source}", args.iso.display()))
         }
-        Err(e) => return Err(fail(exit::USAGE, format!("cannot read the ISO {}: {e}", args.iso.display()))),
-    }
-    File::open(&args.iso).map_err(|e| fail(exit::USAGE, format!("cannot open the ISO {}: {e}", args.iso.display())))?;
+        e => fail(exit::USAGE, format!("{e}; give the path of an .iso file")),
+    })?;
     let facts = disk::target_facts(&args.target).map_err(|e| fail(exit::USAGE, e))?;
     let target_size = match (&facts, size_arg) {
         (TargetFacts::Block(_), Some(_)) => {

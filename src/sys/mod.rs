@@ -1,5 +1,6 @@
 //! The narrow layer over the kernel: loop devices, mount guards, locks, /proc readers.
 
+pub mod argfile;
 pub mod lock;
 pub mod loopdev;
 pub mod mount;
