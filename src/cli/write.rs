@@ -540,8 +540,7 @@ fn supervise(
             // Have the kernel read the new partition table, from the fd that holds the disk exclusively (from
             // any other fd the kernel answers EBUSY while we hold it). Failure only delays it to the next
             // plug-in.
-            // SAFETY: BLKRRPART takes no argument; the fd is open.
-            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(f), 0x125F) };
+            let _ = crate::sys::loopdev::reread_partitions(f);
         }
     }
     result

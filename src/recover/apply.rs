@@ -9,8 +9,6 @@ use serde::Serialize;
 
 use super::plan::Action;
 
-const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub action: String,
@@ -102,9 +100,7 @@ fn unmount(target: Option<(i32, &str)>, mount_point: &str, dev: &str) -> Result<
 
 fn detach_loop(device: &str) -> Result<(), String> {
     let f = std::fs::File::open(device).map_err(|e| format!("cannot open {device}: {e}"))?;
-    // SAFETY: LOOP_CLR_FD takes no argument; the fd is open for the duration of the call.
-    let rc = unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().to_string()) }
+    crate::sys::loopdev::clear_fd(&f).map_err(|e| e.to_string())
 }
 
 /// A process that holds the mount namespace `id` now (read afresh: holders come and go while we act).

@@ -6,9 +6,13 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+// The loop ioctls are plain numbers in <linux/loop.h> (0x4C00 + n, not _IOW-encoded): declared "bad".
+nix::ioctl_none_bad!(loop_ctl_get_free, 0x4C82);
+nix::ioctl_write_ptr_bad!(loop_configure, 0x4C0A, LoopConfig);
+nix::ioctl_none_bad!(loop_clr_fd, 0x4C01);
+// <linux/fs.h>: BLKGETSIZE64 is _IOR(0x12, 114, size_t) but writes a u64; BLKRRPART is _IO(0x12, 95).
+nix::ioctl_read_bad!(blk_getsize64, nix::request_code_read!(0x12, 114, std::mem::size_of::<libc::size_t>()), u64);
+nix::ioctl_none!(blk_rrpart, 0x12, 95);
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
@@ -91,11 +95,9 @@ impl LoopDevice {
         const ATTEMPTS: u32 = 64;
         let mut direct_io = window.direct_io;
         for attempt in 0..ATTEMPTS {
-            // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
-            let nr = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
-            if nr < 0 {
-                return Err(LoopError::GetFree(std::io::Error::last_os_error()));
-            }
+            // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number; the fd is open.
+            let nr = unsafe { loop_ctl_get_free(control.as_raw_fd()) }
+                .map_err(|e| LoopError::GetFree(std::io::Error::from(e)))?;
             let path = PathBuf::from(format!("/dev/loop{nr}"));
             let file = match OpenOptions::new().read(true).write(!window.read_only).open(&path) {
                 Ok(f) => f,
@@ -134,11 +136,10 @@ impl LoopDevice {
             };
             // SAFETY: `config` is a fully initialised struct loop_config that outlives the call; the kernel only
             // reads it.
-            let rc = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_CONFIGURE, &config as *const LoopConfig) };
-            if rc == 0 {
-                return Ok(LoopDevice { path, file });
-            }
-            let err = std::io::Error::last_os_error();
+            let err = match unsafe { loop_configure(file.as_raw_fd(), &config) } {
+                Ok(_) => return Ok(LoopDevice { path, file }),
+                Err(e) => std::io::Error::from(e),
+            };
             if direct_io && err.raw_os_error() == Some(libc::EINVAL) {
                 // This backing cannot do direct I/O: the same device, without it.
                 direct_io = false;
@@ -181,15 +182,27 @@ pub fn device_size(file: &File) -> std::io::Result<u64> {
     let meta = file.metadata()?;
     if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
         let mut size: u64 = 0;
-        // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at a live local.
-        let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at a live local; the fd is open.
+        unsafe { blk_getsize64(file.as_raw_fd(), &mut size) }?;
         Ok(size)
     } else {
         Ok(meta.len())
     }
+}
+
+/// Detach a loop device (LOOP_CLR_FD; the kernel detaches lazily while the device is still busy).
+pub fn clear_fd(device: &File) -> std::io::Result<()> {
+    // SAFETY: LOOP_CLR_FD takes no argument; the fd is open for the duration of the call.
+    unsafe { loop_clr_fd(device.as_raw_fd()) }?;
+    Ok(())
+}
+
+/// Have the kernel read a disk's partition table again (BLKRRPART), through `disk`, an open fd of the whole
+/// disk (while another fd holds it exclusively, only that one may ask).
+pub fn reread_partitions(disk: &File) -> std::io::Result<()> {
+    // SAFETY: BLKRRPART takes no argument; the fd is open for the duration of the call.
+    unsafe { blk_rrpart(disk.as_raw_fd()) }?;
+    Ok(())
 }
 
 /// The backing file of /dev/loopN, or None when it is not attached (read from sysfs: `losetup -l` is not
@@ -215,4 +228,47 @@ pub fn attached() -> Vec<(String, String)> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_numbers_are_the_kernels() {
+        // <linux/fs.h> on 64-bit: BLKGETSIZE64 0x80081272, BLKRRPART 0x125f.
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(nix::request_code_read!(0x12, 114, std::mem::size_of::<libc::size_t>()), 0x8008_1272);
+        assert_eq!(nix::request_code_none!(0x12, 95), 0x125F);
+    }
+
+    /// On a loop device of the test's own: the size is the backing file's, BLKRRPART reaches the driver
+    /// (a loop device without partition scanning answers EINVAL; a wrong request number would get ENOTTY),
+    /// and LOOP_CLR_FD is accepted (with our fd still open the kernel detaches once it is closed).
+    #[test]
+    fn block_ioctls_on_a_loop_device() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/loop-control").exists() {
+            crate::report_skip("block_ioctls_on_a_loop_device", "needs root and loop devices");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let backing = OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+        backing.set_len(3 << 20).unwrap();
+        let lo = LoopDevice::attach(&backing, &path, LoopWindow::default()).unwrap();
+        assert_eq!(device_size(lo.file()).unwrap(), 3 << 20);
+        if let Err(e) = reread_partitions(lo.file()) {
+            assert_ne!(e.raw_os_error(), Some(libc::ENOTTY), "BLKRRPART not understood: {e}");
+        }
+        assert!(backing_file(&lo.name()).is_some());
+        clear_fd(lo.file()).unwrap();
+        let name = lo.name();
+        drop(lo);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while backing_file(&name).is_some() {
+            assert!(std::time::Instant::now() < deadline, "{name} still attached after LOOP_CLR_FD and close");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
