@@ -45,7 +45,11 @@ fn no_recursive_delete_anywhere() {
 #[test]
 fn loop_devices_are_always_autoclear() {
     let lines = code_lines();
-    let configure: Vec<_> = lines.iter().filter(|(_, _, l)| l.contains("LOOP_CONFIGURE,")).collect();
+    // LOOP_CONFIGURE is the ioctl function nix's macro declares from its request number (0x4C0A).
+    let defined: Vec<_> =
+        lines.iter().filter(|(_, _, l)| l.contains("ioctl_write_ptr_bad!(loop_configure, 0x4C0A,")).collect();
+    assert_eq!(defined.len(), 1, "LOOP_CONFIGURE declared once: {defined:?}");
+    let configure: Vec<_> = lines.iter().filter(|(_, _, l)| l.contains("loop_configure(")).collect();
     assert_eq!(configure.len(), 1, "exactly one LOOP_CONFIGURE call site: {configure:?}");
     let flags: Vec<_> = lines.iter().filter(|(_, _, l)| l.contains("let mut flags = LO_FLAGS_AUTOCLEAR")).collect();
     assert_eq!(flags.len(), 1, "the attach flags start from LO_FLAGS_AUTOCLEAR");
