@@ -315,3 +315,50 @@ fn huge_sizes_are_usage_errors() {
         assert!(!img.exists());
     }
 }
+
+/// Text from a hostile ISO reaches the terminal escaped: a volume id and file names carrying ESC sequences
+/// (clear screen) and a right-to-left override are shown as `\x1b[2J` and `\u{202e}`, in the inventory, the
+/// largest files (-v) and the refusal that names the file; no raw ESC or override is printed.
+#[test]
+fn iso_text_is_escaped_on_the_terminal() {
+    if !need_root("iso_text_is_escaped_on_the_terminal") || !have("genisoimage") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(tree.join("sources")).unwrap();
+    std::fs::write(tree.join("sources/install.wim"), b"wim").unwrap();
+    std::fs::write(tree.join("a_[2Jb.txt"), b"x").unwrap();
+    std::fs::write(tree.join("rtl_x.txt"), b"yy").unwrap();
+    let iso = work.path().join("hostile.iso");
+    let out = std::process::Command::new("genisoimage")
+        .args(["-quiet", "-J", "-V", "V\x1b[2JX", "-o"])
+        .arg(&iso)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "genisoimage: {}", text(&out));
+    // genisoimage writes '_' for the controls in Joliet names: put the hostile characters in (ISO9660
+    // directory records carry no checksum).
+    let mut data = std::fs::read(&iso).unwrap();
+    let utf16 = |s: &str| s.encode_utf16().flat_map(u16::to_be_bytes).collect::<Vec<u8>>();
+    for (from, to) in [("a_[2Jb", "a\x1b[2Jb"), ("rtl_x", "rtl\u{202e}x")] {
+        let (from, to) = (utf16(from), utf16(to));
+        let at = data.windows(from.len()).position(|w| w == from).expect("the Joliet name");
+        data[at..at + to.len()].copy_from_slice(&to);
+    }
+    assert!(data.windows(5).any(|w| w == b"V\x1b[2J"), "the volume id carries ESC");
+    std::fs::write(&iso, &data).unwrap();
+    let img = work.path().join("out.img");
+    let out = woesafe(&["write", iso.to_str().unwrap(), img.to_str().unwrap(), "--size", "64M", "--yes", "-v"]);
+    let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    assert!(!all.contains(&0x1b), "a raw ESC reached the terminal:\n{}", text(&out));
+    assert!(!String::from_utf8_lossy(&all).contains('\u{202e}'), "a raw U+202E reached the terminal:\n{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for shown in ["ISO: V\\x1b[2JX", "largest: a\\x1b[2Jb.txt", "largest: rtl\\u{202e}x.txt"] {
+        assert!(err.contains(shown), "expected {shown:?} in\n{err}");
+    }
+    // FAT cannot hold ESC in a name: refused before writing, and the refusal names the file escaped too.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(err.contains("a\\x1b[2Jb.txt: FAT cannot store"), "{err}");
+}

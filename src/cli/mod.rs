@@ -2,15 +2,17 @@
 //! user sees. Exit codes are defined here.
 
 pub mod recover;
+pub mod term;
 pub mod write;
 
 /// Print a line on stderr, never panicking: with stderr a closed pipe (SIGPIPE is ignored, so writes fail with
-/// EPIPE), woesafe goes on and finishes its work; it just cannot be heard.
+/// EPIPE), woesafe goes on and finishes its work; it just cannot be heard. Control characters in it (from an
+/// ISO's names, a worker's message) are escaped; its own line breaks stay.
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let _ = writeln!(std::io::stderr(), "{}", $crate::cli::term::escape_lines(&format!($($arg)*)));
     }};
 }
 

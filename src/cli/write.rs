@@ -18,6 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::exit;
+use super::term::escape;
 use crate::boot::BootMode;
 use crate::sys::procfs;
 use crate::target::choose::{Fs, FsRequest};
@@ -105,7 +106,7 @@ impl Ui {
             return;
         }
         match &self.bar {
-            Some(b) => b.println(msg),
+            Some(b) => b.println(super::term::escape_lines(msg)),
             None => crate::say!("{msg}"),
         }
     }
@@ -167,10 +168,15 @@ fn fail(code: u8, message: impl std::fmt::Display) -> Exit {
 fn describe_target(t: &TargetFacts, size: u64) -> String {
     match t {
         TargetFacts::Block(b) => {
-            format!("/dev/{} — {}, {}, {}", b.name, b.model, human(b.size), b.transport)
+            // The model comes from the device (a USB stick's descriptor says what it likes).
+            format!("/dev/{} — {}, {}, {}", escape(&b.name), escape(&b.model), human(b.size), b.transport)
         }
-        TargetFacts::Image { path, exists: true, .. } => format!("image file {} ({})", path.display(), human(size)),
-        TargetFacts::Image { path, .. } => format!("new image file {} ({})", path.display(), human(size)),
+        TargetFacts::Image { path, exists: true, .. } => {
+            format!("image file {} ({})", escape(&path.to_string_lossy()), human(size))
+        }
+        TargetFacts::Image { path, .. } => {
+            format!("new image file {} ({})", escape(&path.to_string_lossy()), human(size))
+        }
     }
 }
 
@@ -182,7 +188,7 @@ fn confirm(question: &str) -> Result<bool, Exit> {
             "refusing to write without confirmation: standard input is not a terminal; add --yes to confirm",
         ));
     }
-    let _ = write!(std::io::stderr(), "{question} Type 'yes' to continue: ");
+    let _ = write!(std::io::stderr(), "{} Type 'yes' to continue: ", super::term::escape_lines(question));
     let _ = std::io::stderr().flush();
     // Wait for the answer without blocking signals out: a Ctrl-C at the prompt must end woesafe at once.
     loop {
@@ -305,7 +311,7 @@ fn need_programs(programs: &[(&str, &str)], purpose: &str) -> Result<(), Exit> {
 fn print_inventory(ui: &Ui, inv: &Inventory) {
     ui.line(&format!(
         "ISO: {} — {} files in {} directories, {} ({})",
-        if inv.volume_id.is_empty() { "(no volume id)" } else { &inv.volume_id },
+        if inv.volume_id.is_empty() { "(no volume id)".into() } else { escape(&inv.volume_id) },
         inv.files,
         inv.dirs,
         human(inv.total_bytes),
@@ -313,7 +319,7 @@ fn print_inventory(ui: &Ui, inv: &Inventory) {
     ));
     if ui.verbose > 0 {
         for (path, size) in &inv.largest {
-            ui.line(&format!("  largest: {path} ({})", human(*size)));
+            ui.line(&format!("  largest: {} ({})", escape(path), human(*size)));
         }
         ui.line(&format!("  space needed: {}", human(inv.needed_bytes)));
     }
@@ -333,7 +339,7 @@ fn print_report(ui: &Ui, target: &Path, r: &Report, secs: f64) {
         "Done: {} — {} \"{}\" (serial {}), {} partition 1 at {} MiB, {}; {} files, {} in {:.1} s; boots: {}",
         target.display(),
         r.fs.name(),
-        r.label,
+        escape(&r.label),
         r.serial,
         match r.table {
             Table::Mbr => "MBR",
@@ -347,7 +353,7 @@ fn print_report(ui: &Ui, target: &Path, r: &Report, secs: f64) {
         boot
     ));
     if let Some((wim, parts)) = &r.split {
-        ui.line(&format!("  {wim} was split into {parts} parts (sources/install.swm, install2.swm, ...)"));
+        ui.line(&format!("  {} was split into {parts} parts (sources/install.swm, install2.swm, ...)", escape(wim)));
     }
     if let Some((offset, size)) = r.bridge {
         ui.line(&format!("  UEFI bridge: partition 2 at {} MiB, {} (FAT)", offset >> 20, human(size)));
