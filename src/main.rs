@@ -20,12 +20,13 @@ fn run() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(woesafe::worker::init::main() as u8));
     }
     if std::env::args_os().nth(1).is_some_and(|a| a == woesafe::recover::shadow::SCAN_ARG) {
-        let dirs: Vec<String> = std::env::args().skip(2).collect();
+        // Mount points need not be UTF-8 (std::env::args would panic on them).
+        let dirs: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
         return Ok(ExitCode::from(woesafe::recover::shadow::child_main(&dirs) as u8));
     }
     if std::env::args_os().nth(1).is_some_and(|a| a == woesafe::recover::apply::NS_UNMOUNT_ARG) {
         // Before anything else: setns(CLONE_NEWNS) needs a single-threaded process.
-        let args: Vec<String> = std::env::args().skip(2).collect();
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
         return Ok(ExitCode::from(woesafe::recover::apply::ns_unmount_main(&args) as u8));
     }
     if std::env::args_os().nth(1).is_some_and(|a| a == woesafe::recover::fuse::CTL_ARG) {

@@ -508,3 +508,59 @@ fn deadlocked_fuseblk_daemon_is_freed() {
     }
     let _ = ns.wait();
 }
+
+/// Mount points whose names are not UTF-8 (and carry controls) are kept as bytes from mountinfo to the
+/// unmount: named on the command line or below a tool's directory, they are shown escaped (`\xff`, `\x1b`),
+/// in text and in JSON, and unmounted and removed exactly.
+#[test]
+fn mount_points_that_are_not_utf8_are_recovered() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let name = "mount_points_that_are_not_utf8_are_recovered";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run(name, &[]) {
+        return;
+    }
+    private_mount_namespace();
+    cover_with_tmpfs("/media");
+    let named = Path::new(OsStr::from_bytes(b"/media/stuck\xff\xfe \x1b[2J here"));
+    let tool = format!("/media/woeusb_target_1690000001_{DEAD_PID}");
+    let inner = Path::new(&tool).join(OsStr::from_bytes(b"sub\xc3\x28dir"));
+    let tmpfs = |dir: &Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        nix::mount::mount(Some("mine"), dir, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
+    };
+    tmpfs(named);
+    tmpfs(Path::new(&tool));
+    tmpfs(&inner); // on the tool's tmpfs
+    // The kernel escapes the space (\040) and writes the other bytes raw: the parser gives them back exactly.
+    let table = woesafe::sys::mountinfo::parse(std::fs::read("/proc/thread-self/mountinfo").unwrap());
+    let points: Vec<&Path> = table.iter().map(|m| m.mount_point.as_path()).collect();
+    assert!(points.contains(&named) && points.contains(&inner.as_path()), "{points:?}");
+    let recover = |args: &[&OsStr]| {
+        std::process::Command::new(bin()).arg("recover").args(args).stdin(std::process::Stdio::null()).output().unwrap()
+    };
+    let out = recover(&[named.as_os_str()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for shown in [
+        "unmount /media/stuck\\xff\\xfe \\x1b[2J here (tmpfs from mine)",
+        &format!("unmount {tool}/sub\\xc3(dir (tmpfs from mine)"),
+        &format!("unmount {tool} (tmpfs from mine)"),
+    ] {
+        assert!(err.contains(shown), "expected {shown:?} in\n{err}");
+    }
+    assert!(!out.stderr.contains(&0x1b), "a raw ESC reached the terminal:\n{err}");
+    // JSON: a path that is not UTF-8 cannot be a JSON string as it is: its other bytes as \xNN.
+    let out = recover(&[OsStr::new("--json"), named.as_os_str()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let shown: Vec<&str> =
+        json["plan"]["actions"].as_array().unwrap().iter().filter_map(|a| a["mount_point"].as_str()).collect();
+    assert!(shown.contains(&"/media/stuck\\xff\\xfe \u{1b}[2J here"), "{shown:?}");
+    let out = recover(&[OsStr::new("--yes"), named.as_os_str()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let table = woesafe::sys::mountinfo::parse(std::fs::read("/proc/thread-self/mountinfo").unwrap());
+    assert!(!table.iter().any(|m| m.source == "mine"), "still mounted: {table:?}\n{}", text(&out));
+    assert!(!named.exists() && !Path::new(&tool).exists(), "the emptied mount points are removed\n{}", text(&out));
+}

@@ -1,7 +1,10 @@
 //! `woesafe recover [PATH...]`: show what crashed WoeUSB, WoeUSB-ng and woesafe runs left behind and what
 //! would clean it; `--yes` cleans it. `--json` prints plan and results as one JSON document.
 
+use std::path::{Path, PathBuf};
+
 use super::exit;
+use super::term;
 use super::write::Exit;
 use crate::recover::{apply, plan, shadow, snapshot};
 use crate::target::units::human;
@@ -9,7 +12,7 @@ use crate::target::units::human;
 #[derive(Debug, clap::Args)]
 pub struct RecoverArgs {
     /// Also clean these mount points, directories or loop devices, although their names match no known tool
-    pub paths: Vec<String>,
+    pub paths: Vec<PathBuf>,
     /// Carry out the plan (without it, recover only shows it and changes nothing)
     #[arg(short, long)]
     pub yes: bool,
@@ -19,7 +22,7 @@ pub struct RecoverArgs {
     /// With --yes: move files found hidden under leftover mounts into DIR/<mount point name>/ (same
     /// filesystem only; without this flag they are only reported, never touched)
     #[arg(long, value_name = "DIR")]
-    pub move_shadowed: Option<std::path::PathBuf>,
+    pub move_shadowed: Option<PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -45,7 +48,7 @@ struct Space {
     free_after: Option<u64>,
 }
 
-fn statvfs(path: &str) -> Option<(u64, u64)> {
+fn statvfs(path: &Path) -> Option<(u64, u64)> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
     let frsize = s.fragment_size() as u64;
     Some(((s.blocks() as u64 - s.blocks_free() as u64) * frsize, s.blocks_available() as u64 * frsize))
@@ -53,7 +56,7 @@ fn statvfs(path: &str) -> Option<(u64, u64)> {
 
 /// Whether looking at `path` could reach into a FUSE filesystem of this mount namespace (whose daemon may be
 /// stuck: a stat there would never return).
-fn through_fuse(path: &std::path::Path, mounts: &[crate::sys::mountinfo::MountEntry]) -> bool {
+fn through_fuse(path: &Path, mounts: &[crate::sys::mountinfo::MountEntry]) -> bool {
     mounts.iter().any(|m| m.fstype.starts_with("fuse") && path.starts_with(&m.mount_point))
 }
 
@@ -64,8 +67,7 @@ fn check_path_arguments(args: &RecoverArgs) -> Result<(), Exit> {
     use std::os::unix::fs::MetadataExt;
     let mounts = crate::sys::mountinfo::read_self().unwrap_or_default();
     let usage = |message: String| Exit { code: exit::USAGE, message };
-    for p in &args.paths {
-        let path = std::path::Path::new(p);
+    for path in &args.paths {
         if through_fuse(path, &mounts) {
             continue;
         }
@@ -73,7 +75,8 @@ fn check_path_arguments(args: &RecoverArgs) -> Result<(), Exit> {
             let mode = meta.mode();
             if !matches!(mode & libc::S_IFMT, libc::S_IFDIR | libc::S_IFBLK) {
                 return Err(usage(format!(
-                    "{p} is {}: name a leftover mount point, directory or loop device",
+                    "{} is {}: name a leftover mount point, directory or loop device",
+                    term::path(path),
                     crate::sys::argfile::kind_of(mode)
                 )));
             }
@@ -86,7 +89,7 @@ fn check_path_arguments(args: &RecoverArgs) -> Result<(), Exit> {
             Ok(meta) => crate::sys::argfile::check_kind(dest, meta.mode(), crate::sys::argfile::Want::Directory)
                 .map_err(|e| usage(format!("--move-shadowed: {e}")))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(usage(format!("--move-shadowed: cannot read {}: {e}", dest.display()))),
+            Err(e) => return Err(usage(format!("--move-shadowed: cannot read {}: {e}", term::path(dest)))),
         }
     }
     Ok(())
@@ -101,17 +104,26 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
         });
     }
     for p in &args.paths {
-        if !p.starts_with('/') {
-            return Err(Exit { code: exit::USAGE, message: format!("{p}: give an absolute path") });
+        if !p.is_absolute() {
+            return Err(Exit { code: exit::USAGE, message: format!("{}: give an absolute path", term::path(p)) });
         }
         // Everything below a named path is taken: a top-level or system directory would take far too much.
-        let parts: Vec<&str> = p.split('/').filter(|c| !c.is_empty()).collect();
-        if parts.len() < 2 || ["proc", "sys", "dev"].contains(&parts[0]) {
+        let parts: Vec<&std::ffi::OsStr> = p
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        // ".." would climb out of what the path seems to name.
+        let climbs = p.components().any(|c| c == std::path::Component::ParentDir);
+        if parts.len() < 2 || climbs || ["proc", "sys", "dev"].iter().any(|d| parts[0] == *d) {
             return Err(Exit {
                 code: exit::USAGE,
                 message: format!(
-                    "{p}: too broad; name the leftover mount point, directory or loop device itself (e.g. /mnt/stuck, \
-                     /dev/loop7): everything below a named path is unmounted"
+                    "{}: too broad; name the leftover mount point, directory or loop device itself (e.g. /mnt/stuck, \
+                     /dev/loop7): everything below a named path is unmounted",
+                    term::path(p)
                 ),
             });
         }
@@ -128,7 +140,7 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
         shadowed: Vec::new(),
         moved: Vec::new(),
     };
-    let own_mounts: Vec<String> = the_plan
+    let own_mounts: Vec<PathBuf> = the_plan
         .actions
         .iter()
         .filter_map(|a| match a {
@@ -139,22 +151,22 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
     report.shadowed = shadow::scan(&own_mounts);
     // Space: each leftover mount of this namespace, and the filesystems the leftovers live on. Never statvfs a
     // path where a FUSE filesystem is mounted (also stacked on top of another): a stuck daemon would not answer.
-    let fuse_points: Vec<&str> = the_plan
+    let fuse_points: Vec<&Path> = the_plan
         .actions
         .iter()
         .filter_map(|a| match a {
             plan::Action::Unmount { host: true, mount_point, fstype, .. } if fstype.starts_with("fuse") => {
-                Some(mount_point.as_str())
+                Some(mount_point.as_path())
             }
             _ => None,
         })
         .collect();
     for a in &the_plan.actions {
         if let plan::Action::Unmount { host: true, mount_point, .. } = a
-            && !fuse_points.contains(&mount_point.as_str())
+            && !fuse_points.contains(&mount_point.as_path())
         {
             report.space.push(Space {
-                mount_point: mount_point.clone(),
+                mount_point: term::path_json(mount_point),
                 used: statvfs(mount_point).map(|s| s.0),
                 free_before: None,
                 free_after: None,
@@ -163,7 +175,7 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
     }
     if !the_plan.actions.is_empty() {
         for parent in snapshot::candidate_parents() {
-            if let Some((_, free)) = statvfs(&parent) {
+            if let Some((_, free)) = statvfs(Path::new(&parent)) {
                 report.space.push(Space { mount_point: parent, used: None, free_before: Some(free), free_after: None });
             }
         }
@@ -190,26 +202,26 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
     for d in &the_plan.deleted_open {
         say(&format!(
             "  deleted but still open: {} ({}) by process {} ({}): the space comes back when it closes the file or exits",
-            d.path,
+            term::escape(&d.path),
             human(d.size),
             d.pid,
-            d.comm
+            term::escape(&d.comm)
         ));
     }
     for sh in &report.shadowed {
         say(&format!(
             "  shadowed: {} hides {} in {} file(s) underneath it (written after the mount vanished); kept{}",
-            sh.mount_point,
+            term::path(&sh.mount_point),
             human(sh.total),
             sh.count,
             if args.move_shadowed.is_some() { ", and moved out with --move-shadowed" } else { "" }
         ));
         for (f, size) in sh.files.iter().take(5) {
-            say(&format!("      {f} ({})", human(*size)));
+            say(&format!("      {} ({})", term::escape(f), human(*size)));
         }
     }
     for sp in report.space.iter().filter(|s| s.used.is_some()) {
-        say(&format!("  {} holds {}", sp.mount_point, human(sp.used.unwrap_or(0))));
+        say(&format!("  {} holds {}", term::escape(&sp.mount_point), human(sp.used.unwrap_or(0))));
     }
     if args.yes && (!the_plan.actions.is_empty() || args.move_shadowed.is_some()) {
         report.applied = true;
@@ -224,12 +236,12 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
         if let Some(dest) = &args.move_shadowed {
             // What the unmounts just uncovered (only where the unmount succeeded), and tools' mount-point
             // directories that already held files.
-            let unmounted = |mp: &str| {
+            let unmounted = |mp: &Path| {
                 the_plan.actions.iter().zip(&report.results).any(|(a, r)| {
                     r.ok && matches!(a, plan::Action::Unmount { mount_point, host: true, .. } if mount_point == mp)
                 })
             };
-            let dirs: Vec<String> = report
+            let dirs: Vec<PathBuf> = report
                 .shadowed
                 .iter()
                 .map(|s| s.mount_point.clone())
@@ -239,14 +251,14 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
             for dir in dirs {
                 match shadow::move_out(&dir, dest) {
                     Ok(to) => {
-                        say(&format!("  moved what was in {dir} to {}", to.display()));
+                        say(&format!("  moved what was in {} to {}", term::path(&dir), term::path(&to)));
                         let _ = std::fs::remove_dir(&dir);
-                        report.moved.push(dir);
+                        report.moved.push(term::path_json(&dir));
                     }
                     Err(e) => {
                         say(&format!("  FAILED: {e}"));
                         report.results.push(apply::Outcome {
-                            action: format!("move {dir}"),
+                            action: format!("move {}", term::path(&dir)),
                             ok: false,
                             error: Some(e),
                             note: None,
@@ -258,7 +270,7 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
         let again = plan::plan(&snapshot::take(&args.paths), &args.paths);
         report.remaining = again.actions.iter().map(plan::Action::describe).collect();
         for sp in report.space.iter_mut().filter(|s| s.free_before.is_some()) {
-            sp.free_after = statvfs(&sp.mount_point).map(|s| s.1);
+            sp.free_after = statvfs(Path::new(&sp.mount_point)).map(|s| s.1);
             if let (Some(b), Some(a)) = (sp.free_before, sp.free_after) {
                 say(&format!("  free on {}: {} before, {} after", sp.mount_point, human(b), human(a)));
             }
@@ -267,7 +279,9 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
             say(&format!(
                 "  still held: process {} ({}) keeps the detached filesystem of {} alive; its space and its loop \
                  device come back when the process lets go",
-                h.pid, h.comm, h.mount_point
+                h.pid,
+                term::escape(&h.comm),
+                h.mount_point
             ));
         }
     }

@@ -46,6 +46,48 @@ pub fn escape_lines(text: &str) -> Cow<'_, str> {
     escape_with(text, true)
 }
 
+/// A path for the terminal: its UTF-8 parts escaped as `escape` does, each byte that is not UTF-8 as `\xNN`.
+pub fn path(p: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in p.as_os_str().as_bytes().utf8_chunks() {
+        out.push_str(&escape(chunk.valid()));
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// A path in JSON: the string itself when it is UTF-8 (JSON escapes its control characters); otherwise its
+/// UTF-8 parts as they are and each other byte as `\xNN`.
+pub fn path_json(p: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    match p.to_str() {
+        Some(s) => s.to_string(),
+        None => {
+            let mut out = String::new();
+            for chunk in p.as_os_str().as_bytes().utf8_chunks() {
+                out.push_str(chunk.valid());
+                for b in chunk.invalid() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            }
+            out
+        }
+    }
+}
+
+/// serde `serialize_with` for a path field (see `path_json`).
+pub fn serialize_path<S: serde::Serializer>(p: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path_json(p))
+}
+
+/// serde `serialize_with` for a list of paths (see `path_json`).
+pub fn serialize_paths<S: serde::Serializer>(ps: &[std::path::PathBuf], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(ps.iter().map(|p| path_json(p)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +108,17 @@ mod tests {
         );
         assert_eq!(escape("Windows 11 – Pro ünd 日本語 \u{a0}"), "Windows 11 – Pro ünd 日本語 \u{a0}");
         assert_eq!(escape("Windows\\Boot"), "Windows\\Boot", "backslashes are shown as they are");
+    }
+
+    #[test]
+    fn paths_show_their_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/media/a\xff\xfe b\x1b[2J\n\xc3\xa9"));
+        assert_eq!(path(p), "/media/a\\xff\\xfe b\\x1b[2J\\x0a\u{e9}");
+        assert_eq!(path_json(p), "/media/a\\xff\\xfe b\x1b[2J\n\u{e9}");
+        assert_eq!(path_json(std::path::Path::new("/tmp/x\x1b")), "/tmp/x\x1b");
+        let json = serde_json::to_string(&serde_json::json!(path_json(p))).unwrap();
+        assert_eq!(json, "\"/media/a\\\\xff\\\\xfe b\\u001b[2J\\n\u{e9}\"");
     }
 
     #[test]

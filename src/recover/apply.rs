@@ -2,7 +2,9 @@
 //! a multi-threaded process cannot enter a mount namespace), loop detaches (LOOP_CLR_FD, which the kernel
 //! turns into a lazy detach while the device is busy), and rmdir of empty directories.
 
+use std::ffi::OsString;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::Command;
 
 use serde::Serialize;
@@ -22,7 +24,7 @@ pub struct Outcome {
 pub const NS_UNMOUNT_ARG: &str = "__woesafe_ns_unmount";
 
 /// Whether `mount_point` (with device `dev`, "MAJ:MIN") is in the mount table `text`.
-fn is_mounted(text: &str, mount_point: &str, dev: &str) -> bool {
+fn is_mounted(text: &[u8], mount_point: &Path, dev: &str) -> bool {
     crate::sys::mountinfo::parse(text)
         .iter()
         .any(|m| m.mount_point == mount_point && format!("{}:{}", m.major, m.minor) == dev)
@@ -32,23 +34,21 @@ fn is_mounted(text: &str, mount_point: &str, dev: &str) -> bool {
 /// namespace: enter it (single-threaded, right at start), check the planned mount is still there, and unmount
 /// it lazily without following symlinks. Nothing is executed after entering the namespace, so no program or
 /// library of that namespace's file view ever runs with our privileges.
-pub fn ns_unmount_main(args: &[String]) -> i32 {
+pub fn ns_unmount_main(args: &[OsString]) -> i32 {
     let [fd, mount_point, dev] = args else { return 2 };
-    let Ok(fd) = fd.parse::<i32>() else { return 2 };
+    let (Some(Ok(fd)), Some(dev)) = (fd.to_str().map(str::parse::<i32>), dev.to_str()) else { return 2 };
+    let mount_point = Path::new(mount_point);
     // SAFETY: fd was inherited from the parent for exactly this purpose and is not used elsewhere.
     let ns = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     if let Err(e) = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS) {
         eprintln!("cannot enter the mount namespace: {e}");
         return 1;
     }
-    let table = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap_or_default();
+    let table = std::fs::read("/proc/thread-self/mountinfo").unwrap_or_default();
     if !is_mounted(&table, mount_point, dev) {
         return 0; // already gone (e.g. a propagated copy that went with the host's unmount)
     }
-    match nix::mount::umount2(
-        mount_point.as_str(),
-        nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
-    ) {
+    match nix::mount::umount2(mount_point, nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("{e}");
@@ -61,9 +61,9 @@ pub fn ns_unmount_main(args: &[String]) -> i32 {
 /// namespace is pinned by an open fd and checked to be the planned one before anything happens, so a pid that
 /// was reused meanwhile can never make us unmount in the wrong namespace; a mount that is already gone counts
 /// as done.
-fn unmount(target: Option<(i32, &str)>, mount_point: &str, dev: &str) -> Result<(), String> {
+fn unmount(target: Option<(i32, &str)>, mount_point: &Path, dev: &str) -> Result<(), String> {
     let Some((pid, namespace)) = target else {
-        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let table = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
         if !is_mounted(&table, mount_point, dev) {
             return Ok(());
         }
@@ -149,8 +149,9 @@ pub fn apply(actions: &[Action], namespace_pids: &dyn Fn(&str) -> Option<i32>) -
                             ok: true,
                             error: None,
                             note: Some(format!(
-                                "kept: {path} holds files that were hidden under the mount; they are yours to \
-                                 look at (nothing is deleted recursively)"
+                                "kept: {} holds files that were hidden under the mount; they are yours to \
+                                 look at (nothing is deleted recursively)",
+                                crate::cli::term::path(path)
                             )),
                         };
                     }

@@ -11,7 +11,7 @@ pub mod snapshot;
 /// Run woesafe itself as `exe ARG ARGS...` in a private mount namespace of its own (for looks that need a
 /// mount — fusectl, a peek under leftover mounts — without the host's mount table ever changing); its stdout,
 /// or None when it could not run or failed.
-pub(crate) fn run_private_child(arg: &str, args: &[String]) -> Option<Vec<u8>> {
+pub(crate) fn run_private_child<A: AsRef<std::ffi::OsStr>>(arg: &str, args: &[A]) -> Option<Vec<u8>> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().ok()?;
     let mut cmd = std::process::Command::new(exe);

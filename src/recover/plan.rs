@@ -2,9 +2,12 @@
 //! leftovers of a crashed run (by the names the tools use, or because the user named them), and what to do
 //! about each, in a safe order. Nothing that matches no pattern and was not named is ever touched.
 
+use std::path::{Path, PathBuf};
+
 use serde::Serialize;
 
 use super::patterns::{self, Match, Role};
+use crate::cli::term;
 use crate::sys::mountinfo::MountEntry;
 
 /// The mount table of one mount namespace, and who holds it.
@@ -37,7 +40,8 @@ pub struct Loop {
 /// A directory whose name may be a tool's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Dir {
-    pub path: String,
+    #[serde(serialize_with = "term::serialize_path")]
+    pub path: PathBuf,
     pub empty: bool,
 }
 
@@ -66,6 +70,7 @@ pub struct Holder {
     pub wchan: String,
     /// cwd, root, open file, memory map
     pub how: Vec<String>,
+    /// The mount point as shown (escaped; see `cli::term::path`).
     pub mount_point: String,
     /// What is mounted there (the device, e.g. /dev/loop3 or /dev/sdb1).
     pub device: String,
@@ -76,16 +81,16 @@ impl Holder {
         let mut s = format!(
             "process {} ({}) holds {} ({}) through its {}",
             self.pid,
-            self.comm,
+            term::escape(&self.comm),
             self.mount_point,
-            self.device,
+            term::escape(&self.device),
             self.how.join(", ")
         );
         if self.state == 'D' {
             s.push_str(&format!(
                 "; it is in uninterruptible sleep (D) in {}: it ends only when its I/O completes or the device is \
                  removed",
-                if self.wchan.is_empty() { "the kernel" } else { &self.wchan }
+                if self.wchan.is_empty() { "the kernel".into() } else { term::escape(&self.wchan) }
             ));
         }
         s
@@ -130,7 +135,8 @@ pub struct Plan {
     pub holders: Vec<Holder>,
     pub deleted_open: Vec<DeletedOpen>,
     /// Tools' mount-point directories that are not mounted but hold files (what a mount once hid): kept.
-    pub nonempty_dirs: Vec<String>,
+    #[serde(serialize_with = "term::serialize_paths")]
+    pub nonempty_dirs: Vec<PathBuf>,
 }
 
 /// Why something is in the plan.
@@ -159,7 +165,8 @@ pub enum Action {
     Unmount {
         namespace: String,
         host: bool,
-        mount_point: String,
+        #[serde(serialize_with = "term::serialize_path")]
+        mount_point: PathBuf,
         /// "MAJ:MIN" of the mounted filesystem (checked again right before unmounting).
         device: String,
         fstype: String,
@@ -174,7 +181,12 @@ pub enum Action {
     /// rmdir of an empty directory; never a recursive delete. `after_unmount`: the directory is a mount point
     /// this plan unmounts first; what it holds underneath is unknown until then (files written while the
     /// mount was gone are kept, never deleted).
-    Rmdir { path: String, after_unmount: bool, reason: Reason },
+    Rmdir {
+        #[serde(serialize_with = "term::serialize_path")]
+        path: PathBuf,
+        after_unmount: bool,
+        reason: Reason,
+    },
 }
 
 impl Action {
@@ -182,7 +194,7 @@ impl Action {
         let why = |r: &Reason| match r {
             Reason::Pattern(m) => format!("{} {:?}", m.tool.name(), m.role),
             Reason::NamedByUser => "named by you".to_string(),
-            Reason::BacksLeftover { mount_point } => format!("backs the leftover mount {mount_point}"),
+            Reason::BacksLeftover { mount_point } => format!("backs the leftover mount {}", term::escape(mount_point)),
             Reason::BackingDeleted => "its backing file was deleted".to_string(),
             Reason::DeadlockedUnmount { daemons } => format!(
                 "{} stuck in D state unmounting its own filesystem (it waits for its own answer forever, holding its \
@@ -192,7 +204,9 @@ impl Action {
         };
         match self {
             Action::Unmount { host, mount_point, fstype, source, reason, namespace, .. } => format!(
-                "unmount {mount_point} ({fstype} from {source}) {}: {}",
+                "unmount {} ({fstype} from {}) {}: {}",
+                term::path(mount_point),
+                term::escape(source),
                 if *host {
                     "in the host namespace".to_string()
                 } else {
@@ -201,43 +215,44 @@ impl Action {
                 why(reason)
             ),
             Action::DetachLoop { device, backing, reason } => {
-                format!("detach {device} (backed by {backing}): {}", why(reason))
+                format!("detach {device} (backed by {}): {}", term::escape(backing), why(reason))
             }
             Action::AbortFuse { connection, waiting, mount_point, reason } => format!(
-                "abort the stuck FUSE connection {connection} of {mount_point} ({waiting} request(s) waiting on a \
+                "abort the stuck FUSE connection {connection} of {} ({waiting} request(s) waiting on a \
                  daemon that does not answer): {}",
+                term::escape(mount_point),
                 why(reason)
             ),
             Action::Rmdir { path, after_unmount: false, reason } => {
-                format!("remove the empty directory {path}: {}", why(reason))
+                format!("remove the empty directory {}: {}", term::path(path), why(reason))
             }
             Action::Rmdir { path, after_unmount: true, reason } => {
-                format!("remove the directory {path} once unmounted, if empty: {}", why(reason))
+                format!("remove the directory {} once unmounted, if empty: {}", term::path(path), why(reason))
             }
         }
     }
 }
 
-/// Whether `path` is `named` or lies below it.
-fn under(path: &str, named: &str) -> bool {
-    let named = named.trim_end_matches('/');
-    path == named || path.strip_prefix(named).is_some_and(|rest| rest.starts_with('/'))
+/// Whether `path` is `named` or lies below it (whole components: /mnt/ab is not below /mnt/a).
+fn under(path: &Path, named: &Path) -> bool {
+    path.starts_with(named)
 }
 
-fn reason_for(path: &str, named: &[String]) -> Option<Reason> {
-    if let Some(m) = patterns::classify(path) {
+/// The tool and role a path's name says. The names tools use are ASCII: a name that is not UTF-8 matches
+/// none (its bytes are never guessed at).
+fn classify(path: &Path) -> Option<Match> {
+    patterns::classify(path.to_str()?)
+}
+
+/// How deep a path lies (for innermost-first orders).
+fn depth(path: &Path) -> usize {
+    path.components().count()
+}
+
+fn reason_for(path: &Path, named: &[PathBuf]) -> Option<Reason> {
+    // The path itself, or a recognised directory above it (a mount inside WoeUSB's temp dir belongs to it).
+    if let Some(m) = path.ancestors().take_while(|p| p.parent().is_some()).find_map(classify) {
         return Some(Reason::Pattern(m));
-    }
-    // A mount below a recognised directory (e.g. inside WoeUSB's temp dir) belongs to it too.
-    let mut p = path;
-    while let Some((parent, _)) = p.rsplit_once('/') {
-        if parent.is_empty() {
-            break;
-        }
-        if let Some(m) = patterns::classify(parent) {
-            return Some(Reason::Pattern(m));
-        }
-        p = parent;
     }
     named.iter().any(|n| under(path, n)).then_some(Reason::NamedByUser)
 }
@@ -255,15 +270,15 @@ fn live_owner<'a>(snap: &'a Snapshot, reason: &Reason) -> Option<&'a (u32, Strin
 }
 
 /// Plan the recovery. `named` holds paths the user gave on the command line.
-pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
+pub fn plan(snap: &Snapshot, named: &[PathBuf]) -> Plan {
     let mut actions = Vec::new();
     let mut left_alone = Vec::new();
     let mut nonempty_dirs = Vec::new();
-    let mut leftover_devs: Vec<((u32, u32), String)> = Vec::new();
+    let mut leftover_devs: Vec<((u32, u32), PathBuf)> = Vec::new();
     let mut leftover_sources: Vec<String> = Vec::new();
     // (namespace, mount id) of every mount this plan takes away
     let mut planned_mounts: Vec<(String, u32)> = Vec::new();
-    let mut unmounted_points: Vec<String> = Vec::new();
+    let mut unmounted_points: Vec<PathBuf> = Vec::new();
     // FUSE connections that no mount uses any more, with requests waiting, while a daemon waits in D state for
     // the answer to its own DESTROY: the fuseblk deadlock (DESIGN.md). Only aborting the connection frees the
     // daemon and the device it holds.
@@ -293,21 +308,23 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
     for ns in &snap.namespaces {
         let mut mine: Vec<&MountEntry> = Vec::new();
         for m in &ns.mounts {
-            if m.mount_point == "/" {
+            if m.mount_point == Path::new("/") {
                 continue;
             }
             if let Some(r) = reason_for(&m.mount_point, named) {
                 if let Some((pid, comm)) = live_owner(snap, &r) {
-                    left_alone.push(format!("{}: process {pid} ({comm}) is still running", m.mount_point));
+                    left_alone.push(format!(
+                        "{}: process {pid} ({}) is still running",
+                        term::path(&m.mount_point),
+                        term::escape(comm)
+                    ));
                     continue;
                 }
                 mine.push(m);
             }
         }
         // Innermost first: deeper mount points before their parents, later mounts before earlier ones.
-        mine.sort_by(|a, b| {
-            b.mount_point.matches('/').count().cmp(&a.mount_point.matches('/').count()).then(b.id.cmp(&a.id))
-        });
+        mine.sort_by(|a, b| depth(&b.mount_point).cmp(&depth(&a.mount_point)).then(b.id.cmp(&a.id)));
         for m in &mine {
             let conn = crate::recover::fuse::connection_id(m.major, m.minor);
             if m.fstype.starts_with("fuse")
@@ -319,7 +336,7 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
                     Action::AbortFuse {
                         connection: conn,
                         waiting: *waiting,
-                        mount_point: m.mount_point.clone(),
+                        mount_point: term::path(&m.mount_point),
                         reason: reason_for(&m.mount_point, named).expect("filtered above"),
                     },
                 );
@@ -358,10 +375,10 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
             continue;
         }
         let reason = if let Some((_, mp)) = leftover_devs.iter().find(|(d, _)| *d == (l.major, l.minor)) {
-            Some(Reason::BacksLeftover { mount_point: mp.clone() })
+            Some(Reason::BacksLeftover { mount_point: term::path(mp) })
         } else if l.backing.ends_with(" (deleted)") && !l.autoclear {
             Some(Reason::BackingDeleted)
-        } else if named.iter().any(|n| under(&format!("/dev/{}", l.name), n)) {
+        } else if named.iter().any(|n| under(&Path::new("/dev").join(&l.name), n)) {
             Some(Reason::NamedByUser)
         } else {
             None
@@ -372,11 +389,15 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
     }
     // Directories: only once whatever was mounted on them is gone, and only when empty; deepest first.
     let mut dirs: Vec<&Dir> = snap.dirs.iter().collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.path.matches('/').count()));
+    dirs.sort_by_key(|d| std::cmp::Reverse(depth(&d.path)));
     for d in dirs {
         let Some(reason) = reason_for(&d.path, named) else { continue };
         if let Some((pid, comm)) = live_owner(snap, &reason) {
-            left_alone.push(format!("{}: process {pid} ({comm}) is still running", d.path));
+            left_alone.push(format!(
+                "{}: process {pid} ({}) is still running",
+                term::path(&d.path),
+                term::escape(comm)
+            ));
             continue;
         }
         let host_mounts: Vec<&MountEntry> =
@@ -392,7 +413,7 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
         } else if d.empty {
             actions.push(Action::Rmdir { path: d.path.clone(), after_unmount: false, reason });
         } else {
-            left_alone.push(format!("{}: not empty (nothing is ever deleted recursively)", d.path));
+            left_alone.push(format!("{}: not empty (nothing is ever deleted recursively)", term::path(&d.path)));
             // A tool's mount point that holds files once unmounted: what a mount hid (movable on request).
             if matches!(reason, Reason::Pattern(Match { role: Role::SourceMount | Role::TargetMount, .. })) {
                 nonempty_dirs.push(d.path.clone());
@@ -418,14 +439,14 @@ pub fn plan(snap: &Snapshot, named: &[String]) -> Plan {
             if p.maps.contains(dev) {
                 how.push("memory-mapped files".to_string());
             }
-            if !how.is_empty() && !holders.iter().any(|h: &Holder| h.pid == p.pid && &h.mount_point == mp) {
+            if !how.is_empty() && !holders.iter().any(|h: &Holder| h.pid == p.pid && h.mount_point == term::path(mp)) {
                 holders.push(Holder {
                     pid: p.pid,
                     comm: p.comm.clone(),
                     state: p.state,
                     wchan: p.wchan.clone(),
                     how,
-                    mount_point: mp.clone(),
+                    mount_point: term::path(mp),
                     device: device.clone(),
                 });
             }
@@ -506,10 +527,10 @@ mod tests {
         let a = plan(&snap, &[]).actions;
         let text: Vec<String> = a.iter().map(Action::describe).collect();
         assert_eq!(a.len(), 6, "{text:#?}");
-        assert!(matches!(&a[0], Action::Unmount { mount_point, .. } if mount_point.ends_with("/inner")), "{text:#?}");
+        assert!(matches!(&a[0], Action::Unmount { mount_point, .. } if mount_point.ends_with("inner")), "{text:#?}");
         assert!(matches!(&a[3], Action::DetachLoop { device, .. } if device == "/dev/loop0"), "{text:#?}");
         assert!(
-            matches!(&a[4], Action::Rmdir { path, after_unmount: true, .. } if path.contains("woeusb_source")),
+            matches!(&a[4], Action::Rmdir { path, after_unmount: true, .. } if path.to_string_lossy().contains("woeusb_source")),
             "{text:#?}"
         );
         let p = plan(&snap, &[]);
@@ -587,6 +608,46 @@ mod tests {
         );
     }
 
+    /// A mount point that is not UTF-8 is planned with its exact bytes, matched against a named path byte
+    /// for byte, and shown escaped; below a tool's directory it is recognised by that directory's name.
+    #[test]
+    fn paths_that_are_not_utf8_keep_their_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut text = BASE.as_bytes().to_vec();
+        text.extend_from_slice(b"50 22 0:50 / /mnt/st\xffuck\\040\x1b[2J rw - tmpfs mine rw\n");
+        text.extend_from_slice(b"51 22 0:51 / /mnt/st\xfeuck rw - tmpfs other rw\n");
+        text.extend_from_slice(
+            b"52 22 0:52 / /tmp/woeusb-target-20240101-120000-Monday.abc123/\xe9t\xe9 rw - tmpfs t rw\n",
+        );
+        let snap = Snapshot {
+            namespaces: vec![Namespace {
+                id: "mnt:[1]".into(),
+                is_host: true,
+                pids: vec![1],
+                mounts: crate::sys::mountinfo::parse(&text),
+            }],
+            ..Default::default()
+        };
+        let named = PathBuf::from(std::ffi::OsStr::from_bytes(b"/mnt/st\xffuck \x1b[2J"));
+        let a = plan(&snap, std::slice::from_ref(&named)).actions;
+        let text: Vec<String> = a.iter().map(Action::describe).collect();
+        let points: Vec<&[u8]> = a
+            .iter()
+            .filter_map(|x| match x {
+                Action::Unmount { mount_point, .. } => Some(mount_point.as_os_str().as_bytes()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            points,
+            [&b"/tmp/woeusb-target-20240101-120000-Monday.abc123/\xe9t\xe9"[..], b"/mnt/st\xffuck \x1b[2J"],
+            "{text:#?}"
+        );
+        assert!(text[1].starts_with("unmount /mnt/st\\xffuck \\x1b[2J (tmpfs from mine)"), "{text:#?}");
+        let json = serde_json::to_string(&a[1]).unwrap();
+        assert!(json.contains(r#""mount_point":"/mnt/st\\xffuck \u001b[2J""#), "{json}");
+    }
+
     #[test]
     fn named_paths_and_deleted_backing_files() {
         let snap = Snapshot {
@@ -623,7 +684,9 @@ mod tests {
             ..Default::default()
         };
         let a = plan(&snap, &[]).actions;
-        assert!(a.iter().any(|x| matches!(x, Action::Unmount { mount_point, .. } if mount_point.contains("woeusb"))));
+        assert!(a.iter().any(
+            |x| matches!(x, Action::Unmount { mount_point, .. } if mount_point.to_string_lossy().contains("woeusb"))
+        ));
         assert!(!a.iter().any(|x| matches!(x, Action::DetachLoop { .. })), "{a:#?}");
     }
 
@@ -693,7 +756,7 @@ mod tests {
                     path.push_str(&format!("/{w}{sep}{w2}"));
                 }
                 text.push_str(&format!("{id} 1 0:{id} / {path} rw - tmpfs tmpfs rw\n"));
-                dirs.push(Dir { path, empty: next() % 2 == 0 });
+                dirs.push(Dir { path: path.into(), empty: next() % 2 == 0 });
             }
             let snap = Snapshot {
                 namespaces: vec![host(&text)],

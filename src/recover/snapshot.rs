@@ -2,6 +2,7 @@
 //! devices, and the directories whose names a tool uses.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use super::patterns;
 use super::plan::{Dir, Loop, Namespace, Proc, Snapshot};
@@ -29,11 +30,12 @@ fn read_namespaces() -> Vec<Namespace> {
     for (id, mut pids) in by_ns {
         pids.sort();
         let is_host = id == own;
+        // Read as bytes: mount points need not be UTF-8.
         let text = if is_host {
-            std::fs::read_to_string("/proc/self/mountinfo")
+            std::fs::read("/proc/self/mountinfo")
         } else {
             pids.iter()
-                .find_map(|p| std::fs::read_to_string(format!("/proc/{p}/mountinfo")).ok())
+                .find_map(|p| std::fs::read(format!("/proc/{p}/mountinfo")).ok())
                 .ok_or_else(|| std::io::Error::other("gone"))
         };
         let Ok(text) = text else { continue };
@@ -90,12 +92,12 @@ fn read_loops() -> Vec<Loop> {
     out
 }
 
-fn read_dirs(named: &[String], mount_points: &[String], fuse_points: &[String]) -> Vec<Dir> {
+fn read_dirs(named: &[PathBuf], mount_points: &[PathBuf], fuse_points: &[PathBuf]) -> Vec<Dir> {
     let mut out = Vec::new();
-    let mut look = |path: String| {
+    let mut look = |path: PathBuf| {
         // A mount point is never read here: what counts is the directory underneath (the shadow scan looks
         // there), and a stuck FUSE filesystem on it would never answer; nor is anything inside a FUSE mount.
-        let inside_fuse = fuse_points.iter().any(|f| path.starts_with(&format!("{}/", f.trim_end_matches('/'))));
+        let inside_fuse = fuse_points.iter().any(|f| path.starts_with(f) && path != *f);
         if mount_points.contains(&path) || inside_fuse {
             out.push(Dir { path, empty: false });
             return;
@@ -110,15 +112,16 @@ fn read_dirs(named: &[String], mount_points: &[String], fuse_points: &[String]) 
     for parent in candidate_parents() {
         if let Ok(d) = std::fs::read_dir(&parent) {
             for e in d.flatten() {
-                let path = format!("{parent}/{}", e.file_name().to_string_lossy());
-                if patterns::classify(&path).is_some() {
+                let path = Path::new(&parent).join(e.file_name());
+                if path.to_str().and_then(patterns::classify).is_some() {
                     look(path);
                 }
             }
         }
     }
     for n in named {
-        look(n.trim_end_matches('/').to_string());
+        // Normalised (no trailing slash), as mountinfo shows mount points.
+        look(n.components().collect());
     }
     out
 }
@@ -287,7 +290,7 @@ fn read_destroy_waiters(procs: &[Proc]) -> Vec<(i32, String)> {
 }
 
 /// Read everything `plan` needs. `named`: paths the user gave.
-pub fn take(named: &[String]) -> Snapshot {
+pub fn take(named: &[PathBuf]) -> Snapshot {
     let namespaces = read_namespaces();
     // Requests waiting on the FUSE filesystems whose names a tool uses (or that the user named).
     let mut ids: Vec<u32> = namespaces
@@ -295,29 +298,17 @@ pub fn take(named: &[String]) -> Snapshot {
         .flat_map(|n| &n.mounts)
         .filter(|m| m.fstype.starts_with("fuse"))
         .filter(|m| {
-            patterns::classify(&m.mount_point).is_some()
-                || named.iter().any(|p| {
-                    let p = p.trim_end_matches('/');
-                    m.mount_point == p || m.mount_point.starts_with(&format!("{p}/"))
-                })
-                || m.mount_point
-                    .split('/')
-                    .scan(String::new(), |acc, c| {
-                        if !c.is_empty() {
-                            acc.push('/');
-                            acc.push_str(c);
-                        }
-                        Some(acc.clone())
-                    })
-                    .any(|p| patterns::classify(&p).is_some())
+            // The mount point or a directory above it has a tool's name, or it is (below) a named path.
+            m.mount_point.ancestors().any(|p| p.to_str().and_then(patterns::classify).is_some())
+                || named.iter().any(|p| m.mount_point.starts_with(p))
         })
         .map(|m| super::fuse::connection_id(m.major, m.minor))
         .collect();
     ids.sort();
     ids.dedup();
-    let host_points: Vec<String> =
+    let host_points: Vec<PathBuf> =
         namespaces.iter().filter(|n| n.is_host).flat_map(|n| &n.mounts).map(|m| m.mount_point.clone()).collect();
-    let host_fuse_points: Vec<String> = namespaces
+    let host_fuse_points: Vec<PathBuf> = namespaces
         .iter()
         .filter(|n| n.is_host)
         .flat_map(|n| &n.mounts)

@@ -93,8 +93,12 @@ fn check_block(b: &BlockFacts, host: &HostFacts, iso: &std::path::Path, force: b
             }
         }
     }
-    let mounts: Vec<String> =
-        host.mounts.iter().filter(|m| b.devnums.contains(&(m.major, m.minor))).map(|m| m.mount_point.clone()).collect();
+    let mounts: Vec<String> = host
+        .mounts
+        .iter()
+        .filter(|m| b.devnums.contains(&(m.major, m.minor)))
+        .map(|m| crate::cli::term::path(&m.mount_point))
+        .collect();
     if !mounts.is_empty() {
         return Err(Refusal::Mounted { path, mounts });
     }
