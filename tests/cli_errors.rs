@@ -362,3 +362,34 @@ fn iso_text_is_escaped_on_the_terminal() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(err.contains("a\\x1b[2Jb.txt: FAT cannot store"), "{err}");
 }
+
+/// File names that are not UTF-8 reach the worker exactly (they used to break the frame: "lost contact with the
+/// worker").
+#[test]
+fn file_names_that_are_not_utf8_work() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    if !need_root("file_names_that_are_not_utf8_work") || !have("genisoimage") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("linux");
+    std::fs::create_dir_all(tree.join("casper")).unwrap();
+    std::fs::write(tree.join("casper/vmlinuz"), b"kernel").unwrap();
+    let iso = work.path().join(OsStr::from_bytes(b"linux\xff.iso"));
+    make_iso(&tree, &iso);
+    let img = work.path().join(OsStr::from_bytes(b"out\xfe.img"));
+    let out = std::process::Command::new(bin())
+        .arg("write")
+        .arg(&iso)
+        .arg(&img)
+        .args(["--size", "64M", "--yes"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    // The worker read the ISO (a Linux one, refused before writing).
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not look like a Windows installation ISO"), "{err}");
+    assert!(!img.exists(), "a refused new image must not be created");
+}

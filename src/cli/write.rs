@@ -18,7 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::exit;
-use super::term::escape;
+use super::term::{self, escape};
 use crate::boot::BootMode;
 use crate::sys::procfs;
 use crate::target::choose::{Fs, FsRequest};
@@ -218,41 +218,39 @@ fn open_and_lock(t: &TargetFacts, path: &Path, create_size: u64) -> Result<File,
             let f = argfile::open_with(path, Want::RegularOrBlock, false, libc::O_EXCL).map_err(|e| match e {
                 ArgFileError::Open { source, .. } if source.raw_os_error() == Some(libc::EBUSY) => fail(
                     exit::REFUSED,
-                    format!("busy: {} is in use (mounted, or held by another program)", path.display()),
+                    format!("busy: {} is in use (mounted, or held by another program)", term::path(path)),
                 ),
                 ArgFileError::Open { source, .. } => {
-                    fail(exit::FAILED, format!("cannot open {}: {source}", path.display()))
+                    fail(exit::FAILED, format!("cannot open {}: {source}", term::path(path)))
                 }
                 e => fail(exit::FAILED, e),
             })?;
             let rdev = f.metadata().map(|m| std::os::unix::fs::MetadataExt::rdev(&m)).unwrap_or(0);
             if (libc::major(rdev), libc::minor(rdev)) != (b.major, b.minor) {
-                return Err(fail(exit::FAILED, format!("{} was replaced while woesafe checked it", path.display())));
+                return Err(fail(exit::FAILED, format!("{} was replaced while woesafe checked it", term::path(path))));
             }
             f
         }
         TargetFacts::Image { exists: true, dev, ino, .. } => {
             let f = argfile::open(path, Want::Regular, true).map_err(|e| match e {
                 ArgFileError::Open { source, .. } => {
-                    fail(exit::FAILED, format!("cannot open {}: {source}", path.display()))
+                    fail(exit::FAILED, format!("cannot open {}: {source}", term::path(path)))
                 }
                 e => fail(exit::FAILED, e),
             })?;
             let id = f.metadata().map(|m| (m.dev(), m.ino())).unwrap_or((0, 0));
             if id != (*dev, *ino) {
-                return Err(fail(exit::FAILED, format!("{} was replaced while woesafe checked it", path.display())));
+                return Err(fail(exit::FAILED, format!("{} was replaced while woesafe checked it", term::path(path))));
             }
             f
         }
         TargetFacts::Image { exists: false, .. } => {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(path)
-                .map_err(|e| fail(exit::FAILED, format!("cannot create the image file {}: {e}", path.display())))?;
+            let f =
+                OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(|e| {
+                    fail(exit::FAILED, format!("cannot create the image file {}: {e}", term::path(path)))
+                })?;
             f.set_len(create_size)
-                .map_err(|e| fail(exit::FAILED, format!("cannot size the image file {}: {e}", path.display())))?;
+                .map_err(|e| fail(exit::FAILED, format!("cannot size the image file {}: {e}", term::path(path))))?;
             f
         }
     };
@@ -272,7 +270,7 @@ fn make_work_dir() -> Result<PathBuf, Exit> {
         match std::fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(fail(exit::FAILED, format!("cannot create {}: {e}", p.display()))),
+            Err(e) => return Err(fail(exit::FAILED, format!("cannot create {}: {e}", term::path(&p)))),
         }
     }
     Err(fail(exit::FAILED, "cannot create a work directory under /run"))
@@ -337,7 +335,7 @@ fn print_report(ui: &Ui, target: &Path, r: &Report, secs: f64) {
     };
     ui.line(&format!(
         "Done: {} — {} \"{}\" (serial {}), {} partition 1 at {} MiB, {}; {} files, {} in {:.1} s; boots: {}",
-        target.display(),
+        term::path(target),
         r.fs.name(),
         escape(&r.label),
         r.serial,
@@ -398,7 +396,7 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
     // usage error at once, never a hang.
     crate::sys::argfile::open(&args.iso, crate::sys::argfile::Want::Regular, false).map_err(|e| match e {
         crate::sys::argfile::ArgFileError::Stat { source, .. } => {
-            fail(exit::USAGE, format!("cannot read the ISO {}: {source}", args.iso.display()))
+            fail(exit::USAGE, format!("cannot read the ISO {}: {source}", term::path(&args.iso)))
         }
         e => fail(exit::USAGE, format!("{e}; give the path of an .iso file")),
     })?;
@@ -414,7 +412,7 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
                     exit::USAGE,
                     format!(
                         "{} is {size} bytes, not a whole number of 512-byte sectors; resize it (e.g. `truncate -s 8G`)",
-                        path.display()
+                        term::path(path)
                     ),
                 ));
             }
@@ -423,7 +421,7 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
         (TargetFacts::Image { exists: false, path, .. }, None) => {
             return Err(fail(
                 exit::USAGE,
-                format!("{} does not exist: give --size (e.g. --size 8G) to create an image file", path.display()),
+                format!("{} does not exist: give --size (e.g. --size 8G) to create an image file", term::path(path)),
             ));
         }
         (TargetFacts::Image { exists: false, .. }, Some(s)) => s,
@@ -443,7 +441,7 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
     {
         ui.line(&format!(
             "Note: {} exists; it keeps its size of {} (--size is for new image files)",
-            args.target.display(),
+            term::path(&args.target),
             human(target_size)
         ));
     }
@@ -541,7 +539,7 @@ fn supervise(
     let _ = watcher.join();
     ui.done();
     if let (Ok(_), Some(f)) = (&result, lock.as_ref()) {
-        f.sync_all().map_err(|e| fail(exit::FAILED, format!("cannot flush {}: {e}", args.target.display())))?;
+        f.sync_all().map_err(|e| fail(exit::FAILED, format!("cannot flush {}: {e}", term::path(&args.target))))?;
         if let TargetFacts::Block(_) = facts {
             // Have the kernel read the new partition table, from the fd that holds the disk exclusively (from
             // any other fd the kernel answers EBUSY while we hold it). Failure only delays it to the next

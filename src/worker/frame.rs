@@ -82,8 +82,10 @@ pub enum Table {
 /// Everything the worker needs to write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteRequest {
+    #[serde(with = "path_bytes")]
     pub iso: PathBuf,
     /// The whole disk or the image file.
+    #[serde(with = "path_bytes")]
     pub target: PathBuf,
     pub target_is_image: bool,
     /// Size of the target disk in bytes (for a new image: the --size).
@@ -95,14 +97,17 @@ pub struct WriteRequest {
     pub source_driver: Driver,
     pub target_driver: Driver,
     /// A directory the supervisor created for us; the worker mounts a private tmpfs on it.
+    #[serde(with = "path_bytes")]
     pub work_dir: PathBuf,
     /// Windows 11 setup options: what autounattend.xml should bypass (empty: no answer file).
     pub bypass: Vec<crate::media::unattend::Bypass>,
     /// The filesystem asked for (--fs).
     pub fs: crate::target::choose::FsRequest,
     /// Where the unnamed scratch file for WIM work goes ($TMPDIR, else /var/tmp).
+    #[serde(with = "path_bytes")]
     pub scratch_dir: PathBuf,
     /// A UEFI:NTFS image to use as the bridge partition instead of the one woesafe builds.
+    #[serde(with = "path_bytes::option")]
     pub uefi_ntfs_image: Option<PathBuf>,
     /// Test-only: stop for this many milliseconds when entering the named step (see `Step::name`).
     pub pause_at: Option<(String, u64)>,
@@ -272,6 +277,58 @@ pub enum Up {
     Aborted,
 }
 
+/// Paths in frames: file names need not be UTF-8, which a JSON string must be. A path is sent as its string
+/// when it is UTF-8, else as the array of its bytes; both are read back exactly.
+mod path_bytes {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    impl From<Wire> for PathBuf {
+        fn from(w: Wire) -> PathBuf {
+            match w {
+                Wire::Text(s) => PathBuf::from(s),
+                Wire::Bytes(b) => PathBuf::from(OsString::from_vec(b)),
+            }
+        }
+    }
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match p.to_str() {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_bytes(p.as_os_str().as_bytes()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(Wire::deserialize(d)?.into())
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+            match p {
+                Some(p) => super::serialize(p, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+            Ok(Option::<Wire>::deserialize(d)?.map(PathBuf::from))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +350,35 @@ mod tests {
         assert_eq!(read_frame::<Up>(&mut r).unwrap(), Some(Up::Progress { done: 5, total: 10 }));
         assert_eq!(read_frame::<Up>(&mut r).unwrap(), Some(Up::Step(Step::Copy)));
         assert!(read_frame::<Up>(&mut r).unwrap().is_none());
+    }
+
+    /// File names that are not UTF-8 reach the worker exactly (JSON strings cannot carry them).
+    #[test]
+    fn paths_cross_as_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
+        let request = WriteRequest {
+            iso: odd(b"/isos/w\xff\x1b.iso"),
+            target: "/var/tmp/out.img".into(),
+            target_is_image: true,
+            target_size: 1 << 30,
+            label: None,
+            boot: BootMode::Both,
+            table: Table::Mbr,
+            source_driver: Driver::Auto,
+            target_driver: Driver::Auto,
+            work_dir: "/run/woesafe.1".into(),
+            bypass: vec![],
+            fs: crate::target::choose::FsRequest::Auto,
+            scratch_dir: odd(b"/var/tmp/\xfe"),
+            uefi_ntfs_image: Some(odd(b"/u\xc3.img")),
+            pause_at: None,
+        };
+        for r in [request.clone(), WriteRequest { uefi_ntfs_image: None, ..request.clone() }] {
+            let mut buf = Vec::new();
+            write_frame(&mut buf, &Down::Start(Box::new(r.clone()))).unwrap();
+            assert_eq!(read_frame::<Down>(&mut &buf[..]).unwrap(), Some(Down::Start(Box::new(r))));
+        }
     }
 
     #[test]
