@@ -453,7 +453,7 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
         _ => None,
     };
     let host = disk::host_facts(&args.iso).map_err(|e| fail(exit::FAILED, e))?;
-    safety::check_target(&facts, &host, &crate::sys::loopdev::attached(), &args.iso, args.force)
+    safety::check_target(&facts, &host, &crate::sys::loopdev::attached_paths(), &args.iso, args.force)
         .map_err(|e| fail(exit::REFUSED, e))?;
     if boot.bios() {
         crate::boot::bios::check_grub_installed().map_err(|e| fail(exit::FAILED, e))?;

@@ -47,6 +47,7 @@ fn read_namespaces() -> Vec<Namespace> {
 
 fn read_loops() -> Vec<Loop> {
     let mut out = Vec::new();
+    // A loop whose backing file's name is not UTF-8 is listed too (the name is for messages only).
     for (name, backing) in crate::sys::loopdev::attached() {
         let dev = std::fs::read_to_string(format!("/sys/block/{name}/dev")).unwrap_or_default();
         let Some((maj, min)) = dev.trim().split_once(':') else { continue };

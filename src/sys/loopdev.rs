@@ -205,22 +205,31 @@ pub fn reread_partitions(disk: &File) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The backing file of /dev/loopN, or None when it is not attached (read from sysfs: `losetup -l` is not
-/// reliable for this).
-pub fn backing_file(loop_name: &str) -> Option<String> {
-    std::fs::read_to_string(format!("/sys/block/{loop_name}/loop/backing_file"))
-        .ok()
-        .map(|s| s.trim_end_matches('\n').to_string())
+/// The backing file of /dev/loopN, exactly (its name need not be UTF-8), or None when it is not attached (read
+/// from sysfs: `losetup -l` is not reliable for this).
+pub fn backing_path(loop_name: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut bytes = std::fs::read(format!("/sys/block/{loop_name}/loop/backing_file")).ok()?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
 }
 
-/// Every attached loop device with its backing file: (name, backing file).
-pub fn attached() -> Vec<(String, String)> {
+/// The backing file of /dev/loopN as text (for messages: bytes that are not UTF-8 become U+FFFD), or None when
+/// it is not attached.
+pub fn backing_file(loop_name: &str) -> Option<String> {
+    backing_path(loop_name).map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Every attached loop device with its exact backing file: (name, backing file).
+pub fn attached_paths() -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/sys/block") {
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("loop")
-                && let Some(b) = backing_file(&name)
+                && let Some(b) = backing_path(&name)
             {
                 out.push((name, b));
             }
@@ -230,9 +239,15 @@ pub fn attached() -> Vec<(String, String)> {
     out
 }
 
+/// Every attached loop device with its backing file as text (see `backing_file`).
+pub fn attached() -> Vec<(String, String)> {
+    attached_paths().into_iter().map(|(n, b)| (n, b.to_string_lossy().into_owned())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn request_numbers_are_the_kernels() {
@@ -253,7 +268,8 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("disk.img");
+        // A name that is not UTF-8: sysfs gives it back byte for byte.
+        let path = dir.path().join(std::ffi::OsStr::from_bytes(b"disk\xff.img"));
         let backing = OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
         backing.set_len(3 << 20).unwrap();
         let lo = LoopDevice::attach(&backing, &path, LoopWindow::default()).unwrap();
@@ -261,7 +277,9 @@ mod tests {
         if let Err(e) = reread_partitions(lo.file()) {
             assert_ne!(e.raw_os_error(), Some(libc::ENOTTY), "BLKRRPART not understood: {e}");
         }
-        assert!(backing_file(&lo.name()).is_some());
+        assert_eq!(backing_path(&lo.name()), Some(path.clone()));
+        assert!(attached_paths().contains(&(lo.name(), path.clone())));
+        assert!(backing_file(&lo.name()).is_some_and(|b| b.ends_with("disk\u{fffd}.img")));
         clear_fd(lo.file()).unwrap();
         let name = lo.name();
         drop(lo);

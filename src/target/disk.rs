@@ -26,7 +26,7 @@ pub struct BlockFacts {
     /// device-mapper or md devices built on top (from sysfs holders/).
     pub holders: Vec<String>,
     /// For loop devices: the backing file, when attached.
-    pub loop_backing: Option<String>,
+    pub loop_backing: Option<PathBuf>,
 }
 
 /// What the user named as the target.
@@ -147,7 +147,7 @@ pub fn block_facts(path: &Path, rdev: u64) -> Result<BlockFacts, DiskError> {
     Ok(BlockFacts {
         removable: read_trim(dir.join("removable")).as_deref() == Some("1"),
         read_only: read_trim(dir.join("ro")).as_deref() == Some("1"),
-        loop_backing: if name.starts_with("loop") { crate::sys::loopdev::backing_file(&name) } else { None },
+        loop_backing: if name.starts_with("loop") { crate::sys::loopdev::backing_path(&name) } else { None },
         name,
         major,
         minor,

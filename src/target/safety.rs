@@ -50,7 +50,7 @@ pub enum Refusal {
 pub fn check_target(
     target: &TargetFacts,
     host: &HostFacts,
-    loops: &[(String, String)],
+    loops: &[(String, std::path::PathBuf)],
     iso: &std::path::Path,
     force: bool,
 ) -> Result<(), Refusal> {
@@ -62,7 +62,7 @@ pub fn check_target(
             }
             if *exists {
                 let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-                if let Some((dev, _)) = loops.iter().find(|(_, b)| Path::new(b) == canon) {
+                if let Some((dev, _)) = loops.iter().find(|(_, b)| *b == canon) {
                     return Err(Refusal::ImageAttached { path: path.clone(), device: format!("/dev/{dev}") });
                 }
             }
@@ -287,7 +287,7 @@ mod tests {
         assert_eq!(check_target(&new, &h, &[], iso, false), Ok(()));
         let attached =
             TargetFacts::Image { path: "/nonexistent/out.img".into(), exists: true, size: 5, dev: 9, ino: 9 };
-        let loops = vec![("loop3".to_string(), "/nonexistent/out.img".to_string())];
+        let loops = vec![("loop3".to_string(), "/nonexistent/out.img".into())];
         assert_eq!(
             check_target(&attached, &h, &loops, iso, false),
             Err(Refusal::ImageAttached { path: "/nonexistent/out.img".into(), device: "/dev/loop3".into() })
