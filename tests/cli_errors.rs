@@ -330,6 +330,7 @@ fn iso_text_is_escaped_on_the_terminal() {
     std::fs::write(tree.join("sources/install.wim"), b"wim").unwrap();
     std::fs::write(tree.join("a_[2Jb.txt"), b"x").unwrap();
     std::fs::write(tree.join("rtl_x.txt"), b"yy").unwrap();
+    std::fs::write(tree.join("nl_y.txt"), b"zzz").unwrap();
     let iso = work.path().join("hostile.iso");
     let out = std::process::Command::new("genisoimage")
         .args(["-quiet", "-J", "-V", "V\x1b[2JX", "-o"])
@@ -342,7 +343,7 @@ fn iso_text_is_escaped_on_the_terminal() {
     // directory records carry no checksum).
     let mut data = std::fs::read(&iso).unwrap();
     let utf16 = |s: &str| s.encode_utf16().flat_map(u16::to_be_bytes).collect::<Vec<u8>>();
-    for (from, to) in [("a_[2Jb", "a\x1b[2Jb"), ("rtl_x", "rtl\u{202e}x")] {
+    for (from, to) in [("a_[2Jb", "a\x1b[2Jb"), ("rtl_x", "rtl\u{202e}x"), ("nl_y", "nl\ny")] {
         let (from, to) = (utf16(from), utf16(to));
         let at = data.windows(from.len()).position(|w| w == from).expect("the Joliet name");
         data[at..at + to.len()].copy_from_slice(&to);
@@ -355,12 +356,14 @@ fn iso_text_is_escaped_on_the_terminal() {
     assert!(!all.contains(&0x1b), "a raw ESC reached the terminal:\n{}", text(&out));
     assert!(!String::from_utf8_lossy(&all).contains('\u{202e}'), "a raw U+202E reached the terminal:\n{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    for shown in ["ISO: V\\x1b[2JX", "largest: a\\x1b[2Jb.txt", "largest: rtl\\u{202e}x.txt"] {
+    for shown in ["ISO: V\\x1b[2JX", "largest: a\\x1b[2Jb.txt", "largest: rtl\\u{202e}x.txt", "largest: nl\\x0ay.txt"] {
         assert!(err.contains(shown), "expected {shown:?} in\n{err}");
     }
     // FAT cannot hold ESC in a name: refused before writing, and the refusal names the file escaped too.
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(err.contains("a\\x1b[2Jb.txt: FAT cannot store"), "{err}");
+    assert!(err.contains("FAT cannot store"), "{err}");
+    // A newline in a name must not start a line of its own.
+    assert!(!err.lines().any(|l| l.starts_with("y.txt")), "{err}");
 }
 
 /// File names that are not UTF-8 reach the worker exactly (they used to break the frame: "lost contact with the

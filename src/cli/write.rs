@@ -595,8 +595,9 @@ fn follow(
             Ok(Event::Frame(frame)) => {
                 last_move = Instant::now();
                 match frame {
-                    Up::Info(m) => ui.line(&m),
-                    Up::Warning(m) => ui.line(&format!("warning: {m}")),
+                    // The worker's lines carry names from the ISO: one line each, every control escaped.
+                    Up::Info(m) => ui.line(&escape(&m)),
+                    Up::Warning(m) => ui.line(&format!("warning: {}", escape(&m))),
                     Up::Devices(d) => devices = d,
                     Up::Fuse { connection, fusectl } => worker.hold_for_fuse(connection, fusectl),
                     Up::Inventory(inv) => {
@@ -629,7 +630,12 @@ fn follow(
                     Up::Failed { step, message, state, refused } => {
                         ending = Some(Ending::Failed(fail(
                             if refused { exit::REFUSED } else { exit::FAILED },
-                            format!("{} failed: {message}\nTarget state: {}", step.describe(), state.describe()),
+                            format!(
+                                "{} failed: {}\nTarget state: {}",
+                                step.describe(),
+                                escape(&message),
+                                state.describe()
+                            ),
                         )))
                     }
                 }
@@ -743,7 +749,9 @@ fn decide(
     target_size: u64,
     lock: &mut Option<File>,
 ) -> Result<(), Exit> {
-    safety::check_content(inv, &args.iso, &args.target, target_size).map_err(|e| fail(exit::REFUSED, e))?;
+    // One line, naming files from the ISO: every control escaped.
+    safety::check_content(inv, &args.iso, &args.target, target_size)
+        .map_err(|e| fail(exit::REFUSED, escape(&e.to_string())))?;
     if !args.bypass.is_empty() && inv.has_answer_file && !args.force {
         return Err(fail(
             exit::REFUSED,
