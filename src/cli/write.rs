@@ -106,7 +106,7 @@ impl Ui {
             return;
         }
         match &self.bar {
-            Some(b) => b.println(super::term::escape_lines(msg)),
+            Some(b) => b.println(term::escape_lines(msg)),
             None => crate::say!("{msg}"),
         }
     }
@@ -172,10 +172,10 @@ fn describe_target(t: &TargetFacts, size: u64) -> String {
             format!("/dev/{} — {}, {}, {}", escape(&b.name), escape(&b.model), human(b.size), b.transport)
         }
         TargetFacts::Image { path, exists: true, .. } => {
-            format!("image file {} ({})", escape(&path.to_string_lossy()), human(size))
+            format!("image file {} ({})", term::path(path), human(size))
         }
         TargetFacts::Image { path, .. } => {
-            format!("new image file {} ({})", escape(&path.to_string_lossy()), human(size))
+            format!("new image file {} ({})", term::path(path), human(size))
         }
     }
 }
@@ -188,7 +188,7 @@ fn confirm(question: &str) -> Result<bool, Exit> {
             "refusing to write without confirmation: standard input is not a terminal; add --yes to confirm",
         ));
     }
-    let _ = write!(std::io::stderr(), "{} Type 'yes' to continue: ", super::term::escape_lines(question));
+    let _ = write!(std::io::stderr(), "{} Type 'yes' to continue: ", term::escape_lines(question));
     let _ = std::io::stderr().flush();
     // Wait for the answer without blocking signals out: a Ctrl-C at the prompt must end woesafe at once.
     loop {
@@ -225,7 +225,7 @@ fn open_and_lock(t: &TargetFacts, path: &Path, create_size: u64) -> Result<File,
                 }
                 e => fail(exit::FAILED, e),
             })?;
-            let rdev = f.metadata().map(|m| std::os::unix::fs::MetadataExt::rdev(&m)).unwrap_or(0);
+            let rdev = f.metadata().map(|m| m.rdev()).unwrap_or(0);
             if (libc::major(rdev), libc::minor(rdev)) != (b.major, b.minor) {
                 return Err(fail(exit::FAILED, format!("{} was replaced while woesafe checked it", term::path(path))));
             }
