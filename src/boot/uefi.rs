@@ -138,7 +138,7 @@ pub fn check_efi_x64(data: &[u8]) -> Result<(), String> {
         return Err("it is empty".into());
     }
     if data.len() < 0x40 || &data[..2] != b"MZ" {
-        return Err(format!("no MZ header ({} bytes)", data.len()));
+        return Err("no MZ header".into());
     }
     let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let pe = u32::from_le_bytes([data[0x3C], data[0x3D], data[0x3E], data[0x3F]]) as usize;
