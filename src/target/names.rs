@@ -126,41 +126,33 @@ fn parent(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(p, _)| p)
 }
 
-/// The entry `i` of the plan, for a message: "the ISO's file X", "the directory X that woesafe adds for Y".
-fn describe(plan: &Plan, i: usize) -> String {
-    let e = &plan.entries[i];
-    let kind = if e.is_dir { "directory" } else { "file" };
-    match &plan.origins[i] {
-        Origin::Iso(_) => format!("the ISO's {kind} {}", e.path),
-        Origin::NewDir => {
-            let prefix = format!("{}/", e.path);
-            let child = plan
-                .entries
-                .iter()
-                .zip(&plan.origins)
-                .find(|(c, o)| !c.is_dir && !matches!(o, Origin::Iso(_)) && c.path.starts_with(&prefix))
-                .map(|(c, _)| c.path.as_str());
-            match child {
-                Some(c) => format!("the directory {} that woesafe adds for {c} ({})", e.path, why_added(c)),
-                None => format!("the directory {} that woesafe adds", e.path),
-            }
-        }
-        _ => format!("the file {} that woesafe adds ({})", e.path, why_added(&e.path)),
-    }
-}
-
-/// The file an added path (or the directory it makes) is for: `path` itself, or the first added file under it.
-fn added_file(plan: &Plan, i: usize) -> String {
+/// The added file an entry of the plan is there for: itself, or (a directory woesafe makes) the first added file
+/// under it.
+fn added_for(plan: &Plan, i: usize) -> Option<&str> {
     let e = &plan.entries[i];
     if !e.is_dir {
-        return e.path.clone();
+        return Some(&e.path);
     }
     let prefix = format!("{}/", e.path);
     plan.entries
         .iter()
         .zip(&plan.origins)
         .find(|(c, o)| !c.is_dir && !matches!(o, Origin::Iso(_)) && c.path.starts_with(&prefix))
-        .map_or_else(|| e.path.clone(), |(c, _)| c.path.clone())
+        .map(|(c, _)| c.path.as_str())
+}
+
+/// The entry `i` of the plan, for a message: "the ISO's file X", "the directory X that woesafe adds for Y".
+fn describe(plan: &Plan, i: usize) -> String {
+    let e = &plan.entries[i];
+    let kind = if e.is_dir { "directory" } else { "file" };
+    match (&plan.origins[i], added_for(plan, i)) {
+        (Origin::Iso(_), _) => format!("the ISO's {kind} {}", e.path),
+        (_, Some(file)) if e.is_dir => {
+            format!("the directory {} that woesafe adds for {file} ({})", e.path, why_added(file))
+        }
+        (_, _) if e.is_dir => format!("the directory {} that woesafe adds", e.path),
+        _ => format!("the file {} that woesafe adds ({})", e.path, why_added(&e.path)),
+    }
 }
 
 fn why_added(path: &str) -> &'static str {
@@ -214,7 +206,7 @@ pub fn check_names(target: Target, plan: &Plan) -> Result<(), NameProblem> {
                 NameProblem::InTheWay {
                     iso: describe(plan, iso),
                     ours: describe(plan, added),
-                    hint: hint(&added_file(plan, added)),
+                    hint: added_for(plan, added).map(hint).unwrap_or_default(),
                 }
             }
             // Two things woesafe adds: its own bug, but refused all the same.
@@ -287,39 +279,43 @@ fn check_short_names(paths: &[&str]) -> Result<(), NameProblem> {
 /// generated alias could be it. Linux tries `~1`..`~9` on the first 6 characters of the basis, then a tail of
 /// 4 hex digits after its first 2 characters (`LO1A2B~1`); Windows' `~N` shortens the basis as N grows. So it
 /// is refused when the other name's basis starts with BASE, or with BASE's first 2 characters when the rest of
-/// BASE is hex digits.
+/// BASE is hex digits. (Linear: every prefix of every generated basis is indexed once.)
 fn check_kernel_aliases(paths: &[&str]) -> Result<(), NameProblem> {
-    let lossy: Vec<(&str, [u8; 11])> = paths
-        .iter()
-        .filter_map(|p| {
-            let (sfn, lossy) = fatwrite::short_basis(leaf(p));
-            lossy.then_some((*p, sfn))
-        })
-        .collect();
-    if lossy.is_empty() {
+    // (extension, prefix of the basis) → the first name needing a generated alias with it
+    let mut prefixes: std::collections::HashMap<([u8; 3], Vec<u8>), &str> = std::collections::HashMap::new();
+    for p in paths {
+        let (sfn, lossy) = fatwrite::short_basis(leaf(p));
+        if lossy {
+            let ext: [u8; 3] = [sfn[8], sfn[9], sfn[10]];
+            let len = sfn[..8].iter().rposition(|&b| b != b' ').map_or(0, |k| k + 1);
+            for k in 1..=len {
+                prefixes.entry((ext, sfn[..k].to_vec())).or_insert(p);
+            }
+        }
+    }
+    if prefixes.is_empty() {
         return Ok(());
     }
     for p in paths {
-        let (sfn, lossy_self) = fatwrite::short_basis(leaf(p));
-        if lossy_self {
+        let (sfn, lossy) = fatwrite::short_basis(leaf(p));
+        if lossy {
             continue;
         }
         let base = &sfn[..8];
         let Some(tilde) = base.iter().position(|&b| b == b'~') else { continue };
         let digits = &base[tilde + 1..];
         let digits_len = digits.iter().position(|&b| b == b' ').unwrap_or(digits.len());
-        if digits_len == 0 || !digits[..digits_len].iter().all(u8::is_ascii_digit) {
+        if tilde == 0 || digits_len == 0 || !digits[..digits_len].iter().all(u8::is_ascii_digit) {
             continue;
         }
+        let ext: [u8; 3] = [sfn[8], sfn[9], sfn[10]];
         let prefix = &base[..tilde];
-        for (other, osfn) in &lossy {
-            if osfn[8..] != sfn[8..] {
-                continue;
-            }
-            let hashed = prefix.len() == 6 && prefix[2..].iter().all(u8::is_ascii_hexdigit) && osfn[..2] == prefix[..2];
-            if osfn[..8].starts_with(prefix) || hashed {
-                return Err(NameProblem::ShortAlias { explicit: p.to_string(), other: other.to_string() });
-            }
+        let hashed = prefix.len() == 6 && prefix[2..].iter().all(u8::is_ascii_hexdigit);
+        let other = prefixes
+            .get(&(ext, prefix.to_vec()))
+            .or_else(|| if hashed { prefixes.get(&(ext, prefix[..2].to_vec())) } else { None });
+        if let Some(other) = other {
+            return Err(NameProblem::ShortAlias { explicit: p.to_string(), other: other.to_string() });
         }
     }
     Ok(())
