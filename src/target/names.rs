@@ -394,6 +394,23 @@ mod tests {
         let iso = [e("efi", true), e("efi/boot", true), e("efi/boot/bootx64.efi", true)];
         let err = check(FAT, &iso, &[add("efi/boot/bootx64.efi")]).unwrap_err();
         assert!(err.to_string().contains("or write with --boot bios"), "{err}");
+        // a directory where a part of the split install image goes
+        let iso = [e("sources", true), e("sources/install2.swm", true), e("sources/install.wim", false)];
+        let err = check_names(
+            FAT,
+            &Plan::build(
+                &iso,
+                &["sources/install.wim".into()],
+                &[add("sources/install.swm"), add("sources/install2.swm")],
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the ISO's directory sources/install2.swm is in the way of the file sources/install2.swm that woesafe \
+             adds (the install image split for FAT32): remove or rename it in the ISO, or write with --fs ntfs (no \
+             split)"
+        );
     }
 
     #[test]
