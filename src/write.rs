@@ -22,6 +22,7 @@ use crate::sys::staging::{self, Staging};
 use crate::target::choose::{self, BigFile, Fs, WimVerdict};
 use crate::target::fat::{self, MountedTarget};
 use crate::target::fatwrite::FatWriter;
+use crate::target::names;
 use crate::target::ntfs::{self, NtfsMount};
 use crate::target::safety::Inventory;
 use crate::target::units::human;
@@ -105,6 +106,8 @@ pub enum WriteError {
     Ntfs(#[from] crate::target::ntfs::NtfsError),
     #[error(transparent)]
     Uefi(#[from] crate::boot::uefi::UefiError),
+    #[error("the ISO cannot be written as it is: {0}; nothing was written")]
+    Names(#[from] crate::target::names::NameProblem),
     #[error("stopped on request")]
     Stopped,
 }
@@ -139,8 +142,12 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
             // Problems found before the target is touched that only the worker could know (after a re-pack).
             let refused = matches!(
                 e,
-                WriteError::TooSmallAfterRepack { .. } | WriteError::PartTooBig { .. } | WriteError::ScratchFull { .. }
-            );
+                WriteError::TooSmallAfterRepack { .. }
+                    | WriteError::PartTooBig { .. }
+                    | WriteError::ScratchFull { .. }
+                    | WriteError::Names(_)
+                    | WriteError::Uefi(uefi::UefiError::BadLoader { .. } | uefi::UefiError::ExtractedLoader { .. })
+            ) && job.state == TargetState::Untouched;
             Up::Failed { step: job.step, message: e.to_string(), state: job.state, refused }
         }
     }
@@ -406,6 +413,12 @@ impl Job<'_> {
             });
         }
         let planned = Plan::build(entries, &removed, &planned_added);
+        let names_target = names::Target { fs, kernel: use_kernel_target };
+        // The ISO's own UEFI loader must be one (the Windows 7 one is checked once extracted).
+        let loader_problem = match find_file(entries, uefi::UEFI_LOADER).filter(|&i| entries[i].size > 0) {
+            Some(i) if req.boot.uefi() => check_iso_loader(&source, i).err(),
+            _ => None,
+        };
         let volume_id = source.volume_id();
         let inventory = Inventory {
             volume_id: volume_id.clone(),
@@ -419,6 +432,8 @@ impl Job<'_> {
             has_uefi_loader: layout.has_uefi_loader,
             needed_bytes: needed_bytes(fs, &planned.entries, main.size) + bridge_bytes,
             fat_problem: crate::target::fatwrite::check_tree(&planned.entries).err().map(|e| e.to_string()),
+            name_problem: names::check_names(names_target, &planned).err().map(|e| e.to_string()),
+            loader_problem,
             has_answer_file: entries
                 .iter()
                 .any(|e| !e.is_dir && e.path.eq_ignore_ascii_case(crate::media::unattend::FILE_NAME)),
@@ -488,6 +503,8 @@ impl Job<'_> {
         };
         let scratch_dev: Vec<String> = scratch.iter().map(Staging::device_name).collect();
         let tree = Tree { plan: Plan::build(entries, &removed, &added), source: &source };
+        // The tree as it will be written (re-packed parts, the extracted loader): checked again.
+        names::check_names(names_target, &tree.plan)?;
         if !repack.is_empty() {
             let needed = needed_bytes(fs, &tree.plan.entries, main.size) + bridge_bytes;
             if needed > req.target_size {
@@ -873,17 +890,17 @@ impl Job<'_> {
             "--no-attributes".into(),
         ];
         helper::run("wimlib-imagex", &args, "wimtools")?;
-        let path = dir.join("bootmgfw.efi");
-        let data = std::fs::read(&path)
-            .map_err(|source| WriteError::Scratch { what: format!("reading {}", path.display()), source })?;
-        uefi::check_pe_x64(&data)
+        // Never followed if it is a link, only a regular file, at most MAX_LOADER_BYTES; then kept in memory, so
+        // the copy does not open the scratch file again.
+        let data = uefi::read_extracted_loader(&dir.join("bootmgfw.efi"), uefi::WIN7_LOADER_IN_WIM)?;
+        uefi::check_efi_x64(&data)
             .map_err(|what| crate::boot::uefi::UefiError::BadLoader { path: uefi::WIN7_LOADER_IN_WIM.into(), what })?;
         self.info(format!(
             "Windows 7: UEFI loader extracted from install.wim image {image} ({} bytes) as /{}",
             data.len(),
             uefi::UEFI_LOADER
         ))?;
-        Ok(Added { path: uefi::UEFI_LOADER.into(), size: data.len() as u64, mtime, origin: Origin::Staged(path) })
+        Ok(Added { path: uefi::UEFI_LOADER.into(), size: data.len() as u64, mtime, origin: Origin::Bytes(data) })
     }
 
     /// The UEFI bridge of an NTFS stick: the user's UEFI:NTFS image written as the partition, or a FAT
@@ -948,6 +965,28 @@ fn read_small(source: &Source, index: usize) -> Option<String> {
         return Some(String::from_utf16_lossy(&units));
     }
     Some(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): the message says what to do when it is
+/// not an x86_64 EFI application.
+fn check_iso_loader(source: &Source, index: usize) -> Result<(), String> {
+    let entry = &source.entries()[index];
+    let problem = |what: String| {
+        format!(
+            "the ISO's {} is not a UEFI loader for x86_64 ({what}): the stick would not boot under UEFI; write it \
+             with --boot bios, or use an intact ISO",
+            entry.path
+        )
+    };
+    if entry.size > uefi::MAX_LOADER_BYTES {
+        return Err(problem(format!("{} bytes; a UEFI loader is at most {}", entry.size, uefi::MAX_LOADER_BYTES)));
+    }
+    let mut data = Vec::new();
+    source
+        .open(index)
+        .and_then(|r| r.take(uefi::MAX_LOADER_BYTES + 1).read_to_end(&mut data))
+        .map_err(|e| problem(format!("cannot read it: {e}")))?;
+    uefi::check_efi_x64(&data).map_err(problem)
 }
 
 fn inspect_wim(source: &Source, index: usize) -> Result<wim::WimInfo, String> {

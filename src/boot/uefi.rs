@@ -39,6 +39,8 @@ pub enum UefiError {
     },
     #[error("the loader extracted from install.wim ({path}) is not a usable EFI program: {what}")]
     BadLoader { path: PathBuf, what: String },
+    #[error("the UEFI loader {path} in install.wim cannot be used: {what}; nothing was written")]
+    ExtractedLoader { path: String, what: String },
 }
 
 /// Check before anything is written that the bridge loader can be built.
@@ -119,23 +121,89 @@ pub fn is_windows7(cversion_ini: Option<&str>) -> bool {
     })
 }
 
-/// Check that `data` is a non-empty PE program for x86_64 (WoeUSB's extraction gave 0-byte files for years).
-pub fn check_pe_x64(data: &[u8]) -> Result<(), String> {
+/// The most of a UEFI loader woesafe reads (from the ISO or from what wimlib extracts): Windows 11's
+/// bootmgfw.efi is about 2.7 MiB, Windows 7's about 1 MiB, shim and a GRUB image under 1 MiB.
+pub const MAX_LOADER_BYTES: u64 = 8 << 20;
+
+/// PE32+ optional header magic.
+const PE32_PLUS: u16 = 0x20b;
+/// IMAGE_FILE_MACHINE_AMD64.
+const MACHINE_X64: u16 = 0x8664;
+/// IMAGE_SUBSYSTEM_EFI_APPLICATION.
+const SUBSYSTEM_EFI_APPLICATION: u16 = 10;
+/// IMAGE_FILE_EXECUTABLE_IMAGE in the COFF characteristics.
+const EXECUTABLE_IMAGE: u16 = 0x0002;
+
+/// Check that `data` is a UEFI loader for x86_64: a non-empty PE image (WoeUSB's extraction gave 0-byte files
+/// for years), PE32+ (optional header magic 0x20b), machine x86_64 (0x8664), marked executable, subsystem EFI
+/// application (10) — not a Windows program, a DLL or an EFI driver.
+pub fn check_efi_x64(data: &[u8]) -> Result<(), String> {
     if data.is_empty() {
         return Err("it is empty".into());
     }
     if data.len() < 0x40 || &data[..2] != b"MZ" {
-        return Err(format!("no MZ header ({} bytes)", data.len()));
+        return Err("no MZ header".into());
     }
-    let pe = u32::from_le_bytes(data[0x3C..0x40].try_into().unwrap_or_default()) as usize;
-    if data.len() < pe + 6 || &data[pe..pe + 4] != b"PE\0\0" {
+    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let pe = u32::from_le_bytes([data[0x3C], data[0x3D], data[0x3E], data[0x3F]]) as usize;
+    if pe.checked_add(24).is_none_or(|end| end > data.len()) || &data[pe..pe + 4] != b"PE\0\0" {
         return Err("no PE signature".into());
     }
-    let machine = u16::from_le_bytes([data[pe + 4], data[pe + 5]]);
-    if machine != 0x8664 {
+    // COFF header: machine, sections, time stamp, symbols (8 bytes), optional header size, characteristics.
+    let machine = u16_at(pe + 4).unwrap_or_default();
+    if machine != MACHINE_X64 {
         return Err(format!("built for machine 0x{machine:04x}, not x86_64 (0x8664)"));
     }
+    let optional_size = usize::from(u16_at(pe + 20).unwrap_or_default());
+    let characteristics = u16_at(pe + 22).unwrap_or_default();
+    if characteristics & EXECUTABLE_IMAGE == 0 {
+        return Err("not marked as an executable image".into());
+    }
+    let opt = pe + 24;
+    let magic = u16_at(opt).ok_or("no optional header")?;
+    if magic != PE32_PLUS {
+        return Err(format!("optional header magic 0x{magic:03x}, not PE32+ (0x20b)"));
+    }
+    // The subsystem sits 68 bytes into the optional header (PE32 and PE32+ alike).
+    let subsystem = match u16_at(opt + 68) {
+        Some(s) if optional_size >= 70 => s,
+        _ => return Err(format!("the optional header is too short ({optional_size} bytes) to name a subsystem")),
+    };
+    if subsystem != SUBSYSTEM_EFI_APPLICATION {
+        return Err(format!("subsystem {subsystem}, not an EFI application (10)"));
+    }
     Ok(())
+}
+
+/// Read a loader wimlib extracted into `path` (a directory woesafe made for it): never through a symbolic link
+/// (wimlib extracts a WIM's links as links: /dev/zero, /etc/shadow), only a regular file (checked on the open
+/// file), never more than MAX_LOADER_BYTES. `name` is how the user knows the file (its path in the WIM).
+pub fn read_extracted_loader(path: &Path, name: &str) -> Result<Vec<u8>, UefiError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |what: String| UefiError::ExtractedLoader { path: name.to_string(), what };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below anyway.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => bad("it is a symbolic link in install.wim; woesafe does not follow it".into()),
+            _ => bad(format!("cannot open what wimlib extracted: {e}")),
+        })?;
+    let meta = file.metadata().map_err(|e| bad(format!("cannot stat what wimlib extracted: {e}")))?;
+    if !meta.is_file() {
+        return Err(bad(format!("it is not a regular file ({:?})", meta.file_type())));
+    }
+    if meta.len() > MAX_LOADER_BYTES {
+        return Err(bad(format!("it is {} bytes; a UEFI loader is at most {MAX_LOADER_BYTES}", meta.len())));
+    }
+    let mut data = Vec::new();
+    file.take(MAX_LOADER_BYTES + 1).read_to_end(&mut data).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if data.len() as u64 > MAX_LOADER_BYTES {
+        return Err(bad(format!("it grew past {MAX_LOADER_BYTES} bytes while being read")));
+    }
+    Ok(data)
 }
 
 /// The ISO's removable-media loader for x86_64 (FAT and the firmware ignore case), when present and not empty.
@@ -155,18 +223,97 @@ mod tests {
         assert!(!is_windows7(Some("MinServeräö=7\nMinServer")), "non-ASCII must not panic");
     }
 
-    #[test]
-    fn pe_checks() {
-        let mut pe = vec![0u8; 0x100];
+    /// A minimal PE32+ x86_64 EFI application header: MZ, e_lfanew = 0x80, COFF, PE32+ optional header.
+    fn efi_app() -> Vec<u8> {
+        let mut pe = vec![0u8; 0x200];
         pe[..2].copy_from_slice(b"MZ");
         pe[0x3C] = 0x80;
         pe[0x80..0x84].copy_from_slice(b"PE\0\0");
         pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
-        assert_eq!(check_pe_x64(&pe), Ok(()));
-        assert_eq!(check_pe_x64(&[]), Err("it is empty".into()));
-        assert!(check_pe_x64(b"NOT-THE-X64-LOADER").unwrap_err().contains("MZ"));
+        pe[0x94..0x96].copy_from_slice(&240u16.to_le_bytes()); // optional header size
+        pe[0x96..0x98].copy_from_slice(&0x0206u16.to_le_bytes()); // executable, no line numbers, large addresses
+        pe[0x98..0x9A].copy_from_slice(&0x20bu16.to_le_bytes());
+        pe[0x98 + 68..0x98 + 70].copy_from_slice(&10u16.to_le_bytes());
+        pe
+    }
+
+    #[test]
+    fn pe_checks() {
+        let mut pe = efi_app();
+        assert_eq!(check_efi_x64(&pe), Ok(()));
+        assert_eq!(check_efi_x64(&[]), Err("it is empty".into()));
+        assert!(check_efi_x64(b"NOT-THE-X64-LOADER").unwrap_err().contains("MZ"));
         pe[0x84..0x86].copy_from_slice(&0x014Cu16.to_le_bytes());
-        assert!(check_pe_x64(&pe).unwrap_err().contains("0x014c"));
+        assert!(check_efi_x64(&pe).unwrap_err().contains("0x014c"));
+        // arm64 too is refused here (this check is for bootx64.efi)
+        pe[0x84..0x86].copy_from_slice(&0xAA64u16.to_le_bytes());
+        assert!(check_efi_x64(&pe).unwrap_err().contains("0xaa64"));
+    }
+
+    #[test]
+    fn only_pe32_plus_efi_applications_pass() {
+        let set = |pe: &mut Vec<u8>, at: usize, v: u16| pe[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        // PE32 (magic 0x10b) with the right machine
+        let mut pe = efi_app();
+        set(&mut pe, 0x98, 0x10b);
+        assert_eq!(check_efi_x64(&pe), Err("optional header magic 0x10b, not PE32+ (0x20b)".into()));
+        // a Windows program (subsystem 2, 3), an EFI boot-service driver (11), a runtime driver (12)
+        for sub in [2u16, 3, 11, 12, 0] {
+            let mut pe = efi_app();
+            set(&mut pe, 0x98 + 68, sub);
+            assert_eq!(check_efi_x64(&pe), Err(format!("subsystem {sub}, not an EFI application (10)")));
+        }
+        // not an executable image (an object file)
+        let mut pe = efi_app();
+        set(&mut pe, 0x96, 0x0200);
+        assert!(check_efi_x64(&pe).unwrap_err().contains("executable"));
+        // an optional header too short to hold the subsystem, or cut off by the file's end
+        let mut pe = efi_app();
+        set(&mut pe, 0x94, 0);
+        assert!(check_efi_x64(&pe).unwrap_err().contains("too short"));
+        let pe = efi_app();
+        assert!(check_efi_x64(&pe[..0x98 + 60]).unwrap_err().contains("too short"));
+        assert_eq!(check_efi_x64(&pe[..0x98 + 70]), Ok(()));
+        assert!(check_efi_x64(&pe[..0x98]).unwrap_err().contains("no optional header"));
+        // e_lfanew pointing past the end (or at the top of the address space) does not panic
+        for lfanew in [0x1F0u32, u32::MAX] {
+            let mut pe = efi_app();
+            pe[0x3C..0x40].copy_from_slice(&lfanew.to_le_bytes());
+            assert_eq!(check_efi_x64(&pe), Err("no PE signature".into()));
+        }
+    }
+
+    #[test]
+    fn extracted_loaders_are_read_without_following_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "/Windows/Boot/EFI/bootmgfw.efi";
+        let file = dir.path().join("bootmgfw.efi");
+        std::fs::write(&file, efi_app()).unwrap();
+        assert_eq!(read_extracted_loader(&file, name).unwrap(), efi_app());
+        // a link to a file woesafe must never read, and to a device that never ends
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"root:$6$secret").unwrap();
+        for target in [secret.as_path(), Path::new("/dev/zero")] {
+            let link = dir.path().join("link.efi");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(target, &link).unwrap();
+            let err = read_extracted_loader(&link, name).unwrap_err().to_string();
+            assert!(err.contains("/Windows/Boot/EFI/bootmgfw.efi") && err.contains("symbolic link"), "{err}");
+            assert!(!err.contains("secret") && !err.contains("/dev/zero"), "{err}");
+        }
+        // not a regular file: a directory, a FIFO (opened without waiting for a writer)
+        let err = read_extracted_loader(dir.path(), name).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = read_extracted_loader(&fifo, name).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        // too big
+        std::fs::File::create(&file).unwrap().set_len(MAX_LOADER_BYTES + 1).unwrap();
+        let err = read_extracted_loader(&file, name).unwrap_err().to_string();
+        assert!(err.contains("at most 8388608"), "{err}");
+        std::fs::File::create(&file).unwrap().set_len(MAX_LOADER_BYTES).unwrap();
+        assert_eq!(read_extracted_loader(&file, name).unwrap().len() as u64, MAX_LOADER_BYTES);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum FatWriteError {
     NameTooLong { path: String },
     #[error("{a} and {b} differ only in letter case; FAT cannot hold both in one directory")]
     CaseClash { a: String, b: String },
+    #[error("{a} and {b} would get the same 8.3 short name {short}")]
+    ShortClash { a: String, b: String, short: String },
     #[error("{path}: {names} names need {slots} directory entries (with their long names); FAT32 allows 65536")]
     DirTooBig { path: String, names: usize, slots: usize },
     #[error("{path} is {size} bytes; FAT32 files hold at most 4 GiB - 1 byte")]
@@ -192,12 +194,31 @@ fn basis(name: &str) -> ([u8; 11], bool, bool) {
     (sfn, lossy, exact)
 }
 
+/// The 8.3 basis of `name` (upper-case, 8 + 3 bytes padded with spaces) and whether it lost anything (then the
+/// name needs a generated `~N` short name).
+pub fn short_basis(name: &str) -> ([u8; 11], bool) {
+    let (sfn, lossy, _) = basis(name);
+    (sfn, lossy)
+}
+
+/// An 8.3 name as text: `LONGFI~1.TXT`.
+pub fn short_name_text(sfn: &[u8; 11]) -> String {
+    let base = String::from_utf8_lossy(&sfn[..8]).trim_end().to_string();
+    let ext = String::from_utf8_lossy(&sfn[8..]).trim_end().to_string();
+    if ext.is_empty() { base } else { format!("{base}.{ext}") }
+}
+
 /// The short names of one directory. Names that fit 8.3 without loss are reserved first (so that a literal
 /// `longfi~1.txt` keeps LONGFI~1.TXT and a generated name never takes it); the others get the smallest free
-/// "~N" tail, counted per basis so that thousands of similar names stay linear.
+/// "~N" tail, counted per basis so that thousands of similar names stay linear. No two names of a directory
+/// ever get the same short name: of two names with one lossless form (`abc` and `abc.`, which the checks
+/// before writing refuse anyway), the first reserved keeps it and the other gets a tail.
 #[derive(Default)]
 pub struct ShortNames {
     taken: std::collections::HashSet<[u8; 11]>,
+    /// The name each lossless form was reserved for (the first one).
+    owner: HashMap<[u8; 11], String>,
+    given: std::collections::HashSet<[u8; 11]>,
     next_tail: HashMap<[u8; 11], u32>,
 }
 
@@ -208,6 +229,7 @@ impl ShortNames {
             let (sfn, lossy, _) = basis(n);
             if !lossy {
                 self.taken.insert(sfn);
+                self.owner.entry(sfn).or_insert_with(|| n.to_string());
             }
         }
     }
@@ -215,10 +237,10 @@ impl ShortNames {
     /// The short name for `name` and whether it needs long-name entries.
     pub fn assign(&mut self, name: &str) -> ([u8; 11], bool) {
         let (sfn, lossy, exact) = basis(name);
-        if !lossy {
-            // reserved for this very name (two names with one lossless form differ only in case: refused
-            // earlier)
+        let mine = self.owner.get(&sfn).is_none_or(|o| o == name);
+        if !lossy && mine && !self.given.contains(&sfn) {
             self.taken.insert(sfn);
+            self.given.insert(sfn);
             return (sfn, !exact);
         }
         let start = self.next_tail.get(&sfn).copied().unwrap_or(1);
@@ -231,6 +253,7 @@ impl ShortNames {
             cand[keep..keep + tail.len()].copy_from_slice(tail.as_bytes());
             cand[8..].copy_from_slice(&sfn[8..]);
             if self.taken.insert(cand) {
+                self.given.insert(cand);
                 self.next_tail.insert(sfn, n + 1);
                 return (cand, true);
             }
@@ -365,10 +388,18 @@ impl Plan {
             }
             let mut names = ShortNames::default();
             names.reserve(kids.iter().map(|&ci| leaf(ci)));
+            let mut given: HashMap<[u8; 11], usize> = HashMap::new();
             for &ci in kids {
                 let e = &entries[ci];
                 let name = leaf(ci);
                 let (sfn, needs_lfn) = names.assign(name);
+                if let Some(prev) = given.insert(sfn, ci) {
+                    return Err(FatWriteError::ShortClash {
+                        a: entries[prev].path.clone(),
+                        b: e.path.clone(),
+                        short: short_name_text(&sfn),
+                    });
+                }
                 if needs_lfn {
                     for l in lfn_entries(name, &sfn) {
                         slots.push((l, None));
@@ -651,6 +682,21 @@ mod tests {
         }
         assert_eq!(big.next_tail.get(b"SAMEBASETXT"), Some(&20_001));
         assert_eq!(name("samebase-x.txt", &mut big).0, "SA~20001.TXT");
+    }
+
+    #[test]
+    fn no_two_names_of_a_directory_get_one_short_name() {
+        // "abc" and "abc." have one lossless form (the checks before writing refuse the pair; the writer must
+        // still never write two equal 8.3 names).
+        let mut d = ShortNames::default();
+        d.reserve(["abc.", "abc", "ABC"]);
+        let got: Vec<String> = ["abc", "abc.", "ABC"].iter().map(|n| name(n, &mut d).0).collect();
+        assert_eq!(got, ["ABC~1", "ABC", "ABC~2"]);
+        let p = Plan::new(geometry(), &[e("abc", false, 1), e("abc.", false, 1)]).unwrap();
+        let root = &p.dirs[0].1;
+        let shorts: Vec<&[u8]> =
+            root.chunks(32).filter(|c| c[11] != ATTR_LFN && c[11] != ATTR_VOLUME_ID).map(|c| &c[..11]).collect();
+        assert_eq!(shorts, [b"ABC        ".as_slice(), b"ABC~1      ".as_slice()]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod fatwrite;
 pub mod gpt;
 pub mod label;
 pub mod mbr;
+pub mod names;
 pub mod ntfs;
 pub mod safety;
 pub mod units;

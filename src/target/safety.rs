@@ -44,6 +44,10 @@ pub enum Refusal {
     Scratch(String),
     #[error("the ISO cannot be written to FAT32: {0}")]
     NotFatCompatible(String),
+    #[error("the ISO cannot be written as it is: {0}")]
+    Names(String),
+    #[error("{0}")]
+    Loader(String),
 }
 
 /// Checks that need only the target and host facts (run before the ISO is read).
@@ -133,6 +137,11 @@ pub struct Inventory {
     /// Why FAT cannot hold this tree (a name it cannot store, two names differing only in case, a directory
     /// too large), if it cannot.
     pub fat_problem: Option<String>,
+    /// Why the planned tree cannot go onto this filesystem with this driver (two names the target or Windows takes
+    /// for one, an ISO entry in the way of one woesafe adds, a name Windows cannot hold), if it cannot.
+    pub name_problem: Option<String>,
+    /// Why the ISO's UEFI loader cannot boot (not a PE32+ x86_64 EFI application), if UEFI boot is wanted.
+    pub loader_problem: Option<String>,
     /// The ISO already has an autounattend.xml at its root.
     pub has_answer_file: bool,
     /// The filesystem chosen for the stick and why, or why --fs fat32 cannot work.
@@ -158,6 +167,12 @@ pub fn check_content(
         return Err(Refusal::NotWindows { iso: iso.to_path_buf() });
     }
     let choice = inv.fs.as_ref().map_err(|e| Refusal::Filesystem(e.clone()))?;
+    if let Some(problem) = &inv.name_problem {
+        return Err(Refusal::Names(problem.clone()));
+    }
+    if let Some(problem) = &inv.loader_problem {
+        return Err(Refusal::Loader(problem.clone()));
+    }
     if choice.fs == crate::target::choose::Fs::Fat32
         && let Some(problem) = &inv.fat_problem
     {
@@ -307,6 +322,8 @@ mod tests {
             has_uefi_loader: true,
             needed_bytes: (5 << 30) + (50 << 20),
             fat_problem: None,
+            name_problem: None,
+            loader_problem: None,
             has_answer_file: false,
             fs: Ok(crate::target::choose::Choice {
                 fs: crate::target::choose::Fs::Fat32,
@@ -345,6 +362,20 @@ mod tests {
             reason: "asked for".into(),
         });
         assert_eq!(check_content(&clash, iso, t, 64 << 30), Ok(()));
+        // Name problems and a loader that cannot boot are refused on every filesystem.
+        let mut names = clash.clone();
+        names.name_problem = Some("the ISO's file boot is in the way of the directory boot".into());
+        let err = check_content(&names, iso, t, 64 << 30).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the ISO cannot be written as it is: the ISO's file boot is in the way of the directory boot"
+        );
+        let mut loader = inventory();
+        loader.loader_problem = Some("the ISO's efi/boot/bootx64.efi is not an EFI application".into());
+        assert_eq!(
+            check_content(&loader, iso, t, 64 << 30),
+            Err(Refusal::Loader(loader.loader_problem.clone().unwrap()))
+        );
         let mut scratch = inventory();
         scratch.scratch_problem = Some("splitting needs 9.0 GiB of scratch space in /var/tmp".into());
         assert!(matches!(check_content(&scratch, iso, t, 64 << 30), Err(Refusal::Scratch(_))));
