@@ -432,6 +432,18 @@ impl Visited {
     }
 }
 
+/// `path` for a message: its last 100 bytes or so when it is long.
+fn shorten(path: &str) -> String {
+    if path.len() <= 120 {
+        return path.to_string();
+    }
+    let mut start = path.len() - 100;
+    while !path.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &path[start..])
+}
+
 /// What `walk` finds: the entries, and each entry's extents.
 pub(crate) type Walked = (Vec<SourceEntry>, Vec<Arc<[Extent]>>);
 
@@ -469,11 +481,11 @@ pub(crate) fn walk<D>(
             }
             let path = if parent.is_empty() { kid.name.clone() } else { format!("{parent}/{}", kid.name) };
             if path.len() as u64 > limits.path_len {
-                return Err(image.over(Limit::PathLen, format!("a path under /{parent}")));
+                return Err(image.over(Limit::PathLen, format!("a path under /{}", shorten(parent))));
             }
             path_bytes += path.len() as u64;
             if path_bytes > limits.path_bytes {
-                return Err(image.over(Limit::PathBytes, format!("at /{path}")));
+                return Err(image.over(Limit::PathBytes, format!("at /{}", shorten(&path))));
             }
             stack.push((path, depth, kid));
         }
@@ -502,7 +514,7 @@ pub(crate) fn walk<D>(
         all_extents.push(if kid.dir.is_some() { no_extents.clone() } else { kid.extents });
         if let Some(dir) = kid.dir {
             if depth >= limits.depth {
-                return Err(image.over(Limit::Depth, format!("at /{path}")));
+                return Err(image.over(Limit::Depth, format!("at /{}", shorten(&path))));
             }
             let (start, end) = span(&dir);
             if !visited.insert(start, end) {
