@@ -1046,6 +1046,43 @@ mod tests {
     }
 
     #[test]
+    fn directories_that_overlap_are_refused() {
+        let mut v = Visited::default();
+        assert!(v.insert(100, 200));
+        assert!(!v.insert(100, 200), "the same directory again");
+        assert!(!v.insert(150, 160), "inside");
+        assert!(!v.insert(101, 4000), "starting inside, at another sector");
+        assert!(!v.insert(50, 101), "ending inside");
+        assert!(!v.insert(0, 1000), "around it");
+        assert!(!v.insert(100, 100), "empty, at its start");
+        assert!(v.insert(200, 210), "right after it");
+        assert!(v.insert(90, 100), "right before it");
+        assert!(v.insert(5, 5), "empty counts as one unit");
+        assert!(!v.insert(5, 6));
+    }
+
+    #[test]
+    fn seeks_find_the_extent_by_binary_search() {
+        let exts = [
+            Extent::Disk { offset: 1000, len: 10 },
+            Extent::Zeros { len: 0 },
+            Extent::Zeros { len: 5 },
+            Extent::Inline { offset: 50, len: 3 },
+        ];
+        let starts = [0, 10, 10, 15];
+        let at = |pos| locate(&starts, |i| exts[i].len(), pos);
+        assert_eq!(at(0), (0, 0));
+        assert_eq!(at(9), (0, 9));
+        assert_eq!(at(10), (2, 0), "the empty extent is passed over");
+        assert_eq!(at(14), (2, 4));
+        assert_eq!(at(15), (3, 0));
+        assert_eq!(at(17), (3, 2));
+        assert_eq!(at(18), (4, 0), "the end");
+        assert_eq!(at(1 << 40), (4, 0));
+        assert_eq!(locate(&[], |_| 0, 0), (0, 0));
+    }
+
+    #[test]
     fn truncating_extents() {
         let exts = vec![
             Extent::Disk { offset: 0, len: 10 },

@@ -401,6 +401,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_directory_inside_another_is_a_cycle() {
+        // The Joliet root covers sectors 21 and 22; "Sub Dir" starts at 22, inside it.
+        let mut img = joliet_image(22);
+        put(&mut img, 17, &descriptor(2, "JOLIET", 21, 4096));
+        let f = write_temp(&img);
+        let err = IsoFs::open(f.path()).expect_err("overlap");
+        assert!(matches!(err, IsoError::BadIso9660 { .. }), "{err}");
+        assert!(err.to_string().contains("overlaps another"), "{err}");
+    }
+
+    #[test]
+    fn limits_count_entries_and_extents() {
+        use crate::media::iso::{LIMITS, Limit, Limits};
+        let f = write_temp(&joliet_image(22));
+        let over = |limits: Limits| match IsoFs::open_with(f.path(), limits) {
+            Err(IsoError::Limit { limit, value, .. }) => (limit, value),
+            other => panic!("{other:?}"),
+        };
+        // Entries: Sub Dir, its file, a.txt, big file.bin. Extents: 1 + 1 + 2 (multi-extent).
+        assert_eq!(over(Limits { entries: 3, ..LIMITS }), (Limit::Entries, 3));
+        assert_eq!(over(Limits { extents: 3, ..LIMITS }), (Limit::Extents, 3));
+        assert_eq!(over(Limits { dir_bytes: 2047, ..LIMITS }), (Limit::DirBytes, 2047));
+        IsoFs::open_with(f.path(), Limits { entries: 4, extents: 4, dir_bytes: 2048, ..LIMITS })
+            .expect("exactly at the limits");
+    }
+
+    #[test]
     fn corrupt_records_are_errors() {
         // A record whose name runs past the record (the third record of "Sub Dir", at byte 68).
         let mut img = joliet_image(22);

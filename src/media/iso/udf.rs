@@ -1042,6 +1042,112 @@ mod tests {
         assert!(err.to_string().contains("allocation extent"), "{err}");
     }
 
+    /// What `IsoFs::open_with(limits)` of `img` fails with: the limit and its value.
+    fn over_limit(img: &[u8], limits: crate::media::iso::Limits) -> (Limit, u64) {
+        let f = write_temp(img);
+        match IsoFs::open_with(f.path(), limits) {
+            Err(IsoError::Limit { limit, value, .. }) => (limit, value),
+            Err(e) => panic!("not a limit: {e}"),
+            Ok(_) => panic!("opened within {limits:?}"),
+        }
+    }
+
+    #[test]
+    fn every_limit_is_enforced() {
+        use crate::media::iso::{LIMITS, Limits};
+        let img = udf_image(false).0;
+        let f = write_temp(&img);
+        check_udf_tree(&IsoFs::open(f.path()).expect("within the default limits"));
+        let cases: [(Limit, Limits); 8] = [
+            // 4 entries (the deleted one is not listed).
+            (Limit::Entries, Limits { entries: 3, ..LIMITS }),
+            // two.bin has 3 extents, the others 1 each.
+            (Limit::Extents, Limits { extents: 5, ..LIMITS }),
+            // "Sub Dir/ü日本 ñ.txt" is 23 bytes.
+            (Limit::PathLen, Limits { path_len: 9, ..LIMITS }),
+            (Limit::PathBytes, Limits { path_bytes: 30, ..LIMITS }),
+            (Limit::Depth, Limits { depth: 1, ..LIMITS }),
+            // The root directory's records.
+            (Limit::DirBytes, Limits { dir_bytes: 100, ..LIMITS }),
+            // two.bin's data goes on in one allocation extent descriptor.
+            (Limit::AedHops, Limits { aed_hops: 0, ..LIMITS }),
+            (Limit::MetadataBytes, Limits { metadata_bytes: 8 * 2048, ..LIMITS }),
+        ];
+        for (want, limits) in cases {
+            assert_eq!(over_limit(&img, limits), (want, want.value(&limits)), "{want:?}");
+        }
+        // Exactly at each limit is fine.
+        let exact = Limits { entries: 4, extents: 7, path_len: 23, depth: 2, aed_hops: 1, ..LIMITS };
+        check_udf_tree(&IsoFs::open_with(f.path(), exact).expect("exactly at the limits"));
+
+        // The main sequence: its primary volume descriptor, then a pointer to the reserve sequence.
+        let mut img = udf_image(false);
+        let mut vdp = vec![0u8; 512];
+        put32(&mut vdp, 20, 4 * 2048);
+        put32(&mut vdp, 24, 48);
+        tag(&mut vdp, TAG_VDP, 33);
+        img.sector(33, &block(&vdp));
+        let f = write_temp(&img.0);
+        check_udf_tree(&IsoFs::open(f.path()).expect("one pointer is fine"));
+        assert_eq!(over_limit(&img.0, Limits { vdp_hops: 0, ..LIMITS }), (Limit::VdpHops, 0));
+        let msg = IsoFs::open_with(f.path(), Limits { vdp_hops: 0, ..LIMITS }).expect_err("over").to_string();
+        assert!(
+            msg.contains("damaged or hostile") && msg.contains("limit of 0 UDF volume descriptor pointers"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn hard_links_are_parsed_once_and_share_their_extents() {
+        let mut img = udf_image(false);
+        let mut root = fid(0x0A, &[], 1);
+        for name in ["two.bin", "link 1", "link 2", "link 3"] {
+            root.extend(fid(0, &latin1_name(name), 3));
+        }
+        img.lbn(
+            1,
+            &file_entry(
+                1,
+                false,
+                FILE_TYPE_DIR,
+                root.len() as u64,
+                0,
+                &short_ad(root.len() as u32, 2),
+                ts(2001, 2, 3, 4, 5, 0),
+            ),
+        );
+        img.lbn(2, &block(&root));
+        let f = write_temp(&img.0);
+        // Four links to a file of 3 extents: 3 extents in all (and the root directory's 1).
+        let fs = IsoFs::open_with(f.path(), crate::media::iso::Limits { extents: 4, ..crate::media::iso::LIMITS })
+            .expect("links cost nothing extra");
+        let paths: Vec<_> = fs.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["link 1", "link 2", "link 3", "two.bin"]);
+        for i in 0..4 {
+            assert!(std::sync::Arc::ptr_eq(&fs.extents[i], &fs.extents[3]));
+            assert_eq!(read_all(&fs, paths[i]), two_bin());
+        }
+    }
+
+    #[test]
+    fn seeks_land_on_every_byte() {
+        use std::io::Seek;
+        let f = write_temp(&udf_image(false).0);
+        let fs = IsoFs::open(f.path()).expect("open");
+        let want = two_bin();
+        let mut r = fs.open_file(3).expect("two.bin");
+        for at in (0..want.len()).rev().step_by(7).chain([0, 2999, 3000, 5047, 5048, want.len() - 1]) {
+            r.seek(std::io::SeekFrom::Start(at as u64)).expect("seek");
+            let mut b = [0u8; 2];
+            let n = r.read(&mut b).expect("read");
+            assert!(n >= 1 && b[0] == want[at], "byte {at}");
+        }
+        let i = fs.entries().iter().position(|e| e.path == "inline.txt").expect("inline.txt");
+        let mut r = fs.open_file(i).expect("inline.txt");
+        r.seek(std::io::SeekFrom::Start(7)).expect("seek");
+        assert_eq!(read_in_chunks(&mut r, 5), &INLINE[7..]);
+    }
+
     #[test]
     fn decoders() {
         assert_eq!(osta(&[8, b'a', 0xFC]).expect("latin1"), "aü");
