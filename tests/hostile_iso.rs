@@ -348,20 +348,25 @@ fn iso_volume(root_len: u32) -> Img {
     img
 }
 
-/// Directories inside one another: a block of `sectors` sectors from sector 20, each sector full of records of
-/// directories that start at the following sectors (and run to the end of the block).
+/// Directories inside one another: a block of `sectors` sectors from sector 20 (the root directory), each
+/// sector holding the records of directories that start at following sectors and run to the end of the block.
+/// The first name of each directory ("A" + its sector) leads to the next sector, so a reader that keys its
+/// cycle check on start sectors goes 1024 levels deep, each level holding the records of the whole rest of
+/// the block.
 fn iso_overlapping_dirs(dir: &Path, sectors: u32) -> PathBuf {
     let len = sectors * 2048;
     let mut img = iso_volume(len);
-    for s in 0..sectors {
-        let me = 20 + s;
+    for i in 0..sectors {
         let mut recs = Vec::new();
-        for k in 0..45 {
-            let target = 20 + (s + 1 + k) % sectors;
-            recs.push(record(target, len - (target - 20) * 2048, 2, format!("D{s}_{k}").as_bytes()));
+        if i + 1 < sectors {
+            recs.push(record(20 + i + 1, len - (i + 1) * 2048, 2, format!("A{i:04}").as_bytes()));
         }
-        let bytes = dir_bytes(me, 20, recs);
-        img.put(me as usize, &bytes[..SECTOR]);
+        for k in 0..44 {
+            let target = (i + 2 + k) % sectors;
+            recs.push(record(20 + target, len - target * 2048, 2, format!("B{i:04}_{k}").as_bytes()));
+        }
+        let bytes = dir_bytes(20 + i, 20, recs);
+        img.put(20 + i as usize, &bytes[..SECTOR]);
     }
     img.save(&dir.join("overlap.iso"), 20 + sectors as usize)
 }

@@ -1123,9 +1123,9 @@ mod tests {
             .expect("links cost nothing extra");
         let paths: Vec<_> = fs.entries().iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["link 1", "link 2", "link 3", "two.bin"]);
-        for i in 0..4 {
+        for (i, path) in paths.iter().enumerate() {
             assert!(std::sync::Arc::ptr_eq(&fs.extents[i], &fs.extents[3]));
-            assert_eq!(read_all(&fs, paths[i]), two_bin());
+            assert_eq!(read_all(&fs, path), two_bin());
         }
     }
 
