@@ -285,6 +285,42 @@ fn udf_many_entries(dir: &Path, name: &str, dirs: usize, per_dir: usize) -> Path
     img.save(&dir.join(name), PSTART + blocks as usize)
 }
 
+/// `dirs` directories (distinct File Entries) that all list the same 16 MiB of records: hard links to one
+/// empty file, each record carrying 2000 bytes of implementation use that its CRC covers. Every listing reads
+/// and checks 16 MiB again: only the bound on metadata bytes read ends it.
+fn udf_shared_directory_data(dir: &Path, dirs: usize) -> PathBuf {
+    let file = 2u32;
+    let data = 3 + dirs as u32 + 1;
+    let mut records = Vec::new();
+    for n in names(8000) {
+        let name = [&[8u8][..], n.as_bytes()].concat();
+        let used = 38 + 2000 + name.len();
+        let mut d = vec![0u8; (used + 3) & !3];
+        put16(&mut d, 16, 1);
+        d[19] = name.len() as u8;
+        put32(&mut d, 20, 2048);
+        put32(&mut d, 24, file);
+        put16(&mut d, 36, 2000);
+        d[38 + 2000..used].copy_from_slice(&name);
+        tag(&mut d, 257, 0);
+        records.extend_from_slice(&d);
+    }
+    let data_blocks = records.len().div_ceil(SECTOR) as u32;
+    let blocks = data + data_blocks + 1;
+    let mut img = udf_volume(blocks, 32, 16);
+    img.put(PSTART + file as usize, &file_entry(file, 5, 0, &[]));
+    img.put(PSTART + data as usize, &records);
+    let mut root = Vec::new();
+    for (d, n) in names(dirs).enumerate() {
+        let icb = 3 + d as u32;
+        root.push(fid(0x02, &format!("d{n}"), icb));
+        let ad = short_ad(records.len() as u32, 0, data);
+        img.put(PSTART + icb as usize, &file_entry(icb, 4, records.len() as u64, &ad));
+    }
+    udf_dir(&mut img, 1, 3 + dirs as u32, 1, &root);
+    img.save(&dir.join("shared-dirs.iso"), PSTART + blocks as usize)
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // ISO 9660 (ECMA-119).
 
@@ -673,4 +709,17 @@ fn real_shaped_iso_still_opens() {
     assert!(fs.entries().iter().any(|e| e.path.eq_ignore_ascii_case("sources/install.wim")));
     let files = std::fs::read_to_string(&fx.manifest).unwrap().lines().count();
     assert_eq!(fs.entries().iter().filter(|e| !e.is_dir).count(), files);
+}
+
+/// Directories that all list the same 16 MiB of records: only the bound on metadata read stops the reader.
+#[test]
+fn metadata_read_is_bounded() {
+    measure_here();
+    let work = tempfile::tempdir().unwrap();
+    let iso = udf_shared_directory_data(work.path(), 20);
+    assert_refused(&iso, Limit::MetadataBytes);
+    if need_root("metadata_read_is_bounded (write)") {
+        let expect = [UNCHANGED, "damaged or hostile", &limit_text(Limit::MetadataBytes)];
+        assert_write_refused("metadata_read_is_bounded", &iso, &expect);
+    }
 }
