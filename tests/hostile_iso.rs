@@ -321,6 +321,45 @@ fn udf_shared_directory_data(dir: &Path, dirs: usize) -> PathBuf {
     img.save(&dir.join("shared-dirs.iso"), PSTART + blocks as usize)
 }
 
+/// Close to every volume-wide limit at once, and within them all: `dirs` directories (distinct File Entries)
+/// sharing one block of `per_dir` records, hard links to one file whose 16 allocation extent descriptors hold
+/// `extents` extents in all, each name `name_len` bytes.
+fn udf_near_limits(dir: &Path, dirs: usize, per_dir: usize, name_len: usize, extents: u32) -> PathBuf {
+    let file = 2u32;
+    let aeds = 3 + dirs as u32;
+    let data = aeds + 16 + 1;
+    let mut records = Vec::new();
+    for n in names(per_dir) {
+        let long = format!("{n}-{}", "x".repeat(name_len - 1 - n.len()));
+        records.extend_from_slice(&fid(0, &long, file));
+    }
+    let data_blocks = records.len().div_ceil(SECTOR) as u32;
+    let blocks = data + data_blocks + 2;
+    let mut img = udf_volume(blocks, 32, 16);
+    let per_aed = extents / 16;
+    img.put(PSTART + file as usize, &file_entry(file, 5, u64::from(per_aed * 16) * 2048, &short_ad(2048, 3, aeds)));
+    for h in 0..16 {
+        let mut ads = Vec::new();
+        for _ in 0..per_aed {
+            ads.extend_from_slice(&short_ad(2048, 1, 0));
+        }
+        if h < 15 {
+            ads.extend_from_slice(&short_ad(2048, 3, aeds + h + 1));
+        }
+        img.put(PSTART + (aeds + h) as usize, &aed(aeds + h, &ads));
+    }
+    img.put(PSTART + data as usize, &records);
+    let mut root = Vec::new();
+    for (d, n) in names(dirs).enumerate() {
+        let icb = 3 + d as u32;
+        root.push(fid(0x02, &format!("d{n}"), icb));
+        let ad = short_ad(records.len() as u32, 0, data);
+        img.put(PSTART + icb as usize, &file_entry(icb, 4, records.len() as u64, &ad));
+    }
+    udf_dir(&mut img, 1, data + data_blocks + 1, 1, &root);
+    img.save(&dir.join("near-limits.iso"), PSTART + blocks as usize)
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // ISO 9660 (ECMA-119).
 
@@ -721,5 +760,26 @@ fn metadata_read_is_bounded() {
     if need_root("metadata_read_is_bounded (write)") {
         let expect = [UNCHANGED, "damaged or hostile", &limit_text(Limit::MetadataBytes)];
         assert_write_refused("metadata_read_is_bounded", &iso, &expect);
+    }
+}
+
+/// An image just inside every volume-wide budget at once (128,004 entries, 7.7 MiB of paths, a file of 3,984
+/// extents behind every entry): it opens, and a write of it (refused: not a Windows ISO) stays within 10 s and
+/// 256 MiB.
+#[test]
+fn just_inside_every_limit() {
+    measure_here();
+    let work = tempfile::tempdir().unwrap();
+    let iso = udf_near_limits(work.path(), 4, 32_000, 60, 3984);
+    let t = Instant::now();
+    let fs = IsoFs::open(&iso).expect("inside every limit");
+    eprintln!("opened {} entries in {:?}", fs.entries().len(), t.elapsed());
+    assert_eq!(fs.entries().len(), 4 + 4 * 32_000);
+    let path_bytes: usize = fs.entries().iter().map(|e| e.path.len()).sum();
+    assert!(path_bytes as u64 > LIMITS.path_bytes * 9 / 10, "{path_bytes}");
+    assert!(fs.entries().len() as u64 > LIMITS.entries * 9 / 10);
+    drop(fs);
+    if need_root("just_inside_every_limit (write)") {
+        assert_write_refused("just_inside_every_limit", &iso, &["does not look like a Windows installation ISO"]);
     }
 }
