@@ -192,17 +192,19 @@ pub enum IsoError {
 }
 
 impl IsoError {
-    /// Whether the image itself is at fault (damaged, hostile, not an ISO, or using a feature we do not read),
-    /// as opposed to an I/O error or a caller's mistake.
+    /// Whether the image itself is at fault (damaged, hostile, truncated, not an ISO, or using a feature we do
+    /// not read), as opposed to an I/O error or a caller's mistake.
     pub fn is_bad_image(&self) -> bool {
-        matches!(
-            self,
+        match self {
             IsoError::NotAnIso { .. }
-                | IsoError::BadUdf { .. }
-                | IsoError::BadIso9660 { .. }
-                | IsoError::Unsupported { .. }
-                | IsoError::Limit { .. }
-        )
+            | IsoError::BadUdf { .. }
+            | IsoError::BadIso9660 { .. }
+            | IsoError::Unsupported { .. }
+            | IsoError::Limit { .. } => true,
+            // Metadata that points past the end of the image.
+            IsoError::Read { source, .. } => source.kind() == io::ErrorKind::UnexpectedEof,
+            _ => false,
+        }
     }
 }
 
@@ -1042,6 +1044,23 @@ mod tests {
         r.seek(SeekFrom::Start(size + 10)).expect("past the end");
         assert_eq!(r.read(&mut six).expect("past eof"), 0);
         assert!(r.seek(SeekFrom::Current(-(size as i64) - 100)).is_err());
+    }
+
+    #[test]
+    fn which_errors_blame_the_image() {
+        let path = PathBuf::from("x.iso");
+        let read = |kind| IsoError::Read { path: path.clone(), offset: 0, source: io::Error::new(kind, "x") };
+        assert!(read(io::ErrorKind::UnexpectedEof).is_bad_image(), "truncated");
+        assert!(!read(io::ErrorKind::Other).is_bad_image(), "an I/O error");
+        assert!(!IsoError::Open { path: path.clone(), source: io::ErrorKind::NotFound.into() }.is_bad_image());
+        assert!(IsoError::NotAnIso { path: path.clone() }.is_bad_image());
+        let limit = IsoError::Limit { path: path.clone(), limit: Limit::Entries, value: 5, at: "here".into() };
+        assert!(limit.is_bad_image());
+        assert_eq!(
+            limit.to_string(),
+            "the ISO image x.iso is damaged or hostile: it goes over woesafe's limit of 5 entries (files and \
+             directories) in the volume (here)"
+        );
     }
 
     #[test]
