@@ -140,14 +140,16 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
         Err(e) if e.is_stop() || stop_requested() => Up::Stopped { step: job.step, state: job.state },
         Err(e) => {
             // Problems found before the target is touched that only the worker could know (after a re-pack).
-            let refused = matches!(
+            // And a damaged or hostile ISO: refused before anything was written (exit 3), like a non-Windows one.
+            let worker_refusal = matches!(
                 e,
                 WriteError::TooSmallAfterRepack { .. }
                     | WriteError::PartTooBig { .. }
                     | WriteError::ScratchFull { .. }
                     | WriteError::Names(_)
                     | WriteError::Uefi(uefi::UefiError::BadLoader { .. } | uefi::UefiError::ExtractedLoader { .. })
-            ) && job.state == TargetState::Untouched;
+            ) || matches!(&e, WriteError::Source(s) if s.is_bad_image());
+            let refused = worker_refusal && job.state == TargetState::Untouched;
             Up::Failed { step: job.step, message: e.to_string(), state: job.state, refused }
         }
     }
@@ -213,11 +215,11 @@ impl Job<'_> {
         .map_err(|source| WriteError::WorkDir { path: req.work_dir.clone(), source })?;
 
         self.enter(Step::ReadIso)?;
+        // An ISO is untrusted input, and the kernel's udf/isofs parse it in ring 0 (a long CVE history with
+        // crafted images): auto reads it in userspace; the kernel only on request, after the userspace parse.
         let use_kernel_source = match req.source_driver {
             Driver::Kernel => true,
-            Driver::Userspace => false,
-            // Windows ISOs keep their files in UDF: the kernel reader only when the kernel offers udf.
-            Driver::Auto => source::kernel_has("udf"),
+            Driver::Userspace | Driver::Auto => false,
         };
         let source = if use_kernel_source {
             Source::open_kernel(&req.iso, &work.path().join("source"))?
@@ -280,7 +282,12 @@ impl Job<'_> {
         }
         .to_string();
         if req.source_driver == Driver::Auto || req.target_driver == Driver::Auto {
-            self.info(format!("Drivers: source {source_desc}, target {target_desc} (auto: from /proc/filesystems)"))?;
+            let why = match (req.source_driver, req.target_driver) {
+                (Driver::Auto, Driver::Auto) => "auto: the ISO in userspace, the target from /proc/filesystems",
+                (Driver::Auto, _) => "auto: the ISO in userspace",
+                _ => "auto: from /proc/filesystems",
+            };
+            self.info(format!("Drivers: source {source_desc}, target {target_desc} ({why})"))?;
         }
 
         // Windows 7: no UEFI loader on the ISO; its install.wim carries one.

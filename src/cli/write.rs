@@ -55,7 +55,9 @@ pub struct WriteArgs {
     /// Partition table: mbr (BIOS and UEFI) or gpt (UEFI only)
     #[arg(long, value_enum, default_value = "mbr")]
     pub table: Table,
-    /// How to read the ISO: kernel mount (udf/iso9660) or the userspace reader; auto asks /proc/filesystems
+    /// How to read the ISO: auto = userspace, the reader built for untrusted images (bounded memory and time);
+    /// kernel = a udf/iso9660 mount, only on request since the kernel parses the untrusted image in ring 0 (the
+    /// userspace parse runs first, and the mounted tree must match it)
     #[arg(long, value_enum, default_value = "auto")]
     pub source_driver: Driver,
     /// How to fill the stick's filesystem: kernel mount (vfat, ntfs3) or userspace (our FAT32 writer, ntfs-3g);

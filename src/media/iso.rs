@@ -37,25 +37,113 @@ pub(crate) mod test_support {
     }
 }
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::media::SourceEntry;
 
 /// Size of a CD/DVD sector and of every volume descriptor we read.
 pub(crate) const SECTOR: u64 = 2048;
-/// Most entries (files and directories) a volume may have before we call it corrupt.
-pub(crate) const MAX_ENTRIES: usize = 4_000_000;
-/// Deepest directory nesting we follow.
-pub(crate) const MAX_DEPTH: usize = 256;
-/// Largest directory (its raw records) we read into memory.
-pub(crate) const MAX_DIR_BYTES: u64 = 64 << 20;
-/// Longest path (in UTF-8 bytes) we accept.
-pub(crate) const MAX_PATH_BYTES: usize = 4096;
+
+/// Limits on the work a damaged or hostile image can make the reader do, so that opening any image stays within
+/// 256 MiB of memory and a few seconds, whatever it declares. A Windows 10/11 ISO has about 1,000 files in 100
+/// directories, 1 to 3 extents per file, paths of at most ~100 bytes, directories of at most ~30 KiB and
+/// ~2.5 MiB of metadata: the volume-wide budgets (entries, extents, path bytes, metadata bytes) leave a margin of
+/// at least 100× over that, as 7-Zip's UdfIn does by counting items, extents and name bytes over the whole
+/// volume; the per-chain hop limits are the Linux kernel's; depth and path length are ~40× what Windows uses.
+/// Worst cases measured (debug build, on a loaded 2-core machine; the whole write): 66 MiB, 4.9 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Entries of the whole volume: files and directories, and the entries of other kinds that are skipped
+    /// (each costs a descriptor parse). Bounds the entry list and the time to list directories.
+    pub entries: u64,
+    /// Extents of all files and directories together (UDF allocation descriptors, ISO 9660 multi-extent
+    /// records). Bounds the memory of the extent lists.
+    pub extents: u64,
+    /// Bytes of all paths together. Bounds the memory of the entry list (entries × longest path would not).
+    pub path_bytes: u64,
+    /// Bytes of metadata read while opening (descriptors, directories, allocation extents). Bounds the time to
+    /// open, whatever loops and re-reads the image asks for.
+    pub metadata_bytes: u64,
+    /// Bytes of one directory's records, read into memory at once.
+    pub dir_bytes: u64,
+    /// Directory nesting.
+    pub depth: u64,
+    /// Bytes of one path (UTF-8).
+    pub path_len: u64,
+    /// UDF allocation extent descriptors followed for one file or directory (the kernel's
+    /// UDF_MAX_INDIR_EXTS).
+    pub aed_hops: u64,
+    /// UDF volume descriptor pointers followed in one volume descriptor sequence (the kernel's
+    /// UDF_MAX_TD_NESTING).
+    pub vdp_hops: u64,
+}
+
+/// The limits every image is opened with.
+pub const LIMITS: Limits = Limits {
+    entries: 1 << 17,
+    extents: 1 << 18,
+    path_bytes: 8 << 20,
+    metadata_bytes: 256 << 20,
+    dir_bytes: 16 << 20,
+    depth: 256,
+    path_len: 4096,
+    aed_hops: 16,
+    vdp_hops: 64,
+};
+
+/// Which of the `Limits` an image went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Entries,
+    Extents,
+    PathBytes,
+    MetadataBytes,
+    DirBytes,
+    Depth,
+    PathLen,
+    AedHops,
+    VdpHops,
+}
+
+impl Limit {
+    /// The limit's value in `limits`.
+    pub fn value(self, limits: &Limits) -> u64 {
+        match self {
+            Limit::Entries => limits.entries,
+            Limit::Extents => limits.extents,
+            Limit::PathBytes => limits.path_bytes,
+            Limit::MetadataBytes => limits.metadata_bytes,
+            Limit::DirBytes => limits.dir_bytes,
+            Limit::Depth => limits.depth,
+            Limit::PathLen => limits.path_len,
+            Limit::AedHops => limits.aed_hops,
+            Limit::VdpHops => limits.vdp_hops,
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::Entries => "entries (files and directories) in the volume",
+            Limit::Extents => "extents of all files together",
+            Limit::PathBytes => "bytes of all paths together",
+            Limit::MetadataBytes => "bytes of metadata read to list the files",
+            Limit::DirBytes => "bytes in one directory",
+            Limit::Depth => "levels of nested directories",
+            Limit::PathLen => "bytes in one path",
+            Limit::AedHops => "UDF allocation extent descriptors chained for one file",
+            Limit::VdpHops => "UDF volume descriptor pointers chained",
+        })
+    }
+}
 
 /// Which file system of the image supplies the content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,28 +180,58 @@ pub enum IsoError {
     BadIso9660 { path: PathBuf, what: String },
     #[error("unsupported feature in ISO image {}: {what}", path.display())]
     Unsupported { path: PathBuf, what: String },
+    #[error(
+        "the ISO image {} is damaged or hostile: it goes over woesafe's limit of {value} {limit} ({at})",
+        path.display()
+    )]
+    Limit { path: PathBuf, limit: Limit, value: u64, at: String },
     #[error("entry index {index} out of range: {} has {count} entries", path.display())]
     NoSuchEntry { path: PathBuf, index: usize, count: usize },
     #[error("{entry} in {} is a directory, not a file", path.display())]
     IsDirectory { path: PathBuf, entry: String },
 }
 
+impl IsoError {
+    /// Whether the image itself is at fault (damaged, hostile, truncated, not an ISO, or using a feature we do
+    /// not read), as opposed to an I/O error or a caller's mistake.
+    pub fn is_bad_image(&self) -> bool {
+        match self {
+            IsoError::NotAnIso { .. }
+            | IsoError::BadUdf { .. }
+            | IsoError::BadIso9660 { .. }
+            | IsoError::Unsupported { .. }
+            | IsoError::Limit { .. } => true,
+            // Metadata that points past the end of the image.
+            IsoError::Read { source, .. } => source.kind() == io::ErrorKind::UnexpectedEof,
+            _ => false,
+        }
+    }
+}
+
 /// One piece of a file's data, in order.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Extent {
     /// `len` bytes at byte `offset` of the image.
     Disk { offset: u64, len: u64 },
     /// `len` bytes that read as zeros (unrecorded or unallocated extent).
     Zeros { len: u64 },
-    /// Data kept inside the descriptor itself (UDF data embedded in the ICB).
-    Inline { data: Box<[u8]> },
+    /// `len` bytes kept inside a descriptor (UDF data embedded in the ICB), at byte `offset` of the image:
+    /// read like `Disk`, but never a run of sectors of its own.
+    Inline { offset: u64, len: u64 },
 }
 
 impl Extent {
     pub(crate) fn len(&self) -> u64 {
         match self {
-            Extent::Disk { len, .. } | Extent::Zeros { len } => *len,
-            Extent::Inline { data } => data.len() as u64,
+            Extent::Disk { len, .. } | Extent::Zeros { len } | Extent::Inline { len, .. } => *len,
+        }
+    }
+
+    fn with_len(&self, len: u64) -> Extent {
+        match *self {
+            Extent::Disk { offset, .. } => Extent::Disk { offset, len },
+            Extent::Zeros { .. } => Extent::Zeros { len },
+            Extent::Inline { offset, .. } => Extent::Inline { offset, len },
         }
     }
 }
@@ -123,7 +241,7 @@ impl fmt::Debug for Extent {
         match self {
             Extent::Disk { offset, len } => write!(f, "Disk({offset}+{len})"),
             Extent::Zeros { len } => write!(f, "Zeros({len})"),
-            Extent::Inline { data } => write!(f, "Inline({})", data.len()),
+            Extent::Inline { offset, len } => write!(f, "Inline({offset}+{len})"),
         }
     }
 }
@@ -144,56 +262,95 @@ pub(crate) fn truncate_extents(mut extents: Vec<Extent>, size: u64) -> Option<Ve
             left -= len;
             out.push(ext);
         } else {
-            out.push(match ext {
-                Extent::Disk { offset, .. } => Extent::Disk { offset, len: left },
-                Extent::Zeros { .. } => Extent::Zeros { len: left },
-                Extent::Inline { data } => {
-                    Extent::Inline { data: data.get(..left as usize).unwrap_or(&data[..]).into() }
-                }
-            });
+            out.push(ext.with_len(left));
             left = 0;
         }
     }
     (left == 0).then_some(out)
 }
 
-/// The open image file.
+/// The open image file, and what opening it has used of its `Limits` so far.
 #[derive(Debug)]
 pub(crate) struct Image {
     file: File,
     path: PathBuf,
     len: u64,
+    limits: Limits,
+    // Counters of the volume-wide budgets (atomics only so that `IsoFs` is Sync; the parse is one thread).
+    metadata_read: AtomicU64,
+    extents_used: AtomicU64,
+    entries_used: AtomicU64,
 }
 
 impl Image {
-    fn open(path: &Path) -> Result<Image, IsoError> {
+    fn open(path: &Path, limits: Limits) -> Result<Image, IsoError> {
         let open_err = |source| IsoError::Open { path: path.to_path_buf(), source };
         let mut file = File::open(path).map_err(open_err)?;
         // Seeking to the end also gives the size of a block device, where metadata says 0.
         let len = file.seek(SeekFrom::End(0)).map_err(open_err)?;
-        Ok(Image { file, path: path.to_path_buf(), len })
+        Ok(Image {
+            file,
+            path: path.to_path_buf(),
+            len,
+            limits,
+            metadata_read: AtomicU64::new(0),
+            extents_used: AtomicU64::new(0),
+            entries_used: AtomicU64::new(0),
+        })
     }
 
     pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
-    /// Fills `buf` from byte `offset`; an error if that runs past the end of the image.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The error for going over `limit`; `at` says where.
+    pub(crate) fn over(&self, limit: Limit, at: impl Into<String>) -> IsoError {
+        IsoError::Limit { path: self.path.clone(), limit, value: limit.value(&self.limits), at: at.into() }
+    }
+
+    /// Adds `n` to a volume-wide budget (entries, extents or metadata bytes); an error once it is over.
+    pub(crate) fn charge(&self, limit: Limit, n: u64, at: impl FnOnce() -> String) -> Result<(), IsoError> {
+        let used = match limit {
+            Limit::Entries => &self.entries_used,
+            Limit::Extents => &self.extents_used,
+            Limit::MetadataBytes => &self.metadata_read,
+            // The other limits are checked where they apply, not counted.
+            _ => return Ok(()),
+        };
+        let total = used.load(Ordering::Relaxed).saturating_add(n);
+        used.store(total, Ordering::Relaxed);
+        if total > limit.value(&self.limits) { Err(self.over(limit, at())) } else { Ok(()) }
+    }
+
+    /// Fills `buf` from byte `offset` (metadata: counted against `Limits::metadata_bytes`); an error if that
+    /// runs past the end of the image.
     pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IsoError> {
-        let end = offset.checked_add(buf.len() as u64);
-        if end.is_none_or(|end| end > self.len) {
+        self.check_range(offset, buf.len() as u64)?;
+        self.charge(Limit::MetadataBytes, buf.len() as u64, || format!("reading byte offset {offset}"))?;
+        self.file.read_exact_at(buf, offset).map_err(|e| self.read_err(offset, e))
+    }
+
+    /// An error unless `len` bytes from `offset` lie inside the image.
+    fn check_range(&self, offset: u64, len: u64) -> Result<(), IsoError> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
             return Err(self.read_err(
                 offset,
                 io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("{} bytes wanted, past the end of the image ({} bytes)", buf.len(), self.len),
+                    format!("{len} bytes wanted, past the end of the image ({} bytes)", self.len),
                 ),
             ));
         }
-        self.file.read_exact_at(buf, offset).map_err(|e| self.read_err(offset, e))
+        Ok(())
     }
 
     pub(crate) fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>, IsoError> {
+        // Check before allocating: the length comes from the image.
+        self.check_range(offset, len as u64)?;
         let mut buf = vec![0u8; len];
         self.read_exact_at(offset, &mut buf)?;
         Ok(buf)
@@ -207,18 +364,18 @@ impl Image {
         }
     }
 
-    /// Reads all bytes of `extents` (for directories: bounded by the caller).
+    /// Reads all bytes of `extents` (for directories: the caller bounds their total length first).
     pub(crate) fn read_extents(&self, extents: &[Extent]) -> Result<Vec<u8>, IsoError> {
         let mut out = Vec::new();
         for ext in extents {
             match ext {
-                Extent::Disk { offset, len } => {
+                Extent::Disk { offset, len } | Extent::Inline { offset, len } => {
+                    self.check_range(*offset, *len)?;
                     let start = out.len();
                     out.resize(start + *len as usize, 0);
                     self.read_exact_at(*offset, &mut out[start..])?;
                 }
                 Extent::Zeros { len } => out.resize(out.len() + *len as usize, 0),
-                Extent::Inline { data } => out.extend_from_slice(data),
             }
         }
         Ok(out)
@@ -241,13 +398,13 @@ impl Image {
     }
 }
 
-/// One entry of a directory as a format parser lists it.
+/// One entry of a directory as a format parser lists it (already counted against `Limits::entries`).
 pub(crate) struct Child<D> {
     pub name: String,
     pub size: u64,
     pub mtime: i64,
-    /// File data (empty for directories).
-    pub extents: Vec<Extent>,
+    /// File data (empty for directories); hard links to one UDF file share it.
+    pub extents: Arc<[Extent]>,
     /// For a directory: how to list it.
     pub dir: Option<D>,
 }
@@ -257,25 +414,64 @@ pub(crate) struct Volume {
     pub format: IsoFormat,
     pub volume_id: String,
     pub entries: Vec<SourceEntry>,
-    pub extents: Vec<Vec<Extent>>,
+    pub extents: Vec<Arc<[Extent]>>,
 }
 
-/// Walks the tree from `root` depth-first (children sorted by name, parents before
-/// children), with guards against cycles, depth, entry count and bad names.
-/// `key` identifies a directory on disk; `list` lists one; `bad` makes the format's error.
+/// Directories already listed, as half-open ranges of where they lie: a directory overlapping one of them is a
+/// cycle (or a hard link, or two directories sharing records), whatever its exact start.
+#[derive(Default)]
+pub(crate) struct Visited(BTreeMap<u64, u64>);
+
+impl Visited {
+    /// Records `start..end` (at least one unit long); false if it overlaps a range recorded before.
+    pub(crate) fn insert(&mut self, start: u64, end: u64) -> bool {
+        let end = end.max(start.saturating_add(1));
+        if let Some((_, &prev_end)) = self.0.range(..end).next_back()
+            && prev_end > start
+        {
+            return false;
+        }
+        self.0.insert(start, end);
+        true
+    }
+}
+
+/// `path` for a message: its last 100 bytes or so when it is long.
+fn shorten(path: &str) -> String {
+    if path.len() <= 120 {
+        return path.to_string();
+    }
+    let mut start = path.len() - 100;
+    while !path.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &path[start..])
+}
+
+/// What `walk` finds: the entries, and each entry's extents.
+pub(crate) type Walked = (Vec<SourceEntry>, Vec<Arc<[Extent]>>);
+
+/// Walks the tree from `root` depth-first (children sorted by name, parents before children), with guards
+/// against cycles, depth, path lengths and bad names. `span` gives where a directory lies on disk (a half-open
+/// range: overlapping directories are refused); `list` lists one (charging its entries); `bad` makes the
+/// format's error.
 pub(crate) fn walk<D>(
     image: &Image,
     root: D,
-    key: impl Fn(&D) -> u64,
+    span: impl Fn(&D) -> (u64, u64),
     mut list: impl FnMut(&D) -> Result<Vec<Child<D>>, IsoError>,
     bad: impl Fn(String) -> IsoError,
-) -> Result<(Vec<SourceEntry>, Vec<Vec<Extent>>), IsoError> {
-    let mut visited = HashSet::new();
-    visited.insert(key(&root));
+) -> Result<Walked, IsoError> {
+    let limits = *image.limits();
+    let mut visited = Visited::default();
+    let (start, end) = span(&root);
+    visited.insert(start, end);
     let mut entries = Vec::new();
     let mut all_extents = Vec::new();
-    let mut stack: Vec<(String, usize, Child<D>)> = Vec::new();
-    let push_children = |stack: &mut Vec<_>, parent: &str, depth: usize, mut kids: Vec<Child<D>>| {
+    let no_extents: Arc<[Extent]> = Arc::from(Vec::new());
+    let mut path_bytes = 0u64;
+    let mut stack: Vec<(String, u64, Child<D>)> = Vec::new();
+    let mut push_children = |stack: &mut Vec<_>, parent: &str, depth: u64, mut kids: Vec<Child<D>>| {
         kids.sort_by(|a, b| a.name.cmp(&b.name));
         for pair in kids.windows(2) {
             if pair[0].name == pair[1].name {
@@ -288,8 +484,12 @@ pub(crate) fn walk<D>(
                 return Err(bad(format!("invalid file name {:?} in directory /{parent}", kid.name)));
             }
             let path = if parent.is_empty() { kid.name.clone() } else { format!("{parent}/{}", kid.name) };
-            if path.len() > MAX_PATH_BYTES {
-                return Err(bad(format!("path longer than {MAX_PATH_BYTES} bytes under /{parent}")));
+            if path.len() as u64 > limits.path_len {
+                return Err(image.over(Limit::PathLen, format!("a path under /{}", shorten(parent))));
+            }
+            path_bytes += path.len() as u64;
+            if path_bytes > limits.path_bytes {
+                return Err(image.over(Limit::PathBytes, format!("at /{}", shorten(&path))));
             }
             stack.push((path, depth, kid));
         }
@@ -297,19 +497,21 @@ pub(crate) fn walk<D>(
     };
     let kids = list(&root)?;
     push_children(&mut stack, "", 1, kids)?;
+    // Extent lists already checked: hard links share one (and it is checked once, not once per link).
+    let mut checked: HashSet<usize> = HashSet::new();
     while let Some((path, depth, kid)) = stack.pop() {
-        if entries.len() >= MAX_ENTRIES {
-            return Err(bad(format!("more than {MAX_ENTRIES} entries")));
-        }
-        for ext in &kid.extents {
-            if let Extent::Disk { offset, len } = ext
-                && offset.checked_add(*len).is_none_or(|end| end > image.len())
-            {
-                return Err(bad(format!(
-                    "data of {path} lies past the end of the image (bytes {offset}..{}, image has {})",
-                    offset.saturating_add(*len),
-                    image.len()
-                )));
+        let fresh = !kid.extents.is_empty() && checked.insert(Arc::as_ptr(&kid.extents) as *const Extent as usize);
+        if fresh {
+            for ext in kid.extents.iter() {
+                if let Extent::Disk { offset, len } | Extent::Inline { offset, len } = ext
+                    && offset.checked_add(*len).is_none_or(|end| end > image.len())
+                {
+                    return Err(bad(format!(
+                        "data of {path} lies past the end of the image (bytes {offset}..{}, image has {})",
+                        offset.saturating_add(*len),
+                        image.len()
+                    )));
+                }
             }
         }
         entries.push(SourceEntry {
@@ -318,13 +520,16 @@ pub(crate) fn walk<D>(
             size: if kid.dir.is_some() { 0 } else { kid.size },
             mtime: kid.mtime,
         });
-        all_extents.push(if kid.dir.is_some() { Vec::new() } else { kid.extents });
+        all_extents.push(if kid.dir.is_some() { no_extents.clone() } else { kid.extents });
         if let Some(dir) = kid.dir {
-            if depth >= MAX_DEPTH {
-                return Err(bad(format!("directories nested deeper than {MAX_DEPTH} levels at {path}")));
+            if depth >= limits.depth {
+                return Err(image.over(Limit::Depth, format!("at /{}", shorten(&path))));
             }
-            if !visited.insert(key(&dir)) {
-                return Err(bad(format!("directory {path} is reached twice (directory cycle or hard link)")));
+            let (start, end) = span(&dir);
+            if !visited.insert(start, end) {
+                return Err(bad(format!(
+                    "directory {path} is reached twice or overlaps another (directory cycle or hard link)"
+                )));
             }
             let kids = list(&dir)?;
             push_children(&mut stack, &path, depth + 1, kids)?;
@@ -398,7 +603,7 @@ pub struct IsoFs {
     format: IsoFormat,
     volume_id: String,
     entries: Vec<SourceEntry>,
-    extents: Vec<Vec<Extent>>,
+    extents: Vec<Arc<[Extent]>>,
 }
 
 impl fmt::Debug for IsoFs {
@@ -416,7 +621,12 @@ impl IsoFs {
     /// Opens the image at `path` and reads its whole directory tree: UDF if the image
     /// has it (its ISO 9660 side is then ignored), else Joliet, else plain ISO 9660.
     pub fn open(path: &Path) -> Result<IsoFs, IsoError> {
-        let image = Image::open(path)?;
+        IsoFs::open_with(path, LIMITS)
+    }
+
+    /// `open` with other limits (tests use small ones).
+    pub fn open_with(path: &Path, limits: Limits) -> Result<IsoFs, IsoError> {
+        let image = Image::open(path, limits)?;
         let rec = recognize(&image)?;
         let volume = if rec.nsr || udf::has_anchor(&image)? {
             udf::read(&image)?
@@ -430,6 +640,8 @@ impl IsoFs {
             format = ?volume.format,
             volume_id = %volume.volume_id,
             entries = volume.entries.len(),
+            metadata_bytes = image.metadata_read.load(Ordering::Relaxed),
+            extents = image.extents_used.load(Ordering::Relaxed),
             "opened ISO image"
         );
         Ok(IsoFs {
@@ -465,7 +677,7 @@ impl IsoFs {
         let extents = self.extents.get(index)?;
         let mut start = None;
         let mut end = 0u64;
-        for ext in extents {
+        for ext in extents.iter() {
             match ext {
                 Extent::Disk { offset, len } if start.is_none() || *offset == end => {
                     start.get_or_insert(*offset);
@@ -494,14 +706,8 @@ impl IsoFs {
         if entry.is_dir {
             return Err(IsoError::IsDirectory { path: self.image.path.clone(), entry: entry.path.clone() });
         }
-        Ok(IsoFileReader {
-            image: &self.image,
-            extents: self.extents.get(index).map_or(&[], |v| &v[..]),
-            index: 0,
-            within: 0,
-            remaining: entry.size,
-            size: entry.size,
-        })
+        let extents = self.extents.get(index).map_or(&[][..], |v| &v[..]);
+        Ok(IsoFileReader::new(&self.image, extents, entry.size))
     }
 }
 
@@ -509,6 +715,8 @@ impl IsoFs {
 pub struct IsoFileReader<'a> {
     image: &'a Image,
     extents: &'a [Extent],
+    /// Where each extent starts in the file (for seeks: a binary search).
+    starts: Vec<u64>,
     /// Current extent.
     index: usize,
     /// Bytes already read from the current extent.
@@ -527,6 +735,34 @@ impl fmt::Debug for IsoFileReader<'_> {
             .field("within", &self.within)
             .field("remaining", &self.remaining)
             .finish()
+    }
+}
+
+impl<'a> IsoFileReader<'a> {
+    fn new(image: &'a Image, extents: &'a [Extent], size: u64) -> IsoFileReader<'a> {
+        let mut at = 0u64;
+        let starts = extents
+            .iter()
+            .map(|e| {
+                let start = at;
+                at = at.saturating_add(e.len());
+                start
+            })
+            .collect();
+        IsoFileReader { image, extents, starts, index: 0, within: 0, remaining: size, size }
+    }
+}
+
+/// The extent holding byte `at` of a file whose extents start at `starts` (sorted), and the offset inside it;
+/// `(starts.len(), 0)` at or past the end of the last one. Zero-length extents are passed over: of extents
+/// starting at the same byte, the last (the only one that can hold bytes) is chosen.
+fn locate(starts: &[u64], lens: impl Fn(usize) -> u64, at: u64) -> (usize, u64) {
+    // The first extent starting after `at`; the one before it holds `at`, if it is long enough.
+    let after = starts.partition_point(|&s| s <= at);
+    match after.checked_sub(1) {
+        Some(i) if at - starts[i] < lens(i) => (i, at - starts[i]),
+        // Past the end of the last extent (`after` is then `starts.len()`), or no extents at all.
+        _ => (after, 0),
     }
 }
 
@@ -551,7 +787,7 @@ impl Read for IsoFileReader<'_> {
             let n = (buf.len() as u64).min(avail).min(self.remaining) as usize;
             let out = &mut buf[..n];
             let got = match ext {
-                Extent::Disk { offset, .. } => {
+                Extent::Disk { offset, .. } | Extent::Inline { offset, .. } => {
                     let at = offset + self.within;
                     match self.image.file.read_at(out, at) {
                         Ok(0) => {
@@ -567,14 +803,6 @@ impl Read for IsoFileReader<'_> {
                 }
                 Extent::Zeros { .. } => {
                     out.fill(0);
-                    n
-                }
-                Extent::Inline { data } => {
-                    let start = self.within as usize;
-                    match data.get(start..start + n) {
-                        Some(src) => out.copy_from_slice(src),
-                        None => out.fill(0),
-                    }
                     n
                 }
             };
@@ -594,16 +822,9 @@ impl io::Seek for IsoFileReader<'_> {
         }
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the file"))?;
         let at = target.min(self.size);
-        let (mut index, mut skip) = (0, at);
-        while let Some(ext) = self.extents.get(index) {
-            if skip < ext.len() {
-                break;
-            }
-            skip -= ext.len();
-            index += 1;
-        }
+        let (index, within) = locate(&self.starts, |i| self.extents[i].len(), at);
         self.index = index;
-        self.within = skip;
+        self.within = within;
         self.remaining = self.size - at;
         Ok(target)
     }
@@ -751,7 +972,7 @@ mod tests {
             return;
         }
         // The ISO 9660 side really holds a different tree...
-        let image = Image::open(&iso).expect("image");
+        let image = Image::open(&iso, LIMITS).expect("image");
         let rec = recognize(&image).expect("recognize");
         assert!(rec.nsr);
         assert_eq!(rec.joliet, None);
@@ -826,6 +1047,23 @@ mod tests {
     }
 
     #[test]
+    fn which_errors_blame_the_image() {
+        let path = PathBuf::from("x.iso");
+        let read = |kind| IsoError::Read { path: path.clone(), offset: 0, source: io::Error::new(kind, "x") };
+        assert!(read(io::ErrorKind::UnexpectedEof).is_bad_image(), "truncated");
+        assert!(!read(io::ErrorKind::Other).is_bad_image(), "an I/O error");
+        assert!(!IsoError::Open { path: path.clone(), source: io::ErrorKind::NotFound.into() }.is_bad_image());
+        assert!(IsoError::NotAnIso { path: path.clone() }.is_bad_image());
+        let limit = IsoError::Limit { path: path.clone(), limit: Limit::Entries, value: 5, at: "here".into() };
+        assert!(limit.is_bad_image());
+        assert_eq!(
+            limit.to_string(),
+            "the ISO image x.iso is damaged or hostile: it goes over woesafe's limit of 5 entries (files and \
+             directories) in the volume (here)"
+        );
+    }
+
+    #[test]
     fn civil_dates() {
         assert_eq!(civil_to_unix(1970, 1, 1, 0, 0, 0), Some(0));
         assert_eq!(civil_to_unix(2000, 3, 1, 0, 0, 0), Some(951_868_800));
@@ -834,16 +1072,57 @@ mod tests {
     }
 
     #[test]
+    fn directories_that_overlap_are_refused() {
+        let mut v = Visited::default();
+        assert!(v.insert(100, 200));
+        assert!(!v.insert(100, 200), "the same directory again");
+        assert!(!v.insert(150, 160), "inside");
+        assert!(!v.insert(101, 4000), "starting inside, at another sector");
+        assert!(!v.insert(50, 101), "ending inside");
+        assert!(!v.insert(0, 1000), "around it");
+        assert!(!v.insert(100, 100), "empty, at its start");
+        assert!(v.insert(200, 210), "right after it");
+        assert!(v.insert(90, 100), "right before it");
+        assert!(v.insert(5, 5), "empty counts as one unit");
+        assert!(!v.insert(5, 6));
+    }
+
+    #[test]
+    fn seeks_find_the_extent_by_binary_search() {
+        let exts = [
+            Extent::Disk { offset: 1000, len: 10 },
+            Extent::Zeros { len: 0 },
+            Extent::Zeros { len: 5 },
+            Extent::Inline { offset: 50, len: 3 },
+        ];
+        let starts = [0, 10, 10, 15];
+        let at = |pos| locate(&starts, |i| exts[i].len(), pos);
+        assert_eq!(at(0), (0, 0));
+        assert_eq!(at(9), (0, 9));
+        assert_eq!(at(10), (2, 0), "the empty extent is passed over");
+        assert_eq!(at(14), (2, 4));
+        assert_eq!(at(15), (3, 0));
+        assert_eq!(at(17), (3, 2));
+        assert_eq!(at(18), (4, 0), "the end");
+        assert_eq!(at(1 << 40), (4, 0));
+        assert_eq!(locate(&[], |_| 0, 0), (0, 0));
+    }
+
+    #[test]
     fn truncating_extents() {
         let exts = vec![
             Extent::Disk { offset: 0, len: 10 },
             Extent::Zeros { len: 10 },
-            Extent::Inline { data: b"abc".to_vec().into() },
+            Extent::Inline { offset: 100, len: 3 },
         ];
         let t = truncate_extents(exts.clone(), 15).expect("enough");
         assert_eq!(t.len(), 2);
         assert_eq!(t[1].len(), 5);
         assert_eq!(truncate_extents(exts.clone(), 23).expect("exact").len(), 3);
+        assert_eq!(
+            truncate_extents(exts.clone(), 21).expect("into the inline data")[2],
+            Extent::Inline { offset: 100, len: 1 }
+        );
         assert!(truncate_extents(exts, 24).is_none());
         assert!(truncate_extents(Vec::new(), 0).expect("empty").is_empty());
     }

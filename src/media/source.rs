@@ -1,6 +1,7 @@
 //! Opening the ISO as a source tree: the userspace reader, or the kernel's udf/iso9660 on an autoclear loop
 //! inside the worker's namespace. Also what the ISO is: Windows or not, which boot files, how big.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 
 use super::SourceEntry;
-use super::iso::{IsoFormat, IsoFs};
+use super::iso::{IsoFormat, IsoFs, LIMITS, Limit, Limits};
 use crate::copy::SourceTree;
 use crate::sys::loopdev::{LoopDevice, LoopWindow};
 use crate::sys::mount::MountGuard;
@@ -26,14 +27,47 @@ pub enum SourceError {
     },
     #[error(transparent)]
     Loop(#[from] crate::sys::loopdev::LoopError),
-    #[error("the kernel could mount {path} neither as udf nor as iso9660: {last}")]
-    Mount { path: PathBuf, last: crate::sys::mount::MountError },
+    #[error("the kernel could not mount {path} as {fstype} (the file system the userspace reader found): {source}")]
+    Mount {
+        path: PathBuf,
+        fstype: &'static str,
+        #[source]
+        source: crate::sys::mount::MountError,
+    },
     #[error("cannot list {path} on the mounted ISO: {source}")]
     Walk {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the kernel's mount of the ISO {} is damaged or hostile: it goes over woesafe's limit of {value} {limit} \
+         (at {})",
+        iso.display(),
+        at.display()
+    )]
+    KernelLimit { iso: PathBuf, limit: Limit, value: u64, at: PathBuf },
+    #[error("the kernel's mount of the ISO {} shows a name that is not UTF-8: {}", iso.display(), path.display())]
+    NotUtf8 { iso: PathBuf, path: PathBuf },
+    #[error(
+        "the kernel's {fstype} mount of the ISO {} does not show what the userspace reader found: {what}; \
+         refusing to copy from it (the image is damaged or hostile; --source-driver userspace reads it without \
+         the kernel)",
+        iso.display()
+    )]
+    Mismatch { iso: PathBuf, fstype: &'static str, what: String },
+}
+
+impl SourceError {
+    /// Whether the ISO itself is at fault (damaged, hostile, not an ISO), so the write is refused rather than
+    /// failed: nothing has been written yet.
+    pub fn is_bad_image(&self) -> bool {
+        match self {
+            SourceError::Iso(e) => e.is_bad_image(),
+            SourceError::KernelLimit { .. } | SourceError::NotUtf8 { .. } | SourceError::Mismatch { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// Filesystems the running kernel offers (/proc/filesystems).
@@ -65,43 +99,33 @@ impl Source {
         Ok(Source::Userspace(IsoFs::open(iso)?))
     }
 
-    /// Attach the ISO read-only on an autoclear loop and mount it (udf first: Windows ISOs keep their files in
-    /// UDF) at `mount_point`, nosuid,nodev,noexec. Only ever called inside the worker's mount namespace.
+    /// Read the ISO with the userspace reader first and trust it; then attach the ISO read-only on an autoclear
+    /// loop and mount it at `mount_point` (nosuid,nodev,noexec) with the file system that reader found — udf
+    /// when the image has a UDF volume, never an iso9660 fallback (the ISO 9660 side of a Windows ISO may hold
+    /// only a README, or a decoy). The mounted tree is walked with the reader's limits and must show the same
+    /// paths, kinds and sizes, or the write is refused. Only ever called inside the worker's mount namespace.
     pub fn open_kernel(iso: &Path, mount_point: &Path) -> Result<Source, SourceError> {
+        let parsed = IsoFs::open(iso)?;
+        let (fstype, options, fold_case) = kernel_mount_for(parsed.format());
         let file = File::open(iso).map_err(|source| SourceError::Open { path: iso.to_path_buf(), source })?;
         let lo = LoopDevice::attach(&file, iso, LoopWindow { read_only: true, ..Default::default() })?;
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         let dev = lo.path().to_string_lossy().into_owned();
-        let mut last = None;
-        // The ISO9660 tree of a UDF image may hold only a README: never take it for the content.
-        let has_udf = IsoFs::open(iso).is_ok_and(|fs| fs.format() == IsoFormat::Udf);
-        for fstype in ["udf", "iso9660"] {
-            if fstype == "iso9660" && has_udf {
-                continue;
-            }
-            match MountGuard::mount(&dev, mount_point, fstype, flags, None) {
-                Ok(guard) => {
-                    let entries = walk(mount_point)?;
-                    return Ok(Source::Kernel {
-                        entries,
-                        root: mount_point.to_path_buf(),
-                        mount: Some(guard),
-                        _loop: lo,
-                        fstype: fstype.to_string(),
-                        volume_id: pvd_volume_id(&file),
-                    });
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(SourceError::Mount {
-            path: iso.to_path_buf(),
-            last: last.unwrap_or(crate::sys::mount::MountError::Mount {
-                source_dev: dev,
-                fstype: "udf/iso9660".into(),
-                target: mount_point.to_path_buf(),
-                errno: nix::Error::ENODEV,
-            }),
+        let guard = MountGuard::mount(&dev, mount_point, fstype, flags, Some(options))
+            .map_err(|source| SourceError::Mount { path: iso.to_path_buf(), fstype, source })?;
+        let entries = walk(iso, mount_point, &LIMITS)?;
+        compare_trees(parsed.entries(), &entries, fold_case).map_err(|what| SourceError::Mismatch {
+            iso: iso.to_path_buf(),
+            fstype,
+            what,
+        })?;
+        Ok(Source::Kernel {
+            entries,
+            root: mount_point.to_path_buf(),
+            mount: Some(guard),
+            _loop: lo,
+            fstype: fstype.to_string(),
+            volume_id: parsed.volume_id().to_string(),
         })
     }
 
@@ -189,47 +213,108 @@ impl SourceTree for Source {
     }
 }
 
-/// List a mounted tree: parents before children, names sorted within a directory.
-fn walk(root: &Path) -> Result<Vec<SourceEntry>, SourceError> {
-    let mut out = Vec::new();
-    let mut stack = vec![String::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = root.join(&rel);
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|source| SourceError::Walk { path: dir.clone(), source })?
-            .filter_map(|e| e.ok())
-            .collect();
-        names.sort_by_key(|e| e.file_name());
-        let mut subdirs = Vec::new();
-        for e in names {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-            let meta =
-                std::fs::symlink_metadata(e.path()).map_err(|source| SourceError::Walk { path: e.path(), source })?;
-            let is_dir = meta.is_dir();
-            if is_dir {
-                subdirs.push(path.clone());
-            } else if !meta.is_file() {
-                continue;
-            }
-            out.push(SourceEntry { path, is_dir, size: if is_dir { 0 } else { meta.len() }, mtime: meta.mtime() });
+/// How the kernel mounts an ISO whose content the userspace reader found in `format`: file system type, mount
+/// options, and whether its names compare without ASCII case (the kernel lowercases plain ISO 9660 names).
+fn kernel_mount_for(format: IsoFormat) -> (&'static str, &'static str, bool) {
+    match format {
+        IsoFormat::Udf => ("udf", "utf8", false),
+        // The Joliet names, as the userspace reader took them (not Rock Ridge's).
+        IsoFormat::Joliet => ("iso9660", "norock,utf8", false),
+        IsoFormat::Iso9660 => ("iso9660", "norock,nojoliet,map=normal", true),
+    }
+}
+
+/// Whether the kernel's tree shows exactly the entries the userspace reader found: the same paths, kinds and
+/// sizes (times may differ). The first difference otherwise. With `fold_case`, paths compare without ASCII case.
+pub fn compare_trees(userspace: &[SourceEntry], kernel: &[SourceEntry], fold_case: bool) -> Result<(), String> {
+    let key = |p: &str| if fold_case { p.to_ascii_lowercase() } else { p.to_string() };
+    let kind = |is_dir: bool| if is_dir { "a directory" } else { "a file" };
+    let mut want: BTreeMap<String, &SourceEntry> = BTreeMap::new();
+    for e in userspace {
+        if want.insert(key(&e.path), e).is_some() {
+            return Err(format!("the userspace reader found two entries named {:?} (ignoring case)", e.path));
         }
-        stack.extend(subdirs.into_iter().rev());
+    }
+    for k in kernel {
+        let Some(u) = want.remove(&key(&k.path)) else {
+            return Err(format!("the kernel shows {:?}, which the userspace reader did not find", k.path));
+        };
+        if u.is_dir != k.is_dir {
+            return Err(format!(
+                "{:?} is {} for the userspace reader and {} for the kernel",
+                u.path,
+                kind(u.is_dir),
+                kind(k.is_dir)
+            ));
+        }
+        if u.size != k.size {
+            return Err(format!(
+                "{:?} is {} bytes for the userspace reader and {} bytes for the kernel",
+                u.path, u.size, k.size
+            ));
+        }
+    }
+    match want.into_values().next() {
+        Some(u) => Err(format!("the userspace reader found {:?}, which the kernel does not show", u.path)),
+        None => Ok(()),
+    }
+}
+
+/// List a mounted tree: parents before children, names sorted within a directory. Within the userspace
+/// reader's limits (entries, depth, path length and total path bytes); a directory that cannot be read and a
+/// name that is not UTF-8 are errors; symbolic links and special files are not followed and not listed.
+fn walk(iso: &Path, root: &Path, limits: &Limits) -> Result<Vec<SourceEntry>, SourceError> {
+    let over = |limit: Limit, at: PathBuf| SourceError::KernelLimit {
+        iso: iso.to_path_buf(),
+        limit,
+        value: limit.value(limits),
+        at,
+    };
+    let walk_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SourceError::Walk { path, source }
+    };
+    let mut out = Vec::new();
+    let (mut seen, mut path_bytes) = (0u64, 0u64);
+    let mut stack = vec![(String::new(), 0u64)];
+    while let Some((rel, depth)) = stack.pop() {
+        let dir = root.join(&rel);
+        if depth >= limits.depth {
+            return Err(over(Limit::Depth, dir));
+        }
+        let mut kids = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(walk_err(&dir))? {
+            let e = e.map_err(walk_err(&dir))?;
+            seen += 1;
+            if seen > limits.entries {
+                return Err(over(Limit::Entries, e.path()));
+            }
+            let name = e
+                .file_name()
+                .into_string()
+                .map_err(|_| SourceError::NotUtf8 { iso: iso.to_path_buf(), path: e.path() })?;
+            let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            if path.len() as u64 > limits.path_len {
+                return Err(over(Limit::PathLen, e.path()));
+            }
+            path_bytes += path.len() as u64;
+            if path_bytes > limits.path_bytes {
+                return Err(over(Limit::PathBytes, e.path()));
+            }
+            // The entry itself (lstat), never what a symbolic link points to.
+            let meta = e.metadata().map_err(walk_err(&e.path()))?;
+            if meta.is_dir() {
+                kids.push(SourceEntry { path, is_dir: true, size: 0, mtime: meta.mtime() });
+            } else if meta.is_file() {
+                kids.push(SourceEntry { path, is_dir: false, size: meta.len(), mtime: meta.mtime() });
+            }
+        }
+        stack.extend(kids.iter().filter(|k| k.is_dir).map(|k| (k.path.clone(), depth + 1)));
+        out.extend(kids);
     }
     // Depth-first with parents first: sort by path components keeps that and makes the order stable.
     out.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
     Ok(out)
-}
-
-/// The volume id of the ISO9660 primary volume descriptor (sector 16), which Microsoft sets to the same
-/// name as the UDF volume; empty when unreadable.
-fn pvd_volume_id(file: &File) -> String {
-    use std::os::unix::fs::FileExt;
-    let mut pvd = [0u8; 72];
-    if file.read_exact_at(&mut pvd, 16 * 2048).is_err() || pvd[0] != 1 || &pvd[1..6] != b"CD001" {
-        return String::new();
-    }
-    String::from_utf8_lossy(&pvd[40..72]).trim().to_string()
 }
 
 /// Facts about the ISO's content that the checks and messages need.
@@ -291,9 +376,90 @@ mod tests {
         std::fs::create_dir_all(d.path().join("b/c")).unwrap();
         std::fs::write(d.path().join("b/c/f"), b"xyz").unwrap();
         std::fs::write(d.path().join("a"), b"1").unwrap();
-        let w = walk(d.path()).unwrap();
+        let w = walk(Path::new("x.iso"), d.path(), &LIMITS).unwrap();
         let paths: Vec<&str> = w.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["a", "b", "b/c", "b/c/f"]);
         assert_eq!(w[3].size, 3);
+    }
+
+    #[test]
+    fn walk_does_not_follow_links_and_refuses_bad_names_and_big_trees() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"outside the tree").unwrap();
+        std::fs::create_dir(d.path().join("dir")).unwrap();
+        std::fs::write(d.path().join("dir/f"), b"12345").unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("link-to-dir")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("link-to-file")).unwrap();
+        let iso = Path::new("x.iso");
+        let w = walk(iso, d.path(), &LIMITS).unwrap();
+        let got: Vec<_> = w.iter().map(|e| (e.path.as_str(), e.is_dir, e.size)).collect();
+        assert_eq!(got, [("dir", true, 0), ("dir/f", false, 5)]);
+
+        // Caps: entries (the links count: each cost a lookup), depth, one path, all paths.
+        let small = |f: fn(&mut Limits)| {
+            let mut l = LIMITS;
+            f(&mut l);
+            walk(iso, d.path(), &l).unwrap_err()
+        };
+        let over = |e: SourceError| match e {
+            SourceError::KernelLimit { limit, value, .. } => (limit, value),
+            e => panic!("not a limit: {e}"),
+        };
+        assert_eq!(over(small(|l| l.entries = 3)), (Limit::Entries, 3));
+        assert_eq!(over(small(|l| l.depth = 1)), (Limit::Depth, 1));
+        assert_eq!(over(small(|l| l.path_len = 4)), (Limit::PathLen, 4));
+        assert_eq!(over(small(|l| l.path_bytes = 8)), (Limit::PathBytes, 8));
+        let msg = small(|l| l.entries = 3).to_string();
+        assert!(msg.contains("damaged or hostile") && msg.contains("limit of 3 entries"), "{msg}");
+        assert!(small(|l| l.entries = 3).is_bad_image());
+        walk(iso, d.path(), &Limits { entries: 4, depth: 2, path_len: 12, path_bytes: 31, ..LIMITS })
+            .expect("exactly at the limits");
+
+        // A name that is not UTF-8 is an error, not a lossy string.
+        std::fs::write(d.path().join(std::ffi::OsStr::from_bytes(b"bad\xffname")), b"x").unwrap();
+        let e = walk(iso, d.path(), &LIMITS).unwrap_err();
+        assert!(matches!(e, SourceError::NotUtf8 { .. }), "{e}");
+        assert!(e.is_bad_image());
+
+        // A directory that cannot be listed is an error (not an empty directory).
+        let e = walk(iso, &d.path().join("missing"), &LIMITS).unwrap_err();
+        assert!(matches!(e, SourceError::Walk { .. }), "{e}");
+        assert!(!e.is_bad_image());
+    }
+
+    #[test]
+    fn kernel_tree_must_match_the_userspace_one() {
+        let user = [e("a", true, 0), e("a/b.txt", false, 5), e("c", false, 7)];
+        let mut mtimes = user.clone();
+        mtimes[1].mtime = 99;
+        assert_eq!(compare_trees(&user, &mtimes, false), Ok(()));
+        // Order does not matter; contents do.
+        let reordered = [user[2].clone(), user[0].clone(), user[1].clone()];
+        assert_eq!(compare_trees(&user, &reordered, false), Ok(()));
+        let err = |kernel: &[SourceEntry], fold| compare_trees(&user, kernel, fold).unwrap_err();
+        assert!(err(&user[..2], false).contains("\"c\", which the kernel does not show"));
+        let extra = [user.to_vec(), vec![e("README.TXT", false, 10)]].concat();
+        assert!(err(&extra, false).contains("the kernel shows \"README.TXT\""));
+        let resized = [user[0].clone(), user[1].clone(), e("c", false, 8)];
+        assert!(err(&resized, false).contains("7 bytes for the userspace reader and 8 bytes for the kernel"));
+        let retyped = [user[0].clone(), user[1].clone(), e("c", true, 0)];
+        assert!(err(&retyped, false).contains("a file for the userspace reader and a directory for the kernel"));
+        // A decoy ISO 9660 tree instead of the UDF one.
+        assert!(err(&[e("README.TXT", false, 10)], false).contains("README.TXT"));
+        // Plain ISO 9660: the kernel lowercases names.
+        let upper = [e("A", true, 0), e("A/B.TXT", false, 5)];
+        let lower = [e("a", true, 0), e("a/b.txt", false, 5)];
+        assert_eq!(compare_trees(&upper, &lower, true), Ok(()));
+        assert!(compare_trees(&upper, &lower, false).is_err());
+        assert!(compare_trees(&[e("A", false, 1), e("a", false, 1)], &[], true).unwrap_err().contains("two entries"));
+    }
+
+    #[test]
+    fn kernel_mounts_what_the_userspace_reader_found() {
+        assert_eq!(kernel_mount_for(IsoFormat::Udf).0, "udf");
+        assert_eq!(kernel_mount_for(IsoFormat::Joliet), ("iso9660", "norock,utf8", false));
+        assert!(kernel_mount_for(IsoFormat::Iso9660).2);
     }
 }

@@ -1,8 +1,8 @@
 //! ISO 9660 side of the ISO reader (used only when the image has no UDF): Joliet or primary volume descriptor, directory records, multi-extent files.
 
-use super::{
-    Child, Extent, Image, IsoError, IsoFormat, MAX_DIR_BYTES, SECTOR, Volume, civil_to_unix, latin1, utf16be, walk,
-};
+use std::sync::Arc;
+
+use super::{Child, Extent, Image, IsoError, IsoFormat, Limit, SECTOR, Volume, civil_to_unix, latin1, utf16be, walk};
 
 const FLAG_DIRECTORY: u8 = 0x02;
 const FLAG_ASSOCIATED: u8 = 0x04;
@@ -114,13 +114,15 @@ impl Iso<'_> {
     }
 
     fn list(&self, dir: DirRef) -> Result<Vec<Child<DirRef>>, IsoError> {
-        if dir.len > MAX_DIR_BYTES {
-            return Err(
-                self.bad(format!("directory at byte {} is {} bytes (limit {MAX_DIR_BYTES})", dir.offset, dir.len))
-            );
+        if dir.len > self.image.limits().dir_bytes {
+            return Err(self
+                .image
+                .over(Limit::DirBytes, format!("directory at byte {} is {} bytes", dir.offset, dir.len)));
         }
         let data = self.image.read_vec(dir.offset, dir.len as usize)?;
-        let mut kids: Vec<Child<DirRef>> = Vec::new();
+        // Children, each with its extents still growing (multi-extent files).
+        let mut kids: Vec<(Child<DirRef>, Vec<Extent>)> = Vec::new();
+        let no_extents: Arc<[Extent]> = Arc::from(Vec::new());
         // A multi-extent file still collecting extents.
         let mut open_multi = false;
         let mut p = 0usize;
@@ -141,30 +143,47 @@ impl Iso<'_> {
                 continue;
             }
             let is_dir = rec.flags & FLAG_DIRECTORY != 0;
-            let continues = open_multi && kids.last().is_some_and(|k| k.name == rec.name);
+            let continues = open_multi && kids.last().is_some_and(|(k, _)| k.name == rec.name);
+            if !continues || is_dir {
+                self.image.charge(Limit::Entries, 1, || format!("directory record at byte {at}"))?;
+            }
+            if rec.len > 0 && !is_dir {
+                self.image.charge(Limit::Extents, 1, || format!("directory record at byte {at}"))?;
+            }
             if continues && !is_dir {
-                if let Some(last) = kids.last_mut() {
+                if let Some((last, extents)) = kids.last_mut() {
                     last.size = last.size.saturating_add(rec.len);
                     if rec.len > 0 {
-                        last.extents.push(Extent::Disk { offset: rec.offset, len: rec.len });
+                        extents.push(Extent::Disk { offset: rec.offset, len: rec.len });
                     }
                 }
             } else if is_dir {
-                kids.push(Child {
+                let child = Child {
                     name: rec.name,
                     size: 0,
                     mtime: rec.mtime,
-                    extents: Vec::new(),
+                    extents: no_extents.clone(),
                     dir: Some(DirRef { offset: rec.offset, len: rec.len }),
-                });
+                };
+                kids.push((child, Vec::new()));
             } else {
                 let extents =
                     if rec.len > 0 { vec![Extent::Disk { offset: rec.offset, len: rec.len }] } else { Vec::new() };
-                kids.push(Child { name: rec.name, size: rec.len, mtime: rec.mtime, extents, dir: None });
+                let child =
+                    Child { name: rec.name, size: rec.len, mtime: rec.mtime, extents: no_extents.clone(), dir: None };
+                kids.push((child, extents));
             }
             open_multi = !is_dir && rec.flags & FLAG_MULTI_EXTENT != 0;
         }
-        Ok(kids)
+        Ok(kids
+            .into_iter()
+            .map(|(mut child, extents)| {
+                if !extents.is_empty() {
+                    child.extents = extents.into();
+                }
+                child
+            })
+            .collect())
     }
 }
 
@@ -188,7 +207,9 @@ pub(crate) fn read(image: &Image, pvd: u64, joliet: Option<u64>) -> Result<Volum
     let at = joliet.unwrap_or(pvd) * SECTOR + 156;
     let root = iso.record(root_rec, at)?;
     let root = DirRef { offset: root.offset, len: root.len };
-    let (entries, extents) = walk(image, root, |d| d.offset, |d| iso.list(*d), |what| image.bad_iso(what))?;
+    // Directories are keyed on the bytes they cover: one starting inside another is a cycle too.
+    let span = |d: &DirRef| (d.offset, d.offset.saturating_add(d.len));
+    let (entries, extents) = walk(image, root, span, |d| iso.list(*d), |what| image.bad_iso(what))?;
     Ok(Volume { format, volume_id, entries, extents })
 }
 
@@ -352,7 +373,7 @@ pub(crate) mod tests {
     #[test]
     fn primary_names_lose_version_and_trailing_dot() {
         let f = write_temp(&joliet_image(22));
-        let image = Image::open(f.path()).expect("image");
+        let image = Image::open(f.path(), crate::media::iso::LIMITS).expect("image");
         let vol = read(&image, 16, None).expect("primary tree");
         assert_eq!(vol.format, IsoFormat::Iso9660);
         let names: Vec<_> = vol.entries.iter().map(|e| e.path.as_str()).collect();
@@ -377,6 +398,33 @@ pub(crate) mod tests {
         let err = IsoFs::open(f.path()).expect_err("cycle must fail");
         assert!(matches!(err, IsoError::BadIso9660 { .. }), "{err}");
         assert!(err.to_string().contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_inside_another_is_a_cycle() {
+        // The Joliet root covers sectors 21 and 22; "Sub Dir" starts at 22, inside it.
+        let mut img = joliet_image(22);
+        put(&mut img, 17, &descriptor(2, "JOLIET", 21, 4096));
+        let f = write_temp(&img);
+        let err = IsoFs::open(f.path()).expect_err("overlap");
+        assert!(matches!(err, IsoError::BadIso9660 { .. }), "{err}");
+        assert!(err.to_string().contains("overlaps another"), "{err}");
+    }
+
+    #[test]
+    fn limits_count_entries_and_extents() {
+        use crate::media::iso::{LIMITS, Limit, Limits};
+        let f = write_temp(&joliet_image(22));
+        let over = |limits: Limits| match IsoFs::open_with(f.path(), limits) {
+            Err(IsoError::Limit { limit, value, .. }) => (limit, value),
+            other => panic!("{other:?}"),
+        };
+        // Entries: Sub Dir, its file, a.txt, big file.bin. Extents: 1 + 1 + 2 (multi-extent).
+        assert_eq!(over(Limits { entries: 3, ..LIMITS }), (Limit::Entries, 3));
+        assert_eq!(over(Limits { extents: 3, ..LIMITS }), (Limit::Extents, 3));
+        assert_eq!(over(Limits { dir_bytes: 2047, ..LIMITS }), (Limit::DirBytes, 2047));
+        IsoFs::open_with(f.path(), Limits { entries: 4, extents: 4, dir_bytes: 2048, ..LIMITS })
+            .expect("exactly at the limits");
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! UDF (ECMA-167, OSTA UDF 1.02–2.01) side of the ISO reader: anchor, volume descriptor sequence, partitions, file set, ICBs and directories.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use super::{
-    Child, Extent, Image, IsoError, IsoFormat, MAX_DIR_BYTES, SECTOR, Volume, civil_to_unix, latin1, truncate_extents,
-    utf16be, walk,
+    Child, Extent, Image, IsoError, IsoFormat, Limit, SECTOR, Volume, civil_to_unix, latin1, truncate_extents, utf16be,
+    walk,
 };
 
 // Descriptor tag identifiers (ECMA-167 3/7.2.1 and 4/7.2.1).
@@ -22,12 +26,8 @@ const TAG_EFE: u16 = 266;
 const FILE_TYPE_DIR: u8 = 4;
 const FILE_TYPE_FILE: u8 = 5;
 
-/// Most sectors of one volume descriptor sequence we scan.
+/// Most sectors of one volume descriptor sequence (or one extent of it, between pointers) we scan.
 const MAX_VDS_SECTORS: u64 = 1024;
-/// Most volume descriptor pointers / allocation extent descriptors we follow in a chain.
-const MAX_CHAIN: usize = 4096;
-/// Most allocation descriptors of one file.
-const MAX_ADS: usize = 1 << 20;
 
 fn le16(b: &[u8], at: usize) -> u16 {
     b.get(at..at + 2).map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
@@ -269,8 +269,8 @@ fn read_vds(image: &Image, ext: ExtentAd) -> Result<Result<Vds, String>, IsoErro
             }
             TAG_VDP => {
                 hops += 1;
-                if hops > MAX_CHAIN {
-                    return Ok(Err("too many volume descriptor pointers".into()));
+                if hops > image.limits().vdp_hops {
+                    return Err(image.over(Limit::VdpHops, format!("volume descriptor pointer at sector {sector}")));
                 }
                 let next = extent_ad(&buf, 20);
                 loc = u64::from(next.loc);
@@ -307,14 +307,18 @@ enum PartMap {
 struct Udf<'a> {
     image: &'a Image,
     parts: Vec<PartMap>,
+    /// ICBs parsed so far, by (partition, block): hard links to one File Entry (many FIDs naming it) are parsed
+    /// once and share its extents.
+    icbs: RefCell<HashMap<(u16, u32), Icb>>,
 }
 
 /// What a File Entry or Extended File Entry says.
+#[derive(Clone)]
 struct Icb {
     file_type: u8,
     size: u64,
     mtime: i64,
-    extents: Vec<Extent>,
+    extents: Arc<[Extent]>,
 }
 
 impl Udf<'_> {
@@ -346,8 +350,18 @@ impl Udf<'_> {
         self.image.read_vec((start + u64::from(lbn)) * SECTOR, SECTOR as usize)
     }
 
-    /// Reads the (Extended) File Entry at `ad`.
+    /// The (Extended) File Entry at `ad`, parsed once.
     fn icb(&self, ad: LongAd) -> Result<Icb, IsoError> {
+        if let Some(icb) = self.icbs.borrow().get(&(ad.part, ad.lbn)) {
+            return Ok(icb.clone());
+        }
+        let icb = self.parse_icb(ad)?;
+        self.icbs.borrow_mut().insert((ad.part, ad.lbn), icb.clone());
+        Ok(icb)
+    }
+
+    /// Reads the (Extended) File Entry at `ad`.
+    fn parse_icb(&self, ad: LongAd) -> Result<Icb, IsoError> {
         let buf = self.block(ad.part, ad.lbn)?;
         let where_ = || format!("partition {} block {}", ad.part, ad.lbn);
         let id = le16(&buf, 0);
@@ -382,7 +396,9 @@ impl Udf<'_> {
             )));
         };
         let extents = if ad_type == 3 {
-            vec![Extent::Inline { data: ads.into() }]
+            self.image.charge(Limit::Extents, 1, || format!("File Entry at {}", where_()))?;
+            let offset = self.offset(ad.part, ad.lbn)? + (base + l_ea) as u64;
+            vec![Extent::Inline { offset, len: l_ad as u64 }]
         } else {
             self.allocation(ad.part, ads, ad_type, size).map_err(|e| match e {
                 IsoError::BadUdf { path, what } => {
@@ -397,7 +413,7 @@ impl Udf<'_> {
                 where_()
             )));
         };
-        Ok(Icb { file_type, size, mtime, extents })
+        Ok(Icb { file_type, size, mtime, extents: extents.into() })
     }
 
     /// Parses allocation descriptors of type `ad_type` (0 short, 1 long, 2 extended),
@@ -435,9 +451,7 @@ impl Udf<'_> {
                         break;
                     }
                 }
-                if out.len() > MAX_ADS {
-                    return Err(self.bad(format!("more than {MAX_ADS} allocation descriptors")));
-                }
+                self.image.charge(Limit::Extents, 1, || format!("allocation descriptors in partition {part}"))?;
                 total += len;
                 if total >= size {
                     return Ok(out);
@@ -447,8 +461,11 @@ impl Udf<'_> {
                 return Ok(out);
             };
             hops += 1;
-            if hops > MAX_CHAIN {
-                return Err(self.bad("too many allocation extent descriptors"));
+            if hops > self.image.limits().aed_hops {
+                return Err(self.image.over(
+                    Limit::AedHops,
+                    format!("allocation extent descriptor at partition {next_part} block {next_lbn}"),
+                ));
             }
             let buf = self.block(next_part, next_lbn)?;
             check_tag(&buf, TAG_AED, Some(next_lbn))
@@ -468,14 +485,15 @@ impl Udf<'_> {
                 ad.part, ad.lbn, dir.file_type
             )));
         }
-        if dir.size > MAX_DIR_BYTES {
-            return Err(self.bad(format!(
-                "directory at partition {} block {} is {} bytes (limit {MAX_DIR_BYTES})",
-                ad.part, ad.lbn, dir.size
-            )));
+        if dir.size > self.image.limits().dir_bytes {
+            return Err(self.image.over(
+                Limit::DirBytes,
+                format!("directory at partition {} block {} is {} bytes", ad.part, ad.lbn, dir.size),
+            ));
         }
         let data = self.image.read_extents(&dir.extents)?;
         let mut kids = Vec::new();
+        let mut skipped = 0u64;
         let mut p = 0;
         while p < data.len() {
             let rest = &data[p..];
@@ -507,21 +525,41 @@ impl Udf<'_> {
             let name = osta(&fid[38 + l_iu..]).map_err(|e| {
                 self.bad(format!("directory at partition {} block {}: file name: {e}", ad.part, ad.lbn))
             })?;
+            self.image.charge(Limit::Entries, 1, || {
+                format!("directory at partition {} block {}, entry {name:?}", ad.part, ad.lbn)
+            })?;
             let child_ad = long_ad(fid, 20);
             let icb = self.icb(child_ad)?;
             match icb.file_type {
-                FILE_TYPE_DIR => {
-                    kids.push(Child { name, size: 0, mtime: icb.mtime, extents: Vec::new(), dir: Some(child_ad) })
-                }
+                FILE_TYPE_DIR => kids.push(Child {
+                    name,
+                    size: 0,
+                    mtime: icb.mtime,
+                    extents: Arc::from(Vec::new()),
+                    dir: Some(child_ad),
+                }),
                 FILE_TYPE_FILE => {
                     kids.push(Child { name, size: icb.size, mtime: icb.mtime, extents: icb.extents, dir: None })
                 }
-                other => tracing::warn!(
-                    name = %name,
-                    file_type = other,
-                    "skipping UDF entry that is neither a file nor a directory"
-                ),
+                other => {
+                    if skipped == 0 {
+                        tracing::warn!(
+                            name = %name,
+                            file_type = other,
+                            "skipping UDF entry that is neither a file nor a directory"
+                        );
+                    }
+                    skipped += 1;
+                }
             }
+        }
+        if skipped > 1 {
+            tracing::warn!(
+                skipped,
+                "skipped UDF entries that are neither files nor directories in the directory at partition {} block {}",
+                ad.part,
+                ad.lbn
+            );
         }
         Ok(kids)
     }
@@ -590,7 +628,7 @@ pub(crate) fn read(image: &Image) -> Result<Volume, IsoError> {
         }
         p += len;
     }
-    let udf = Udf { image, parts };
+    let udf = Udf { image, parts, icbs: RefCell::new(HashMap::new()) };
 
     let fsd_ad = long_ad(lvd, 248);
     let fsd = udf.block(fsd_ad.part, fsd_ad.lbn)?;
@@ -605,7 +643,10 @@ pub(crate) fn read(image: &Image) -> Result<Volume, IsoError> {
     let (entries, extents) = walk(
         image,
         root,
-        |ad| (u64::from(ad.part) << 32) | u64::from(ad.lbn),
+        |ad| {
+            let key = (u64::from(ad.part) << 32) | u64::from(ad.lbn);
+            (key, key + 1)
+        },
         |ad| udf.list(*ad),
         |what| image.bad_udf(what),
     )?;
@@ -922,7 +963,7 @@ mod tests {
     #[test]
     fn udf_wins_over_a_different_iso9660_tree() {
         let f = write_temp(&udf_image(true).0);
-        let image = Image::open(f.path()).expect("image");
+        let image = Image::open(f.path(), crate::media::iso::LIMITS).expect("image");
         let rec: Recognition = crate::media::iso::recognize(&image).expect("recognize");
         assert!(rec.nsr);
         assert_eq!(rec.pvd, Some(16));
@@ -999,6 +1040,112 @@ mod tests {
         img.lbn(7, &aed);
         let err = open_err(&img.0);
         assert!(err.to_string().contains("allocation extent"), "{err}");
+    }
+
+    /// What `IsoFs::open_with(limits)` of `img` fails with: the limit and its value.
+    fn over_limit(img: &[u8], limits: crate::media::iso::Limits) -> (Limit, u64) {
+        let f = write_temp(img);
+        match IsoFs::open_with(f.path(), limits) {
+            Err(IsoError::Limit { limit, value, .. }) => (limit, value),
+            Err(e) => panic!("not a limit: {e}"),
+            Ok(_) => panic!("opened within {limits:?}"),
+        }
+    }
+
+    #[test]
+    fn every_limit_is_enforced() {
+        use crate::media::iso::{LIMITS, Limits};
+        let img = udf_image(false).0;
+        let f = write_temp(&img);
+        check_udf_tree(&IsoFs::open(f.path()).expect("within the default limits"));
+        let cases: [(Limit, Limits); 8] = [
+            // 4 entries (the deleted one is not listed).
+            (Limit::Entries, Limits { entries: 3, ..LIMITS }),
+            // two.bin has 3 extents, the others 1 each.
+            (Limit::Extents, Limits { extents: 5, ..LIMITS }),
+            // "Sub Dir/ü日本 ñ.txt" is 23 bytes.
+            (Limit::PathLen, Limits { path_len: 9, ..LIMITS }),
+            (Limit::PathBytes, Limits { path_bytes: 30, ..LIMITS }),
+            (Limit::Depth, Limits { depth: 1, ..LIMITS }),
+            // The root directory's records.
+            (Limit::DirBytes, Limits { dir_bytes: 100, ..LIMITS }),
+            // two.bin's data goes on in one allocation extent descriptor.
+            (Limit::AedHops, Limits { aed_hops: 0, ..LIMITS }),
+            (Limit::MetadataBytes, Limits { metadata_bytes: 8 * 2048, ..LIMITS }),
+        ];
+        for (want, limits) in cases {
+            assert_eq!(over_limit(&img, limits), (want, want.value(&limits)), "{want:?}");
+        }
+        // Exactly at each limit is fine.
+        let exact = Limits { entries: 4, extents: 7, path_len: 23, depth: 2, aed_hops: 1, ..LIMITS };
+        check_udf_tree(&IsoFs::open_with(f.path(), exact).expect("exactly at the limits"));
+
+        // The main sequence: its primary volume descriptor, then a pointer to the reserve sequence.
+        let mut img = udf_image(false);
+        let mut vdp = vec![0u8; 512];
+        put32(&mut vdp, 20, 4 * 2048);
+        put32(&mut vdp, 24, 48);
+        tag(&mut vdp, TAG_VDP, 33);
+        img.sector(33, &block(&vdp));
+        let f = write_temp(&img.0);
+        check_udf_tree(&IsoFs::open(f.path()).expect("one pointer is fine"));
+        assert_eq!(over_limit(&img.0, Limits { vdp_hops: 0, ..LIMITS }), (Limit::VdpHops, 0));
+        let msg = IsoFs::open_with(f.path(), Limits { vdp_hops: 0, ..LIMITS }).expect_err("over").to_string();
+        assert!(
+            msg.contains("damaged or hostile") && msg.contains("limit of 0 UDF volume descriptor pointers"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn hard_links_are_parsed_once_and_share_their_extents() {
+        let mut img = udf_image(false);
+        let mut root = fid(0x0A, &[], 1);
+        for name in ["two.bin", "link 1", "link 2", "link 3"] {
+            root.extend(fid(0, &latin1_name(name), 3));
+        }
+        img.lbn(
+            1,
+            &file_entry(
+                1,
+                false,
+                FILE_TYPE_DIR,
+                root.len() as u64,
+                0,
+                &short_ad(root.len() as u32, 2),
+                ts(2001, 2, 3, 4, 5, 0),
+            ),
+        );
+        img.lbn(2, &block(&root));
+        let f = write_temp(&img.0);
+        // Four links to a file of 3 extents: 3 extents in all (and the root directory's 1).
+        let fs = IsoFs::open_with(f.path(), crate::media::iso::Limits { extents: 4, ..crate::media::iso::LIMITS })
+            .expect("links cost nothing extra");
+        let paths: Vec<_> = fs.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["link 1", "link 2", "link 3", "two.bin"]);
+        for (i, path) in paths.iter().enumerate() {
+            assert!(std::sync::Arc::ptr_eq(&fs.extents[i], &fs.extents[3]));
+            assert_eq!(read_all(&fs, path), two_bin());
+        }
+    }
+
+    #[test]
+    fn seeks_land_on_every_byte() {
+        use std::io::Seek;
+        let f = write_temp(&udf_image(false).0);
+        let fs = IsoFs::open(f.path()).expect("open");
+        let want = two_bin();
+        let mut r = fs.open_file(3).expect("two.bin");
+        for at in (0..want.len()).rev().step_by(7).chain([0, 2999, 3000, 5047, 5048, want.len() - 1]) {
+            r.seek(std::io::SeekFrom::Start(at as u64)).expect("seek");
+            let mut b = [0u8; 2];
+            let n = r.read(&mut b).expect("read");
+            assert!(n >= 1 && b[0] == want[at], "byte {at}");
+        }
+        let i = fs.entries().iter().position(|e| e.path == "inline.txt").expect("inline.txt");
+        let mut r = fs.open_file(i).expect("inline.txt");
+        r.seek(std::io::SeekFrom::Start(7)).expect("seek");
+        assert_eq!(read_in_chunks(&mut r, 5), &INLINE[7..]);
     }
 
     #[test]
