@@ -285,7 +285,10 @@ pub(crate) struct Image {
 impl Image {
     fn open(path: &Path, limits: Limits) -> Result<Image, IsoError> {
         let open_err = |source| IsoError::Open { path: path.to_path_buf(), source };
-        let mut file = File::open(path).map_err(open_err)?;
+        // Never blocks on a FIFO put in the ISO's place after the supervisor's check; only a regular file or a
+        // block device is read.
+        let mut file = crate::sys::argfile::open(path, crate::sys::argfile::Want::RegularOrBlock, false)
+            .map_err(|e| open_err(io::Error::other(e.to_string())))?;
         // Seeking to the end also gives the size of a block device, where metadata says 0.
         let len = file.seek(SeekFrom::End(0)).map_err(open_err)?;
         Ok(Image {
@@ -915,6 +918,17 @@ mod tests {
                 assert_eq!(e.mtime, BIG_MTIME);
             }
         }
+    }
+
+    #[test]
+    fn a_fifo_in_the_isos_place_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("swapped.iso");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        // No writer ever opens the FIFO: a plain open would block this test forever.
+        let err = IsoFs::open(&fifo).expect_err("a FIFO is not an image");
+        assert!(matches!(err, IsoError::Open { .. }), "{err:?}");
+        assert!(format!("{:#}", anyhow::Error::from(err)).contains("FIFO"));
     }
 
     #[test]
