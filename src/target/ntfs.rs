@@ -86,8 +86,8 @@ pub struct NtfsMount {
 }
 
 fn is_mounted(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    crate::sys::mountinfo::parse(&text).iter().any(|m| Path::new(&m.mount_point) == path)
+    // As bytes: one mount point elsewhere that is not UTF-8 must not hide this one.
+    crate::sys::mountinfo::read_self().is_ok_and(|mounts| mounts.iter().any(|m| Path::new(&m.mount_point) == path))
 }
 
 fn log_tail(log: &Path) -> String {
