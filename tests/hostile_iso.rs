@@ -218,6 +218,11 @@ fn names(n: usize) -> impl Iterator<Item = String> {
 /// each holding `per_aed` unrecorded 2048-byte extents (the file's size is all of them, so every descriptor
 /// is read), and `links` hard links to it in the root directory.
 fn udf_aed_chain(dir: &Path, name: &str, hops: u32, per_aed: u32, links: usize) -> PathBuf {
+    udf_aed_chain_of(dir, name, hops, per_aed, links, 2048)
+}
+
+/// `udf_aed_chain` with extents of `piece` bytes.
+fn udf_aed_chain_of(dir: &Path, name: &str, hops: u32, per_aed: u32, links: usize, piece: u32) -> PathBuf {
     let fe = 10u32;
     let dir_data = fe + 1 + hops + 1;
     let fids: Vec<Vec<u8>> = names(links).map(|n| fid(0, &n, fe)).collect();
@@ -225,14 +230,14 @@ fn udf_aed_chain(dir: &Path, name: &str, hops: u32, per_aed: u32, links: usize) 
     let blocks = dir_data + dir_bytes.div_ceil(SECTOR) as u32 + 1;
     let mut img = udf_volume(blocks, 32, 16);
     udf_dir(&mut img, 1, dir_data, 1, &fids);
-    let size = u64::from(hops) * u64::from(per_aed) * 2048;
+    let size = u64::from(hops) * u64::from(per_aed) * u64::from(piece);
     // The File Entry itself holds only the pointer to the first descriptor.
     img.put(PSTART + fe as usize, &file_entry(fe, 5, size, &short_ad(2048, 3, fe + 1)));
     for h in 0..hops {
         let lbn = fe + 1 + h;
         let mut ads = Vec::new();
         for _ in 0..per_aed {
-            ads.extend_from_slice(&short_ad(2048, 1, 0));
+            ads.extend_from_slice(&short_ad(piece, 1, 0));
         }
         if h + 1 < hops {
             ads.extend_from_slice(&short_ad(2048, 3, lbn + 1));
@@ -286,8 +291,9 @@ fn udf_many_entries(dir: &Path, name: &str, dirs: usize, per_dir: usize) -> Path
 }
 
 /// `dirs` directories (distinct File Entries) that all list the same 16 MiB of records: hard links to one
-/// empty file, each record carrying 2000 bytes of implementation use that its CRC covers. Every listing reads
-/// and checks 16 MiB again: only the bound on metadata bytes read ends it.
+/// empty file, each record carrying 2000 bytes of implementation use that its CRC covers. Every listing read
+/// and checked 16 MiB again until the bound on metadata bytes read ended it; now directories keyed on the
+/// bytes of their records are a cycle at the second.
 fn udf_shared_directory_data(dir: &Path, dirs: usize) -> PathBuf {
     let file = 2u32;
     let data = 3 + dirs as u32 + 1;
@@ -321,42 +327,121 @@ fn udf_shared_directory_data(dir: &Path, dirs: usize) -> PathBuf {
     img.save(&dir.join("shared-dirs.iso"), PSTART + blocks as usize)
 }
 
-/// Close to every volume-wide limit at once, and within them all: `dirs` directories (distinct File Entries)
-/// sharing one block of `per_dir` records, hard links to one file whose 16 allocation extent descriptors hold
-/// `extents` extents in all, each name `name_len` bytes.
-fn udf_near_limits(dir: &Path, dirs: usize, per_dir: usize, name_len: usize, extents: u32) -> PathBuf {
+/// `dirs` distinct directories of ~16 MiB each (under the limit of one directory's bytes): records of
+/// 65,044 bytes, mostly implementation use (zeros, left out of the CRC and sparse in the file), naming an empty
+/// file. No entry, extent, path or directory budget is near: only the bound on metadata bytes read stops the
+/// reader. The image is sparse: ~16 MiB × `dirs` long, a few MiB on disk.
+fn udf_distinct_large_directories(dir: &Path, dirs: usize) -> PathBuf {
+    const IU: usize = 65_000;
+    const PER_DIR: usize = 250;
     let file = 2u32;
-    let aeds = 3 + dirs as u32;
-    let data = aeds + 16 + 1;
+    // One record: its 38-byte header (the tag's CRC covers only it) and its name after the implementation use.
+    let header = |name_len: usize| {
+        let mut d = vec![0u8; 38];
+        put16(&mut d, 16, 1);
+        d[19] = name_len as u8;
+        put32(&mut d, 20, 2048);
+        put32(&mut d, 24, file);
+        put16(&mut d, 36, IU as u16);
+        tag(&mut d, 257, 0);
+        d
+    };
     let mut records = Vec::new();
-    for n in names(per_dir) {
-        let long = format!("{n}-{}", "x".repeat(name_len - 1 - n.len()));
-        records.extend_from_slice(&fid(0, &long, file));
+    let mut len = 0usize;
+    for n in names(PER_DIR) {
+        let name = [&[8u8][..], n.as_bytes()].concat();
+        let used = 38 + IU + name.len();
+        records.push((len, header(name.len()), name));
+        len += (used + 3) & !3;
     }
-    let data_blocks = records.len().div_ceil(SECTOR) as u32;
-    let blocks = data + data_blocks + 2;
+    assert!(len as u64 <= LIMITS.dir_bytes, "{len}");
+    let dir_blocks = len.div_ceil(SECTOR) as u32;
+    let data = 3 + dirs as u32 + 1;
+    let blocks = data + dir_blocks * dirs as u32;
     let mut img = udf_volume(blocks, 32, 16);
-    let per_aed = extents / 16;
-    img.put(PSTART + file as usize, &file_entry(file, 5, u64::from(per_aed * 16) * 2048, &short_ad(2048, 3, aeds)));
-    for h in 0..16 {
-        let mut ads = Vec::new();
-        for _ in 0..per_aed {
-            ads.extend_from_slice(&short_ad(2048, 1, 0));
-        }
-        if h < 15 {
-            ads.extend_from_slice(&short_ad(2048, 3, aeds + h + 1));
-        }
-        img.put(PSTART + (aeds + h) as usize, &aed(aeds + h, &ads));
-    }
-    img.put(PSTART + data as usize, &records);
+    img.put(PSTART + file as usize, &file_entry(file, 5, 0, &[]));
     let mut root = Vec::new();
     for (d, n) in names(dirs).enumerate() {
         let icb = 3 + d as u32;
         root.push(fid(0x02, &format!("d{n}"), icb));
-        let ad = short_ad(records.len() as u32, 0, data);
-        img.put(PSTART + icb as usize, &file_entry(icb, 4, records.len() as u64, &ad));
+        let ad = short_ad(len as u32, 0, data + d as u32 * dir_blocks);
+        img.put(PSTART + icb as usize, &file_entry(icb, 4, len as u64, &ad));
     }
-    udf_dir(&mut img, 1, data + data_blocks + 1, 1, &root);
+    udf_dir(&mut img, 1, 3 + dirs as u32, 1, &root);
+    let path = img.save(&dir.join("large-dirs.iso"), PSTART + data as usize);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len((PSTART + blocks as usize + 1) as u64 * SECTOR as u64).unwrap();
+    for d in 0..dirs as u64 {
+        let base = (PSTART as u64 + u64::from(data) + d * u64::from(dir_blocks)) * SECTOR as u64;
+        for (at, header, name) in &records {
+            let at = base + *at as u64;
+            f.write_all_at(header, at).unwrap();
+            f.write_all_at(name, at + 38 + IU as u64).unwrap();
+        }
+    }
+    path
+}
+
+/// Close to every volume-wide limit at once, and within them all: `dirs` directories of `per_dir` records each
+/// (names `name_len` bytes long), the first `heavy_links` of them hard links to `files` files of 16 allocation
+/// extent descriptors holding `per_aed` extents each, the others hard links to one empty file.
+fn udf_near_limits(
+    dir: &Path,
+    dirs: usize,
+    per_dir: usize,
+    name_len: usize,
+    files: u32,
+    per_aed: u32,
+    heavy_links: usize,
+) -> PathBuf {
+    let empty = 2u32;
+    let first_file = 3u32;
+    let first_aed = first_file + files;
+    let first_dir = first_aed + 16 * files;
+    let data = first_dir + dirs as u32;
+    let mut listings = Vec::new();
+    for d in 0..dirs {
+        let mut records = Vec::new();
+        for (k, n) in names(per_dir).enumerate() {
+            let i = d * per_dir + k;
+            let target = if i < heavy_links { first_file + i as u32 % files } else { empty };
+            let long = format!("{n}-{}", "x".repeat(name_len - 1 - n.len()));
+            records.extend_from_slice(&fid(0, &long, target));
+        }
+        listings.push(records);
+    }
+    let dir_blocks = listings[0].len().div_ceil(SECTOR) as u32;
+    let root_data = data + dir_blocks * dirs as u32;
+    let blocks = root_data + 2;
+    let mut img = udf_volume(blocks, 32, 16);
+    img.put(PSTART + empty as usize, &file_entry(empty, 5, 0, &[]));
+    for f in 0..files {
+        let fe = first_file + f;
+        let aeds = first_aed + 16 * f;
+        img.put(PSTART + fe as usize, &file_entry(fe, 5, u64::from(per_aed * 16) * 2048, &short_ad(2048, 3, aeds)));
+        for h in 0..16 {
+            let mut ads = Vec::new();
+            for _ in 0..per_aed {
+                ads.extend_from_slice(&short_ad(2048, 1, 0));
+            }
+            if h < 15 {
+                ads.extend_from_slice(&short_ad(2048, 3, aeds + h + 1));
+            }
+            img.put(PSTART + (aeds + h) as usize, &aed(aeds + h, &ads));
+        }
+    }
+    let mut root = Vec::new();
+    for (d, (n, records)) in names(dirs).zip(&listings).enumerate() {
+        let icb = first_dir + d as u32;
+        root.push(fid(0x02, &format!("d{n}"), icb));
+        let at = data + d as u32 * dir_blocks;
+        img.put(
+            PSTART + icb as usize,
+            &file_entry(icb, 4, records.len() as u64, &short_ad(records.len() as u32, 0, at)),
+        );
+        img.put(PSTART + at as usize, records);
+    }
+    udf_dir(&mut img, 1, root_data, 1, &root);
     img.save(&dir.join("near-limits.iso"), PSTART + blocks as usize)
 }
 
@@ -483,20 +568,13 @@ fn iso_long_paths(dir: &Path, depth: u32, siblings: u32, files: usize) -> PathBu
 // ---------------------------------------------------------------------------------------------------------
 // Running the reader and the binary.
 
-fn limit_of(e: &IsoError) -> Option<(Limit, u64)> {
-    match e {
-        IsoError::Limit { limit, value, .. } => Some((*limit, *value)),
-        _ => None,
-    }
-}
-
 /// Opens `iso` with the reader, timing it; asserts it fails over `want` (with the limit's value in the
 /// message) within 10 s.
 fn assert_refused(iso: &Path, want: Limit) -> IsoError {
     let t = Instant::now();
     let err = IsoFs::open(iso).expect_err("a hostile image must be refused");
     let took = t.elapsed();
-    assert_eq!(limit_of(&err), Some((want, want.value(&LIMITS))), "{err}");
+    assert_eq!(err.limit(), Some((want, want.value(&LIMITS))), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("damaged or hostile"), "{msg}");
     assert!(msg.contains(&format!("limit of {} {want}", want.value(&LIMITS))), "{msg}");
@@ -635,21 +713,65 @@ fn long_allocation_extent_chain_behind_hard_links() {
     }
 }
 
-/// 100,000 hard links to one file with 4,000 extents: parsed once, so they cost one extent list, not 400 million
-/// extents (the file is fine; the ISO is then refused as not a Windows ISO).
+/// 250 hard links to one file with 4,000 extents: parsed once, so they cost one extent list, not a million
+/// extents (the file is fine; the ISO is then refused as not a Windows ISO). Parsed once per link, 66 links
+/// would go over the limit of extents.
 #[test]
 fn hard_links_share_one_parse() {
     measure_here();
     let work = tempfile::tempdir().unwrap();
-    let iso = udf_aed_chain(work.path(), "links.iso", 16, 250, 100_000);
+    let iso = udf_aed_chain(work.path(), "links.iso", 16, 250, 250);
     let t = Instant::now();
     let fs = IsoFs::open(&iso).expect("hard links within the limits");
-    eprintln!("100k hard links opened in {:?}", t.elapsed());
+    eprintln!("250 hard links opened in {:?}", t.elapsed());
     assert_eq!(fs.format(), IsoFormat::Udf);
-    assert_eq!(fs.entries().len(), 100_000);
+    assert_eq!(fs.entries().len(), 250);
     assert!(fs.entries().iter().all(|e| !e.is_dir && e.size == 16 * 250 * 2048));
+    // The file's 4,000 extents and the root directory's 1 are all that is parsed.
+    let parsed_once = woesafe::media::iso::Limits { extents: 4001, ..LIMITS };
+    IsoFs::open_with(&iso, parsed_once).expect("one parse for all the links");
     if need_root("hard_links_share_one_parse (write)") {
         assert_write_refused("hard_links_share_one_parse", &iso, &["does not look like a Windows installation ISO"]);
+    }
+}
+
+/// 100,000 hard links to one file of 4,000 extents: parsed once, but each link is copied: 400 million reads
+/// after the target is wiped. Now the extents of all listed files, each link counted, are a budget.
+#[test]
+fn hard_links_times_extents() {
+    measure_here();
+    let work = tempfile::tempdir().unwrap();
+    let iso = udf_aed_chain(work.path(), "links.iso", 16, 250, 100_000);
+    assert_refused(&iso, Limit::ListedExtents);
+    if need_root("hard_links_times_extents (write)") {
+        assert_write_refused(
+            "hard_links_times_extents",
+            &iso,
+            &[UNCHANGED, "damaged or hostile", &limit_text(Limit::ListedExtents)],
+        );
+    }
+}
+
+/// 130,000 hard links to a file of 4,000 one-byte pieces: within the extent budgets at 2048 bytes a piece, but
+/// a copy of one read per byte. Every piece but the last must be whole 2048-byte blocks (ECMA-167 4/12).
+#[test]
+fn one_byte_pieces_behind_hard_links() {
+    measure_here();
+    let work = tempfile::tempdir().unwrap();
+    let iso = udf_aed_chain_of(work.path(), "bytes.iso", 16, 250, 130_000, 1);
+    let t = Instant::now();
+    let err = IsoFs::open(&iso).expect_err("1-byte pieces");
+    let took = t.elapsed();
+    assert!(matches!(&err, IsoError::UnalignedExtent { len: 1, .. }), "{err}");
+    assert!(err.to_string().contains("damaged or hostile"), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    eprintln!("{}: refused in {took:?}: {err}", iso.display());
+    if need_root("one_byte_pieces_behind_hard_links (write)") {
+        assert_write_refused(
+            "one_byte_pieces_behind_hard_links",
+            &iso,
+            &[UNCHANGED, "damaged or hostile", "not a whole number of 2048-byte blocks"],
+        );
     }
 }
 
@@ -677,7 +799,7 @@ fn overlapping_iso9660_directories() {
     let work = tempfile::tempdir().unwrap();
     let iso = iso_overlapping_dirs(work.path(), 1024);
     let err = IsoFs::open(&iso).expect_err("overlapping directories");
-    assert!(matches!(err, IsoError::BadIso9660 { .. }), "{err}");
+    assert!(matches!(err, IsoError::DirectoryCycle { .. }), "{err}");
     assert!(err.to_string().contains("overlaps another"), "{err}");
     // Two sectors are enough: the second directory starts inside the first.
     let small = iso_overlapping_dirs(work.path(), 2);
@@ -686,7 +808,7 @@ fn overlapping_iso9660_directories() {
         assert_write_refused(
             "overlapping_iso9660_directories",
             &iso,
-            &[UNCHANGED, "bad ISO 9660 file system", "overlaps another"],
+            &[UNCHANGED, "damaged or hostile", "overlaps another", "directory cycle"],
         );
     }
 }
@@ -750,12 +872,32 @@ fn real_shaped_iso_still_opens() {
     assert_eq!(fs.entries().iter().filter(|e| !e.is_dir).count(), files);
 }
 
-/// Directories that all list the same 16 MiB of records: only the bound on metadata read stops the reader.
+/// Directories that all list the same 16 MiB of records: each listing read them again, until the bound on
+/// metadata read stopped the reader. Now directories whose records overlap are a cycle, found at the second.
+#[test]
+fn directories_sharing_records_are_a_cycle() {
+    measure_here();
+    let work = tempfile::tempdir().unwrap();
+    let iso = udf_shared_directory_data(work.path(), 20);
+    let t = Instant::now();
+    let err = IsoFs::open(&iso).expect_err("shared records");
+    let took = t.elapsed();
+    assert!(matches!(&err, IsoError::DirectoryCycle { dir, .. } if dir == "d1"), "{err}");
+    assert!(err.to_string().contains("damaged or hostile"), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    eprintln!("{}: refused in {took:?}: {err}", iso.display());
+    if need_root("directories_sharing_records_are_a_cycle (write)") {
+        let expect = [UNCHANGED, "damaged or hostile", "directory cycle"];
+        assert_write_refused("directories_sharing_records_are_a_cycle", &iso, &expect);
+    }
+}
+
+/// Distinct directories of ~16 MiB each, 18 of them: only the bound on metadata read stops the reader.
 #[test]
 fn metadata_read_is_bounded() {
     measure_here();
     let work = tempfile::tempdir().unwrap();
-    let iso = udf_shared_directory_data(work.path(), 20);
+    let iso = udf_distinct_large_directories(work.path(), 18);
     assert_refused(&iso, Limit::MetadataBytes);
     if need_root("metadata_read_is_bounded (write)") {
         let expect = [UNCHANGED, "damaged or hostile", &limit_text(Limit::MetadataBytes)];
@@ -763,14 +905,14 @@ fn metadata_read_is_bounded() {
     }
 }
 
-/// An image just inside every volume-wide budget at once (128,004 entries, 7.7 MiB of paths, a file of 3,984
-/// extents behind every entry): it opens, and a write of it (refused: not a Windows ISO) stays within 10 s and
-/// 256 MiB.
+/// An image just inside every volume-wide budget at once (128,004 entries, 7.7 MiB of paths, 65 files of 3,984
+/// extents each, linked 263 times in all): it opens, and a write of it (refused: not a Windows ISO) stays
+/// within 10 s and 256 MiB.
 #[test]
 fn just_inside_every_limit() {
     measure_here();
     let work = tempfile::tempdir().unwrap();
-    let iso = udf_near_limits(work.path(), 4, 32_000, 60, 3984);
+    let iso = udf_near_limits(work.path(), 4, 32_000, 60, 65, 249, 263);
     let t = Instant::now();
     let fs = IsoFs::open(&iso).expect("inside every limit");
     eprintln!("opened {} entries in {:?}", fs.entries().len(), t.elapsed());
@@ -779,6 +921,17 @@ fn just_inside_every_limit() {
     assert!(path_bytes as u64 > LIMITS.path_bytes * 9 / 10, "{path_bytes}");
     assert!(fs.entries().len() as u64 > LIMITS.entries * 9 / 10);
     drop(fs);
+    // Both extent budgets are more than 90 % used: 65 × 3,984 parsed, 263 × 3,984 listed.
+    for (limit, limits) in [
+        (Limit::Extents, woesafe::media::iso::Limits { extents: LIMITS.extents * 9 / 10, ..LIMITS }),
+        (
+            Limit::ListedExtents,
+            woesafe::media::iso::Limits { listed_extents: LIMITS.listed_extents * 9 / 10, ..LIMITS },
+        ),
+    ] {
+        let err = IsoFs::open_with(&iso, limits).expect_err("over 90 %");
+        assert_eq!(err.limit(), Some((limit, limit.value(&limits))), "{err}");
+    }
     if need_root("just_inside_every_limit (write)") {
         assert_write_refused("just_inside_every_limit", &iso, &["does not look like a Windows installation ISO"]);
     }

@@ -54,10 +54,11 @@ pub(crate) const SECTOR: u64 = 2048;
 /// Limits on the work a damaged or hostile image can make the reader do, so that opening any image stays within
 /// 256 MiB of memory and a few seconds, whatever it declares. A Windows 10/11 ISO has about 1,000 files in 100
 /// directories, 1 to 3 extents per file, paths of at most ~100 bytes, directories of at most ~30 KiB and
-/// ~2.5 MiB of metadata: the volume-wide budgets (entries, extents, path bytes, metadata bytes) leave a margin of
-/// at least 100× over that, as 7-Zip's UdfIn does by counting items, extents and name bytes over the whole
-/// volume; the per-chain hop limits are the Linux kernel's; depth and path length are ~40× what Windows uses.
-/// Worst cases measured (debug build, on a loaded 2-core machine; the whole write): 66 MiB, 4.9 s.
+/// ~2.5 MiB of metadata: the volume-wide budgets (entries, extents, listed extents, path bytes, metadata
+/// bytes) leave a margin of at least 100× over that, as 7-Zip's UdfIn does by counting items, extents and name
+/// bytes over the whole volume; the per-chain hop limits are the Linux kernel's; depth and path length are ~40×
+/// what Windows uses.
+/// Worst cases measured (debug build, on a 2-core machine at load ~7; the whole write): 91 MiB, 6.5 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Entries of the whole volume: files and directories, and the entries of other kinds that are skipped
@@ -66,6 +67,10 @@ pub struct Limits {
     /// Extents of all files and directories together (UDF allocation descriptors, ISO 9660 multi-extent
     /// records). Bounds the memory of the extent lists.
     pub extents: u64,
+    /// Extents of all listed files together, a file's extents counted again for each of its hard links: what
+    /// copying every entry reads piece by piece. Bounds the work of the copy (each piece is one read), which
+    /// hard links would otherwise multiply after the target is wiped. A Windows ISO lists ~1,500.
+    pub listed_extents: u64,
     /// Bytes of all paths together. Bounds the memory of the entry list (entries × longest path would not).
     pub path_bytes: u64,
     /// Bytes of metadata read while opening (descriptors, directories, allocation extents). Bounds the time to
@@ -89,6 +94,7 @@ pub struct Limits {
 pub const LIMITS: Limits = Limits {
     entries: 1 << 17,
     extents: 1 << 18,
+    listed_extents: 1 << 20,
     path_bytes: 8 << 20,
     metadata_bytes: 256 << 20,
     dir_bytes: 16 << 20,
@@ -103,6 +109,7 @@ pub const LIMITS: Limits = Limits {
 pub enum Limit {
     Entries,
     Extents,
+    ListedExtents,
     PathBytes,
     MetadataBytes,
     DirBytes,
@@ -118,6 +125,7 @@ impl Limit {
         match self {
             Limit::Entries => limits.entries,
             Limit::Extents => limits.extents,
+            Limit::ListedExtents => limits.listed_extents,
             Limit::PathBytes => limits.path_bytes,
             Limit::MetadataBytes => limits.metadata_bytes,
             Limit::DirBytes => limits.dir_bytes,
@@ -134,6 +142,7 @@ impl fmt::Display for Limit {
         f.write_str(match self {
             Limit::Entries => "entries (files and directories) in the volume",
             Limit::Extents => "extents of all files together",
+            Limit::ListedExtents => "extents of the listed files together (each hard link counting its file's again)",
             Limit::PathBytes => "bytes of all paths together",
             Limit::MetadataBytes => "bytes of metadata read to list the files",
             Limit::DirBytes => "bytes in one directory",
@@ -185,6 +194,18 @@ pub enum IsoError {
         path.display()
     )]
     Limit { path: PathBuf, limit: Limit, value: u64, at: String },
+    #[error(
+        "the ISO image {} is damaged or hostile: directory {dir} is reached twice or overlaps another directory \
+         (a directory cycle)",
+        path.display()
+    )]
+    DirectoryCycle { path: PathBuf, dir: String },
+    #[error(
+        "the ISO image {} is damaged or hostile: a piece of {len} bytes of {file} is followed by another but is not \
+         a whole number of {SECTOR}-byte blocks",
+        path.display()
+    )]
+    UnalignedExtent { path: PathBuf, file: String, len: u64 },
     #[error("entry index {index} out of range: {} has {count} entries", path.display())]
     NoSuchEntry { path: PathBuf, index: usize, count: usize },
     #[error("{entry} in {} is a directory, not a file", path.display())]
@@ -200,10 +221,20 @@ impl IsoError {
             | IsoError::BadUdf { .. }
             | IsoError::BadIso9660 { .. }
             | IsoError::Unsupported { .. }
-            | IsoError::Limit { .. } => true,
+            | IsoError::Limit { .. }
+            | IsoError::DirectoryCycle { .. }
+            | IsoError::UnalignedExtent { .. } => true,
             // Metadata that points past the end of the image.
             IsoError::Read { source, .. } => source.kind() == io::ErrorKind::UnexpectedEof,
             _ => false,
+        }
+    }
+
+    /// The limit an image went over and its value, if that is what this error says.
+    pub fn limit(&self) -> Option<(Limit, u64)> {
+        match self {
+            IsoError::Limit { limit, value, .. } => Some((*limit, *value)),
+            _ => None,
         }
     }
 }
@@ -267,6 +298,47 @@ pub(crate) fn truncate_extents(mut extents: Vec<Extent>, size: u64) -> Option<Ve
         }
     }
     (left == 0).then_some(out)
+}
+
+/// A file's extents, in order, and where each starts in the file: hard links share one (computed once), so
+/// opening a file costs the same whatever its links.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct FileExtents {
+    extents: Vec<Extent>,
+    /// Where each extent starts in the file (for seeks: a binary search).
+    starts: Vec<u64>,
+}
+
+impl FileExtents {
+    pub(crate) fn new(extents: Vec<Extent>) -> FileExtents {
+        let mut at = 0u64;
+        let starts = extents
+            .iter()
+            .map(|e| {
+                let start = at;
+                at = at.saturating_add(e.len());
+                start
+            })
+            .collect();
+        FileExtents { extents, starts }
+    }
+}
+
+impl std::ops::Deref for FileExtents {
+    type Target = [Extent];
+
+    fn deref(&self) -> &[Extent] {
+        &self.extents
+    }
+}
+
+/// The first piece of `extents` that is followed by another but is not a whole number of sectors (ECMA-167
+/// 4/12 asks whole logical blocks of every allocation descriptor but the last; ECMA-119 6.5.1 whole sectors of
+/// every extent of a multi-extent file but the last): its length. A file of 1-byte pieces would make copying
+/// it one read per byte.
+pub(crate) fn unaligned_piece(extents: &[Extent]) -> Option<u64> {
+    let (_, init) = extents.split_last()?;
+    init.iter().map(Extent::len).find(|len| len % SECTOR != 0)
 }
 
 /// The open image file, and what opening it has used of its `Limits` so far.
@@ -407,7 +479,7 @@ pub(crate) struct Child<D> {
     pub size: u64,
     pub mtime: i64,
     /// File data (empty for directories); hard links to one UDF file share it.
-    pub extents: Arc<[Extent]>,
+    pub extents: Arc<FileExtents>,
     /// For a directory: how to list it.
     pub dir: Option<D>,
 }
@@ -417,11 +489,25 @@ pub(crate) struct Volume {
     pub format: IsoFormat,
     pub volume_id: String,
     pub entries: Vec<SourceEntry>,
-    pub extents: Vec<Arc<[Extent]>>,
+    pub extents: Vec<Arc<FileExtents>>,
+    pub skipped: Vec<Skipped>,
 }
 
-/// Directories already listed, as half-open ranges of where they lie: a directory overlapping one of them is a
-/// cycle (or a hard link, or two directories sharing records), whatever its exact start.
+/// Entries of one kind the reader left out (UDF symbolic links, devices, FIFOs, sockets...): how many, and
+/// the path of one, so the caller can tell the user what the stick will not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// What they are ("symbolic link", "FIFO"...).
+    pub kind: &'static str,
+    /// How many were skipped.
+    pub count: u64,
+    /// The path of the first one met (as the image spells it: escape it before showing it).
+    pub example: String,
+}
+
+/// Directories already listed, as half-open byte ranges of where their records lie: a directory overlapping one
+/// of them is a cycle (or a hard link, or two directories sharing records), whatever its exact start or the
+/// descriptor that names it.
 #[derive(Default)]
 pub(crate) struct Visited(BTreeMap<u64, u64>);
 
@@ -452,26 +538,37 @@ fn shorten(path: &str) -> String {
 }
 
 /// What `walk` finds: the entries, and each entry's extents.
-pub(crate) type Walked = (Vec<SourceEntry>, Vec<Arc<[Extent]>>);
+pub(crate) type Walked = (Vec<SourceEntry>, Vec<Arc<FileExtents>>);
 
 /// Walks the tree from `root` depth-first (children sorted by name, parents before children), with guards
-/// against cycles, depth, path lengths and bad names. `span` gives where a directory lies on disk (a half-open
-/// range: overlapping directories are refused); `list` lists one (charging its entries); `bad` makes the
+/// against cycles, depth, path lengths and bad names. `spans` gives where a directory's records lie on disk (the
+/// half-open byte ranges of its pieces: a directory overlapping one listed before, or itself, is a cycle);
+/// `list` lists one (charging its entries; it gets the directory's path, "" for the root); `bad` makes the
 /// format's error.
 pub(crate) fn walk<D>(
     image: &Image,
     root: D,
-    span: impl Fn(&D) -> (u64, u64),
-    mut list: impl FnMut(&D) -> Result<Vec<Child<D>>, IsoError>,
+    spans: impl Fn(&D) -> Result<Vec<(u64, u64)>, IsoError>,
+    mut list: impl FnMut(&D, &str) -> Result<Vec<Child<D>>, IsoError>,
     bad: impl Fn(String) -> IsoError,
 ) -> Result<Walked, IsoError> {
     let limits = *image.limits();
     let mut visited = Visited::default();
-    let (start, end) = span(&root);
-    visited.insert(start, end);
+    let mut visit = |dir: &D, path: &str| -> Result<(), IsoError> {
+        for (start, end) in spans(dir)? {
+            if !visited.insert(start, end) {
+                return Err(IsoError::DirectoryCycle {
+                    path: image.path.clone(),
+                    dir: if path.is_empty() { "/".to_string() } else { shorten(path) },
+                });
+            }
+        }
+        Ok(())
+    };
+    visit(&root, "")?;
     let mut entries = Vec::new();
     let mut all_extents = Vec::new();
-    let no_extents: Arc<[Extent]> = Arc::from(Vec::new());
+    let no_extents: Arc<FileExtents> = Arc::default();
     let mut path_bytes = 0u64;
     let mut stack: Vec<(String, u64, Child<D>)> = Vec::new();
     let mut push_children = |stack: &mut Vec<_>, parent: &str, depth: u64, mut kids: Vec<Child<D>>| {
@@ -498,12 +595,14 @@ pub(crate) fn walk<D>(
         }
         Ok(())
     };
-    let kids = list(&root)?;
+    let kids = list(&root, "")?;
     push_children(&mut stack, "", 1, kids)?;
     // Extent lists already checked: hard links share one (and it is checked once, not once per link).
     let mut checked: HashSet<usize> = HashSet::new();
+    // Extents of the listed files, each link counting its file's again (what copying them all reads).
+    let mut listed_extents = 0u64;
     while let Some((path, depth, kid)) = stack.pop() {
-        let fresh = !kid.extents.is_empty() && checked.insert(Arc::as_ptr(&kid.extents) as *const Extent as usize);
+        let fresh = !kid.extents.is_empty() && checked.insert(Arc::as_ptr(&kid.extents) as usize);
         if fresh {
             for ext in kid.extents.iter() {
                 if let Extent::Disk { offset, len } | Extent::Inline { offset, len } = ext
@@ -515,6 +614,19 @@ pub(crate) fn walk<D>(
                         image.len()
                     )));
                 }
+            }
+            if let Some(len) = unaligned_piece(&kid.extents) {
+                return Err(IsoError::UnalignedExtent {
+                    path: image.path.clone(),
+                    file: format!("/{}", shorten(&path)),
+                    len,
+                });
+            }
+        }
+        if kid.dir.is_none() {
+            listed_extents = listed_extents.saturating_add(kid.extents.len() as u64);
+            if listed_extents > limits.listed_extents {
+                return Err(image.over(Limit::ListedExtents, format!("at /{}", shorten(&path))));
             }
         }
         entries.push(SourceEntry {
@@ -528,13 +640,8 @@ pub(crate) fn walk<D>(
             if depth >= limits.depth {
                 return Err(image.over(Limit::Depth, format!("at /{}", shorten(&path))));
             }
-            let (start, end) = span(&dir);
-            if !visited.insert(start, end) {
-                return Err(bad(format!(
-                    "directory {path} is reached twice or overlaps another (directory cycle or hard link)"
-                )));
-            }
-            let kids = list(&dir)?;
+            visit(&dir, &path)?;
+            let kids = list(&dir, &path)?;
             push_children(&mut stack, &path, depth + 1, kids)?;
         }
     }
@@ -606,7 +713,8 @@ pub struct IsoFs {
     format: IsoFormat,
     volume_id: String,
     entries: Vec<SourceEntry>,
-    extents: Vec<Arc<[Extent]>>,
+    extents: Vec<Arc<FileExtents>>,
+    skipped: Vec<Skipped>,
 }
 
 impl fmt::Debug for IsoFs {
@@ -653,6 +761,7 @@ impl IsoFs {
             volume_id: volume.volume_id,
             entries: volume.entries,
             extents: volume.extents,
+            skipped: volume.skipped,
         })
     }
 
@@ -670,6 +779,12 @@ impl IsoFs {
     /// Every directory and file except the root, parents before children, sorted by name within a directory.
     pub fn entries(&self) -> &[SourceEntry] {
         &self.entries
+    }
+
+    /// Entries left out of `entries()` because they are neither files nor directories (UDF symbolic links,
+    /// devices...): one summary per kind, in the order first met. Empty for a Windows ISO.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
     }
 
     /// Where the file `entries()[index]` lies in the image when it is stored as one run of bytes (as Windows
@@ -709,17 +824,17 @@ impl IsoFs {
         if entry.is_dir {
             return Err(IsoError::IsDirectory { path: self.image.path.clone(), entry: entry.path.clone() });
         }
-        let extents = self.extents.get(index).map_or(&[][..], |v| &v[..]);
-        Ok(IsoFileReader::new(&self.image, extents, entry.size))
+        let extents = self.extents.get(index).map_or(&NO_EXTENTS, |v| &**v);
+        Ok(IsoFileReader { image: &self.image, extents, index: 0, within: 0, remaining: entry.size, size: entry.size })
     }
 }
+
+static NO_EXTENTS: FileExtents = FileExtents { extents: Vec::new(), starts: Vec::new() };
 
 /// Reads one file of an `IsoFs`, extent after extent, with positioned reads.
 pub struct IsoFileReader<'a> {
     image: &'a Image,
-    extents: &'a [Extent],
-    /// Where each extent starts in the file (for seeks: a binary search).
-    starts: Vec<u64>,
+    extents: &'a FileExtents,
     /// Current extent.
     index: usize,
     /// Bytes already read from the current extent.
@@ -733,26 +848,11 @@ pub struct IsoFileReader<'a> {
 impl fmt::Debug for IsoFileReader<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IsoFileReader")
-            .field("extents", &self.extents)
+            .field("extents", &self.extents.extents)
             .field("index", &self.index)
             .field("within", &self.within)
             .field("remaining", &self.remaining)
             .finish()
-    }
-}
-
-impl<'a> IsoFileReader<'a> {
-    fn new(image: &'a Image, extents: &'a [Extent], size: u64) -> IsoFileReader<'a> {
-        let mut at = 0u64;
-        let starts = extents
-            .iter()
-            .map(|e| {
-                let start = at;
-                at = at.saturating_add(e.len());
-                start
-            })
-            .collect();
-        IsoFileReader { image, extents, starts, index: 0, within: 0, remaining: size, size }
     }
 }
 
@@ -825,7 +925,7 @@ impl io::Seek for IsoFileReader<'_> {
         }
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the file"))?;
         let at = target.min(self.size);
-        let (index, within) = locate(&self.starts, |i| self.extents[i].len(), at);
+        let (index, within) = locate(&self.extents.starts, |i| self.extents[i].len(), at);
         self.index = index;
         self.within = within;
         self.remaining = self.size - at;
@@ -1070,6 +1170,11 @@ mod tests {
         assert!(IsoError::NotAnIso { path: path.clone() }.is_bad_image());
         let limit = IsoError::Limit { path: path.clone(), limit: Limit::Entries, value: 5, at: "here".into() };
         assert!(limit.is_bad_image());
+        assert_eq!(limit.limit(), Some((Limit::Entries, 5)));
+        assert_eq!(IsoError::NotAnIso { path: path.clone() }.limit(), None);
+        let cycle = IsoError::DirectoryCycle { path: path.clone(), dir: "a/b".into() };
+        assert!(cycle.is_bad_image());
+        assert_eq!(cycle.limit(), None);
         assert_eq!(
             limit.to_string(),
             "the ISO image x.iso is damaged or hostile: it goes over woesafe's limit of 5 entries (files and \
@@ -1110,6 +1215,7 @@ mod tests {
             Extent::Inline { offset: 50, len: 3 },
         ];
         let starts = [0, 10, 10, 15];
+        assert_eq!(FileExtents::new(exts.to_vec()).starts, starts, "worked out once, with the list");
         let at = |pos| locate(&starts, |i| exts[i].len(), pos);
         assert_eq!(at(0), (0, 0));
         assert_eq!(at(9), (0, 9));

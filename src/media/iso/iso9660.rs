@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{Child, Extent, Image, IsoError, IsoFormat, Limit, SECTOR, Volume, civil_to_unix, latin1, utf16be, walk};
+use super::{
+    Child, Extent, FileExtents, Image, IsoError, IsoFormat, Limit, SECTOR, Volume, civil_to_unix, latin1, utf16be, walk,
+};
 
 const FLAG_DIRECTORY: u8 = 0x02;
 const FLAG_ASSOCIATED: u8 = 0x04;
@@ -122,7 +124,7 @@ impl Iso<'_> {
         let data = self.image.read_vec(dir.offset, dir.len as usize)?;
         // Children, each with its extents still growing (multi-extent files).
         let mut kids: Vec<(Child<DirRef>, Vec<Extent>)> = Vec::new();
-        let no_extents: Arc<[Extent]> = Arc::from(Vec::new());
+        let no_extents: Arc<FileExtents> = Arc::default();
         // A multi-extent file still collecting extents.
         let mut open_multi = false;
         let mut p = 0usize;
@@ -179,7 +181,7 @@ impl Iso<'_> {
             .into_iter()
             .map(|(mut child, extents)| {
                 if !extents.is_empty() {
-                    child.extents = extents.into();
+                    child.extents = Arc::new(FileExtents::new(extents));
                 }
                 child
             })
@@ -208,9 +210,9 @@ pub(crate) fn read(image: &Image, pvd: u64, joliet: Option<u64>) -> Result<Volum
     let root = iso.record(root_rec, at)?;
     let root = DirRef { offset: root.offset, len: root.len };
     // Directories are keyed on the bytes they cover: one starting inside another is a cycle too.
-    let span = |d: &DirRef| (d.offset, d.offset.saturating_add(d.len));
-    let (entries, extents) = walk(image, root, span, |d| iso.list(*d), |what| image.bad_iso(what))?;
-    Ok(Volume { format, volume_id, entries, extents })
+    let span = |d: &DirRef| Ok(vec![(d.offset, d.offset.saturating_add(d.len))]);
+    let (entries, extents) = walk(image, root, span, |d, _| iso.list(*d), |what| image.bad_iso(what))?;
+    Ok(Volume { format, volume_id, entries, extents, skipped: Vec::new() })
 }
 
 #[cfg(test)]
@@ -396,8 +398,10 @@ pub(crate) mod tests {
     fn directory_cycle_is_an_error() {
         let f = write_temp(&joliet_image(21));
         let err = IsoFs::open(f.path()).expect_err("cycle must fail");
-        assert!(matches!(err, IsoError::BadIso9660 { .. }), "{err}");
-        assert!(err.to_string().contains("twice"), "{err}");
+        assert!(matches!(&err, IsoError::DirectoryCycle { dir, .. } if dir == "Sub Dir"), "{err}");
+        assert!(err.is_bad_image());
+        let msg = err.to_string();
+        assert!(msg.contains("damaged or hostile") && msg.contains("twice") && msg.contains("cycle"), "{msg}");
     }
 
     #[test]
@@ -407,7 +411,7 @@ pub(crate) mod tests {
         put(&mut img, 17, &descriptor(2, "JOLIET", 21, 4096));
         let f = write_temp(&img);
         let err = IsoFs::open(f.path()).expect_err("overlap");
-        assert!(matches!(err, IsoError::BadIso9660 { .. }), "{err}");
+        assert!(matches!(&err, IsoError::DirectoryCycle { dir, .. } if dir == "Sub Dir"), "{err}");
         assert!(err.to_string().contains("overlaps another"), "{err}");
     }
 
@@ -415,16 +419,31 @@ pub(crate) mod tests {
     fn limits_count_entries_and_extents() {
         use crate::media::iso::{LIMITS, Limit, Limits};
         let f = write_temp(&joliet_image(22));
-        let over = |limits: Limits| match IsoFs::open_with(f.path(), limits) {
-            Err(IsoError::Limit { limit, value, .. }) => (limit, value),
-            other => panic!("{other:?}"),
+        let over = |limits: Limits| {
+            let err = IsoFs::open_with(f.path(), limits).expect_err("over a limit");
+            err.limit().unwrap_or_else(|| panic!("not a limit: {err}"))
         };
         // Entries: Sub Dir, its file, a.txt, big file.bin. Extents: 1 + 1 + 2 (multi-extent).
         assert_eq!(over(Limits { entries: 3, ..LIMITS }), (Limit::Entries, 3));
         assert_eq!(over(Limits { extents: 3, ..LIMITS }), (Limit::Extents, 3));
+        assert_eq!(over(Limits { listed_extents: 3, ..LIMITS }), (Limit::ListedExtents, 3));
         assert_eq!(over(Limits { dir_bytes: 2047, ..LIMITS }), (Limit::DirBytes, 2047));
-        IsoFs::open_with(f.path(), Limits { entries: 4, extents: 4, dir_bytes: 2048, ..LIMITS })
+        IsoFs::open_with(f.path(), Limits { entries: 4, extents: 4, listed_extents: 4, dir_bytes: 2048, ..LIMITS })
             .expect("exactly at the limits");
+    }
+
+    #[test]
+    fn multi_extent_pieces_before_the_last_are_whole_sectors() {
+        // "big file.bin" in pieces of 4000 and 100 bytes: the first must be whole sectors.
+        let mut img = joliet_image(22);
+        let first = record(32, 4096, FLAG_MULTI_EXTENT, &ucs2("big file.bin"), TIME);
+        let at = img[21 * 2048..22 * 2048].windows(first.len()).position(|w| w == first).expect("the record");
+        both32(&mut img, 21 * 2048 + at + 10, 4000);
+        let f = write_temp(&img);
+        let err = IsoFs::open(f.path()).expect_err("unaligned piece");
+        assert!(matches!(&err, IsoError::UnalignedExtent { file, len: 4000, .. } if file == "/big file.bin"), "{err}");
+        assert!(err.is_bad_image());
+        assert!(err.to_string().contains("damaged or hostile"), "{err}");
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{
-    Child, Extent, Image, IsoError, IsoFormat, Limit, SECTOR, Volume, civil_to_unix, latin1, truncate_extents, utf16be,
-    walk,
+    Child, Extent, FileExtents, Image, IsoError, IsoFormat, Limit, SECTOR, Skipped, Volume, civil_to_unix, latin1,
+    truncate_extents, unaligned_piece, utf16be, walk,
 };
 
 // Descriptor tag identifiers (ECMA-167 3/7.2.1 and 4/7.2.1).
@@ -25,6 +25,29 @@ const TAG_EFE: u16 = 266;
 // ICB file types (ECMA-167 4/14.6.6).
 const FILE_TYPE_DIR: u8 = 4;
 const FILE_TYPE_FILE: u8 = 5;
+
+/// What an entry of ICB file type `t` is, for the user (ECMA-167 4/14.6.6, OSTA UDF 2.3.5.2).
+fn file_type_name(t: u8) -> &'static str {
+    match t {
+        1 => "unallocated space entry",
+        2 => "partition integrity entry",
+        3 => "indirect entry",
+        6 => "block device",
+        7 => "character device",
+        8 => "extended attributes",
+        9 => "FIFO",
+        10 => "socket",
+        11 => "terminal entry",
+        12 => "symbolic link",
+        13 => "stream directory",
+        248 => "virtual allocation table",
+        249 => "real-time file",
+        250 => "metadata file",
+        251 => "metadata mirror file",
+        252 => "metadata bitmap file",
+        _ => "entry of unknown type",
+    }
+}
 
 /// Most sectors of one volume descriptor sequence (or one extent of it, between pointers) we scan.
 const MAX_VDS_SECTORS: u64 = 1024;
@@ -307,9 +330,11 @@ enum PartMap {
 struct Udf<'a> {
     image: &'a Image,
     parts: Vec<PartMap>,
-    /// ICBs parsed so far, by (partition, block): hard links to one File Entry (many FIDs naming it) are parsed
-    /// once and share its extents.
-    icbs: RefCell<HashMap<(u16, u32), Icb>>,
+    /// ICBs parsed so far, by byte offset in the image: hard links to one File Entry (many FIDs naming it, maybe
+    /// through different partition maps of one partition) are parsed once and share its extents.
+    icbs: RefCell<HashMap<u64, Icb>>,
+    /// Entries that are neither files nor directories, by kind, in the order first met.
+    skipped: RefCell<Vec<Skipped>>,
 }
 
 /// What a File Entry or Extended File Entry says.
@@ -318,7 +343,7 @@ struct Icb {
     file_type: u8,
     size: u64,
     mtime: i64,
-    extents: Arc<[Extent]>,
+    extents: Arc<FileExtents>,
 }
 
 impl Udf<'_> {
@@ -352,12 +377,32 @@ impl Udf<'_> {
 
     /// The (Extended) File Entry at `ad`, parsed once.
     fn icb(&self, ad: LongAd) -> Result<Icb, IsoError> {
-        if let Some(icb) = self.icbs.borrow().get(&(ad.part, ad.lbn)) {
+        let key = self.offset(ad.part, ad.lbn)?;
+        if let Some(icb) = self.icbs.borrow().get(&key) {
             return Ok(icb.clone());
         }
         let icb = self.parse_icb(ad)?;
-        self.icbs.borrow_mut().insert((ad.part, ad.lbn), icb.clone());
+        self.icbs.borrow_mut().insert(key, icb.clone());
         Ok(icb)
+    }
+
+    /// Where the records of the directory whose ICB is at `ad` lie: the byte ranges of its recorded pieces, or
+    /// of its ICB's block when they are embedded there.
+    fn spans(&self, ad: LongAd) -> Result<Vec<(u64, u64)>, IsoError> {
+        let dir = self.icb(ad)?;
+        let mut spans = Vec::with_capacity(dir.extents.len());
+        for ext in dir.extents.iter() {
+            match *ext {
+                Extent::Disk { offset, len } => spans.push((offset, offset.saturating_add(len))),
+                Extent::Inline { .. } => {
+                    let block = self.offset(ad.part, ad.lbn)?;
+                    spans.push((block, block + SECTOR));
+                }
+                // Nothing on disk (and nothing a directory can be read from).
+                Extent::Zeros { .. } => {}
+            }
+        }
+        Ok(spans)
     }
 
     /// Reads the (Extended) File Entry at `ad`.
@@ -413,7 +458,7 @@ impl Udf<'_> {
                 where_()
             )));
         };
-        Ok(Icb { file_type, size, mtime, extents: extents.into() })
+        Ok(Icb { file_type, size, mtime, extents: Arc::new(FileExtents::new(extents)) })
     }
 
     /// Parses allocation descriptors of type `ad_type` (0 short, 1 long, 2 extended),
@@ -476,8 +521,18 @@ impl Udf<'_> {
         }
     }
 
-    /// Lists the directory whose ICB is at `ad`.
-    fn list(&self, ad: LongAd) -> Result<Vec<Child<LongAd>>, IsoError> {
+    /// Notes an entry at `path` of ICB file type `file_type` left out of the listing.
+    fn skip(&self, path: impl FnOnce() -> String, file_type: u8) {
+        let kind = file_type_name(file_type);
+        let mut skipped = self.skipped.borrow_mut();
+        match skipped.iter_mut().find(|s| s.kind == kind) {
+            Some(s) => s.count += 1,
+            None => skipped.push(Skipped { kind, count: 1, example: path() }),
+        }
+    }
+
+    /// Lists the directory whose ICB is at `ad` (at `path`, "" for the root).
+    fn list(&self, ad: LongAd, path: &str) -> Result<Vec<Child<LongAd>>, IsoError> {
         let dir = self.icb(ad)?;
         if dir.file_type != FILE_TYPE_DIR {
             return Err(self.bad(format!(
@@ -491,9 +546,12 @@ impl Udf<'_> {
                 format!("directory at partition {} block {} is {} bytes", ad.part, ad.lbn, dir.size),
             ));
         }
+        if let Some(len) = unaligned_piece(&dir.extents) {
+            let file = format!("the directory /{path} (ICB at partition {} block {})", ad.part, ad.lbn);
+            return Err(IsoError::UnalignedExtent { path: self.image.path.clone(), file, len });
+        }
         let data = self.image.read_extents(&dir.extents)?;
         let mut kids = Vec::new();
-        let mut skipped = 0u64;
         let mut p = 0;
         while p < data.len() {
             let rest = &data[p..];
@@ -531,35 +589,17 @@ impl Udf<'_> {
             let child_ad = long_ad(fid, 20);
             let icb = self.icb(child_ad)?;
             match icb.file_type {
-                FILE_TYPE_DIR => kids.push(Child {
-                    name,
-                    size: 0,
-                    mtime: icb.mtime,
-                    extents: Arc::from(Vec::new()),
-                    dir: Some(child_ad),
-                }),
+                FILE_TYPE_DIR => {
+                    kids.push(Child { name, size: 0, mtime: icb.mtime, extents: Arc::default(), dir: Some(child_ad) })
+                }
                 FILE_TYPE_FILE => {
                     kids.push(Child { name, size: icb.size, mtime: icb.mtime, extents: icb.extents, dir: None })
                 }
                 other => {
-                    if skipped == 0 {
-                        tracing::warn!(
-                            name = %name,
-                            file_type = other,
-                            "skipping UDF entry that is neither a file nor a directory"
-                        );
-                    }
-                    skipped += 1;
+                    tracing::debug!(name = %name, file_type = other, "skipping UDF entry: neither file nor directory");
+                    self.skip(|| if path.is_empty() { name.clone() } else { format!("{path}/{name}") }, other);
                 }
             }
-        }
-        if skipped > 1 {
-            tracing::warn!(
-                skipped,
-                "skipped UDF entries that are neither files nor directories in the directory at partition {} block {}",
-                ad.part,
-                ad.lbn
-            );
         }
         Ok(kids)
     }
@@ -628,7 +668,7 @@ pub(crate) fn read(image: &Image) -> Result<Volume, IsoError> {
         }
         p += len;
     }
-    let udf = Udf { image, parts, icbs: RefCell::new(HashMap::new()) };
+    let udf = Udf { image, parts, icbs: RefCell::new(HashMap::new()), skipped: RefCell::new(Vec::new()) };
 
     let fsd_ad = long_ad(lvd, 248);
     let fsd = udf.block(fsd_ad.part, fsd_ad.lbn)?;
@@ -640,17 +680,11 @@ pub(crate) fn read(image: &Image) -> Result<Volume, IsoError> {
     if volume_id.is_empty() {
         volume_id = vds.pvd.map(|(_, id)| id).unwrap_or_default();
     }
-    let (entries, extents) = walk(
-        image,
-        root,
-        |ad| {
-            let key = (u64::from(ad.part) << 32) | u64::from(ad.lbn);
-            (key, key + 1)
-        },
-        |ad| udf.list(*ad),
-        |what| image.bad_udf(what),
-    )?;
-    Ok(Volume { format: IsoFormat::Udf, volume_id, entries, extents })
+    // Directories are keyed on the bytes of their records, not on their ICBs: many ICBs (or one block reached
+    // through two partition maps) sharing records are a cycle too.
+    let (entries, extents) =
+        walk(image, root, |ad| udf.spans(*ad), |ad, path| udf.list(*ad, path), |what| image.bad_udf(what))?;
+    Ok(Volume { format: IsoFormat::Udf, volume_id, entries, extents, skipped: udf.skipped.into_inner() })
 }
 
 #[cfg(test)]
@@ -840,9 +874,9 @@ mod tests {
         img.sector(at + 3, &td);
     }
 
-    /// The two-recorded-extent file "two.bin": 3000 bytes, a 2048-byte unrecorded hole, 1000 bytes.
+    /// The two-recorded-extent file "two.bin": 4096 bytes, a 2048-byte unrecorded hole, 1000 bytes.
     fn two_bin() -> Vec<u8> {
-        let mut want = iso_build::pattern(3000, 3);
+        let mut want = iso_build::pattern(4096, 3);
         want.extend(vec![0u8; 2048]);
         want.extend(iso_build::pattern(1000, 4));
         want
@@ -905,18 +939,18 @@ mod tests {
         img.lbn(2, &block(&root));
 
         // Block 3: "two.bin", short_ads with a hole and an allocation extent descriptor at block 7.
-        let mut ads = short_ad(3000, 10);
+        let mut ads = short_ad(4096, 10);
         ads.extend(short_ad((1 << 30) | 2048, 0));
         ads.extend(short_ad((3 << 30) | 2048, 7));
-        img.lbn(3, &file_entry(3, false, FILE_TYPE_FILE, 6048, 0, &ads, ts(2020, 1, 2, 3, 4, 60)));
+        img.lbn(3, &file_entry(3, false, FILE_TYPE_FILE, 7144, 0, &ads, ts(2020, 1, 2, 3, 4, 60)));
         let mut aed = vec![0u8; 24];
         put32(&mut aed, 20, 8);
         aed.extend(short_ad(1000, 20));
         tag(&mut aed, TAG_AED, 7);
         img.lbn(7, &aed);
         let data = two_bin();
-        img.lbn(10, &data[..3000]);
-        img.lbn(20, &data[5048..]);
+        img.lbn(10, &data[..4096]);
+        img.lbn(20, &data[6144..]);
 
         // Block 4: "inline.txt", data embedded in the ICB.
         img.lbn(4, &file_entry(4, false, FILE_TYPE_FILE, INLINE.len() as u64, 3, INLINE, ts(2001, 2, 3, 4, 5, 0)));
@@ -939,7 +973,7 @@ mod tests {
                 ("Sub Dir", true, 0),
                 (sub_file.as_str(), false, 5),
                 ("inline.txt", false, INLINE.len() as u64),
-                ("two.bin", false, 6048),
+                ("two.bin", false, 7144),
             ]
         );
         let mtimes: Vec<_> = fs.entries().iter().map(|e| e.mtime).collect();
@@ -1017,6 +1051,7 @@ mod tests {
         let mut img = udf_image(false);
         img.lbn(5, &sub_dir(5));
         let err = open_err(&img.0);
+        assert!(matches!(&err, IsoError::DirectoryCycle { dir, .. } if *dir == format!("Sub Dir/{SUB_NAME}")), "{err}");
         assert!(err.to_string().contains("twice"), "{err}");
 
         // A File Entry whose allocation covers less than its length.
@@ -1045,11 +1080,8 @@ mod tests {
     /// What `IsoFs::open_with(limits)` of `img` fails with: the limit and its value.
     fn over_limit(img: &[u8], limits: crate::media::iso::Limits) -> (Limit, u64) {
         let f = write_temp(img);
-        match IsoFs::open_with(f.path(), limits) {
-            Err(IsoError::Limit { limit, value, .. }) => (limit, value),
-            Err(e) => panic!("not a limit: {e}"),
-            Ok(_) => panic!("opened within {limits:?}"),
-        }
+        let err = IsoFs::open_with(f.path(), limits).expect_err("over a limit");
+        err.limit().unwrap_or_else(|| panic!("not a limit: {err}"))
     }
 
     #[test]
@@ -1058,11 +1090,13 @@ mod tests {
         let img = udf_image(false).0;
         let f = write_temp(&img);
         check_udf_tree(&IsoFs::open(f.path()).expect("within the default limits"));
-        let cases: [(Limit, Limits); 8] = [
+        let cases: [(Limit, Limits); 9] = [
             // 4 entries (the deleted one is not listed).
             (Limit::Entries, Limits { entries: 3, ..LIMITS }),
             // two.bin has 3 extents, the others 1 each.
             (Limit::Extents, Limits { extents: 5, ..LIMITS }),
+            // Listed: two.bin's 3, inline.txt's and the sub directory file's 1 each (directories count none).
+            (Limit::ListedExtents, Limits { listed_extents: 4, ..LIMITS }),
             // "Sub Dir/ü日本 ñ.txt" is 23 bytes.
             (Limit::PathLen, Limits { path_len: 9, ..LIMITS }),
             (Limit::PathBytes, Limits { path_bytes: 30, ..LIMITS }),
@@ -1077,7 +1111,7 @@ mod tests {
             assert_eq!(over_limit(&img, limits), (want, want.value(&limits)), "{want:?}");
         }
         // Exactly at each limit is fine.
-        let exact = Limits { entries: 4, extents: 7, path_len: 23, depth: 2, aed_hops: 1, ..LIMITS };
+        let exact = Limits { entries: 4, extents: 7, listed_extents: 5, path_len: 23, depth: 2, aed_hops: 1, ..LIMITS };
         check_udf_tree(&IsoFs::open_with(f.path(), exact).expect("exactly at the limits"));
 
         // The main sequence: its primary volume descriptor, then a pointer to the reserve sequence.
@@ -1118,15 +1152,193 @@ mod tests {
         );
         img.lbn(2, &block(&root));
         let f = write_temp(&img.0);
-        // Four links to a file of 3 extents: 3 extents in all (and the root directory's 1).
-        let fs = IsoFs::open_with(f.path(), crate::media::iso::Limits { extents: 4, ..crate::media::iso::LIMITS })
-            .expect("links cost nothing extra");
+        // Four links to a file of 3 extents: 3 extents parsed in all (and the root directory's 1), but 12 to copy.
+        let limits = crate::media::iso::Limits { extents: 4, listed_extents: 12, ..crate::media::iso::LIMITS };
+        let fs = IsoFs::open_with(f.path(), limits).expect("links parse nothing extra");
+        let fewer = crate::media::iso::Limits { listed_extents: 11, ..limits };
+        assert_eq!(over_limit(&img.0, fewer), (Limit::ListedExtents, 11), "each link is copied");
         let paths: Vec<_> = fs.entries().iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["link 1", "link 2", "link 3", "two.bin"]);
         for (i, path) in paths.iter().enumerate() {
             assert!(std::sync::Arc::ptr_eq(&fs.extents[i], &fs.extents[3]));
             assert_eq!(read_all(&fs, path), two_bin());
         }
+        // Where each piece starts in the file is worked out once, with the shared list.
+        assert_eq!(fs.extents[3].starts, [0, 4096, 6144]);
+    }
+
+    /// Writes root directory records `fids` (after the parent entry) into blocks 1 (ICB) and 2 (records).
+    fn set_root(img: &mut Img, fids: &[Vec<u8>]) {
+        let mut root = fid(0x0A, &[], 1);
+        for f in fids {
+            root.extend_from_slice(f);
+        }
+        assert!(root.len() <= 2048);
+        let ads = short_ad(root.len() as u32, 2);
+        img.lbn(1, &file_entry(1, false, FILE_TYPE_DIR, root.len() as u64, 0, &ads, ts(2001, 2, 3, 4, 5, 0)));
+        img.lbn(2, &block(&root));
+    }
+
+    /// A File Identifier Descriptor naming an ICB in partition (map) `part`.
+    fn fid_in(characteristics: u8, name: &str, part: u16, icb_lbn: u32) -> Vec<u8> {
+        let mut d = fid(characteristics, &latin1_name(name), icb_lbn);
+        put16(&mut d, 28, part);
+        tag(&mut d, TAG_FID, 0);
+        d
+    }
+
+    #[test]
+    fn directories_sharing_records_are_a_cycle() {
+        // Directories "A" and "B" are distinct File Entries (blocks 8 and 9) whose records are the same block 12.
+        let mut img = udf_image(false);
+        let mut records = fid(0x0A, &[], 1);
+        records.extend(fid(0, &latin1_name("f"), 6));
+        for lbn in [8, 9] {
+            let ads = short_ad(records.len() as u32, 12);
+            img.lbn(
+                lbn,
+                &file_entry(lbn, false, FILE_TYPE_DIR, records.len() as u64, 0, &ads, ts(2001, 1, 1, 0, 0, 0)),
+            );
+        }
+        img.lbn(12, &block(&records));
+        set_root(&mut img, &[fid_in(0x02, "A", 0, 8), fid_in(0x02, "B", 0, 9)]);
+        let err = open_err(&img.0);
+        assert!(matches!(&err, IsoError::DirectoryCycle { dir, .. } if dir == "B"), "{err}");
+        assert!(err.is_bad_image());
+        let msg = err.to_string();
+        assert!(msg.contains("damaged or hostile") && msg.contains("directory cycle"), "{msg}");
+
+        // "A" covers blocks 12 and 13, "B" only block 13: overlapping records are a cycle too.
+        let mut img2 = Img(img.0.clone());
+        // 64-byte records, 32 to a block.
+        let full: Vec<u8> = (0..64).flat_map(|i| fid(0, &latin1_name(&format!("{i:025}")), 6)).collect();
+        assert_eq!(full.len(), 4096);
+        img2.lbn(12, &full);
+        let a = short_ad(4096, 12);
+        img2.lbn(8, &file_entry(8, false, FILE_TYPE_DIR, 4096, 0, &a, ts(2001, 1, 1, 0, 0, 0)));
+        let b = short_ad(2048, 13);
+        img2.lbn(9, &file_entry(9, false, FILE_TYPE_DIR, 2048, 0, &b, ts(2001, 1, 1, 0, 0, 0)));
+        let err = open_err(&img2.0);
+        assert!(matches!(&err, IsoError::DirectoryCycle { dir, .. } if dir == "B"), "{err}");
+
+        // Distinct records (block 13 for "B") are fine.
+        let b = short_ad(records.len() as u32, 13);
+        img.lbn(9, &file_entry(9, false, FILE_TYPE_DIR, records.len() as u64, 0, &b, ts(2001, 1, 1, 0, 0, 0)));
+        img.lbn(13, &block(&records));
+        let f = write_temp(&img.0);
+        let fs = IsoFs::open(f.path()).expect("two distinct directories");
+        let paths: Vec<_> = fs.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["A", "A/f", "B", "B/f"]);
+    }
+
+    /// The volume with a second partition map naming the same partition as the first.
+    fn two_maps_of_one_partition(img: &mut Img) {
+        for at in [32u32, 48] {
+            let lvd_at = (at as usize + 2) * 2048;
+            let mut lvd = img.0[lvd_at..lvd_at + 446].to_vec();
+            put32(&mut lvd, 264, 12);
+            put32(&mut lvd, 268, 2);
+            lvd.extend_from_slice(&[1, 6, 1, 0, 0, 0]);
+            tag(&mut lvd, TAG_LVD, at + 2);
+            img.sector(at + 2, &block(&lvd));
+        }
+    }
+
+    #[test]
+    fn one_directory_through_two_partition_maps_is_a_cycle() {
+        // "A" and "B" name the same ICB (the embedded "Sub Dir" at block 5) through maps 0 and 1.
+        let mut img = udf_image(false);
+        two_maps_of_one_partition(&mut img);
+        set_root(&mut img, &[fid_in(0x02, "A", 0, 5), fid_in(0x02, "B", 1, 5)]);
+        let err = open_err(&img.0);
+        assert!(matches!(&err, IsoError::DirectoryCycle { dir, .. } if dir == "B"), "{err}");
+
+        // A file reached through both maps is one File Entry, parsed once.
+        set_root(&mut img, &[fid_in(0, "x", 0, 3), fid_in(0, "y", 1, 3)]);
+        let f = write_temp(&img.0);
+        let fs = IsoFs::open(f.path()).expect("one file under two names");
+        assert_eq!(fs.entries().len(), 2);
+        assert!(std::sync::Arc::ptr_eq(&fs.extents[0], &fs.extents[1]));
+        assert_eq!(read_all(&fs, "y"), two_bin());
+    }
+
+    #[test]
+    fn pieces_before_the_last_are_whole_blocks() {
+        // two.bin's first piece of 3000 bytes, then more: 1-byte pieces would make its copy one read per byte.
+        let mut img = udf_image(false);
+        let mut ads = short_ad(3000, 10);
+        ads.extend(short_ad(1000, 20));
+        img.lbn(3, &file_entry(3, false, FILE_TYPE_FILE, 4000, 0, &ads, ts(2020, 1, 2, 3, 4, 60)));
+        let err = open_err(&img.0);
+        assert!(matches!(&err, IsoError::UnalignedExtent { file, len: 3000, .. } if file == "/two.bin"), "{err}");
+        assert!(err.is_bad_image());
+        assert!(err.to_string().contains("damaged or hostile"), "{err}");
+
+        // An unrecorded piece of 1000 bytes before the last.
+        let mut ads = short_ad(2048, 10);
+        ads.extend(short_ad((1 << 30) | 1000, 0));
+        ads.extend(short_ad(1000, 20));
+        img.lbn(3, &file_entry(3, false, FILE_TYPE_FILE, 4048, 0, &ads, ts(2020, 1, 2, 3, 4, 60)));
+        let err = open_err(&img.0);
+        assert!(matches!(&err, IsoError::UnalignedExtent { len: 1000, .. }), "{err}");
+
+        // Only the last piece may end inside a block (and one cut short by the file's size is the last).
+        let mut ads = short_ad(2048, 10);
+        ads.extend(short_ad(2048, 20));
+        ads.extend(short_ad(1, 21));
+        img.lbn(3, &file_entry(3, false, FILE_TYPE_FILE, 3000, 0, &ads, ts(2020, 1, 2, 3, 4, 60)));
+        let f = write_temp(&img.0);
+        let fs = IsoFs::open(f.path()).expect("the last piece may be short");
+        let i = fs.entries().iter().position(|e| e.path == "two.bin").expect("two.bin");
+        assert_eq!(fs.extents[i].len(), 2);
+        assert_eq!(fs.extents[i][1].len(), 952);
+
+        // A directory's records in two pieces, the first of 40 bytes (its parent entry).
+        let mut img = udf_image(false);
+        let mut root = fid(0x0A, &[], 1);
+        assert_eq!(root.len(), 40);
+        root.extend(fid(0, &latin1_name("two.bin"), 3));
+        let mut ads = short_ad(40, 2);
+        ads.extend(short_ad(root.len() as u32 - 40, 8));
+        img.lbn(1, &file_entry(1, false, FILE_TYPE_DIR, root.len() as u64, 0, &ads, ts(2001, 2, 3, 4, 5, 0)));
+        img.lbn(2, &block(&root[..40]));
+        img.lbn(8, &block(&root[40..]));
+        let err = open_err(&img.0);
+        assert!(matches!(&err, IsoError::UnalignedExtent { len: 40, .. }), "{err}");
+        assert!(err.to_string().contains("directory /"), "{err}");
+    }
+
+    #[test]
+    fn skipped_entries_are_reported() {
+        // Two symbolic links (one File Entry) in the root, a FIFO in "Sub Dir".
+        let mut img = udf_image(false);
+        img.lbn(8, &file_entry(8, false, 12, 0, 0, &[], ts(2001, 1, 1, 0, 0, 0)));
+        img.lbn(9, &file_entry(9, false, 9, 0, 0, &[], ts(2001, 1, 1, 0, 0, 0)));
+        img.lbn(5, &sub_dir(9));
+        set_root(
+            &mut img,
+            &[
+                fid_in(0, "two.bin", 0, 3),
+                fid_in(0, "link a", 0, 8),
+                fid_in(0x02, "Sub Dir", 0, 5),
+                fid_in(0, "link b", 0, 8),
+            ],
+        );
+        let f = write_temp(&img.0);
+        let fs = IsoFs::open(f.path()).expect("skipped entries are not errors");
+        let paths: Vec<_> = fs.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["Sub Dir", "two.bin"]);
+        let skipped = fs.skipped();
+        assert_eq!(
+            skipped,
+            [
+                Skipped { kind: "symbolic link", count: 2, example: "link a".into() },
+                Skipped { kind: "FIFO", count: 1, example: format!("Sub Dir/{SUB_NAME}") },
+            ]
+        );
+        // Nothing is skipped in a plain volume.
+        let f = write_temp(&udf_image(false).0);
+        assert!(IsoFs::open(f.path()).expect("open").skipped().is_empty());
     }
 
     #[test]
@@ -1136,7 +1348,7 @@ mod tests {
         let fs = IsoFs::open(f.path()).expect("open");
         let want = two_bin();
         let mut r = fs.open_file(3).expect("two.bin");
-        for at in (0..want.len()).rev().step_by(7).chain([0, 2999, 3000, 5047, 5048, want.len() - 1]) {
+        for at in (0..want.len()).rev().step_by(7).chain([0, 4095, 4096, 6143, 6144, want.len() - 1]) {
             r.seek(std::io::SeekFrom::Start(at as u64)).expect("seek");
             let mut b = [0u8; 2];
             let n = r.read(&mut b).expect("read");
