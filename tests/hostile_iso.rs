@@ -615,6 +615,9 @@ const MEASURE_ENV: &str = "WOESAFE_HOSTILE_MEASURE";
 /// run of this test binary (`test` names the calling test, which hands over to `measure_here` at once), whose
 /// few MiB are all a fork copies.
 fn run_write(test: &str, iso: &Path, target: &Path) -> (Option<i32>, String, Duration, u64) {
+    // One measured write at a time: on a 2-core machine, parallel writes would measure each other.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let t = Instant::now();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
