@@ -40,6 +40,8 @@ pub enum WriteError {
     Source(#[from] SourceError),
     #[error("the target {path} ({size} bytes) has no room for a partition")]
     NoRoom { path: std::path::PathBuf, size: u64 },
+    #[error("internal error: {path} was taken out of the tree but neither split nor re-packed (nothing was written)")]
+    Unplanned { path: String },
     #[error("cannot open the target {path}: {source}")]
     OpenTarget {
         path: std::path::PathBuf,
@@ -144,6 +146,7 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
             let worker_refusal = matches!(
                 e,
                 WriteError::TooSmallAfterRepack { .. }
+                    | WriteError::NoRoom { .. }
                     | WriteError::PartTooBig { .. }
                     | WriteError::ScratchFull { .. }
                     | WriteError::Names(_)
@@ -245,24 +248,29 @@ impl Job<'_> {
             .map(|(i, e)| BigFile {
                 path: e.path.clone(),
                 size: e.size,
-                wim: choose::is_install_image(&e.path).then(|| match plan_split(&source, i, guid) {
-                    Ok(plan) => {
-                        let verdict = verdict_of(&plan);
-                        if matches!(verdict, WimVerdict::Split { .. }) {
-                            plans.push((i, plan));
-                        }
-                        verdict
-                    }
+                wim: choose::is_install_image(&e.path).then(|| {
                     // wimlib reads what it re-packs with fewer checks than usual (see wim::inspect): it gets
                     // only a WIM whose header and tables passed ours.
-                    Err(wimsplit::SplitError::NeedsRepack(why)) => match inspect_wim(&source, i) {
+                    let mut repack = |why: String| match inspect_wim(&source, i) {
                         Ok(info) => {
                             to_repack.push((i, info));
                             WimVerdict::Repack { why }
                         }
                         Err(e) => WimVerdict::Unusable(e),
-                    },
-                    Err(e) => WimVerdict::Unusable(e.to_string()),
+                    };
+                    match plan_split(&source, i, guid) {
+                        Ok(plan) => match verdict_of(&plan) {
+                            verdict @ WimVerdict::Split { .. } => {
+                                plans.push((i, plan));
+                                verdict
+                            }
+                            // Splittable, but one resource makes a part too big for FAT32.
+                            WimVerdict::Repack { why } => repack(why),
+                            verdict @ WimVerdict::Unusable(_) => verdict,
+                        },
+                        Err(wimsplit::SplitError::NeedsRepack(why)) => repack(why),
+                        Err(e) => WimVerdict::Unusable(e.to_string()),
+                    }
                 }),
             })
             .collect();
@@ -330,6 +338,13 @@ impl Job<'_> {
             .filter(|(i, _)| repack.contains(i))
             .map(|(i, info)| (*i, wim::repack_bytes(info, entries[*i].size)))
             .collect();
+        // Every install image taken out of the tree goes back in, split or re-packed: never a stick without it.
+        for &i in split.iter().chain(&repack) {
+            let planned = plans.iter().any(|(p, _)| *p == i) || repack_info.iter().any(|(p, _)| *p == i);
+            if !planned {
+                return Err(WriteError::Unplanned { path: entries[i].path.clone() });
+            }
+        }
         let mut scratch_bytes: u64 = repack_info.iter().map(|(_, n)| n).sum();
         // wimlib reads the WIM through a read-only loop device over its bytes in the ISO when they are one run
         // (as in Windows ISOs), else from a copy in scratch space.
