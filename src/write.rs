@@ -435,7 +435,11 @@ impl Job<'_> {
             });
         }
         let planned = Plan::build(entries, &removed, &planned_added);
-        let names_target = names::Target { fs, kernel: use_kernel_target };
+        let names_target = names::Target {
+            fs,
+            kernel: use_kernel_target,
+            mount_point_bytes: target_mount_point(work.path()).as_os_str().len(),
+        };
         // The ISO's own UEFI loader must be one (the Windows 7 one is checked once extracted).
         let loader_problem = match find_file(entries, uefi::UEFI_LOADER).filter(|&i| entries[i].size > 0) {
             Some(i) if req.boot.uefi() => check_iso_loader(&source, i).err(),
@@ -638,7 +642,7 @@ impl Job<'_> {
         let mut ntfs_mount = None;
         let mut fusectl_guard = None;
         let mount_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        let mount_point = work.path().join("target");
+        let mount_point = target_mount_point(work.path());
         let mut target: Box<dyn TargetTree> = match (fs, use_kernel_target) {
             (Fs::Fat32, false) => {
                 Box::new(FatWriter::open(part.file().try_clone().map_err(part_err)?, part.path(), &tree.plan.entries)?)
@@ -974,6 +978,11 @@ impl Job<'_> {
 }
 
 /// An ISO file by path, in any letter case.
+/// Where the stick's filesystem is mounted inside the worker's private directory (kernel drivers, ntfs-3g).
+fn target_mount_point(work: &Path) -> PathBuf {
+    work.join("target")
+}
+
 fn find_file(entries: &[SourceEntry], path: &str) -> Option<usize> {
     entries.iter().position(|e| !e.is_dir && e.path.eq_ignore_ascii_case(path))
 }

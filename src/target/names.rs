@@ -8,8 +8,8 @@
 //!   ignored (FAT's and Windows' rule; `to_uppercase`, which folds at least what Windows' upcase table does);
 //! - no name may hold `" * / : < > ? \ |` or a control character, be longer than 255 UTF-16 units, be only
 //!   dots and spaces, end in a dot or a space (Windows drops those: the file could not be opened; the kernel's
-//!   vfat silently drops them too), or be a Windows device name (`CON`, `PRN`, `AUX`, `NUL`, `COM1`–`COM9`,
-//!   `LPT1`–`LPT9`, also with an extension: `con.txt`);
+//!   vfat silently drops them too), or be a Windows device name (`CON`, `PRN`, `AUX`, `NUL`, `COM0`–`COM9`,
+//!   `LPT0`–`LPT9`, also with an extension: `con.txt`);
 //! - NTFS: no NTFS system file name (`$MFT`, `$Bitmap`, ...) in the root;
 //! - FAT, woesafe's writer: no two equal 8.3 names in one directory (an explicit 8.3 name keeps its own;
 //!   generated ones skip it);
@@ -29,6 +29,19 @@ pub struct Target {
     pub fs: Fs,
     /// The kernel's driver (vfat, ntfs3), else woesafe's FAT writer or ntfs-3g.
     pub kernel: bool,
+    /// Bytes of the directory the filesystem is mounted on (a kernel driver or ntfs-3g; woesafe's FAT writer
+    /// mounts nothing): every path on the stick is opened below it, so it must fit PATH_MAX with it.
+    pub mount_point_bytes: usize,
+}
+
+/// Longest path the kernel takes (PATH_MAX, the terminating NUL included).
+pub const PATH_MAX: usize = 4096;
+
+impl Target {
+    /// Whether the stick's filesystem is mounted to be written (only woesafe's FAT writer is not).
+    pub fn mounted(self) -> bool {
+        self.kernel || self.fs == Fs::Ntfs
+    }
 }
 
 /// Why the planned tree cannot go onto the stick as it is.
@@ -53,6 +66,11 @@ pub enum NameProblem {
     BadChar { path: String, ch: char, fs: &'static str },
     #[error("{path}: the name is {units} UTF-16 units long; {fs} names hold at most 255: shorten it in the ISO")]
     TooLong { path: String, units: usize, fs: &'static str },
+    #[error(
+        "{path}: the path is {bytes} bytes long; below the mount point of the stick's filesystem it would be \
+         longer than the {max} bytes Linux opens: shorten it in the ISO{hint}"
+    )]
+    PathTooLong { path: String, bytes: usize, max: usize, hint: &'static str },
     #[error("{path}: the name is only dots and spaces, which no Windows filesystem can hold")]
     OnlyDots { path: String },
     #[error(
@@ -61,7 +79,7 @@ pub enum NameProblem {
     )]
     TrailingDotOrSpace { path: String },
     #[error(
-        "{path}: {name} is a Windows device name (CON, PRN, AUX, NUL, COM1-COM9, LPT1-LPT9, also with an \
+        "{path}: {name} is a Windows device name (CON, PRN, AUX, NUL, COM0-COM9, LPT0-LPT9, also with an \
          extension); Windows cannot open such a file: remove or rename it in the ISO"
     )]
     DeviceName { path: String, name: String },
@@ -96,9 +114,10 @@ pub fn is_device_name(name: &str) -> bool {
     let stem = name.split('.').next().unwrap_or("").trim_end_matches(' ').to_ascii_uppercase();
     match stem.as_str() {
         "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$" => true,
+        // Microsoft's list names COM0 and LPT0 too.
         s if s.starts_with("COM") || s.starts_with("LPT") => {
             let mut digit = s[3..].chars();
-            matches!((digit.next(), digit.next()), (Some('1'..='9' | '¹' | '²' | '³'), None))
+            matches!((digit.next(), digit.next()), (Some('0'..='9' | '¹' | '²' | '³'), None))
         }
         _ => false,
     }
@@ -227,6 +246,12 @@ pub fn check_names(target: Target, plan: &Plan) -> Result<(), NameProblem> {
         if units > 255 {
             return Err(NameProblem::TooLong { path, units, fs });
         }
+        // "<mount point>/<path>\0" must fit PATH_MAX.
+        let max = PATH_MAX.saturating_sub(target.mount_point_bytes + 2);
+        if target.mounted() && e.path.len() > max {
+            let hint = if target.fs == Fs::Fat32 { ", or use --target-driver userspace" } else { "" };
+            return Err(NameProblem::PathTooLong { path, bytes: e.path.len(), max, hint });
+        }
         if name.ends_with(['.', ' ']) {
             return Err(NameProblem::TrailingDotOrSpace { path });
         }
@@ -333,10 +358,11 @@ mod tests {
     fn add(p: &str) -> Added {
         Added { path: p.into(), size: 1, mtime: 0, origin: Origin::Planned }
     }
-    const FAT: Target = Target { fs: Fs::Fat32, kernel: false };
-    const VFAT: Target = Target { fs: Fs::Fat32, kernel: true };
-    const NTFS: Target = Target { fs: Fs::Ntfs, kernel: false };
-    const NTFS3: Target = Target { fs: Fs::Ntfs, kernel: true };
+    const MOUNT: usize = "/run/woesafe.4194304/target".len();
+    const FAT: Target = Target { fs: Fs::Fat32, kernel: false, mount_point_bytes: MOUNT };
+    const VFAT: Target = Target { fs: Fs::Fat32, kernel: true, mount_point_bytes: MOUNT };
+    const NTFS: Target = Target { fs: Fs::Ntfs, kernel: false, mount_point_bytes: MOUNT };
+    const NTFS3: Target = Target { fs: Fs::Ntfs, kernel: true, mount_point_bytes: MOUNT };
     const ALL: [Target; 4] = [FAT, VFAT, NTFS, NTFS3];
 
     fn check(t: Target, iso: &[SourceEntry], added: &[Added]) -> Result<(), NameProblem> {
@@ -465,6 +491,8 @@ mod tests {
                 ("Lpt9.tar.gz", "DeviceName"),
                 ("nul", "DeviceName"),
                 ("COM1", "DeviceName"),
+                ("COM0", "DeviceName"),
+                ("lpt0.txt", "DeviceName"),
                 ("aux .txt", "DeviceName"),
             ] {
                 let got = check(t, &[e("d", true), e(&format!("d/{name}"), false)], &[]).unwrap_err();
@@ -476,10 +504,42 @@ mod tests {
             assert_eq!(check(t, &[e(&"x".repeat(255), false)], &[]), Ok(()));
             // 128 characters outside the BMP are 256 UTF-16 units
             assert!(matches!(check(t, &[e(&"😀".repeat(128), false)], &[]), Err(NameProblem::TooLong { .. })));
-            for fine in ["COM0", "COM10", "CONSOLE", "LPT", "a.con", ".hidden", " leading"] {
+            for fine in ["COM10", "CONSOLE", "LPT", "a.con", ".hidden", " leading"] {
                 assert_eq!(check(t, &[e(fine, false)], &[]), Ok(()), "{fine}");
             }
         }
+    }
+
+    #[test]
+    fn paths_must_fit_path_max_below_the_mount_point() {
+        // Directories of 253 bytes, 16 deep, and a file: 4,069 bytes, within the reader's 4,096 but not below a
+        // mount point.
+        let mut entries = Vec::new();
+        let mut path = String::new();
+        for c in 'a'..='p' {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(&c.to_string().repeat(253));
+            entries.push(e(&path, true));
+        }
+        entries.push(e(&format!("{path}/x.txt"), false));
+        let longest = path.len() + "/x.txt".len();
+        for t in [VFAT, NTFS, NTFS3] {
+            match check(t, &entries, &[]) {
+                Err(NameProblem::PathTooLong { bytes, max, .. }) => {
+                    assert_eq!((bytes, max), (longest, PATH_MAX - MOUNT - 2), "{t:?}");
+                }
+                other => panic!("{t:?}: {other:?}"),
+            }
+        }
+        // woesafe's FAT writer opens nothing by path on the stick.
+        assert_eq!(check(FAT, &entries, &[]), Ok(()));
+        // Exactly at the limit is fine.
+        let t = Target { mount_point_bytes: PATH_MAX - 2 - longest, ..NTFS };
+        assert_eq!(check(t, &entries, &[]), Ok(()));
+        let t = Target { mount_point_bytes: PATH_MAX - 1 - longest, ..NTFS };
+        assert!(matches!(check(t, &entries, &[]), Err(NameProblem::PathTooLong { .. })));
     }
 
     #[test]
