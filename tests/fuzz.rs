@@ -1039,3 +1039,85 @@ fn regressions() {
     eprintln!("fuzz regressions: {replayed} inputs replayed");
     failures.assert_none("regressions", "These inputs once found a bug: it is back.");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The harness's own checks: its budgets catch what they are for, its UDF tag repair makes valid tags.
+
+fn panics(_: &[u8]) -> Outcome {
+    panic!("synthetic panic")
+}
+
+fn hogs_memory(_: &[u8]) -> Outcome {
+    let v = vec![0u8; 300 << 20];
+    std::hint::black_box(&v);
+    Outcome::default()
+}
+
+fn slow(_: &[u8]) -> Outcome {
+    std::thread::sleep(TIME_BUDGET + Duration::from_millis(100));
+    Outcome::default()
+}
+
+fn fine(data: &[u8]) -> Outcome {
+    let v = vec![0u8; 1 << 20];
+    Outcome { accepted: true, items: std::hint::black_box(&v).len() as u64, bytes: data.len() as u64 }
+}
+
+fn bomb(_: &[u8]) -> Outcome {
+    let v = vec![0u8; 3 << 30];
+    std::hint::black_box(&v);
+    Outcome::default()
+}
+
+#[test]
+fn budgets_catch_panics_memory_and_time() {
+    let dog = Watchdog::start("selftest");
+    let oom = oom_path("selftest");
+    let input = Arc::new(b"input".to_vec());
+    let err = |entry: Entry| run_one(entry, &input, &dog, &oom).outcome.expect_err("a failure");
+    assert!(err(panics).contains("panicked: synthetic panic"));
+    assert!(err(hogs_memory).contains("held 300 MiB"), "{}", err(hogs_memory));
+    assert!(err(slow).starts_with("took"));
+    let ok = run_one(fine, &input, &dog, &oom);
+    assert_eq!(ok.outcome.expect("no failure"), Outcome { accepted: true, items: 1 << 20, bytes: 5 });
+    assert!((1 << 20..2 << 20).contains(&ok.peak), "peak {} bytes", ok.peak);
+}
+
+/// The hard limit, in a child process (it aborts): the input is saved before the allocation is refused.
+#[test]
+fn hard_limit_saves_the_input_and_aborts() {
+    if std::env::var_os("WOESAFE_FUZZ_HARD_LIMIT_CHILD").is_some() {
+        let dog = Watchdog::start("selftest");
+        let input = Arc::new(b"the bomb's input".to_vec());
+        run_one(bomb, &input, &dog, &oom_path("selftest"));
+        unreachable!("the allocation past the hard limit was not refused");
+    }
+    let saved = failure_dir().join("selftest-over-hard-limit.bin");
+    let _ = std::fs::remove_file(&saved);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["hard_limit_saves_the_input_and_aborts", "--exact", "--nocapture", "--test-threads", "1"])
+        .env("WOESAFE_FUZZ_HARD_LIMIT_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the child survived: {stderr}");
+    assert!(stderr.contains("past the hard limit") && stderr.contains("saved as"), "{stderr}");
+    assert_eq!(std::fs::read(&saved).unwrap(), b"the bomb's input");
+}
+
+#[test]
+fn udf_tags_are_repaired() {
+    // CRC-ITU-T's check value.
+    assert_eq!(udf_crc(b"123456789"), 0x31C3);
+    let mut data = vec![0u8; 64];
+    put_le(&mut data, 4 + 16, 2, 2); // a body byte
+    put_le(&mut data, 0, 2, 257); // a File Identifier Descriptor
+    put_le(&mut data, 10, 2, 40);
+    assert!(find_udf_tags(&data).is_empty());
+    fix_udf_tag(&mut data, 0);
+    assert_eq!(find_udf_tags(&data), vec![(0, 40)]);
+    data[30] ^= 0x10;
+    assert!(find_udf_tags(&data).is_empty());
+    fix_udf_tag(&mut data, 0);
+    assert_eq!(find_udf_tags(&data), vec![(0, 40)]);
+}
