@@ -186,6 +186,12 @@ pub fn wim(data: &[u8]) -> Outcome {
                 let count = u16::from_le_bytes([bytes[42], bytes[43]]);
                 assert_eq!((number, usize::from(count)), (part.number, total), "part header's numbering");
             }
+            if bytes.len() as u64 == part.size {
+                // A whole part is a WIM of its own, which the inspection reads as this part of the set.
+                let info = wim::inspect(&mut Cursor::new(&bytes))
+                    .unwrap_or_else(|e| panic!("part {} of a split does not inspect: {e}", part.number));
+                assert_eq!((info.part_number, usize::from(info.total_parts)), (part.number, total));
+            }
         }
     }
     out
