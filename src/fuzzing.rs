@@ -249,3 +249,49 @@ fn memory_file(data: &[u8]) -> File {
     file.write_all(data).expect("writing the input to a memory file");
     file
 }
+
+/// UDF descriptor tags: the CRC-ITU-T (polynomial 0x1021, initial 0) that a tag keeps of the bytes after it.
+pub fn udf_crc(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
+/// A UDF tag's checksum: the sum of its 16 bytes but the checksum's own (byte 4).
+pub fn udf_tag_checksum(tag: &[u8]) -> u8 {
+    tag[..16].iter().enumerate().filter(|(i, _)| *i != 4).fold(0u8, |s, (_, b)| s.wrapping_add(*b))
+}
+
+/// Recompute the CRC (when the bytes it covers are all there) and the checksum of the tag at `at`.
+pub fn fix_udf_tag(data: &mut [u8], at: usize) {
+    if at.checked_add(16).is_none_or(|end| end > data.len()) {
+        return;
+    }
+    let crc_len = usize::from(u16::from_le_bytes([data[at + 10], data[at + 11]]));
+    if at + 16 + crc_len <= data.len() {
+        let crc = udf_crc(&data[at + 16..at + 16 + crc_len]);
+        data[at + 8..at + 10].copy_from_slice(&crc.to_le_bytes());
+    }
+    data[at + 4] = udf_tag_checksum(&data[at..at + 16]);
+}
+
+/// Make valid again every UDF tag the mutation of an image may have broken: whatever looks like one (4-byte
+/// aligned, a known identifier, descriptor version 2 or 3, the reserved byte 0) gets its CRC and checksum
+/// recomputed, so that a mutant gets past the reader's CRC check to the fields behind it. Returns the tags.
+pub fn repair_udf_tags(data: &mut [u8]) -> usize {
+    let mut fixed = 0;
+    for at in (0..data.len().saturating_sub(15)).step_by(4) {
+        let id = u16::from_le_bytes([data[at], data[at + 1]]);
+        let version = u16::from_le_bytes([data[at + 2], data[at + 3]]);
+        if matches!(id, 1..=9 | 256..=266) && matches!(version, 2 | 3) && data[at + 5] == 0 {
+            fix_udf_tag(data, at);
+            fixed += 1;
+        }
+    }
+    fixed
+}

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
-use woesafe::fuzzing::{self, Outcome};
+use woesafe::fuzzing::{self, Outcome, fix_udf_tag, udf_crc, udf_tag_checksum};
 
 /// Most memory one input may make the parsers hold at once.
 const MEMORY_BUDGET: isize = 256 << 20;
@@ -385,41 +385,12 @@ fn poke(rng: &mut Rng, data: &mut [u8], at: usize, kind: Kind) {
     }
 }
 
-/// CRC-ITU-T (polynomial 0x1021, initial 0), as UDF descriptor tags carry it.
-fn udf_crc(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in bytes {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
-        }
-    }
-    crc
-}
-
-fn udf_checksum(tag: &[u8]) -> u8 {
-    tag[..16].iter().enumerate().filter(|(i, _)| *i != 4).fold(0u8, |s, (_, b)| s.wrapping_add(*b))
-}
-
-/// Recompute the CRC and checksum of the tag at `at` (when the CRC's bytes are all there).
-fn fix_udf_tag(data: &mut [u8], at: usize) {
-    if at + 16 > data.len() {
-        return;
-    }
-    let crc_len = get_le(data, at + 10, 2) as usize;
-    if at + 16 + crc_len <= data.len() {
-        let crc = udf_crc(&data[at + 16..at + 16 + crc_len]);
-        put_le(data, at + 8, 2, u64::from(crc));
-    }
-    data[at + 4] = udf_checksum(&data[at..at + 16]);
-}
-
 /// UDF descriptor tags in an image: 4-byte aligned, known identifier, valid checksum and CRC.
 fn find_udf_tags(data: &[u8]) -> Vec<(usize, usize)> {
     let mut tags = Vec::new();
     for at in (0..data.len().saturating_sub(16)).step_by(4) {
         let id = get_le(data, at, 2);
-        if !(matches!(id, 1..=9 | 256..=266) && data[at + 5] == 0 && udf_checksum(&data[at..]) == data[at + 4]) {
+        if !(matches!(id, 1..=9 | 256..=266) && data[at + 5] == 0 && udf_tag_checksum(&data[at..]) == data[at + 4]) {
             continue;
         }
         let crc_len = get_le(data, at + 10, 2) as usize;
@@ -550,12 +521,14 @@ fn run(cmd: &mut Command) {
 }
 
 /// A small tree like an installation medium's: nested directories, names with spaces and non-ASCII
-/// characters, an empty file, files of a few sectors.
+/// characters, an empty file, files of a few sectors, a boot image, a hard link, and a directory of long names
+/// whose records span several sectors.
 fn make_tree(dir: &Path) {
-    let files: [(&str, usize); 9] = [
+    let files: [(&str, usize); 10] = [
         ("README.TXT", 60),
         ("setup.exe", 5000),
         ("empty.txt", 0),
+        ("boot/etfsboot.com", 2048),
         ("boot/bcd", 3000),
         ("efi/boot/bootx64.efi", 2100),
         ("sources/install.wim", 9000),
@@ -568,6 +541,13 @@ fn make_tree(dir: &Path) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         let bytes: Vec<u8> = (0..*size).map(|j| (j * 7 + i * 31) as u8).collect();
         std::fs::write(p, bytes).unwrap();
+    }
+    std::fs::hard_link(dir.join("setup.exe"), dir.join("boot/setup-hardlink.exe")).unwrap();
+    std::fs::create_dir_all(dir.join("many")).unwrap();
+    for i in 0..40 {
+        let name =
+            format!("many/{i:02} a rather long file name, which Joliet keeps in full only with -joliet-long.txt");
+        std::fs::write(dir.join(name), format!("{i}")).unwrap();
     }
 }
 
@@ -595,7 +575,8 @@ fn iso_seeds(work: &Path) -> Option<Vec<Seed>> {
     let tree = work.join("iso-tree");
     make_tree(&tree);
     let variants: [(&str, &[&str]); 4] = [
-        ("udf-joliet", &["-udf", "-iso-level", "3", "-J"]),
+        // As scripts/make-test-iso makes the test ISO (and Microsoft's: El Torito, no emulation).
+        ("udf-joliet", &["-udf", "-iso-level", "3", "-J", "-joliet-long", "-b", "boot/etfsboot.com", "-no-emul-boot"]),
         ("udf", &["-udf", "-iso-level", "3"]),
         ("joliet", &["-iso-level", "3", "-J"]),
         ("iso9660", &[]),
@@ -1126,6 +1107,7 @@ fn udf_tags_are_repaired() {
     let mut data = vec![0u8; 64];
     put_le(&mut data, 4 + 16, 2, 2); // a body byte
     put_le(&mut data, 0, 2, 257); // a File Identifier Descriptor
+    put_le(&mut data, 2, 2, 2); // descriptor version 2
     put_le(&mut data, 10, 2, 40);
     assert!(find_udf_tags(&data).is_empty());
     fix_udf_tag(&mut data, 0);
@@ -1133,5 +1115,9 @@ fn udf_tags_are_repaired() {
     data[30] ^= 0x10;
     assert!(find_udf_tags(&data).is_empty());
     fix_udf_tag(&mut data, 0);
+    assert_eq!(find_udf_tags(&data), vec![(0, 40)]);
+    // What the cargo-fuzz target's mutator does: anything shaped like a tag is made valid again.
+    data[31] ^= 0x01;
+    assert_eq!(fuzzing::repair_udf_tags(&mut data), 1);
     assert_eq!(find_udf_tags(&data), vec![(0, 40)]);
 }
