@@ -950,10 +950,12 @@ fn fuzz(target: &'static str, kind: Kind, seeds: Vec<Seed>, entry: Entry, min_ac
         peak as f64 / (1 << 20) as f64,
     );
     // The slowest and the most memory-hungry inputs, to look at (the budgets' margins).
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-extremes");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{target}-slowest.bin")), &*slowest_input).unwrap();
-    std::fs::write(dir.join(format!("{target}-hungriest.bin")), &*hungriest_input).unwrap();
+    if iters > 0 {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-extremes");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{target}-slowest.bin")), &*slowest_input).unwrap();
+        std::fs::write(dir.join(format!("{target}-hungriest.bin")), &*hungriest_input).unwrap();
+    }
     failures.assert_none(
         target,
         &format!(
