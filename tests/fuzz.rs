@@ -28,7 +28,8 @@ const MEMORY_BUDGET: isize = 256 << 20;
 const MEMORY_HARD_LIMIT: isize = 2 << 30;
 /// Most time one input may take (a debug build).
 const TIME_BUDGET: Duration = Duration::from_secs(2);
-/// An input still running after this is saved and the test binary aborts (a loop that never ends).
+/// An input still running after this is saved and the test binary aborts (a loop that never ends); the
+/// harness's own test shortens it with WOESAFE_FUZZ_HANG_MS.
 const HANG_LIMIT: Duration = Duration::from_secs(30);
 /// Failures collected per target before it stops.
 const MAX_FAILURES: usize = 10;
@@ -185,13 +186,17 @@ impl Watchdog {
         let running: Running = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s) = (running.clone(), stop.clone());
+        let limit = std::env::var("WOESAFE_FUZZ_HANG_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(HANG_LIMIT, Duration::from_millis);
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
-                let hung = r.lock().unwrap().as_ref().filter(|(t, _)| t.elapsed() > HANG_LIMIT).map(|(_, i)| i.clone());
+                let hung = r.lock().unwrap().as_ref().filter(|(t, _)| t.elapsed() > limit).map(|(_, i)| i.clone());
                 if let Some(input) = hung {
                     let path = save_failure(target, &input);
-                    eprintln!("fuzz {target}: an input ran for over {HANG_LIMIT:?}; saved as {}", path.display());
+                    eprintln!("fuzz {target}: an input ran for over {limit:?}; saved as {}", path.display());
                     std::process::abort();
                 }
             }
@@ -1100,6 +1105,36 @@ fn hard_limit_saves_the_input_and_aborts() {
     assert!(!out.status.success(), "the child survived: {stderr}");
     assert!(stderr.contains("past the hard limit") && stderr.contains("saved as"), "{stderr}");
     assert_eq!(std::fs::read(&saved).unwrap(), b"the bomb's input");
+}
+
+fn hangs(_: &[u8]) -> Outcome {
+    std::thread::sleep(Duration::from_secs(20));
+    Outcome::default()
+}
+
+/// The hang watchdog, in a child process (it aborts) with a 300 ms limit: the input is saved.
+#[test]
+fn watchdog_saves_a_hanging_input_and_aborts() {
+    let input = b"the hanging input".to_vec();
+    if std::env::var_os("WOESAFE_FUZZ_HANG_CHILD").is_some() {
+        let dog = Watchdog::start("selftest");
+        run_one(hangs, &Arc::new(input), &dog, &oom_path("selftest"));
+        unreachable!("the watchdog let a hanging input finish");
+    }
+    let saved = save_failure("selftest", &input);
+    std::fs::remove_file(&saved).unwrap();
+    let start = Instant::now();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["watchdog_saves_a_hanging_input_and_aborts", "--exact", "--nocapture", "--test-threads", "1"])
+        .env("WOESAFE_FUZZ_HANG_CHILD", "1")
+        .env("WOESAFE_FUZZ_HANG_MS", "300")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the child survived: {stderr}");
+    assert!(start.elapsed() < Duration::from_secs(15), "the watchdog took {:?}", start.elapsed());
+    assert!(stderr.contains(&format!("saved as {}", saved.display())), "{stderr}");
+    assert_eq!(std::fs::read(&saved).unwrap(), input);
 }
 
 #[test]
