@@ -946,7 +946,7 @@ fn fuzz(target: &'static str, kind: Kind, seeds: Vec<Seed>, entry: Entry, min_ac
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    eprintln!(
+    let stats = format!(
         "fuzz {target}: {iters} inputs in {secs:.1} s ({:.0}/s), WOESAFE_FUZZ_SEED={base_seed:#x}; {accepted} accepted \
          ({:.1} %), {items} entries/parts/frames, {} MiB read; slowest {slowest:.1?}, peak {:.1} MiB",
         iters as f64 / secs,
@@ -954,6 +954,13 @@ fn fuzz(target: &'static str, kind: Kind, seeds: Vec<Seed>, entry: Entry, min_ac
         bytes >> 20,
         peak as f64 / (1 << 20) as f64,
     );
+    eprintln!("{stats}");
+    // For scripts/test to show after cargo's captured output.
+    use std::io::Write;
+    let stats_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-stats.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(stats_file) {
+        let _ = writeln!(f, "{stats}");
+    }
     // The slowest and the most memory-hungry inputs, to look at (the budgets' margins).
     if iters > 0 {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-extremes");
