@@ -602,7 +602,93 @@ fn iso_seeds(work: &Path) -> Option<Vec<Seed>> {
         }
         seeds.push(Seed { name: name.into(), hot: nonzero_sectors(&bytes), tags, bytes });
     }
+    // UDF shapes genisoimage never writes: data in several extents, and data embedded in the File Entry. The
+    // reader must see the same tree in them as in the image they are made from.
+    let udf = seeds.iter().find(|s| s.name == "udf").expect("the UDF seed");
+    let mut derived = Vec::new();
+    for (name, embed) in [("udf-split-extents", false), ("udf-embedded", true)] {
+        let mut bytes = udf.bytes.clone();
+        let changed = reshape_udf_files(&mut bytes, &udf.tags, embed);
+        assert!(changed >= 3, "{name}: only {changed} File Entries changed");
+        assert_eq!(listing(work, &bytes).0, listing(work, &udf.bytes).0, "{name} reads differently from its source");
+        if embed {
+            assert!(listing(work, &bytes).1 < listing(work, &udf.bytes).1, "{name}: no file is embedded");
+        }
+        let tags = find_udf_tags(&bytes);
+        derived.push(Seed { name: name.into(), hot: nonzero_sectors(&bytes), tags, bytes });
+    }
+    seeds.extend(derived);
     Some(seeds)
+}
+
+/// Every entry of an image with its size and (files) a hash of its data, as the userspace reader sees it; and
+/// how many files lie in one run of the image's bytes.
+type Listing = Vec<(String, bool, u64, Vec<u8>)>;
+fn listing(work: &Path, image: &[u8]) -> (Listing, usize) {
+    use std::io::Read;
+    let path = work.join("listing.iso");
+    std::fs::write(&path, image).unwrap();
+    let fs = woesafe::media::iso::IsoFs::open(&path).unwrap();
+    let mut out = Vec::new();
+    for (i, e) in fs.entries().iter().enumerate() {
+        let mut data = Vec::new();
+        if !e.is_dir {
+            fs.open_file(i).unwrap().read_to_end(&mut data).unwrap();
+        }
+        out.push((e.path.clone(), e.is_dir, e.size, sha2::Sha256::digest(&data).to_vec()));
+    }
+    let windows = (0..out.len()).filter(|i| fs.file_window(*i).is_some()).count();
+    (out, windows)
+}
+
+/// Rewrite the File Entries (ECMA-167 4/14.9) of a UDF image whose data is one recorded short allocation
+/// descriptor: split into two extents (the first block, then the rest) when it spans several blocks, or with
+/// `embed`, the data moved into the entry itself when it fits. Returns how many entries changed.
+fn reshape_udf_files(data: &mut [u8], tags: &[(usize, usize)], embed: bool) -> usize {
+    const FILE_ENTRY: u64 = 261;
+    const PARTITION_DESCRIPTOR: u64 = 5;
+    let Some(&(pd, _)) = tags.iter().find(|(at, _)| get_le(data, *at, 2) == PARTITION_DESCRIPTOR) else {
+        return 0;
+    };
+    let partition_start = get_le(data, pd + 188, 4) as usize;
+    let mut changed = 0;
+    let entries: Vec<usize> = tags.iter().map(|(at, _)| *at).filter(|at| get_le(data, *at, 2) == FILE_ENTRY).collect();
+    for fe in entries {
+        let (l_ea, l_ad) = (get_le(data, fe + 168, 4) as usize, get_le(data, fe + 172, 4) as usize);
+        let ads = fe + 176 + l_ea;
+        let short_ads = get_le(data, fe + 34, 2) & 7 == 0;
+        if !short_ads || l_ad != 8 {
+            continue;
+        }
+        let (word, pos) = (get_le(data, ads, 4), get_le(data, ads + 4, 4) as usize);
+        let (len, kind) = ((word & 0x3FFF_FFFF) as usize, word >> 30);
+        let size = get_le(data, fe + 56, 8) as usize;
+        let new_l_ad = if embed {
+            let room = SECTOR - 176 - l_ea;
+            let from = (partition_start + pos) * SECTOR;
+            if kind != 0 || size > room || size > len || from + size > data.len() {
+                continue;
+            }
+            data.copy_within(from..from + size, ads);
+            put_le(data, fe + 34, 2, (get_le(data, fe + 34, 2) & !7) | 3);
+            put_le(data, fe + 64, 8, 0); // no blocks recorded outside the entry
+            size
+        } else {
+            if kind != 0 || len <= SECTOR || 176 + l_ea + 16 > SECTOR {
+                continue;
+            }
+            put_le(data, ads, 4, SECTOR as u64);
+            put_le(data, ads + 4, 4, pos as u64);
+            put_le(data, ads + 8, 4, (len - SECTOR) as u64);
+            put_le(data, ads + 12, 4, (pos + 1) as u64);
+            16
+        };
+        put_le(data, fe + 172, 4, new_l_ad as u64);
+        put_le(data, fe + 10, 2, (160 + l_ea + new_l_ad) as u64);
+        fix_udf_tag(data, fe);
+        changed += 1;
+    }
+    changed
 }
 
 /// The WIM's header, blob table, XML and integrity table.
