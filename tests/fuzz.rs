@@ -3,9 +3,9 @@
 //! memory and a time budget. A failing input is saved as target/fuzz-failures/<target>-<hash>.bin; every file in
 //! tests/fuzz-regressions/<target>/ is replayed on every run.
 //!
-//! Environment: WOESAFE_FUZZ_ITERS (inputs per target, default 50000), WOESAFE_FUZZ_SEED (a number, or
-//! `random`; default fixed), WOESAFE_FUZZ_DUMP_SEEDS=DIR (write the seed inputs to DIR/<target>/, a starting
-//! corpus for the cargo-fuzz targets in fuzz/).
+//! Environment: WOESAFE_FUZZ_ITERS (inputs per target; default 20000 for iso, 50000 for wim and frame),
+//! WOESAFE_FUZZ_SEED (a number, or `random`; default fixed), WOESAFE_FUZZ_DUMP_SEEDS=DIR (write the seed inputs
+//! to DIR/<target>/, a starting corpus for the cargo-fuzz targets in fuzz/).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -26,14 +26,16 @@ const MEMORY_BUDGET: isize = 256 << 20;
 /// Beyond this the allocator refuses (the input is saved first and the test binary aborts): a memory bomb must
 /// not take the machine down before the budget check after the input.
 const MEMORY_HARD_LIMIT: isize = 2 << 30;
-/// Most time one input may take (a debug build).
+/// Most CPU time one input may take (a debug build). CPU time, not wall time: a busy machine must not fail
+/// the run, a CPU bomb must (an input that blocks is the hang watchdog's).
 const TIME_BUDGET: Duration = Duration::from_secs(2);
 /// An input still running after this is saved and the test binary aborts (a loop that never ends); the
 /// harness's own test shortens it with WOESAFE_FUZZ_HANG_MS.
 const HANG_LIMIT: Duration = Duration::from_secs(30);
 /// Failures collected per target before it stops.
 const MAX_FAILURES: usize = 10;
-const DEFAULT_ITERS: u64 = 50_000;
+/// Inputs per target by default: ISO inputs cost about 1 ms of CPU each in a debug build, the others far less.
+const DEFAULT_ITERS: [(&str, u64); 3] = [("iso", 20_000), ("wim", 50_000), ("frame", 50_000)];
 const DEFAULT_SEED: u64 = 0x5EED_F022_1005_0001;
 const TARGETS: [&str; 3] = ["iso", "wim", "frame"];
 
@@ -227,9 +229,9 @@ fn run_one(entry: Entry, input: &Arc<Vec<u8>>, dog: &Watchdog, oom_path: &CStrin
     let base = LIVE.with(Cell::get);
     PEAK.with(|p| p.set(base));
     HARD.with(|h| h.set(base.saturating_add(MEMORY_HARD_LIMIT)));
-    let start = Instant::now();
+    let start = thread_cpu_time();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| entry(input)));
-    let time = start.elapsed();
+    let time = thread_cpu_time().saturating_sub(start);
     HARD.with(|h| h.set(isize::MAX));
     let peak = PEAK.with(Cell::get) - base;
     DUMP.with(|d| d.set((std::ptr::null(), 0, std::ptr::null())));
@@ -246,10 +248,19 @@ fn run_one(entry: Entry, input: &Arc<Vec<u8>>, dog: &Watchdog, oom_path: &CStrin
         Ok(_) if peak > MEMORY_BUDGET => {
             Err(format!("held {} MiB at once (budget {} MiB)", peak >> 20, MEMORY_BUDGET >> 20))
         }
-        Ok(_) if time > TIME_BUDGET => Err(format!("took {time:.2?} (budget {TIME_BUDGET:?})")),
+        Ok(_) if time > TIME_BUDGET => Err(format!("took {time:.2?} of CPU time (budget {TIME_BUDGET:?})")),
         Ok(outcome) => Ok(outcome),
     };
     Run { outcome, time, peak }
+}
+
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to fill; CLOCK_THREAD_CPUTIME_ID is always available on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime: {}", std::io::Error::last_os_error());
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn oom_path(target: &str) -> CString {
@@ -977,7 +988,8 @@ fn dump_seeds(target: &str, seeds: &[Seed]) {
 /// The mutation loop for one target: the seeds themselves, then WOESAFE_FUZZ_ITERS mutants.
 fn fuzz(target: &'static str, kind: Kind, seeds: Vec<Seed>, entry: Entry, min_accepted_pct: u64) {
     dump_seeds(target, &seeds);
-    let iters = env_u64("WOESAFE_FUZZ_ITERS").unwrap_or(DEFAULT_ITERS);
+    let default_iters = DEFAULT_ITERS.iter().find(|(t, _)| *t == target).map_or(20_000, |(_, n)| *n);
+    let iters = env_u64("WOESAFE_FUZZ_ITERS").unwrap_or(default_iters);
     let base_seed = env_u64("WOESAFE_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
     let dict = dictionary(kind);
     let dog = Watchdog::start(target);
@@ -1034,7 +1046,7 @@ fn fuzz(target: &'static str, kind: Kind, seeds: Vec<Seed>, entry: Entry, min_ac
     let secs = start.elapsed().as_secs_f64();
     let stats = format!(
         "fuzz {target}: {iters} inputs in {secs:.1} s ({:.0}/s), WOESAFE_FUZZ_SEED={base_seed:#x}; {accepted} accepted \
-         ({:.1} %), {items} entries/parts/frames, {} MiB read; slowest {slowest:.1?}, peak {:.1} MiB",
+         ({:.1} %), {items} entries/parts/frames, {} MiB read; slowest {slowest:.1?} of CPU, peak {:.1} MiB",
         iters as f64 / secs,
         100.0 * accepted as f64 / iters.max(1) as f64,
         bytes >> 20,
@@ -1149,6 +1161,14 @@ fn hogs_memory(_: &[u8]) -> Outcome {
 }
 
 fn slow(_: &[u8]) -> Outcome {
+    let start = thread_cpu_time();
+    while thread_cpu_time() - start < TIME_BUDGET + Duration::from_millis(100) {
+        std::hint::spin_loop();
+    }
+    Outcome::default()
+}
+
+fn sleeps(_: &[u8]) -> Outcome {
     std::thread::sleep(TIME_BUDGET + Duration::from_millis(100));
     Outcome::default()
 }
@@ -1173,6 +1193,8 @@ fn budgets_catch_panics_memory_and_time() {
     assert!(err(panics).contains("panicked: synthetic panic"));
     assert!(err(hogs_memory).contains("held 300 MiB"), "{}", err(hogs_memory));
     assert!(err(slow).starts_with("took"));
+    // Waiting is not working: only CPU time counts.
+    assert!(run_one(sleeps, &input, &dog, &oom).outcome.is_ok());
     let ok = run_one(fine, &input, &dog, &oom);
     assert_eq!(ok.outcome.expect("no failure"), Outcome { accepted: true, items: 1 << 20, bytes: 5 });
     assert!((1 << 20..2 << 20).contains(&ok.peak), "peak {} bytes", ok.peak);
