@@ -26,7 +26,7 @@ const MAX_FRAMES: usize = 64;
 /// How far one input got, for the harness's statistics (and its check that mutants reach the deep code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Outcome {
-    /// The parser accepted the input (the ISO opened, a WIM split was planned, a frame decoded).
+    /// The parser accepted the input (the ISO opened, the WIM inspected or its split planned, a frame decoded).
     pub accepted: bool,
     /// Entries listed, parts planned or frames decoded.
     pub items: u64,
