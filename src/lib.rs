@@ -4,6 +4,8 @@
 pub mod boot;
 pub mod cli;
 pub mod copy;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 pub mod recover;
 pub mod sys;
