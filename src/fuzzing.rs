@@ -105,7 +105,7 @@ fn check_listing(entries: &[crate::media::SourceEntry]) {
     let mut seen: HashSet<&str> = HashSet::new();
     for e in entries {
         let p = e.path.as_str();
-        assert!(p.len() <= crate::media::iso::MAX_PATH_BYTES, "path of {} bytes listed", p.len());
+        assert!(p.len() as u64 <= crate::media::iso::LIMITS.path_len, "path of {} bytes listed", p.len());
         assert!(
             p.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0')),
             "unsafe path {p:?} listed"

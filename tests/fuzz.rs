@@ -799,6 +799,8 @@ fn frame_seeds() -> Vec<Seed> {
         has_uefi_loader: true,
         needed_bytes: 5_950_000_000,
         fat_problem: None,
+        name_problem: Some("boot/grub is in the way of boot/grub/grub.cfg".into()),
+        loader_problem: None,
         has_answer_file: false,
         fs: Ok(Choice {
             fs: Fs::Fat32,
