@@ -939,3 +939,42 @@ fn just_inside_every_limit() {
         assert_write_refused("just_inside_every_limit", &iso, &["does not look like a Windows installation ISO"]);
     }
 }
+
+/// Entries a stick cannot hold (a symbolic link named like the answer file, pointing at /etc/shadow; a FIFO)
+/// are left out, and the user is told so, naming them escaped: never silently dropped, never followed.
+#[test]
+fn skipped_entries_are_said() {
+    measure_here();
+    if !need_root("skipped_entries_are_said") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let blocks = 8;
+    let mut img = udf_volume(blocks, 32, 16);
+    // A symbolic link (ICB file type 12) whose data would be "/etc/shadow", and a FIFO (type 9).
+    let target = b"/etc/shadow";
+    img.put(PSTART + 2, &file_entry(2, 12, target.len() as u64, &short_ad(target.len() as u32, 0, 5)));
+    img.put(PSTART + 5, target);
+    img.put(PSTART + 3, &file_entry(3, 9, 0, &[]));
+    udf_dir(&mut img, 1, 4, 1, &[fid(0, "autounattend.xml", 2), fid(0, "pipe\u{1b}[2J", 3)]);
+    let iso = img.save(&work.path().join("links.iso"), PSTART + blocks as usize);
+    let fs = IsoFs::open(&iso).expect("links and FIFOs are left out, not errors");
+    assert!(fs.entries().is_empty(), "{:?}", fs.entries());
+    let out = woesafe(&[
+        "write",
+        iso.to_str().unwrap(),
+        work.path().join("out.img").to_str().unwrap(),
+        "--size",
+        "64M",
+        "--yes",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the ISO holds 1 entry of a kind a Windows stick cannot hold (symbolic link, e.g. /autounattend.xml): not copied"),
+        "{err}"
+    );
+    assert!(err.contains("(FIFO, e.g. /pipe\\x1b[2J)"), "{err}");
+    assert!(!out.stderr.contains(&0x1b), "{err}");
+    // Nothing else is in it: refused as not a Windows ISO, before anything was written.
+    assert_eq!(out.status.code(), Some(3), "{err}");
+}
