@@ -1,8 +1,8 @@
 //! WIM files over FAT32's limit: the inspection agrees with wimlib on real WIMs; a WIM just over 4 GiB is split
 //! while it is copied (no scratch space) into parts of at most 4000 MiB, byte for byte wimlib's but the GUID,
 //! that join back into a WIM wimlib verifies, with the same files; a solid ESD over 4 GiB is re-packed and
-//! stays on FAT32, with the same images, properties, files and hashes; a re-pack without scratch room is
-//! refused before the target is touched.
+//! stays on FAT32, with the same images, properties, files and hashes; so does a plain WIM that can be split but
+//! holds one resource over FAT32's limit; a re-pack without scratch room is refused before the target is touched.
 
 mod common;
 use common::*;
@@ -378,6 +378,87 @@ fn a_wim_over_4_gib_is_split_and_joins_back() {
     let (a, b) = (listing(&original), listing(&joined));
     assert!(a.contains("SHA-1") || a.contains("Hash"), "no hashes in the listing:\n{a}");
     assert_eq!(a, b, "the joined WIM's files differ from the original's");
+}
+
+/// A plain install.wim over 4 GiB that can be split but holds one resource over FAT32's limit (a 4200 MiB file:
+/// whatever the part size, the part holding it is too big) is re-packed under the default --fs auto, and the
+/// stick holds it: sources/install.wim (LZX shrinks the zeros to a few MiB), a WIM wimlib verifies, with the
+/// ISO's images, files and hashes. (Before the fix the WIM was taken out of the tree and never re-packed: the
+/// stick had no install image, exit 0.)
+#[test]
+fn a_wim_with_one_resource_over_fat32s_limit_is_repacked_onto_the_stick() {
+    let name = "a_wim_with_one_resource_over_fat32s_limit_is_repacked_onto_the_stick";
+    if !need_root(name) {
+        return;
+    }
+    let fx = fixture_with("win-bigwim-1res", &["--big-wim-mib", "4200", "--big-wim-one-resource"]);
+    let original = fx.tree.join("sources/install.wim");
+    // The case itself: over 4 GiB, splittable, but a part over FAT32's limit.
+    let wim_size = std::fs::metadata(&original).unwrap().len();
+    assert!(wim_size > 4 << 30, "the fixture's install.wim is {wim_size} bytes, not over 4 GiB");
+    let plan = woesafe::media::wimsplit::plan(
+        &mut std::fs::File::open(&original).unwrap(),
+        woesafe::media::wim::PART_MIB << 20,
+        [0; 16],
+    )
+    .expect("the fixture's install.wim is splittable");
+    assert!(
+        plan.parts.iter().any(|p| p.size > woesafe::media::wim::FAT32_MAX_FILE),
+        "no part of the fixture's install.wim is over FAT32's limit: {:?}",
+        plan.parts.iter().map(|p| p.size).collect::<Vec<_>>()
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let tmp = work.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let image = work.path().join("repack.img");
+    let before = host_state(work.path());
+    let out =
+        woesafe_tmpdir(&["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "6G", "--yes"], &tmp);
+    let msg = text(&out);
+    assert!(out.status.success(), "{msg}");
+    assert!(
+        msg.contains("Filesystem: FAT32 — sources/install.wim (4.1 GiB) is over FAT32's file-size limit")
+            && msg.contains("one resource in it is that big")
+            && msg.contains("re-packed"),
+        "{msg}"
+    );
+    assert!(msg.contains("Re-packing sources/install.wim (4.1 GiB) into a plain WIM (LZX:20)"), "{msg}");
+    assert!(msg.contains("The re-packed WIM fits FAT32 whole: it becomes sources/install.wim"), "{msg}");
+    // No loop device (wimlib's window over the ISO) or mount is left.
+    assert_eq!(before, host_state(work.path()), "the write left something behind");
+    assert_eq!(sfdisk_types(&image), ["c"], "one FAT32 partition, no NTFS");
+
+    let img = format!("{}@@1M", image.display());
+    let listing = mtools(&["mdir", "-i", &img, "-b", "::/sources"]);
+    let names = String::from_utf8_lossy(&listing.stdout).to_lowercase();
+    assert!(names.contains("::/sources/install.wim"), "no install image on the stick:\n{names}");
+    assert!(!names.contains(".swm"), "install.swm parts on the stick (the re-pack fits whole):\n{names}");
+    let ext = work.path().join("extracted");
+    std::fs::create_dir(&ext).unwrap();
+    let out = mtools(&["mcopy", "-i", &img, "-s", "-n", "-m", "::/*", ext.to_str().unwrap()]);
+    assert!(out.status.success(), "mcopy: {}", text(&out));
+    std::fs::remove_file(&image).unwrap(); // disk space
+    // Every other file byte for byte.
+    let manifest: String = std::fs::read_to_string(&fx.manifest)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.ends_with("  sources/install.wim"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let filtered = work.path().join("manifest");
+    std::fs::write(&filtered, manifest).unwrap();
+    let out = Command::new("sha256sum").arg("--quiet").arg("-c").arg(&filtered).current_dir(&ext).output().unwrap();
+    assert!(out.status.success(), "files differ from the ISO's:\n{}", text(&out));
+    // The install image: a plain WIM that fits FAT32, that wimlib verifies (every file's data against its hash),
+    // with the ISO's images, properties, files and hashes.
+    let got = ext.join("sources/install.wim");
+    let size = std::fs::metadata(&got).unwrap().len();
+    assert!(size <= woesafe::media::wim::FAT32_MAX_FILE, "the stick's install.wim is {size} bytes");
+    let info = woesafe::media::wim::inspect(&mut std::fs::File::open(&got).unwrap()).unwrap();
+    assert!(!info.solid && info.version == 0x10D00 && info.image_count == 2, "{info:?}");
+    ok(wimlib(&["verify", got.to_str().unwrap()]));
+    assert_eq!(wim_content(&got), wim_content(&original), "the re-packed WIM's content differs from the ISO's");
 }
 
 /// Two files are equal but for bytes 24..40 (a WIM header's GUID), compared in chunks.

@@ -2,7 +2,7 @@
 """Write the deterministic parts of the woesafe test ISO tree.
 
 Usage: make_test_tree.py TREE_DIR WIMSRC_DIR [--big-file-mib N] [--win7]
-                         [--big-wim-mib N]
+                         [--big-wim-mib N [--big-wim-one-resource]]
 
 Writes every file of the Windows-installer-like tree except the ones built by
 external tools (efi/boot/bootx64.efi, efi/microsoft/boot/efisys.bin,
@@ -17,6 +17,9 @@ x86 image (install1) gets Windows/Boot/EFI/bootmgfw.efi = "NOT-THE-X64-LOADER"
 --big-wim-mib N adds sparse filler files (5 or more, N MiB in total, each a
 unique random 64 KiB block followed by zeros) to the install image sources,
 alternately to install1 and install2.
+--big-wim-one-resource makes that filler one file of all N MiB instead
+(install1's Windows/System32/DriverStore/filler00.bin), so the WIM holds one
+resource of N MiB.
 Both options draw from their own PRNGs, so every other file stays the same.
 
 Called by scripts/make-test-iso; not meant to be run on its own.
@@ -72,6 +75,9 @@ def main():
         i = args.index("--big-wim-mib")
         big_wim_mib = int(args[i + 1])
         del args[i : i + 2]
+    one_resource = "--big-wim-one-resource" in args
+    if one_resource:
+        args.remove("--big-wim-one-resource")
     win7 = "--win7" in args
     if win7:
         args.remove("--win7")
@@ -211,6 +217,8 @@ def main():
         rngw = random.Random(0x5AFE_B16_1)
         total = big_wim_mib * MIB
         count = max(5, -(-big_wim_mib // 512))  # files of at most ~512 MiB
+        if one_resource:
+            count = 1
         for n in range(count):
             size = total // count + (total % count if n == count - 1 else 0)
             image = "install1" if n % 2 == 0 else "install2"
