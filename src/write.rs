@@ -528,7 +528,10 @@ impl Job<'_> {
                     let _ = std::fs::remove_file(&wim);
                 }
                 let parts = self.split_repacked(&packed, &entries[i], guid)?;
-                split_report = Some((entries[i].path.clone(), parts.len()));
+                // A re-packed WIM that fits FAT32 whole goes on as it is: nothing to report as split.
+                if parts.len() > 1 {
+                    split_report = Some((entries[i].path.clone(), parts.len()));
+                }
                 added.extend(parts);
             }
             if let Some((i, image)) = win7 {
