@@ -2,7 +2,7 @@
 //! partition → format → copy → boot code → flush → unmount. Every loop device and mount here is held by a
 //! guard and ends with the worker at the latest.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,7 @@ use crate::media::SourceEntry;
 use crate::media::source::{self, Source, SourceError};
 use crate::media::wim::{self, FAT32_MAX_FILE, PART_MIB};
 use crate::media::wimsplit;
+use crate::sys::argfile::{self, ArgFileError, Want};
 use crate::sys::loopdev::{LoopDevice, LoopWindow, device_size};
 use crate::sys::mount::MountGuard;
 use crate::sys::staging::{self, Staging};
@@ -40,12 +41,10 @@ pub enum WriteError {
     Source(#[from] SourceError),
     #[error("the target {path} ({size} bytes) has no room for a partition")]
     NoRoom { path: std::path::PathBuf, size: u64 },
-    #[error("cannot open the target {path}: {source}")]
-    OpenTarget {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot open the target again: {0}")]
+    ReopenTarget(#[source] crate::sys::argfile::ArgFileError),
+    #[error("the target {path} was replaced after it was checked; nothing was written")]
+    TargetReplaced { path: PathBuf },
     #[error("the target {path} changed size while we were preparing ({expected} → {found} bytes)")]
     SizeChanged { path: std::path::PathBuf, expected: u64, found: u64 },
     #[error(transparent)]
@@ -148,7 +147,8 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
                     | WriteError::ScratchFull { .. }
                     | WriteError::Names(_)
                     | WriteError::Uefi(uefi::UefiError::BadLoader { .. } | uefi::UefiError::ExtractedLoader { .. })
-            ) || matches!(&e, WriteError::Source(s) if s.is_bad_image());
+                    | WriteError::TargetReplaced { .. }
+            ) || matches!(&e, WriteError::Source(s) if s.is_refusal());
             let refused = worker_refusal && job.state == TargetState::Untouched;
             Up::Failed { step: job.step, message: e.to_string(), state: job.state, refused }
         }
@@ -222,9 +222,9 @@ impl Job<'_> {
             Driver::Userspace | Driver::Auto => false,
         };
         let source = if use_kernel_source {
-            Source::open_kernel(&req.iso, &work.path().join("source"))?
+            Source::open_kernel(&req.iso, &req.iso_id, &work.path().join("source"))?
         } else {
-            Source::open_userspace(&req.iso)?
+            Source::open_userspace(&req.iso, &req.iso_id)?
         };
         let source_desc = source.describe();
         let entries = source.entries();
@@ -451,10 +451,10 @@ impl Job<'_> {
             bridge: bridge.is_some(),
         };
         self.link.send(&Up::Inventory(Box::new(inventory)))?;
-        match self.link.recv()? {
-            Some(Down::Proceed) => {}
+        let target_id = match self.link.recv()? {
+            Some(Down::Proceed { target }) => target,
             _ => return Ok(None),
-        }
+        };
 
         // Prepare, in scratch space and before the target is touched: re-pack the WIM, extract the loader.
         let mut added = [ours, streamed].concat();
@@ -523,12 +523,14 @@ impl Job<'_> {
             }
         }
 
-        // The disk: the block device itself, or the image file on an autoclear loop device.
-        let target_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&req.target)
-            .map_err(|source| WriteError::OpenTarget { path: req.target.clone(), source })?;
+        // The disk: the block device itself, or the image file on an autoclear loop device. Either must be the
+        // file the supervisor checked and holds locked (an image file is not reached through a symbolic link).
+        let (want, flags) =
+            if req.target_is_image { (Want::Regular, libc::O_NOFOLLOW) } else { (Want::RegularOrBlock, 0) };
+        let target_file = argfile::reopen(&req.target, want, true, flags, &target_id).map_err(|e| match e {
+            ArgFileError::ReplacedSinceCheck { path } => WriteError::TargetReplaced { path },
+            e => WriteError::ReopenTarget(e),
+        })?;
         let disk_loop = if req.target_is_image {
             Some(LoopDevice::attach(&target_file, &req.target, LoopWindow { direct_io: true, ..Default::default() })?)
         } else {

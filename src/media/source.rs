@@ -7,11 +7,13 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 use super::SourceEntry;
 use super::iso::{IsoFormat, IsoFs, LIMITS, Limit, Limits};
 use crate::copy::SourceTree;
+use crate::sys::argfile::FileId;
 use crate::sys::loopdev::{LoopDevice, LoopWindow};
 use crate::sys::mount::MountGuard;
 
@@ -27,14 +29,20 @@ pub enum SourceError {
     },
     #[error(transparent)]
     Loop(#[from] crate::sys::loopdev::LoopError),
-    #[error("the kernel could not mount {path} as {fstype} (the file system the userspace reader found): {source}")]
+    #[error(
+        "the kernel could not mount {path} as {fstype} (the file system the userspace reader found): {source}; \
+         --source-driver userspace reads the ISO without the kernel"
+    )]
     Mount {
         path: PathBuf,
         fstype: &'static str,
         #[source]
         source: crate::sys::mount::MountError,
     },
-    #[error("cannot list {path} on the mounted ISO: {source}")]
+    #[error(
+        "cannot list {path} on the kernel's mount of the ISO: {source}; --source-driver userspace reads the ISO \
+         without the kernel"
+    )]
     Walk {
         path: PathBuf,
         #[source]
@@ -56,6 +64,12 @@ pub enum SourceError {
         iso.display()
     )]
     Mismatch { iso: PathBuf, fstype: &'static str, what: String },
+    #[error("the ISO {path} was replaced after it was checked; nothing was written")]
+    Replaced { path: PathBuf },
+    #[error(
+        "the ISO {path} changed while the kernel read it (its size or times are not what they were before the mount)"
+    )]
+    Changed { path: PathBuf },
 }
 
 impl SourceError {
@@ -65,9 +79,54 @@ impl SourceError {
         match self {
             SourceError::Iso(e) => e.is_bad_image(),
             SourceError::KernelLimit { .. } | SourceError::NotUtf8 { .. } | SourceError::Mismatch { .. } => true,
+            // The userspace reader accepted the image and the kernel's parse of it fails: the image is what the
+            // kernel cannot read (a kernel without the file system, or out of memory, is not the image's fault).
+            SourceError::Mount { source: crate::sys::mount::MountError::Mount { errno, .. }, .. } => {
+                !matches!(*errno, Errno::ENODEV | Errno::ENOMEM | Errno::EPERM | Errno::EACCES | Errno::EBUSY)
+            }
+            SourceError::Walk { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::EIO) | Some(libc::EUCLEAN) | Some(libc::EINVAL))
+            }
             _ => false,
         }
     }
+
+    /// Whether the write is refused (exit 3) rather than failed: a bad image, or an ISO that is not the file
+    /// the supervisor checked. Either way nothing has been written yet.
+    pub fn is_refusal(&self) -> bool {
+        self.is_bad_image() || matches!(self, SourceError::Replaced { .. } | SourceError::Changed { .. })
+    }
+}
+
+/// Parse the ISO at `iso`, which the supervisor checked as the regular file `id`. The path is looked at first
+/// (a FIFO or another file put there since is refused as replaced, not opened), and the file the reader
+/// parsed must be `id` too.
+fn open_checked(iso: &Path, id: &FileId) -> Result<IsoFs, SourceError> {
+    let replaced = || SourceError::Replaced { path: iso.to_path_buf() };
+    let is_id = |m: &std::fs::Metadata| m.file_type().is_file() && FileId::of(m) == *id;
+    match std::fs::metadata(iso) {
+        Ok(m) if is_id(&m) => {}
+        Ok(_) => return Err(replaced()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(replaced()),
+        Err(source) => return Err(SourceError::Open { path: iso.to_path_buf(), source }),
+    }
+    let parsed = match IsoFs::open(iso) {
+        Ok(p) => p,
+        // Swapped between the look and the open: say so, rather than what the reader made of the other file.
+        Err(_) if !std::fs::metadata(iso).is_ok_and(|m| is_id(&m)) => return Err(replaced()),
+        Err(e) => return Err(e.into()),
+    };
+    let meta = parsed.file().metadata().map_err(|source| SourceError::Open { path: iso.to_path_buf(), source })?;
+    if !is_id(&meta) {
+        return Err(replaced());
+    }
+    Ok(parsed)
+}
+
+/// What says an open file changed: size, modification and change times (to the nanosecond).
+fn change_stamp(file: &File, iso: &Path) -> Result<(u64, i64, i64, i64, i64), SourceError> {
+    let m = file.metadata().map_err(|source| SourceError::Open { path: iso.to_path_buf(), source })?;
+    Ok((m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
 }
 
 /// Filesystems the running kernel offers (/proc/filesystems).
@@ -95,25 +154,31 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn open_userspace(iso: &Path) -> Result<Source, SourceError> {
-        Ok(Source::Userspace(IsoFs::open(iso)?))
+    /// Read the ISO at `iso` (the file `id`, as the supervisor checked it) with the userspace reader.
+    pub fn open_userspace(iso: &Path, id: &FileId) -> Result<Source, SourceError> {
+        Ok(Source::Userspace(open_checked(iso, id)?))
     }
 
     /// Read the ISO with the userspace reader first and trust it; then attach the ISO read-only on an autoclear
     /// loop and mount it at `mount_point` (nosuid,nodev,noexec) with the file system that reader found — udf
     /// when the image has a UDF volume, never an iso9660 fallback (the ISO 9660 side of a Windows ISO may hold
     /// only a README, or a decoy). The mounted tree is walked with the reader's limits and must show the same
-    /// paths, kinds and sizes, or the write is refused. Only ever called inside the worker's mount namespace.
-    pub fn open_kernel(iso: &Path, mount_point: &Path) -> Result<Source, SourceError> {
-        let parsed = IsoFs::open(iso)?;
+    /// paths, kinds and sizes, or the write is refused. The loop device is attached to the very file the reader
+    /// parsed (the file `id`), and that file must not change between the mount and the end of the walk. Only
+    /// ever called inside the worker's mount namespace.
+    pub fn open_kernel(iso: &Path, id: &FileId, mount_point: &Path) -> Result<Source, SourceError> {
+        let parsed = open_checked(iso, id)?;
         let (fstype, options, fold_case) = kernel_mount_for(parsed.format());
-        let file = File::open(iso).map_err(|source| SourceError::Open { path: iso.to_path_buf(), source })?;
-        let lo = LoopDevice::attach(&file, iso, LoopWindow { read_only: true, ..Default::default() })?;
+        let before = change_stamp(parsed.file(), iso)?;
+        let lo = LoopDevice::attach(parsed.file(), iso, LoopWindow { read_only: true, ..Default::default() })?;
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         let dev = lo.path().to_string_lossy().into_owned();
         let guard = MountGuard::mount(&dev, mount_point, fstype, flags, Some(options))
             .map_err(|source| SourceError::Mount { path: iso.to_path_buf(), fstype, source })?;
         let entries = walk(iso, mount_point, &LIMITS)?;
+        if change_stamp(parsed.file(), iso)? != before {
+            return Err(SourceError::Changed { path: iso.to_path_buf() });
+        }
         compare_trees(parsed.entries(), &entries, fold_case).map_err(|what| SourceError::Mismatch {
             iso: iso.to_path_buf(),
             fstype,
@@ -454,6 +519,33 @@ mod tests {
         assert_eq!(compare_trees(&upper, &lower, true), Ok(()));
         assert!(compare_trees(&upper, &lower, false).is_err());
         assert!(compare_trees(&[e("A", false, 1), e("a", false, 1)], &[], true).unwrap_err().contains("two entries"));
+    }
+
+    /// A kernel that cannot mount or list an image the userspace reader accepted: the image is refused (exit 3),
+    /// unless the kernel itself lacks something.
+    #[test]
+    fn kernel_failures_on_an_accepted_image_are_refusals() {
+        let mount = |errno| SourceError::Mount {
+            path: "x.iso".into(),
+            fstype: "udf",
+            source: crate::sys::mount::MountError::Mount {
+                source_dev: "/dev/loop9".into(),
+                fstype: "udf".into(),
+                target: "/m".into(),
+                errno,
+            },
+        };
+        assert!(mount(Errno::EINVAL).is_refusal());
+        assert!(mount(Errno::EIO).is_refusal());
+        assert!(!mount(Errno::ENODEV).is_refusal());
+        assert!(!mount(Errno::ENOMEM).is_refusal());
+        assert!(mount(Errno::EINVAL).to_string().contains("--source-driver userspace"));
+        let walk = |errno| SourceError::Walk { path: "/m/a".into(), source: std::io::Error::from_raw_os_error(errno) };
+        assert!(walk(libc::EIO).is_refusal());
+        assert!(!walk(libc::ENOMEM).is_refusal());
+        assert!(SourceError::Replaced { path: "x.iso".into() }.is_refusal());
+        assert!(!SourceError::Replaced { path: "x.iso".into() }.is_bad_image());
+        assert!(SourceError::Changed { path: "x.iso".into() }.is_refusal());
     }
 
     #[test]
