@@ -280,9 +280,14 @@ impl SourceTree for Source {
 
 /// How the kernel mounts an ISO whose content the userspace reader found in `format`: file system type, mount
 /// options, and whether its names compare without ASCII case (the kernel lowercases plain ISO 9660 names).
+/// The options make the kernel list what the reader lists: UDF entries marked hidden (characteristic 0x01)
+/// are listed by the reader, and Linux's udf shows them only with `unhide` (deleted ones, which the reader
+/// skips, it hides without `undelete`). ISO 9660 needs nothing: isofs shows entries with the existence
+/// ("hidden") bit unless mounted with `hide`, and hides associated files (0x04) unless given `showassoc` or
+/// its old synonym `unhide` — as the reader does.
 fn kernel_mount_for(format: IsoFormat) -> (&'static str, &'static str, bool) {
     match format {
-        IsoFormat::Udf => ("udf", "utf8", false),
+        IsoFormat::Udf => ("udf", "utf8,unhide", false),
         // The Joliet names, as the userspace reader took them (not Rock Ridge's).
         IsoFormat::Joliet => ("iso9660", "norock,utf8", false),
         IsoFormat::Iso9660 => ("iso9660", "norock,nojoliet,map=normal", true),
@@ -550,8 +555,16 @@ mod tests {
 
     #[test]
     fn kernel_mounts_what_the_userspace_reader_found() {
-        assert_eq!(kernel_mount_for(IsoFormat::Udf).0, "udf");
+        assert_eq!(kernel_mount_for(IsoFormat::Udf), ("udf", "utf8,unhide", false));
         assert_eq!(kernel_mount_for(IsoFormat::Joliet), ("iso9660", "norock,utf8", false));
-        assert!(kernel_mount_for(IsoFormat::Iso9660).2);
+        assert_eq!(kernel_mount_for(IsoFormat::Iso9660), ("iso9660", "norock,nojoliet,map=normal", true));
+        // Hidden entries are shown (the reader lists them); deleted and associated ones are not (it skips them).
+        for format in [IsoFormat::Udf, IsoFormat::Joliet, IsoFormat::Iso9660] {
+            let options: Vec<&str> = kernel_mount_for(format).1.split(',').collect();
+            assert_eq!(options.contains(&"unhide"), format == IsoFormat::Udf, "{format:?}");
+            for never in ["hide", "undelete", "showassoc"] {
+                assert!(!options.contains(&never), "{format:?}: {never}");
+            }
+        }
     }
 }
