@@ -41,6 +41,12 @@ pub enum WriteError {
     Source(#[from] SourceError),
     #[error("the target {path} ({size} bytes) has no room for a partition")]
     NoRoom { path: std::path::PathBuf, size: u64 },
+    #[error("cannot read {path} on the ISO: {source}")]
+    ReadIsoFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the target again: {0}")]
     ReopenTarget(#[source] crate::sys::argfile::ArgFileError),
     #[error("the target {path} was replaced after it was checked; nothing was written")]
@@ -423,7 +429,7 @@ impl Job<'_> {
         let names_target = names::Target { fs, kernel: use_kernel_target };
         // The ISO's own UEFI loader must be one (the Windows 7 one is checked once extracted).
         let loader_problem = match find_file(entries, uefi::UEFI_LOADER).filter(|&i| entries[i].size > 0) {
-            Some(i) if req.boot.uefi() => check_iso_loader(&source, i).err(),
+            Some(i) if req.boot.uefi() => check_iso_loader(&source, i)?,
             _ => None,
         };
         let volume_id = source.volume_id();
@@ -976,9 +982,10 @@ fn read_small(source: &Source, index: usize) -> Option<String> {
     Some(String::from_utf8_lossy(&text).into_owned())
 }
 
-/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): the message says what to do when it is
-/// not an x86_64 EFI application.
-fn check_iso_loader(source: &Source, index: usize) -> Result<(), String> {
+/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): `Ok(Some(problem))` says what to do when
+/// it is not an x86_64 EFI application (a refusal); a read error is an error (a failure, not the ISO's fault
+/// as far as anyone knows).
+fn check_iso_loader(source: &Source, index: usize) -> Result<Option<String>, WriteError> {
     let entry = &source.entries()[index];
     let problem = |what: String| {
         format!(
@@ -987,15 +994,18 @@ fn check_iso_loader(source: &Source, index: usize) -> Result<(), String> {
             entry.path
         )
     };
+    let too_big = || problem(format!("{} bytes; a UEFI loader is at most {}", entry.size, uefi::MAX_LOADER_BYTES));
     if entry.size > uefi::MAX_LOADER_BYTES {
-        return Err(problem(format!("{} bytes; a UEFI loader is at most {}", entry.size, uefi::MAX_LOADER_BYTES)));
+        return Ok(Some(too_big()));
     }
-    let mut data = Vec::new();
-    source
-        .open(index)
-        .and_then(|r| r.take(uefi::MAX_LOADER_BYTES + 1).read_to_end(&mut data))
-        .map_err(|e| problem(format!("cannot read it: {e}")))?;
-    uefi::check_efi_x64(&data).map_err(problem)
+    let read_err = |source| WriteError::ReadIsoFile { path: entry.path.clone(), source };
+    let data = match crate::sys::argfile::read_capped(source.open(index).map_err(read_err)?, uefi::MAX_LOADER_BYTES)
+        .map_err(read_err)?
+    {
+        Some(data) => data,
+        None => return Ok(Some(too_big())),
+    };
+    Ok(uefi::check_efi_x64(&data).err().map(problem))
 }
 
 fn inspect_wim(source: &Source, index: usize) -> Result<wim::WimInfo, String> {

@@ -176,6 +176,15 @@ pub fn open_with(path: &Path, want: Want, write: bool, flags: i32) -> Result<Fil
     Ok(file)
 }
 
+/// Read all of `r` when it holds at most `cap` bytes, never reading more than `cap + 1`: `Ok(None)` when there
+/// is more (or the file grew past `cap` while being read).
+pub fn read_capped(r: impl std::io::Read, cap: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    r.take(cap.saturating_add(1)).read_to_end(&mut data)?;
+    Ok((data.len() as u64 <= cap).then_some(data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +258,15 @@ mod tests {
             ArgFileError::ReplacedSinceCheck { path: a.clone() }.to_string(),
             format!("{} was replaced after it was checked", a.display())
         );
+    }
+
+    #[test]
+    fn reads_are_capped() {
+        assert_eq!(read_capped(&b"12345"[..], 5).unwrap(), Some(b"12345".to_vec()));
+        assert_eq!(read_capped(&b"123456"[..], 5).unwrap(), None);
+        assert_eq!(read_capped(&b""[..], 0).unwrap(), Some(vec![]));
+        // An endless source is read only up to the cap and one byte.
+        let mut zero = std::fs::File::open("/dev/zero").unwrap();
+        assert_eq!(read_capped(&mut zero, 4096).unwrap(), None);
     }
 }
