@@ -2,6 +2,7 @@
 //! partition → format → copy → boot code → flush → unmount. Every loop device and mount here is held by a
 //! guard and ends with the worker at the latest.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -824,13 +825,9 @@ impl Job<'_> {
             human(entry.size),
             wim::REPACK_COMPRESSION
         ))?;
-        let args = vec![
-            "export".to_string(),
-            wim.to_string_lossy().into_owned(),
-            "all".into(),
-            out.to_string_lossy().into_owned(),
-            format!("--compress={}", wim::REPACK_COMPRESSION),
-        ];
+        let compress = format!("--compress={}", wim::REPACK_COMPRESSION);
+        let args: [&OsStr; 5] =
+            ["export".as_ref(), wim.as_os_str(), "all".as_ref(), out.as_os_str(), compress.as_ref()];
         let started = Instant::now();
         let link = &mut *self.link;
         let mut sent = None;
@@ -895,14 +892,17 @@ impl Job<'_> {
         let dir = scratch.join("loader");
         std::fs::create_dir(&dir)
             .map_err(|source| WriteError::Scratch { what: "creating the loader directory".into(), source })?;
-        let args = vec![
-            "extract".to_string(),
-            wim.to_string_lossy().into_owned(),
-            image.to_string(),
-            uefi::WIN7_LOADER_IN_WIM.into(),
-            format!("--dest-dir={}", dir.display()),
-            "--no-acls".into(),
-            "--no-attributes".into(),
+        let image_arg = image.to_string();
+        let mut dest = OsString::from("--dest-dir=");
+        dest.push(&dir);
+        let args: [&OsStr; 7] = [
+            "extract".as_ref(),
+            wim.as_os_str(),
+            image_arg.as_ref(),
+            uefi::WIN7_LOADER_IN_WIM.as_ref(),
+            &dest,
+            "--no-acls".as_ref(),
+            "--no-attributes".as_ref(),
         ];
         helper::run("wimlib-imagex", &args, "wimtools")?;
         // Never followed if it is a link, only a regular file, at most MAX_LOADER_BYTES; then kept in memory, so
@@ -956,11 +956,11 @@ impl Job<'_> {
             disk_path,
             LoopWindow { offset: bridge.offset, size: bridge.size, read_only: false, direct_io: false },
         )?;
-        let dev = lo.path().to_string_lossy().into_owned();
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
-        helper::run("mkfs.fat", &s(&["-n", "UEFI_NTFS", &dev]), "dosfstools")?;
-        helper::run("mmd", &s(&["-i", &dev, "::/EFI", "::/EFI/BOOT"]), "mtools")?;
-        helper::run("mcopy", &s(&["-i", &dev, &efi.to_string_lossy(), "::/EFI/BOOT/BOOTX64.EFI"]), "mtools")?;
+        let dev = lo.path().as_os_str();
+        helper::run("mkfs.fat", &["-n".as_ref(), "UEFI_NTFS".as_ref(), dev], "dosfstools")?;
+        helper::run("mmd", &["-i".as_ref(), dev, "::/EFI".as_ref(), "::/EFI/BOOT".as_ref()], "mtools")?;
+        let to = OsStr::new("::/EFI/BOOT/BOOTX64.EFI");
+        helper::run("mcopy", &[OsStr::new("-i"), dev, efi.as_os_str(), to], "mtools")?;
         lo.file().sync_all().map_err(|source| WriteError::Device { path: lo.path().into(), source })?;
         Ok(())
     }
