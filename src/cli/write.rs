@@ -314,8 +314,13 @@ fn print_inventory(ui: &Ui, inv: &Inventory) {
         ui.line(&format!("  space needed: {}", human(inv.needed_bytes)));
     }
     if let Ok(c) = &inv.fs {
-        ui.line(&format!("Filesystem: {} — {}", c.fs.name(), c.reason));
+        ui.line(&filesystem_line(c));
     }
+}
+
+/// The filesystem choice, for the terminal: its reason names files from the ISO, so it is escaped.
+fn filesystem_line(c: &crate::target::choose::Choice) -> String {
+    format!("Filesystem: {} — {}", c.fs.name(), escape(&c.reason))
 }
 
 fn print_report(ui: &Ui, target: &Path, r: &Report, secs: f64) {
@@ -785,7 +790,7 @@ fn decide(
             || (args.target_driver == Driver::Auto && crate::media::source::kernel_has("ntfs3"));
         let programs: &[(&str, &str)] =
             if kernel { &[("mkntfs", "ntfs-3g")] } else { &[("mkntfs", "ntfs-3g"), ("ntfs-3g", "ntfs-3g")] };
-        need_programs(programs, &format!("the NTFS stick ({})", c.reason))?;
+        need_programs(programs, &format!("the NTFS stick ({})", escape(&c.reason)))?;
         if inv.bridge && args.uefi_ntfs_image.is_none() {
             crate::boot::uefi::check_grub_efi_installed().map_err(|e| fail(exit::REFUSED, e))?;
             need_programs(&[("mkfs.fat", "dosfstools"), ("mmd", "mtools"), ("mcopy", "mtools")], "the UEFI bridge")?;
@@ -810,4 +815,22 @@ fn decide(
         *lock = Some(open_and_lock(facts, &args.target, target_size)?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filesystem_reason_is_escaped() {
+        let c = crate::target::choose::Choice {
+            fs: Fs::Ntfs,
+            reason: "sources/a\x1b]0;owned\x07.wim (5 GiB) is over FAT32's file-size limit".into(),
+            split: vec![],
+            repack: vec![],
+        };
+        let line = filesystem_line(&c);
+        assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line}");
+        assert!(line.contains("sources/a\\x1b]0;owned\\x07.wim"), "{line}");
+    }
 }
