@@ -26,7 +26,7 @@ use crate::target::fat::{self, MountedTarget};
 use crate::target::fatwrite::FatWriter;
 use crate::target::names;
 use crate::target::ntfs::{self, NtfsMount};
-use crate::target::safety::Inventory;
+use crate::target::safety::{Inventory, LoaderProblem};
 use crate::target::units::human;
 use crate::target::{gpt, label, mbr};
 use crate::tree::{Added, Origin, Plan, Tree, WimFrom};
@@ -153,7 +153,12 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
                     | WriteError::PartTooBig { .. }
                     | WriteError::ScratchFull { .. }
                     | WriteError::Names(_)
-                    | WriteError::Uefi(uefi::UefiError::BadLoader { .. } | uefi::UefiError::ExtractedLoader { .. })
+                    | WriteError::Uefi(
+                        uefi::UefiError::BadLoader { .. }
+                            | uefi::UefiError::ExtractedLink { .. }
+                            | uefi::UefiError::ExtractedKind { .. }
+                            | uefi::UefiError::ExtractedTooBig { .. }
+                    )
                     | WriteError::TargetReplaced { .. }
             ) || matches!(&e, WriteError::Source(s) if s.is_refusal());
             let refused = worker_refusal && job.state == TargetState::Untouched;
@@ -982,30 +987,24 @@ fn read_small(source: &Source, index: usize) -> Option<String> {
     Some(String::from_utf8_lossy(&text).into_owned())
 }
 
-/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): `Ok(Some(problem))` says what to do when
-/// it is not an x86_64 EFI application (a refusal); a read error is an error (a failure, not the ISO's fault
-/// as far as anyone knows).
-fn check_iso_loader(source: &Source, index: usize) -> Result<Option<String>, WriteError> {
+/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): `Ok(Some(problem))` when it is not an
+/// x86_64 EFI application (a refusal); a read error is an error (a failure, not the ISO's fault as far as
+/// anyone knows).
+fn check_iso_loader(source: &Source, index: usize) -> Result<Option<LoaderProblem>, WriteError> {
     let entry = &source.entries()[index];
-    let problem = |what: String| {
-        format!(
-            "the ISO's {} is not a UEFI loader for x86_64 ({what}): the stick would not boot under UEFI; write it \
-             with --boot bios, or use an intact ISO",
-            entry.path
-        )
-    };
+    let problem = |what: String| Some(LoaderProblem { path: entry.path.clone(), what });
     let too_big = || problem(format!("{} bytes; a UEFI loader is at most {}", entry.size, uefi::MAX_LOADER_BYTES));
     if entry.size > uefi::MAX_LOADER_BYTES {
-        return Ok(Some(too_big()));
+        return Ok(too_big());
     }
     let read_err = |source| WriteError::ReadIsoFile { path: entry.path.clone(), source };
     let data = match crate::sys::argfile::read_capped(source.open(index).map_err(read_err)?, uefi::MAX_LOADER_BYTES)
         .map_err(read_err)?
     {
         Some(data) => data,
-        None => return Ok(Some(too_big())),
+        None => return Ok(too_big()),
     };
-    Ok(uefi::check_efi_x64(&data).err().map(problem))
+    Ok(uefi::check_efi_x64(&data).err().and_then(problem))
 }
 
 fn inspect_wim(source: &Source, index: usize) -> Result<wim::WimInfo, String> {

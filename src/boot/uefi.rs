@@ -39,8 +39,26 @@ pub enum UefiError {
     },
     #[error("the loader extracted from install.wim ({path}) is not a usable EFI program: {what}")]
     BadLoader { path: PathBuf, what: String },
-    #[error("the UEFI loader {path} in install.wim cannot be used: {what}; nothing was written")]
-    ExtractedLoader { path: String, what: String },
+    #[error(
+        "the UEFI loader {path} in install.wim cannot be used: it is a symbolic link, which woesafe does not \
+         follow; nothing was written"
+    )]
+    ExtractedLink { path: String },
+    #[error(
+        "the UEFI loader {path} in install.wim cannot be used: it is not a regular file but {found}; nothing was written"
+    )]
+    ExtractedKind { path: String, found: &'static str },
+    #[error(
+        "the UEFI loader {path} in install.wim cannot be used: it is bigger than a UEFI loader, which is at most \
+         {MAX_LOADER_BYTES} bytes; nothing was written"
+    )]
+    ExtractedTooBig { path: String },
+    #[error("cannot read the UEFI loader {path} that wimlib extracted from install.wim: {source}")]
+    ExtractedRead {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Check before anything is written that the bridge loader can be built.
@@ -183,27 +201,25 @@ pub fn check_efi_x64(data: &[u8]) -> Result<(), String> {
 /// file), never more than MAX_LOADER_BYTES. `name` is how the user knows the file (its path in the WIM).
 pub fn read_extracted_loader(path: &Path, name: &str) -> Result<Vec<u8>, UefiError> {
     use crate::sys::argfile::{self, ArgFileError, Want};
-    let bad = |what: String| UefiError::ExtractedLoader { path: name.to_string(), what };
-    let link = || bad("it is a symbolic link in install.wim; woesafe does not follow it".into());
+    let path_in_wim = || name.to_string();
+    let link = || UefiError::ExtractedLink { path: path_in_wim() };
+    let too_big = || UefiError::ExtractedTooBig { path: path_in_wim() };
+    let read_err = |source| UefiError::ExtractedRead { path: path_in_wim(), source };
     // The path itself is looked at (lstat) and opened with O_NOFOLLOW and without blocking, then checked again
     // on the open file.
     let file = argfile::open_with(path, Want::Regular, false, libc::O_NOFOLLOW).map_err(|e| match e {
         ArgFileError::WrongKind { found, .. } if found == argfile::kind_of(libc::S_IFLNK) => link(),
-        ArgFileError::WrongKind { found, .. } => bad(format!("it is not a regular file but {found}")),
+        ArgFileError::WrongKind { found, .. } => UefiError::ExtractedKind { path: path_in_wim(), found },
         ArgFileError::Open { source, .. } if source.raw_os_error() == Some(libc::ELOOP) => link(),
-        ArgFileError::Stat { source, .. } | ArgFileError::Open { source, .. } => {
-            bad(format!("cannot open what wimlib extracted: {source}"))
-        }
-        e => bad(format!("cannot open what wimlib extracted: {e}")),
+        ArgFileError::Stat { source, .. } | ArgFileError::Open { source, .. } => read_err(source),
+        e => read_err(std::io::Error::other(e.to_string())),
     })?;
-    let too_big = |size: u64| bad(format!("it is {size} bytes; a UEFI loader is at most {MAX_LOADER_BYTES}"));
-    let meta = file.metadata().map_err(|e| bad(format!("cannot stat what wimlib extracted: {e}")))?;
+    let meta = file.metadata().map_err(read_err)?;
     if meta.len() > MAX_LOADER_BYTES {
-        return Err(too_big(meta.len()));
+        return Err(too_big());
     }
-    argfile::read_capped(file, MAX_LOADER_BYTES)
-        .map_err(|e| bad(format!("cannot read it: {e}")))?
-        .ok_or_else(|| bad(format!("it grew past {MAX_LOADER_BYTES} bytes while being read")))
+    // None: it grew past the limit while being read.
+    argfile::read_capped(file, MAX_LOADER_BYTES).map_err(read_err)?.ok_or_else(too_big)
 }
 
 /// The ISO's removable-media loader for x86_64 (FAT and the firmware ignore case), when present and not empty.
@@ -314,8 +330,9 @@ mod tests {
         assert!(err.contains("not a regular file"), "{err}");
         // too big
         std::fs::File::create(&file).unwrap().set_len(MAX_LOADER_BYTES + 1).unwrap();
-        let err = read_extracted_loader(&file, name).unwrap_err().to_string();
-        assert!(err.contains("at most 8388608"), "{err}");
+        let err = read_extracted_loader(&file, name).unwrap_err();
+        assert!(matches!(err, UefiError::ExtractedTooBig { .. }), "{err}");
+        assert!(err.to_string().contains("at most 8388608"), "{err}");
         std::fs::File::create(&file).unwrap().set_len(MAX_LOADER_BYTES).unwrap();
         assert_eq!(read_extracted_loader(&file, name).unwrap().len() as u64, MAX_LOADER_BYTES);
     }
