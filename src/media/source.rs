@@ -63,7 +63,7 @@ pub enum SourceError {
          the kernel)",
         iso.display()
     )]
-    Mismatch { iso: PathBuf, fstype: &'static str, what: String },
+    Mismatch { iso: PathBuf, fstype: &'static str, what: TreeDifference },
     #[error("the ISO {path} was replaced after it was checked; nothing was written")]
     Replaced { path: PathBuf },
     #[error(
@@ -294,38 +294,48 @@ fn kernel_mount_for(format: IsoFormat) -> (&'static str, &'static str, bool) {
     }
 }
 
+/// The first way the kernel's tree differs from the userspace reader's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeDifference {
+    #[error("the userspace reader found two entries named {0:?} (ignoring case)")]
+    Duplicate(String),
+    #[error("the kernel shows {0:?}, which the userspace reader did not find")]
+    OnlyKernel(String),
+    #[error("the userspace reader found {0:?}, which the kernel does not show")]
+    OnlyUserspace(String),
+    #[error("{path:?} is {} for the userspace reader and {} for the kernel", kind(*user_dir), kind(!user_dir))]
+    Kind { path: String, user_dir: bool },
+    #[error("{path:?} is {user} bytes for the userspace reader and {kernel} bytes for the kernel")]
+    Size { path: String, user: u64, kernel: u64 },
+}
+
+fn kind(is_dir: bool) -> &'static str {
+    if is_dir { "a directory" } else { "a file" }
+}
+
 /// Whether the kernel's tree shows exactly the entries the userspace reader found: the same paths, kinds and
 /// sizes (times may differ). The first difference otherwise. With `fold_case`, paths compare without ASCII case.
-pub fn compare_trees(userspace: &[SourceEntry], kernel: &[SourceEntry], fold_case: bool) -> Result<(), String> {
+pub fn compare_trees(userspace: &[SourceEntry], kernel: &[SourceEntry], fold_case: bool) -> Result<(), TreeDifference> {
     let key = |p: &str| if fold_case { p.to_ascii_lowercase() } else { p.to_string() };
-    let kind = |is_dir: bool| if is_dir { "a directory" } else { "a file" };
     let mut want: BTreeMap<String, &SourceEntry> = BTreeMap::new();
     for e in userspace {
         if want.insert(key(&e.path), e).is_some() {
-            return Err(format!("the userspace reader found two entries named {:?} (ignoring case)", e.path));
+            return Err(TreeDifference::Duplicate(e.path.clone()));
         }
     }
     for k in kernel {
         let Some(u) = want.remove(&key(&k.path)) else {
-            return Err(format!("the kernel shows {:?}, which the userspace reader did not find", k.path));
+            return Err(TreeDifference::OnlyKernel(k.path.clone()));
         };
         if u.is_dir != k.is_dir {
-            return Err(format!(
-                "{:?} is {} for the userspace reader and {} for the kernel",
-                u.path,
-                kind(u.is_dir),
-                kind(k.is_dir)
-            ));
+            return Err(TreeDifference::Kind { path: u.path.clone(), user_dir: u.is_dir });
         }
         if u.size != k.size {
-            return Err(format!(
-                "{:?} is {} bytes for the userspace reader and {} bytes for the kernel",
-                u.path, u.size, k.size
-            ));
+            return Err(TreeDifference::Size { path: u.path.clone(), user: u.size, kernel: k.size });
         }
     }
     match want.into_values().next() {
-        Some(u) => Err(format!("the userspace reader found {:?}, which the kernel does not show", u.path)),
+        Some(u) => Err(TreeDifference::OnlyUserspace(u.path.clone())),
         None => Ok(()),
     }
 }
@@ -508,7 +518,7 @@ mod tests {
         // Order does not matter; contents do.
         let reordered = [user[2].clone(), user[0].clone(), user[1].clone()];
         assert_eq!(compare_trees(&user, &reordered, false), Ok(()));
-        let err = |kernel: &[SourceEntry], fold| compare_trees(&user, kernel, fold).unwrap_err();
+        let err = |kernel: &[SourceEntry], fold| compare_trees(&user, kernel, fold).unwrap_err().to_string();
         assert!(err(&user[..2], false).contains("\"c\", which the kernel does not show"));
         let extra = [user.to_vec(), vec![e("README.TXT", false, 10)]].concat();
         assert!(err(&extra, false).contains("the kernel shows \"README.TXT\""));
@@ -523,7 +533,15 @@ mod tests {
         let lower = [e("a", true, 0), e("a/b.txt", false, 5)];
         assert_eq!(compare_trees(&upper, &lower, true), Ok(()));
         assert!(compare_trees(&upper, &lower, false).is_err());
-        assert!(compare_trees(&[e("A", false, 1), e("a", false, 1)], &[], true).unwrap_err().contains("two entries"));
+        assert_eq!(
+            compare_trees(&[e("A", false, 1), e("a", false, 1)], &[], true),
+            Err(TreeDifference::Duplicate("a".into()))
+        );
+        assert!(TreeDifference::Duplicate("a".into()).to_string().contains("two entries"));
+        assert_eq!(
+            compare_trees(&user, &[user[0].clone(), user[1].clone(), e("c", false, 8)], false),
+            Err(TreeDifference::Size { path: "c".into(), user: 7, kernel: 8 })
+        );
     }
 
     /// A kernel that cannot mount or list an image the userspace reader accepted: the image is refused (exit 3),
