@@ -40,8 +40,8 @@ pub enum UefiError {
     #[error("the loader extracted from install.wim ({path}) is not a usable EFI program: {what}")]
     BadLoader { path: PathBuf, what: String },
     #[error(
-        "the UEFI loader {path} in install.wim cannot be used: it is a symbolic link, which woesafe does not \
-         follow; nothing was written"
+        "the UEFI loader {path} in install.wim cannot be used: it is a symbolic link in install.wim; woesafe does \
+         not follow it; nothing was written"
     )]
     ExtractedLink { path: String },
     #[error(
