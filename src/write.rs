@@ -2,7 +2,8 @@
 //! partition → format → copy → boot code → flush → unmount. Every loop device and mount here is held by a
 //! guard and ends with the worker at the latest.
 
-use std::fs::{File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use crate::media::SourceEntry;
 use crate::media::source::{self, Source, SourceError};
 use crate::media::wim::{self, FAT32_MAX_FILE, PART_MIB};
 use crate::media::wimsplit;
+use crate::sys::argfile::{self, ArgFileError, Want};
 use crate::sys::loopdev::{LoopDevice, LoopWindow, device_size};
 use crate::sys::mount::MountGuard;
 use crate::sys::staging::{self, Staging};
@@ -24,7 +26,7 @@ use crate::target::fat::{self, MountedTarget};
 use crate::target::fatwrite::FatWriter;
 use crate::target::names;
 use crate::target::ntfs::{self, NtfsMount};
-use crate::target::safety::Inventory;
+use crate::target::safety::{Inventory, LoaderProblem};
 use crate::target::units::human;
 use crate::target::{gpt, label, mbr};
 use crate::tree::{Added, Origin, Plan, Tree, WimFrom};
@@ -42,12 +44,16 @@ pub enum WriteError {
     NoRoom { path: std::path::PathBuf, size: u64 },
     #[error("internal error: {path} was taken out of the tree but neither split nor re-packed (nothing was written)")]
     Unplanned { path: String },
-    #[error("cannot open the target {path}: {source}")]
-    OpenTarget {
-        path: std::path::PathBuf,
+    #[error("cannot read {path} on the ISO: {source}")]
+    ReadIsoFile {
+        path: String,
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the target again: {0}")]
+    ReopenTarget(#[source] crate::sys::argfile::ArgFileError),
+    #[error("the target {path} was replaced after it was checked; nothing was written")]
+    TargetReplaced { path: PathBuf },
     #[error("the target {path} changed size while we were preparing ({expected} → {found} bytes)")]
     SizeChanged { path: std::path::PathBuf, expected: u64, found: u64 },
     #[error(transparent)]
@@ -150,8 +156,14 @@ pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
                     | WriteError::PartTooBig { .. }
                     | WriteError::ScratchFull { .. }
                     | WriteError::Names(_)
-                    | WriteError::Uefi(uefi::UefiError::BadLoader { .. } | uefi::UefiError::ExtractedLoader { .. })
-            ) || matches!(&e, WriteError::Source(s) if s.is_bad_image());
+                    | WriteError::Uefi(
+                        uefi::UefiError::BadLoader { .. }
+                            | uefi::UefiError::ExtractedLink { .. }
+                            | uefi::UefiError::ExtractedKind { .. }
+                            | uefi::UefiError::ExtractedTooBig { .. }
+                    )
+                    | WriteError::TargetReplaced { .. }
+            ) || matches!(&e, WriteError::Source(s) if s.is_refusal());
             let refused = worker_refusal && job.state == TargetState::Untouched;
             Up::Failed { step: job.step, message: e.to_string(), state: job.state, refused }
         }
@@ -225,9 +237,9 @@ impl Job<'_> {
             Driver::Userspace | Driver::Auto => false,
         };
         let source = if use_kernel_source {
-            Source::open_kernel(&req.iso, &work.path().join("source"))?
+            Source::open_kernel(&req.iso, &req.iso_id, &work.path().join("source"))?
         } else {
-            Source::open_userspace(&req.iso)?
+            Source::open_userspace(&req.iso, &req.iso_id)?
         };
         let source_desc = source.describe();
         // What the reader left out (links, devices): said, not silently dropped.
@@ -454,7 +466,7 @@ impl Job<'_> {
         };
         // The ISO's own UEFI loader must be one (the Windows 7 one is checked once extracted).
         let loader_problem = match find_file(entries, uefi::UEFI_LOADER).filter(|&i| entries[i].size > 0) {
-            Some(i) if req.boot.uefi() => check_iso_loader(&source, i).err(),
+            Some(i) if req.boot.uefi() => check_iso_loader(&source, i)?,
             _ => None,
         };
         let volume_id = source.volume_id();
@@ -482,10 +494,10 @@ impl Job<'_> {
             bridge: bridge.is_some(),
         };
         self.link.send(&Up::Inventory(Box::new(inventory)))?;
-        match self.link.recv()? {
-            Some(Down::Proceed) => {}
+        let target_id = match self.link.recv()? {
+            Some(Down::Proceed { target }) => target,
             _ => return Ok(None),
-        }
+        };
 
         // Prepare, in scratch space and before the target is touched: re-pack the WIM, extract the loader.
         let mut added = [ours, streamed].concat();
@@ -557,12 +569,14 @@ impl Job<'_> {
             }
         }
 
-        // The disk: the block device itself, or the image file on an autoclear loop device.
-        let target_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&req.target)
-            .map_err(|source| WriteError::OpenTarget { path: req.target.clone(), source })?;
+        // The disk: the block device itself, or the image file on an autoclear loop device. Either must be the
+        // file the supervisor checked and holds locked (an image file is not reached through a symbolic link).
+        let (want, flags) =
+            if req.target_is_image { (Want::Regular, libc::O_NOFOLLOW) } else { (Want::RegularOrBlock, 0) };
+        let target_file = argfile::reopen(&req.target, want, true, flags, &target_id).map_err(|e| match e {
+            ArgFileError::ReplacedSinceCheck { path } => WriteError::TargetReplaced { path },
+            e => WriteError::ReopenTarget(e),
+        })?;
         let disk_loop = if req.target_is_image {
             Some(LoopDevice::attach(&target_file, &req.target, LoopWindow { direct_io: true, ..Default::default() })?)
         } else {
@@ -850,13 +864,9 @@ impl Job<'_> {
             human(entry.size),
             wim::REPACK_COMPRESSION
         ))?;
-        let args = vec![
-            "export".to_string(),
-            wim.to_string_lossy().into_owned(),
-            "all".into(),
-            out.to_string_lossy().into_owned(),
-            format!("--compress={}", wim::REPACK_COMPRESSION),
-        ];
+        let compress = format!("--compress={}", wim::REPACK_COMPRESSION);
+        let args: [&OsStr; 5] =
+            ["export".as_ref(), wim.as_os_str(), "all".as_ref(), out.as_os_str(), compress.as_ref()];
         let started = Instant::now();
         let link = &mut *self.link;
         let mut sent = None;
@@ -921,14 +931,17 @@ impl Job<'_> {
         let dir = scratch.join("loader");
         std::fs::create_dir(&dir)
             .map_err(|source| WriteError::Scratch { what: "creating the loader directory".into(), source })?;
-        let args = vec![
-            "extract".to_string(),
-            wim.to_string_lossy().into_owned(),
-            image.to_string(),
-            uefi::WIN7_LOADER_IN_WIM.into(),
-            format!("--dest-dir={}", dir.display()),
-            "--no-acls".into(),
-            "--no-attributes".into(),
+        let image_arg = image.to_string();
+        let mut dest = OsString::from("--dest-dir=");
+        dest.push(&dir);
+        let args: [&OsStr; 7] = [
+            "extract".as_ref(),
+            wim.as_os_str(),
+            image_arg.as_ref(),
+            uefi::WIN7_LOADER_IN_WIM.as_ref(),
+            &dest,
+            "--no-acls".as_ref(),
+            "--no-attributes".as_ref(),
         ];
         helper::run("wimlib-imagex", &args, "wimtools")?;
         // Never followed if it is a link, only a regular file, at most MAX_LOADER_BYTES; then kept in memory, so
@@ -982,11 +995,11 @@ impl Job<'_> {
             disk_path,
             LoopWindow { offset: bridge.offset, size: bridge.size, read_only: false, direct_io: false },
         )?;
-        let dev = lo.path().to_string_lossy().into_owned();
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
-        helper::run("mkfs.fat", &s(&["-n", "UEFI_NTFS", &dev]), "dosfstools")?;
-        helper::run("mmd", &s(&["-i", &dev, "::/EFI", "::/EFI/BOOT"]), "mtools")?;
-        helper::run("mcopy", &s(&["-i", &dev, &efi.to_string_lossy(), "::/EFI/BOOT/BOOTX64.EFI"]), "mtools")?;
+        let dev = lo.path().as_os_str();
+        helper::run("mkfs.fat", &["-n".as_ref(), "UEFI_NTFS".as_ref(), dev], "dosfstools")?;
+        helper::run("mmd", &["-i".as_ref(), dev, "::/EFI".as_ref(), "::/EFI/BOOT".as_ref()], "mtools")?;
+        let to = OsStr::new("::/EFI/BOOT/BOOTX64.EFI");
+        helper::run("mcopy", &[OsStr::new("-i"), dev, efi.as_os_str(), to], "mtools")?;
         lo.file().sync_all().map_err(|source| WriteError::Device { path: lo.path().into(), source })?;
         Ok(())
     }
@@ -1013,26 +1026,24 @@ fn read_small(source: &Source, index: usize) -> Option<String> {
     Some(String::from_utf8_lossy(&text).into_owned())
 }
 
-/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): the message says what to do when it is
-/// not an x86_64 EFI application.
-fn check_iso_loader(source: &Source, index: usize) -> Result<(), String> {
+/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): `Ok(Some(problem))` when it is not an
+/// x86_64 EFI application (a refusal); a read error is an error (a failure, not the ISO's fault as far as
+/// anyone knows).
+fn check_iso_loader(source: &Source, index: usize) -> Result<Option<LoaderProblem>, WriteError> {
     let entry = &source.entries()[index];
-    let problem = |what: String| {
-        format!(
-            "the ISO's {} is not a UEFI loader for x86_64 ({what}): the stick would not boot under UEFI; write it \
-             with --boot bios, or use an intact ISO",
-            entry.path
-        )
-    };
+    let problem = |what: String| Some(LoaderProblem { path: entry.path.clone(), what });
+    let too_big = || problem(format!("{} bytes; a UEFI loader is at most {}", entry.size, uefi::MAX_LOADER_BYTES));
     if entry.size > uefi::MAX_LOADER_BYTES {
-        return Err(problem(format!("{} bytes; a UEFI loader is at most {}", entry.size, uefi::MAX_LOADER_BYTES)));
+        return Ok(too_big());
     }
-    let mut data = Vec::new();
-    source
-        .open(index)
-        .and_then(|r| r.take(uefi::MAX_LOADER_BYTES + 1).read_to_end(&mut data))
-        .map_err(|e| problem(format!("cannot read it: {e}")))?;
-    uefi::check_efi_x64(&data).map_err(problem)
+    let read_err = |source| WriteError::ReadIsoFile { path: entry.path.clone(), source };
+    let data = match crate::sys::argfile::read_capped(source.open(index).map_err(read_err)?, uefi::MAX_LOADER_BYTES)
+        .map_err(read_err)?
+    {
+        Some(data) => data,
+        None => return Ok(too_big()),
+    };
+    Ok(uefi::check_efi_x64(&data).err().and_then(problem))
 }
 
 fn inspect_wim(source: &Source, index: usize) -> Result<wim::WimInfo, String> {

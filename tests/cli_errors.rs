@@ -251,8 +251,64 @@ fn special_files_as_arguments_are_usage_errors_not_hangs() {
             assert!(!img.exists(), "{args:?} created the image");
         }
     }
-    // A FIFO where the worker would read the image: refused in the supervisor, before any worker starts.
-    assert!(nix::unistd::access(fifo, nix::unistd::AccessFlags::F_OK).is_ok(), "the FIFO is still there");
+}
+
+/// Files swapped after the supervisor's checks, while the worker waits at its first step: the worker opens the
+/// ISO and the target again by path and must find the very files that were checked. Another file (even a good
+/// ISO), a symbolic link or a FIFO in their place is refused at once, exit 3, and neither the original target
+/// nor the replacement gets a byte.
+#[test]
+fn files_swapped_after_the_checks_are_refused() {
+    if !need_root("files_swapped_after_the_checks_are_refused") {
+        return;
+    }
+    let fx = fixture();
+    for (what, swap) in
+        [("ISO", "file"), ("ISO", "symlink"), ("ISO", "fifo"), ("target", "file"), ("target", "symlink")]
+    {
+        let case = format!("{what} replaced by a {swap}");
+        let work = tempfile::tempdir().unwrap();
+        let iso = work.path().join("win.iso");
+        std::fs::copy(&fx.iso, &iso).unwrap();
+        let image = patterned_image(work.path(), 600 << 20);
+        let other = work.path().join("other");
+        if what == "ISO" {
+            std::fs::copy(&fx.iso, &other).unwrap();
+        } else {
+            let f = std::fs::File::create(&other).unwrap();
+            f.set_len(600 << 20).unwrap();
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(b"someone else's data", 0).unwrap();
+        }
+        let (image_before, other_before) = (digest(&image), digest(&other));
+        let mut run = Run::start(
+            &["write", iso.to_str().unwrap(), image.to_str().unwrap(), "--yes"],
+            &[("WOESAFE_TEST_PAUSE_AT", "read-iso:3000")],
+        );
+        run.wait_line("Reading the ISO", std::time::Duration::from_secs(60));
+        let path = if what == "ISO" { &iso } else { &image };
+        let kept = work.path().join("kept");
+        std::fs::rename(path, &kept).unwrap();
+        match swap {
+            "file" => std::fs::rename(&other, path).unwrap(),
+            "symlink" => std::os::unix::fs::symlink(&other, path).unwrap(),
+            _ => nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap(),
+        }
+        let status = run.wait_exit(std::time::Duration::from_secs(60));
+        let err = run.text();
+        assert_eq!(status.code(), Some(3), "{case}:\n{err}");
+        assert!(
+            err.contains(&format!("the {what} ")) && err.contains("was replaced after it was checked"),
+            "{case}:\n{err}"
+        );
+        assert!(err.contains("Target state: the target was not changed"), "{case}:\n{err}");
+        let original_image = if what == "target" { &kept } else { &image };
+        assert_eq!(digest(original_image), image_before, "{case}: the checked target was written to");
+        let replacement = if swap == "file" { path } else { &other };
+        if swap != "fifo" {
+            assert_eq!(digest(replacement), other_before, "{case}: the replacement was written to");
+        }
+    }
 }
 
 /// recover's path arguments: a named path that exists must be a directory or a block device, and

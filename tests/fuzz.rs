@@ -772,6 +772,7 @@ fn frame_seeds() -> Vec<Seed> {
     use woesafe::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest, write_frame};
     let request = WriteRequest {
         iso: "/home/user/Win11_24H2_English_x64.iso".into(),
+        iso_id: woesafe::sys::argfile::FileId { dev: 2049, ino: 131_077, rdev: 0 },
         target: "/dev/sdb".into(),
         target_is_image: false,
         target_size: 32_017_047_552,
@@ -831,7 +832,8 @@ fn frame_seeds() -> Vec<Seed> {
         bridge: Some((33 << 30, 1 << 20)),
         win7_loader_from_image: None,
     };
-    let down = [Down::Start(Box::new(request)), Down::Proceed, Down::Abort];
+    let proceed = Down::Proceed { target: woesafe::sys::argfile::FileId { dev: 5, ino: 421, rdev: 2064 } };
+    let down = [Down::Start(Box::new(request)), proceed, Down::Abort];
     let up = [
         Up::Info("Reading the ISO \"Ünïcödé\"\n".into()),
         Up::Warning("slow".into()),

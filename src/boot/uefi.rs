@@ -39,8 +39,26 @@ pub enum UefiError {
     },
     #[error("the loader extracted from install.wim ({path}) is not a usable EFI program: {what}")]
     BadLoader { path: PathBuf, what: String },
-    #[error("the UEFI loader {path} in install.wim cannot be used: {what}; nothing was written")]
-    ExtractedLoader { path: String, what: String },
+    #[error(
+        "the UEFI loader {path} in install.wim cannot be used: it is a symbolic link in install.wim; woesafe does \
+         not follow it; nothing was written"
+    )]
+    ExtractedLink { path: String },
+    #[error(
+        "the UEFI loader {path} in install.wim cannot be used: it is not a regular file but {found}; nothing was written"
+    )]
+    ExtractedKind { path: String, found: &'static str },
+    #[error(
+        "the UEFI loader {path} in install.wim cannot be used: it is bigger than a UEFI loader, which is at most \
+         {MAX_LOADER_BYTES} bytes; nothing was written"
+    )]
+    ExtractedTooBig { path: String },
+    #[error("cannot read the UEFI loader {path} that wimlib extracted from install.wim: {source}")]
+    ExtractedRead {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Check before anything is written that the bridge loader can be built.
@@ -93,14 +111,12 @@ pub fn check_uefi_ntfs_image(path: &Path) -> Result<u64, UefiError> {
 /// Read a UEFI:NTFS image (never more than 32 MiB + 1 byte of it) and check it. A FIFO, socket, device or
 /// directory is refused before it is opened (and opened without blocking, should it be swapped for one).
 pub fn read_uefi_ntfs_image(path: &Path) -> Result<Vec<u8>, UefiError> {
-    use std::io::Read;
     let bad = |what: &str| UefiError::BadImage { path: path.to_path_buf(), what: what.to_string() };
     let read_err = |source| UefiError::Read { path: path.to_path_buf(), source };
     let file = crate::sys::argfile::open(path, crate::sys::argfile::Want::Regular, false)
         .map_err(|source| UefiError::Open { source })?;
-    let mut data = Vec::new();
-    file.take((32 << 20) + 1).read_to_end(&mut data).map_err(read_err)?;
-    if data.len() < 512 || data.len() > 32 << 20 {
+    let data = crate::sys::argfile::read_capped(file, 32 << 20).map_err(read_err)?.unwrap_or_default();
+    if data.len() < 512 {
         return Err(bad("a UEFI:NTFS image is a FAT filesystem image of at most 32 MiB (Rufus's is 1 MiB)"));
     }
     let fat_type = &data[54..57] == b"FAT" || &data[82..85] == b"FAT";
@@ -133,6 +149,8 @@ const MACHINE_X64: u16 = 0x8664;
 const SUBSYSTEM_EFI_APPLICATION: u16 = 10;
 /// IMAGE_FILE_EXECUTABLE_IMAGE in the COFF characteristics.
 const EXECUTABLE_IMAGE: u16 = 0x0002;
+/// IMAGE_FILE_DLL in the COFF characteristics.
+const DLL: u16 = 0x2000;
 
 /// Check that `data` is a UEFI loader for x86_64: a non-empty PE image (WoeUSB's extraction gave 0-byte files
 /// for years), PE32+ (optional header magic 0x20b), machine x86_64 (0x8664), marked executable, subsystem EFI
@@ -159,6 +177,9 @@ pub fn check_efi_x64(data: &[u8]) -> Result<(), String> {
     if characteristics & EXECUTABLE_IMAGE == 0 {
         return Err("not marked as an executable image".into());
     }
+    if characteristics & DLL != 0 {
+        return Err("a DLL (IMAGE_FILE_DLL), not an application".into());
+    }
     let opt = pe + 24;
     let magic = u16_at(opt).ok_or("no optional header")?;
     if magic != PE32_PLUS {
@@ -179,31 +200,26 @@ pub fn check_efi_x64(data: &[u8]) -> Result<(), String> {
 /// (wimlib extracts a WIM's links as links: /dev/zero, /etc/shadow), only a regular file (checked on the open
 /// file), never more than MAX_LOADER_BYTES. `name` is how the user knows the file (its path in the WIM).
 pub fn read_extracted_loader(path: &Path, name: &str) -> Result<Vec<u8>, UefiError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let bad = |what: String| UefiError::ExtractedLoader { path: name.to_string(), what };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below anyway.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => bad("it is a symbolic link in install.wim; woesafe does not follow it".into()),
-            _ => bad(format!("cannot open what wimlib extracted: {e}")),
-        })?;
-    let meta = file.metadata().map_err(|e| bad(format!("cannot stat what wimlib extracted: {e}")))?;
-    if !meta.is_file() {
-        return Err(bad(format!("it is not a regular file ({:?})", meta.file_type())));
-    }
+    use crate::sys::argfile::{self, ArgFileError, Want};
+    let path_in_wim = || name.to_string();
+    let link = || UefiError::ExtractedLink { path: path_in_wim() };
+    let too_big = || UefiError::ExtractedTooBig { path: path_in_wim() };
+    let read_err = |source| UefiError::ExtractedRead { path: path_in_wim(), source };
+    // The path itself is looked at (lstat) and opened with O_NOFOLLOW and without blocking, then checked again
+    // on the open file.
+    let file = argfile::open_with(path, Want::Regular, false, libc::O_NOFOLLOW).map_err(|e| match e {
+        ArgFileError::WrongKind { found, .. } if found == argfile::kind_of(libc::S_IFLNK) => link(),
+        ArgFileError::WrongKind { found, .. } => UefiError::ExtractedKind { path: path_in_wim(), found },
+        ArgFileError::Open { source, .. } if source.raw_os_error() == Some(libc::ELOOP) => link(),
+        ArgFileError::Stat { source, .. } | ArgFileError::Open { source, .. } => read_err(source),
+        e => read_err(std::io::Error::other(e.to_string())),
+    })?;
+    let meta = file.metadata().map_err(read_err)?;
     if meta.len() > MAX_LOADER_BYTES {
-        return Err(bad(format!("it is {} bytes; a UEFI loader is at most {MAX_LOADER_BYTES}", meta.len())));
+        return Err(too_big());
     }
-    let mut data = Vec::new();
-    file.take(MAX_LOADER_BYTES + 1).read_to_end(&mut data).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    if data.len() as u64 > MAX_LOADER_BYTES {
-        return Err(bad(format!("it grew past {MAX_LOADER_BYTES} bytes while being read")));
-    }
-    Ok(data)
+    // None: it grew past the limit while being read.
+    argfile::read_capped(file, MAX_LOADER_BYTES).map_err(read_err)?.ok_or_else(too_big)
 }
 
 /// The ISO's removable-media loader for x86_64 (FAT and the firmware ignore case), when present and not empty.
@@ -267,6 +283,10 @@ mod tests {
         let mut pe = efi_app();
         set(&mut pe, 0x96, 0x0200);
         assert!(check_efi_x64(&pe).unwrap_err().contains("executable"));
+        // a DLL, even one with the EFI application subsystem
+        let mut pe = efi_app();
+        set(&mut pe, 0x96, 0x2206);
+        assert_eq!(check_efi_x64(&pe), Err("a DLL (IMAGE_FILE_DLL), not an application".into()));
         // an optional header too short to hold the subsystem, or cut off by the file's end
         let mut pe = efi_app();
         set(&mut pe, 0x94, 0);
@@ -310,8 +330,9 @@ mod tests {
         assert!(err.contains("not a regular file"), "{err}");
         // too big
         std::fs::File::create(&file).unwrap().set_len(MAX_LOADER_BYTES + 1).unwrap();
-        let err = read_extracted_loader(&file, name).unwrap_err().to_string();
-        assert!(err.contains("at most 8388608"), "{err}");
+        let err = read_extracted_loader(&file, name).unwrap_err();
+        assert!(matches!(err, UefiError::ExtractedTooBig { .. }), "{err}");
+        assert!(err.to_string().contains("at most 8388608"), "{err}");
         std::fs::File::create(&file).unwrap().set_len(MAX_LOADER_BYTES).unwrap();
         assert_eq!(read_extracted_loader(&file, name).unwrap().len() as u64, MAX_LOADER_BYTES);
     }

@@ -48,34 +48,29 @@ pub fn escape_lines(text: &str) -> Cow<'_, str> {
 
 /// A path for the terminal: its UTF-8 parts escaped as `escape` does, each byte that is not UTF-8 as `\xNN`.
 pub fn path(p: &std::path::Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let mut out = String::new();
-    for chunk in p.as_os_str().as_bytes().utf8_chunks() {
-        out.push_str(&escape(chunk.valid()));
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
-    out
+    bytes_as_text(p, true)
 }
 
 /// A path in JSON: the string itself when it is UTF-8 (JSON escapes its control characters); otherwise its
 /// UTF-8 parts as they are and each other byte as `\xNN`.
 pub fn path_json(p: &std::path::Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
     match p.to_str() {
         Some(s) => s.to_string(),
-        None => {
-            let mut out = String::new();
-            for chunk in p.as_os_str().as_bytes().utf8_chunks() {
-                out.push_str(chunk.valid());
-                for b in chunk.invalid() {
-                    let _ = write!(out, "\\x{b:02x}");
-                }
-            }
-            out
+        None => bytes_as_text(p, false),
+    }
+}
+
+/// A path's UTF-8 parts (escaped as `escape` does, or as they are), each byte that is not UTF-8 as `\xNN`.
+fn bytes_as_text(p: &std::path::Path, escaped: bool) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in p.as_os_str().as_bytes().utf8_chunks() {
+        out.push_str(&if escaped { escape(chunk.valid()) } else { Cow::Borrowed(chunk.valid()) });
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
+    out
 }
 
 /// serde `serialize_with` for a path field (see `path_json`).

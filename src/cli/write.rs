@@ -212,39 +212,29 @@ fn confirm(question: &str) -> Result<bool, Exit> {
 
 /// Open (or create) the target and lock it for the whole write.
 fn open_and_lock(t: &TargetFacts, path: &Path, create_size: u64) -> Result<File, Exit> {
-    use crate::sys::argfile::{self, ArgFileError, Want};
-    use std::os::unix::fs::MetadataExt;
+    use crate::sys::argfile::{self, ArgFileError, FileId, Want};
+    let replaced = || fail(exit::FAILED, format!("{} was replaced while woesafe checked it", term::path(path)));
+    let open_err = |e| match e {
+        ArgFileError::Open { source, .. } if source.raw_os_error() == Some(libc::EBUSY) => {
+            fail(exit::REFUSED, format!("busy: {} is in use (mounted, or held by another program)", term::path(path)))
+        }
+        ArgFileError::Open { source, .. } => fail(exit::FAILED, format!("cannot open {}: {source}", term::path(path))),
+        ArgFileError::ReplacedSinceCheck { .. } => replaced(),
+        e => fail(exit::FAILED, e),
+    };
     let file = match t {
         TargetFacts::Block(b) => {
             // O_NONBLOCK (cleared once open): whatever the path names now, the open cannot hang.
-            let f = argfile::open_with(path, Want::RegularOrBlock, false, libc::O_EXCL).map_err(|e| match e {
-                ArgFileError::Open { source, .. } if source.raw_os_error() == Some(libc::EBUSY) => fail(
-                    exit::REFUSED,
-                    format!("busy: {} is in use (mounted, or held by another program)", term::path(path)),
-                ),
-                ArgFileError::Open { source, .. } => {
-                    fail(exit::FAILED, format!("cannot open {}: {source}", term::path(path)))
-                }
-                e => fail(exit::FAILED, e),
-            })?;
-            let rdev = f.metadata().map(|m| m.rdev()).unwrap_or(0);
-            if (libc::major(rdev), libc::minor(rdev)) != (b.major, b.minor) {
-                return Err(fail(exit::FAILED, format!("{} was replaced while woesafe checked it", term::path(path))));
+            let f = argfile::open_with(path, Want::RegularOrBlock, false, libc::O_EXCL).map_err(open_err)?;
+            let id = FileId::of_file(&f, path).map_err(open_err)?;
+            if id.rdev == 0 || (libc::major(id.rdev), libc::minor(id.rdev)) != (b.major, b.minor) {
+                return Err(replaced());
             }
             f
         }
         TargetFacts::Image { exists: true, dev, ino, .. } => {
-            let f = argfile::open(path, Want::Regular, true).map_err(|e| match e {
-                ArgFileError::Open { source, .. } => {
-                    fail(exit::FAILED, format!("cannot open {}: {source}", term::path(path)))
-                }
-                e => fail(exit::FAILED, e),
-            })?;
-            let id = f.metadata().map(|m| (m.dev(), m.ino())).unwrap_or((0, 0));
-            if id != (*dev, *ino) {
-                return Err(fail(exit::FAILED, format!("{} was replaced while woesafe checked it", term::path(path))));
-            }
-            f
+            argfile::reopen(path, Want::Regular, true, 0, &FileId { dev: *dev, ino: *ino, rdev: 0 })
+                .map_err(open_err)?
         }
         TargetFacts::Image { exists: false, .. } => {
             let f =
@@ -324,8 +314,13 @@ fn print_inventory(ui: &Ui, inv: &Inventory) {
         ui.line(&format!("  space needed: {}", human(inv.needed_bytes)));
     }
     if let Ok(c) = &inv.fs {
-        ui.line(&format!("Filesystem: {} — {}", c.fs.name(), c.reason));
+        ui.line(&filesystem_line(c));
     }
+}
+
+/// The filesystem choice, for the terminal: its reason names files from the ISO, so it is escaped.
+fn filesystem_line(c: &crate::target::choose::Choice) -> String {
+    format!("Filesystem: {} — {}", c.fs.name(), escape(&c.reason))
 }
 
 fn print_report(ui: &Ui, target: &Path, r: &Report, secs: f64) {
@@ -396,12 +391,16 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
     };
     // Looked at before it is opened, and opened without blocking: a FIFO, socket, device or directory is a
     // usage error at once, never a hang.
-    crate::sys::argfile::open(&args.iso, crate::sys::argfile::Want::Regular, false).map_err(|e| match e {
-        crate::sys::argfile::ArgFileError::Stat { source, .. } => {
-            fail(exit::USAGE, format!("cannot read the ISO {}: {source}", term::path(&args.iso)))
-        }
-        e => fail(exit::USAGE, format!("{e}; give the path of an .iso file")),
-    })?;
+    let iso_file =
+        crate::sys::argfile::open(&args.iso, crate::sys::argfile::Want::Regular, false).map_err(|e| match e {
+            crate::sys::argfile::ArgFileError::Stat { source, .. } => {
+                fail(exit::USAGE, format!("cannot read the ISO {}: {source}", term::path(&args.iso)))
+            }
+            e => fail(exit::USAGE, format!("{e}; give the path of an .iso file")),
+        })?;
+    // The worker opens the ISO again and must find this very file.
+    let iso_id = crate::sys::argfile::FileId::of_file(&iso_file, &args.iso).map_err(|e| fail(exit::FAILED, e))?;
+    drop(iso_file);
     let facts = disk::target_facts(&args.target).map_err(|e| fail(exit::USAGE, e))?;
     let target_size = match (&facts, size_arg) {
         (TargetFacts::Block(_), Some(_)) => {
@@ -464,7 +463,7 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
         lock = Some(open_and_lock(&facts, &args.target, target_size)?);
     }
     let work_dir = make_work_dir()?;
-    let result = supervise(args, &facts, label, target_size, &work_dir, &mut lock, &mut ui);
+    let result = supervise(args, &facts, iso_id, label, target_size, &work_dir, &mut lock, &mut ui);
     ui.done();
     // The worker is gone, and with it its private mounts: the directory is empty and unmounted here.
     let _ = std::fs::remove_dir(&work_dir);
@@ -489,9 +488,11 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
 }
 
 /// Start the worker and follow it to the end. Ok(None): the user declined.
+#[allow(clippy::too_many_arguments)]
 fn supervise(
     args: &WriteArgs,
     facts: &TargetFacts,
+    iso_id: crate::sys::argfile::FileId,
     label: Option<String>,
     target_size: u64,
     work_dir: &Path,
@@ -504,6 +505,7 @@ fn supervise(
     });
     let request = WriteRequest {
         iso: std::fs::canonicalize(&args.iso).unwrap_or_else(|_| args.iso.clone()),
+        iso_id,
         target: args.target.clone(),
         target_is_image: matches!(facts, TargetFacts::Image { .. }),
         target_size,
@@ -613,7 +615,20 @@ fn follow(
                             decide(args, facts, &inv, target_size, lock)
                         };
                         match verdict {
-                            Ok(()) => worker.send(&Down::Proceed).map_err(broken)?,
+                            // The worker must find the file we hold locked: it opens the target by path.
+                            Ok(()) => {
+                                match lock.as_ref().map(|f| crate::sys::argfile::FileId::of_file(f, &args.target)) {
+                                    Some(Ok(target)) => worker.send(&Down::Proceed { target }).map_err(broken)?,
+                                    Some(Err(e)) => {
+                                        let _ = worker.send(&Down::Abort);
+                                        ending = Some(Ending::Refused(fail(exit::FAILED, e)));
+                                    }
+                                    None => {
+                                        let _ = worker.send(&Down::Abort);
+                                        ending = Some(Ending::Refused(fail(exit::FAILED, "the target is not locked")));
+                                    }
+                                }
+                            }
                             Err(e) => {
                                 let _ = worker.send(&Down::Abort);
                                 ending = Some(Ending::Refused(e));
@@ -775,7 +790,7 @@ fn decide(
             || (args.target_driver == Driver::Auto && crate::media::source::kernel_has("ntfs3"));
         let programs: &[(&str, &str)] =
             if kernel { &[("mkntfs", "ntfs-3g")] } else { &[("mkntfs", "ntfs-3g"), ("ntfs-3g", "ntfs-3g")] };
-        need_programs(programs, &format!("the NTFS stick ({})", c.reason))?;
+        need_programs(programs, &format!("the NTFS stick ({})", escape(&c.reason)))?;
         if inv.bridge && args.uefi_ntfs_image.is_none() {
             crate::boot::uefi::check_grub_efi_installed().map_err(|e| fail(exit::REFUSED, e))?;
             need_programs(&[("mkfs.fat", "dosfstools"), ("mmd", "mtools"), ("mcopy", "mtools")], "the UEFI bridge")?;
@@ -800,4 +815,22 @@ fn decide(
         *lock = Some(open_and_lock(facts, &args.target, target_size)?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filesystem_reason_is_escaped() {
+        let c = crate::target::choose::Choice {
+            fs: Fs::Ntfs,
+            reason: "sources/a\x1b]0;owned\x07.wim (5 GiB) is over FAT32's file-size limit".into(),
+            split: vec![],
+            repack: vec![],
+        };
+        let line = filesystem_line(&c);
+        assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line}");
+        assert!(line.contains("sources/a\\x1b]0;owned\\x07.wim"), "{line}");
+    }
 }

@@ -765,6 +765,11 @@ impl IsoFs {
         })
     }
 
+    /// The image's open file (what was parsed: callers check its identity, and attach a loop device to it).
+    pub fn file(&self) -> &File {
+        &self.image.file
+    }
+
     /// The file system the content was read from.
     pub fn format(&self) -> IsoFormat {
         self.format

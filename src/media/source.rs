@@ -7,11 +7,13 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 use super::SourceEntry;
 use super::iso::{IsoFormat, IsoFs, LIMITS, Limit, Limits};
 use crate::copy::SourceTree;
+use crate::sys::argfile::FileId;
 use crate::sys::loopdev::{LoopDevice, LoopWindow};
 use crate::sys::mount::MountGuard;
 
@@ -27,14 +29,20 @@ pub enum SourceError {
     },
     #[error(transparent)]
     Loop(#[from] crate::sys::loopdev::LoopError),
-    #[error("the kernel could not mount {path} as {fstype} (the file system the userspace reader found): {source}")]
+    #[error(
+        "the kernel could not mount {path} as {fstype} (the file system the userspace reader found): {source}; \
+         --source-driver userspace reads the ISO without the kernel"
+    )]
     Mount {
         path: PathBuf,
         fstype: &'static str,
         #[source]
         source: crate::sys::mount::MountError,
     },
-    #[error("cannot list {path} on the mounted ISO: {source}")]
+    #[error(
+        "cannot list {path} on the kernel's mount of the ISO: {source}; --source-driver userspace reads the ISO \
+         without the kernel"
+    )]
     Walk {
         path: PathBuf,
         #[source]
@@ -55,7 +63,13 @@ pub enum SourceError {
          the kernel)",
         iso.display()
     )]
-    Mismatch { iso: PathBuf, fstype: &'static str, what: String },
+    Mismatch { iso: PathBuf, fstype: &'static str, what: TreeDifference },
+    #[error("the ISO {path} was replaced after it was checked; nothing was written")]
+    Replaced { path: PathBuf },
+    #[error(
+        "the ISO {path} changed while the kernel read it (its size or times are not what they were before the mount)"
+    )]
+    Changed { path: PathBuf },
 }
 
 impl SourceError {
@@ -65,9 +79,54 @@ impl SourceError {
         match self {
             SourceError::Iso(e) => e.is_bad_image(),
             SourceError::KernelLimit { .. } | SourceError::NotUtf8 { .. } | SourceError::Mismatch { .. } => true,
+            // The userspace reader accepted the image and the kernel's parse of it fails: the image is what the
+            // kernel cannot read (a kernel without the file system, or out of memory, is not the image's fault).
+            SourceError::Mount { source: crate::sys::mount::MountError::Mount { errno, .. }, .. } => {
+                !matches!(*errno, Errno::ENODEV | Errno::ENOMEM | Errno::EPERM | Errno::EACCES | Errno::EBUSY)
+            }
+            SourceError::Walk { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::EIO) | Some(libc::EUCLEAN) | Some(libc::EINVAL))
+            }
             _ => false,
         }
     }
+
+    /// Whether the write is refused (exit 3) rather than failed: a bad image, or an ISO that is not the file
+    /// the supervisor checked. Either way nothing has been written yet.
+    pub fn is_refusal(&self) -> bool {
+        self.is_bad_image() || matches!(self, SourceError::Replaced { .. } | SourceError::Changed { .. })
+    }
+}
+
+/// Parse the ISO at `iso`, which the supervisor checked as the regular file `id`. The path is looked at first
+/// (a FIFO or another file put there since is refused as replaced, not opened), and the file the reader
+/// parsed must be `id` too.
+fn open_checked(iso: &Path, id: &FileId) -> Result<IsoFs, SourceError> {
+    let replaced = || SourceError::Replaced { path: iso.to_path_buf() };
+    let is_id = |m: &std::fs::Metadata| m.file_type().is_file() && FileId::of(m) == *id;
+    match std::fs::metadata(iso) {
+        Ok(m) if is_id(&m) => {}
+        Ok(_) => return Err(replaced()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(replaced()),
+        Err(source) => return Err(SourceError::Open { path: iso.to_path_buf(), source }),
+    }
+    let parsed = match IsoFs::open(iso) {
+        Ok(p) => p,
+        // Swapped between the look and the open: say so, rather than what the reader made of the other file.
+        Err(_) if !std::fs::metadata(iso).is_ok_and(|m| is_id(&m)) => return Err(replaced()),
+        Err(e) => return Err(e.into()),
+    };
+    let meta = parsed.file().metadata().map_err(|source| SourceError::Open { path: iso.to_path_buf(), source })?;
+    if !is_id(&meta) {
+        return Err(replaced());
+    }
+    Ok(parsed)
+}
+
+/// What says an open file changed: size, modification and change times (to the nanosecond).
+fn change_stamp(file: &File, iso: &Path) -> Result<(u64, i64, i64, i64, i64), SourceError> {
+    let m = file.metadata().map_err(|source| SourceError::Open { path: iso.to_path_buf(), source })?;
+    Ok((m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
 }
 
 /// Filesystems the running kernel offers (/proc/filesystems).
@@ -95,25 +154,31 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn open_userspace(iso: &Path) -> Result<Source, SourceError> {
-        Ok(Source::Userspace(IsoFs::open(iso)?))
+    /// Read the ISO at `iso` (the file `id`, as the supervisor checked it) with the userspace reader.
+    pub fn open_userspace(iso: &Path, id: &FileId) -> Result<Source, SourceError> {
+        Ok(Source::Userspace(open_checked(iso, id)?))
     }
 
     /// Read the ISO with the userspace reader first and trust it; then attach the ISO read-only on an autoclear
     /// loop and mount it at `mount_point` (nosuid,nodev,noexec) with the file system that reader found — udf
     /// when the image has a UDF volume, never an iso9660 fallback (the ISO 9660 side of a Windows ISO may hold
     /// only a README, or a decoy). The mounted tree is walked with the reader's limits and must show the same
-    /// paths, kinds and sizes, or the write is refused. Only ever called inside the worker's mount namespace.
-    pub fn open_kernel(iso: &Path, mount_point: &Path) -> Result<Source, SourceError> {
-        let parsed = IsoFs::open(iso)?;
+    /// paths, kinds and sizes, or the write is refused. The loop device is attached to the very file the reader
+    /// parsed (the file `id`), and that file must not change between the mount and the end of the walk. Only
+    /// ever called inside the worker's mount namespace.
+    pub fn open_kernel(iso: &Path, id: &FileId, mount_point: &Path) -> Result<Source, SourceError> {
+        let parsed = open_checked(iso, id)?;
         let (fstype, options, fold_case) = kernel_mount_for(parsed.format());
-        let file = File::open(iso).map_err(|source| SourceError::Open { path: iso.to_path_buf(), source })?;
-        let lo = LoopDevice::attach(&file, iso, LoopWindow { read_only: true, ..Default::default() })?;
+        let before = change_stamp(parsed.file(), iso)?;
+        let lo = LoopDevice::attach(parsed.file(), iso, LoopWindow { read_only: true, ..Default::default() })?;
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         let dev = lo.path().to_string_lossy().into_owned();
         let guard = MountGuard::mount(&dev, mount_point, fstype, flags, Some(options))
             .map_err(|source| SourceError::Mount { path: iso.to_path_buf(), fstype, source })?;
         let entries = walk(iso, mount_point, &LIMITS)?;
+        if change_stamp(parsed.file(), iso)? != before {
+            return Err(SourceError::Changed { path: iso.to_path_buf() });
+        }
         compare_trees(parsed.entries(), &entries, fold_case).map_err(|what| SourceError::Mismatch {
             iso: iso.to_path_buf(),
             fstype,
@@ -215,47 +280,62 @@ impl SourceTree for Source {
 
 /// How the kernel mounts an ISO whose content the userspace reader found in `format`: file system type, mount
 /// options, and whether its names compare without ASCII case (the kernel lowercases plain ISO 9660 names).
+/// The options make the kernel list what the reader lists: UDF entries marked hidden (characteristic 0x01)
+/// are listed by the reader, and Linux's udf shows them only with `unhide` (deleted ones, which the reader
+/// skips, it hides without `undelete`). ISO 9660 needs nothing: isofs shows entries with the existence
+/// ("hidden") bit unless mounted with `hide`, and hides associated files (0x04) unless given `showassoc` or
+/// its old synonym `unhide` — as the reader does.
 fn kernel_mount_for(format: IsoFormat) -> (&'static str, &'static str, bool) {
     match format {
-        IsoFormat::Udf => ("udf", "utf8", false),
+        IsoFormat::Udf => ("udf", "utf8,unhide", false),
         // The Joliet names, as the userspace reader took them (not Rock Ridge's).
         IsoFormat::Joliet => ("iso9660", "norock,utf8", false),
         IsoFormat::Iso9660 => ("iso9660", "norock,nojoliet,map=normal", true),
     }
 }
 
+/// The first way the kernel's tree differs from the userspace reader's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeDifference {
+    #[error("the userspace reader found two entries named {0:?} (ignoring case)")]
+    Duplicate(String),
+    #[error("the kernel shows {0:?}, which the userspace reader did not find")]
+    OnlyKernel(String),
+    #[error("the userspace reader found {0:?}, which the kernel does not show")]
+    OnlyUserspace(String),
+    #[error("{path:?} is {} for the userspace reader and {} for the kernel", kind(*user_dir), kind(!user_dir))]
+    Kind { path: String, user_dir: bool },
+    #[error("{path:?} is {user} bytes for the userspace reader and {kernel} bytes for the kernel")]
+    Size { path: String, user: u64, kernel: u64 },
+}
+
+fn kind(is_dir: bool) -> &'static str {
+    if is_dir { "a directory" } else { "a file" }
+}
+
 /// Whether the kernel's tree shows exactly the entries the userspace reader found: the same paths, kinds and
 /// sizes (times may differ). The first difference otherwise. With `fold_case`, paths compare without ASCII case.
-pub fn compare_trees(userspace: &[SourceEntry], kernel: &[SourceEntry], fold_case: bool) -> Result<(), String> {
+pub fn compare_trees(userspace: &[SourceEntry], kernel: &[SourceEntry], fold_case: bool) -> Result<(), TreeDifference> {
     let key = |p: &str| if fold_case { p.to_ascii_lowercase() } else { p.to_string() };
-    let kind = |is_dir: bool| if is_dir { "a directory" } else { "a file" };
     let mut want: BTreeMap<String, &SourceEntry> = BTreeMap::new();
     for e in userspace {
         if want.insert(key(&e.path), e).is_some() {
-            return Err(format!("the userspace reader found two entries named {:?} (ignoring case)", e.path));
+            return Err(TreeDifference::Duplicate(e.path.clone()));
         }
     }
     for k in kernel {
         let Some(u) = want.remove(&key(&k.path)) else {
-            return Err(format!("the kernel shows {:?}, which the userspace reader did not find", k.path));
+            return Err(TreeDifference::OnlyKernel(k.path.clone()));
         };
         if u.is_dir != k.is_dir {
-            return Err(format!(
-                "{:?} is {} for the userspace reader and {} for the kernel",
-                u.path,
-                kind(u.is_dir),
-                kind(k.is_dir)
-            ));
+            return Err(TreeDifference::Kind { path: u.path.clone(), user_dir: u.is_dir });
         }
         if u.size != k.size {
-            return Err(format!(
-                "{:?} is {} bytes for the userspace reader and {} bytes for the kernel",
-                u.path, u.size, k.size
-            ));
+            return Err(TreeDifference::Size { path: u.path.clone(), user: u.size, kernel: k.size });
         }
     }
     match want.into_values().next() {
-        Some(u) => Err(format!("the userspace reader found {:?}, which the kernel does not show", u.path)),
+        Some(u) => Err(TreeDifference::OnlyUserspace(u.path.clone())),
         None => Ok(()),
     }
 }
@@ -438,7 +518,7 @@ mod tests {
         // Order does not matter; contents do.
         let reordered = [user[2].clone(), user[0].clone(), user[1].clone()];
         assert_eq!(compare_trees(&user, &reordered, false), Ok(()));
-        let err = |kernel: &[SourceEntry], fold| compare_trees(&user, kernel, fold).unwrap_err();
+        let err = |kernel: &[SourceEntry], fold| compare_trees(&user, kernel, fold).unwrap_err().to_string();
         assert!(err(&user[..2], false).contains("\"c\", which the kernel does not show"));
         let extra = [user.to_vec(), vec![e("README.TXT", false, 10)]].concat();
         assert!(err(&extra, false).contains("the kernel shows \"README.TXT\""));
@@ -453,13 +533,56 @@ mod tests {
         let lower = [e("a", true, 0), e("a/b.txt", false, 5)];
         assert_eq!(compare_trees(&upper, &lower, true), Ok(()));
         assert!(compare_trees(&upper, &lower, false).is_err());
-        assert!(compare_trees(&[e("A", false, 1), e("a", false, 1)], &[], true).unwrap_err().contains("two entries"));
+        assert_eq!(
+            compare_trees(&[e("A", false, 1), e("a", false, 1)], &[], true),
+            Err(TreeDifference::Duplicate("a".into()))
+        );
+        assert!(TreeDifference::Duplicate("a".into()).to_string().contains("two entries"));
+        assert_eq!(
+            compare_trees(&user, &[user[0].clone(), user[1].clone(), e("c", false, 8)], false),
+            Err(TreeDifference::Size { path: "c".into(), user: 7, kernel: 8 })
+        );
+    }
+
+    /// A kernel that cannot mount or list an image the userspace reader accepted: the image is refused (exit 3),
+    /// unless the kernel itself lacks something.
+    #[test]
+    fn kernel_failures_on_an_accepted_image_are_refusals() {
+        let mount = |errno| SourceError::Mount {
+            path: "x.iso".into(),
+            fstype: "udf",
+            source: crate::sys::mount::MountError::Mount {
+                source_dev: "/dev/loop9".into(),
+                fstype: "udf".into(),
+                target: "/m".into(),
+                errno,
+            },
+        };
+        assert!(mount(Errno::EINVAL).is_refusal());
+        assert!(mount(Errno::EIO).is_refusal());
+        assert!(!mount(Errno::ENODEV).is_refusal());
+        assert!(!mount(Errno::ENOMEM).is_refusal());
+        assert!(mount(Errno::EINVAL).to_string().contains("--source-driver userspace"));
+        let walk = |errno| SourceError::Walk { path: "/m/a".into(), source: std::io::Error::from_raw_os_error(errno) };
+        assert!(walk(libc::EIO).is_refusal());
+        assert!(!walk(libc::ENOMEM).is_refusal());
+        assert!(SourceError::Replaced { path: "x.iso".into() }.is_refusal());
+        assert!(!SourceError::Replaced { path: "x.iso".into() }.is_bad_image());
+        assert!(SourceError::Changed { path: "x.iso".into() }.is_refusal());
     }
 
     #[test]
     fn kernel_mounts_what_the_userspace_reader_found() {
-        assert_eq!(kernel_mount_for(IsoFormat::Udf).0, "udf");
+        assert_eq!(kernel_mount_for(IsoFormat::Udf), ("udf", "utf8,unhide", false));
         assert_eq!(kernel_mount_for(IsoFormat::Joliet), ("iso9660", "norock,utf8", false));
-        assert!(kernel_mount_for(IsoFormat::Iso9660).2);
+        assert_eq!(kernel_mount_for(IsoFormat::Iso9660), ("iso9660", "norock,nojoliet,map=normal", true));
+        // Hidden entries are shown (the reader lists them); deleted and associated ones are not (it skips them).
+        for format in [IsoFormat::Udf, IsoFormat::Joliet, IsoFormat::Iso9660] {
+            let options: Vec<&str> = kernel_mount_for(format).1.split(',').collect();
+            assert_eq!(options.contains(&"unhide"), format == IsoFormat::Udf, "{format:?}");
+            for never in ["hide", "undelete", "showassoc"] {
+                assert!(!options.contains(&never), "{format:?}: {never}");
+            }
+        }
     }
 }

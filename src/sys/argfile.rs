@@ -52,6 +52,60 @@ pub enum ArgFileError {
     WrongKind { path: PathBuf, wanted: &'static str, found: &'static str },
     #[error("{path} was replaced while it was being opened")]
     Replaced { path: PathBuf },
+    #[error("{path} was replaced after it was checked")]
+    ReplacedSinceCheck { path: PathBuf },
+}
+
+/// Which file a checked argument is: its device and inode, and for a block device the device it stands for
+/// (rdev; 0 for a regular file). Handed from the supervisor's checks to the worker, which opens the path again
+/// and must find the same file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub rdev: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        let rdev = if meta.mode() & libc::S_IFMT == libc::S_IFBLK { meta.rdev() } else { 0 };
+        FileId { dev: meta.dev(), ino: meta.ino(), rdev }
+    }
+
+    /// The identity of an open file.
+    pub fn of_file(file: &File, path: &Path) -> Result<FileId, ArgFileError> {
+        file.metadata()
+            .map(|m| FileId::of(&m))
+            .map_err(|source| ArgFileError::Stat { path: path.to_path_buf(), source })
+    }
+
+    /// Whether `file` (opened from `path`) is still this file; `ReplacedSinceCheck` otherwise.
+    pub fn expect(&self, file: &File, path: &Path) -> Result<(), ArgFileError> {
+        if FileId::of_file(file, path)? == *self {
+            Ok(())
+        } else {
+            Err(ArgFileError::ReplacedSinceCheck { path: path.to_path_buf() })
+        }
+    }
+}
+
+/// Open `path` again as `open_with` does, and make sure it is the file checked earlier (`id`): anything else,
+/// whatever its kind, is `ReplacedSinceCheck`.
+pub fn reopen(path: &Path, want: Want, write: bool, flags: i32, id: &FileId) -> Result<File, ArgFileError> {
+    let file = open_with(path, want, write, flags).map_err(|e| match e {
+        // A path that now names something of another kind, or another file, was replaced.
+        ArgFileError::WrongKind { .. } | ArgFileError::Replaced { .. } => {
+            ArgFileError::ReplacedSinceCheck { path: path.to_path_buf() }
+        }
+        ArgFileError::Stat { ref source, .. } | ArgFileError::Open { ref source, .. }
+            if source.raw_os_error() == Some(libc::ELOOP) || source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            ArgFileError::ReplacedSinceCheck { path: path.to_path_buf() }
+        }
+        e => e,
+    })?;
+    id.expect(&file, path)?;
+    Ok(file)
 }
 
 /// What a file of this mode is, for messages: "a FIFO (named pipe)", "a directory", ...
@@ -79,7 +133,14 @@ pub fn check_kind(path: &Path, mode: u32, want: Want) -> Result<(), ArgFileError
 
 /// Check what `path` is (following symlinks, as opening it would) without opening it.
 pub fn check(path: &Path, want: Want) -> Result<std::fs::Metadata, ArgFileError> {
-    let meta = std::fs::metadata(path).map_err(|source| ArgFileError::Stat { path: path.to_path_buf(), source })?;
+    check_as_opened(path, want, false)
+}
+
+/// `check`, or with `nofollow` (an open with O_NOFOLLOW) what the path itself is: a symbolic link is then
+/// refused as one.
+fn check_as_opened(path: &Path, want: Want, nofollow: bool) -> Result<std::fs::Metadata, ArgFileError> {
+    let meta = if nofollow { std::fs::symlink_metadata(path) } else { std::fs::metadata(path) }
+        .map_err(|source| ArgFileError::Stat { path: path.to_path_buf(), source })?;
     check_kind(path, meta.mode(), want)?;
     Ok(meta)
 }
@@ -92,9 +153,10 @@ pub fn open(path: &Path, want: Want, write: bool) -> Result<File, ArgFileError> 
     open_with(path, want, write, 0)
 }
 
-/// `open` with more open(2) flags (e.g. O_EXCL for a block device).
+/// `open` with more open(2) flags (e.g. O_EXCL for a block device; with O_NOFOLLOW the path itself is checked,
+/// and a symbolic link is refused).
 pub fn open_with(path: &Path, want: Want, write: bool, flags: i32) -> Result<File, ArgFileError> {
-    let before = check(path, want)?;
+    let before = check_as_opened(path, want, flags & libc::O_NOFOLLOW != 0)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(write)
@@ -112,6 +174,15 @@ pub fn open_with(path: &Path, want: Want, write: bool, flags: i32) -> Result<Fil
     nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(blocking))
         .map_err(|e| ArgFileError::Open { path: path.to_path_buf(), source: e.into() })?;
     Ok(file)
+}
+
+/// Read all of `r` when it holds at most `cap` bytes, never reading more than `cap + 1`: `Ok(None)` when there
+/// is more (or the file grew past `cap` while being read).
+pub fn read_capped(r: impl std::io::Read, cap: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    r.take(cap.saturating_add(1)).read_to_end(&mut data)?;
+    Ok((data.len() as u64 <= cap).then_some(data))
 }
 
 #[cfg(test)]
@@ -155,5 +226,47 @@ mod tests {
         assert_eq!(flags & libc::O_NONBLOCK, 0, "handed out blocking");
         assert!(open(dir.path(), Want::Regular, false).unwrap_err().to_string().contains("but a directory"));
         assert!(matches!(open(&dir.path().join("none"), Want::Regular, false), Err(ArgFileError::Stat { .. })));
+    }
+
+    #[test]
+    fn reopening_finds_the_checked_file_or_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"checked").unwrap();
+        std::fs::write(&b, b"other").unwrap();
+        let id = FileId::of_file(&open(&a, Want::Regular, false).unwrap(), &a).unwrap();
+        assert_eq!(id.rdev, 0);
+        reopen(&a, Want::Regular, false, libc::O_NOFOLLOW, &id).expect("the same file");
+        let replaced = |r: Result<File, ArgFileError>| matches!(r, Err(ArgFileError::ReplacedSinceCheck { .. }));
+        // Another file in its place; a symbolic link (even to the checked file) where none is followed; a FIFO;
+        // nothing at all.
+        std::fs::rename(&a, dir.path().join("kept")).unwrap();
+        std::fs::rename(&b, &a).unwrap();
+        assert!(replaced(reopen(&a, Want::Regular, false, 0, &id)));
+        std::fs::remove_file(&a).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("kept"), &a).unwrap();
+        reopen(&a, Want::Regular, false, 0, &id).expect("followed, it is the checked file");
+        assert!(replaced(reopen(&a, Want::Regular, false, libc::O_NOFOLLOW, &id)));
+        let err = open_with(&a, Want::Regular, false, libc::O_NOFOLLOW).unwrap_err().to_string();
+        assert!(err.ends_with("is not a regular file but a symbolic link"), "{err}");
+        std::fs::remove_file(&a).unwrap();
+        nix::unistd::mkfifo(&a, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(replaced(reopen(&a, Want::Regular, false, 0, &id)));
+        std::fs::remove_file(&a).unwrap();
+        assert!(replaced(reopen(&a, Want::Regular, false, 0, &id)));
+        assert_eq!(
+            ArgFileError::ReplacedSinceCheck { path: a.clone() }.to_string(),
+            format!("{} was replaced after it was checked", a.display())
+        );
+    }
+
+    #[test]
+    fn reads_are_capped() {
+        assert_eq!(read_capped(&b"12345"[..], 5).unwrap(), Some(b"12345".to_vec()));
+        assert_eq!(read_capped(&b"123456"[..], 5).unwrap(), None);
+        assert_eq!(read_capped(&b""[..], 0).unwrap(), Some(vec![]));
+        // An endless source is read only up to the cap and one byte.
+        let mut zero = std::fs::File::open("/dev/zero").unwrap();
+        assert_eq!(read_capped(&mut zero, 4096).unwrap(), None);
     }
 }

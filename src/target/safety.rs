@@ -46,8 +46,18 @@ pub enum Refusal {
     NotFatCompatible(String),
     #[error("the ISO cannot be written as it is: {0}")]
     Names(String),
-    #[error("{0}")]
-    Loader(String),
+    #[error(
+        "the ISO's {path} is not a UEFI loader for x86_64 ({what}): the stick would not boot under UEFI; write it \
+         with --boot bios, or use an intact ISO"
+    )]
+    Loader { path: String, what: String },
+}
+
+/// The ISO's UEFI loader is not one: its path on the ISO, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LoaderProblem {
+    pub path: String,
+    pub what: String,
 }
 
 /// Checks that need only the target and host facts (run before the ISO is read).
@@ -141,7 +151,7 @@ pub struct Inventory {
     /// for one, an ISO entry in the way of one woesafe adds, a name Windows cannot hold), if it cannot.
     pub name_problem: Option<String>,
     /// Why the ISO's UEFI loader cannot boot (not a PE32+ x86_64 EFI application), if UEFI boot is wanted.
-    pub loader_problem: Option<String>,
+    pub loader_problem: Option<LoaderProblem>,
     /// The ISO already has an autounattend.xml at its root.
     pub has_answer_file: bool,
     /// The filesystem chosen for the stick and why, or why --fs fat32 cannot work.
@@ -170,8 +180,8 @@ pub fn check_content(
     if let Some(problem) = &inv.name_problem {
         return Err(Refusal::Names(problem.clone()));
     }
-    if let Some(problem) = &inv.loader_problem {
-        return Err(Refusal::Loader(problem.clone()));
+    if let Some(LoaderProblem { path, what }) = &inv.loader_problem {
+        return Err(Refusal::Loader { path: path.clone(), what: what.clone() });
     }
     if choice.fs == crate::target::choose::Fs::Fat32
         && let Some(problem) = &inv.fat_problem
@@ -371,10 +381,19 @@ mod tests {
             "the ISO cannot be written as it is: the ISO's file boot is in the way of the directory boot"
         );
         let mut loader = inventory();
-        loader.loader_problem = Some("the ISO's efi/boot/bootx64.efi is not an EFI application".into());
+        loader.loader_problem = Some(LoaderProblem {
+            path: "EFI/BOOT/BOOTX64.EFI".into(),
+            what: "subsystem 3, not an EFI application".into(),
+        });
+        let err = check_content(&loader, iso, t, 64 << 30).unwrap_err();
         assert_eq!(
-            check_content(&loader, iso, t, 64 << 30),
-            Err(Refusal::Loader(loader.loader_problem.clone().unwrap()))
+            err,
+            Refusal::Loader { path: "EFI/BOOT/BOOTX64.EFI".into(), what: "subsystem 3, not an EFI application".into() }
+        );
+        assert_eq!(
+            err.to_string(),
+            "the ISO's EFI/BOOT/BOOTX64.EFI is not a UEFI loader for x86_64 (subsystem 3, not an EFI application): \
+             the stick would not boot under UEFI; write it with --boot bios, or use an intact ISO"
         );
         let mut scratch = inventory();
         scratch.scratch_problem = Some("splitting needs 9.0 GiB of scratch space in /var/tmp".into());

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::boot::BootMode;
+use crate::sys::argfile::FileId;
 use crate::target::safety::Inventory;
 
 /// Largest frame accepted (an inventory of a huge ISO stays far below this).
@@ -84,6 +85,8 @@ pub enum Table {
 pub struct WriteRequest {
     #[serde(with = "path_bytes")]
     pub iso: PathBuf,
+    /// Which file the supervisor checked as the ISO: the worker opens `iso` again and must find this one.
+    pub iso_id: FileId,
     /// The whole disk or the image file.
     #[serde(with = "path_bytes")]
     pub target: PathBuf,
@@ -239,7 +242,11 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Down {
     Start(Box<WriteRequest>),
-    Proceed,
+    /// Go on and write: the checks passed and the supervisor holds the target locked. `target` is the file it
+    /// holds (a new image file exists only from here on): the worker opens the target by path and must find it.
+    Proceed {
+        target: FileId,
+    },
     Abort,
 }
 
@@ -359,6 +366,7 @@ mod tests {
         let odd = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
         let request = WriteRequest {
             iso: odd(b"/isos/w\xff\x1b.iso"),
+            iso_id: FileId { dev: 2049, ino: u64::MAX, rdev: 0 },
             target: "/var/tmp/out.img".into(),
             target_is_image: true,
             target_size: 1 << 30,
@@ -379,6 +387,20 @@ mod tests {
             write_frame(&mut buf, &Down::Start(Box::new(r.clone()))).unwrap();
             assert_eq!(read_frame::<Down>(&mut &buf[..]).unwrap(), Some(Down::Start(Box::new(r))));
         }
+    }
+
+    /// The identities the worker checks cross exactly (inode numbers use all 64 bits).
+    #[test]
+    fn identities_cross_exactly() {
+        let proceed = Down::Proceed { target: FileId { dev: u64::MAX, ino: 1 << 63, rdev: (259 << 8) | 3 } };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &proceed).unwrap();
+        assert_eq!(read_frame::<Down>(&mut &buf[..]).unwrap(), Some(proceed.clone()));
+        let json = serde_json::to_string(&proceed).unwrap();
+        assert_eq!(
+            json,
+            r#"{"Proceed":{"target":{"dev":18446744073709551615,"ino":9223372036854775808,"rdev":66307}}}"#
+        );
     }
 
     #[test]

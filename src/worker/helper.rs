@@ -1,6 +1,7 @@
 //! Helper programs (mkfs.fat, grub-mkimage) run as children of the worker, inside its PID namespace, each in
 //! its own process group and with a parent-death signal.
 
+use std::ffi::OsStr;
 use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,16 +46,17 @@ pub fn harden(cmd: &mut Command) -> &mut Command {
     }
 }
 
-/// Run a helper to completion, capturing its output; an unsuccessful exit is an error carrying stderr.
-pub fn run(program: &str, args: &[String], package: &'static str) -> Result<String, HelperError> {
+/// Run a helper to completion, capturing its output; an unsuccessful exit is an error carrying stderr. The
+/// arguments are passed exactly (a path need not be UTF-8).
+pub fn run<A: AsRef<OsStr>>(program: &str, args: &[A], package: &'static str) -> Result<String, HelperError> {
     run_watching(program, args, package, &mut |_| {})
 }
 
 /// As `run`, calling `tick` about every 10 ms while the helper runs with what it printed on stdout so far (for
 /// progress).
-pub fn run_watching(
+pub fn run_watching<A: AsRef<OsStr>>(
     program: &str,
-    args: &[String],
+    args: &[A],
     package: &'static str,
     tick: &mut dyn FnMut(&[u8]),
 ) -> Result<String, HelperError> {
@@ -120,5 +122,25 @@ fn drain<R: std::io::Read + std::os::fd::AsRawFd>(pipe: &mut Option<R>, buf: &mu
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// A path that is not UTF-8 reaches the helper byte for byte.
+    #[test]
+    fn arguments_pass_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join(OsStr::from_bytes(b"w\xff\xfe.wim"));
+        std::fs::write(&odd, b"x").unwrap();
+        run("test", &[OsStr::new("-f"), odd.as_os_str()], "coreutils").expect("test -f finds the file");
+        let lossy = std::path::PathBuf::from(odd.to_string_lossy().into_owned());
+        assert!(matches!(
+            run("test", &[OsStr::new("-f"), lossy.as_os_str()], "coreutils"),
+            Err(HelperError::Failed { .. })
+        ));
     }
 }
