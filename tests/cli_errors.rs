@@ -372,6 +372,34 @@ fn huge_sizes_are_usage_errors() {
     }
 }
 
+/// A --size the filesystem holding the new image cannot take (ext4 stops at 16 TiB): a usage error, and the
+/// empty file is not left behind (a retry would have taken it for an existing image of 0 bytes).
+#[test]
+fn a_size_the_filesystem_refuses_leaves_no_file() {
+    if !need_root("a_size_the_filesystem_refuses_leaves_no_file") {
+        return;
+    }
+    let fx = fixture();
+    let work = tempfile::tempdir_in(root().join("target")).unwrap();
+    let img = work.path().join("new.img");
+    let size: u64 = 17 << 40;
+    {
+        let probe = std::fs::File::create(&img).unwrap();
+        if probe.set_len(size).is_ok() {
+            woesafe::report_skip(
+                "a_size_the_filesystem_refuses_leaves_no_file",
+                "the filesystem of target/ takes a 17 TiB file (ext4 does not)",
+            );
+            return;
+        }
+    }
+    std::fs::remove_file(&img).unwrap();
+    let out = woesafe(&["write", fx.iso.to_str().unwrap(), img.to_str().unwrap(), "--size", "17T", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("give a smaller --size"), "{}", text(&out));
+    assert!(!img.exists(), "the empty image file was left behind");
+}
+
 /// Text from a hostile ISO reaches the terminal escaped: a volume id and file names carrying ESC sequences
 /// (clear screen) and a right-to-left override are shown as `\x1b[2J` and `\u{202e}`, in the inventory, the
 /// largest files (-v) and the refusal that names the file; no raw ESC or override is printed.

@@ -241,8 +241,19 @@ fn open_and_lock(t: &TargetFacts, path: &Path, create_size: u64) -> Result<File,
                 OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(|e| {
                     fail(exit::FAILED, format!("cannot create the image file {}: {e}", term::path(path)))
                 })?;
-            f.set_len(create_size)
-                .map_err(|e| fail(exit::FAILED, format!("cannot size the image file {}: {e}", term::path(path))))?;
+            if let Err(e) = f.set_len(create_size) {
+                // Never leave the empty file behind: a retry would take it for an existing image.
+                remove_if_same(&f, path);
+                let code = if e.raw_os_error() == Some(libc::EFBIG) { exit::USAGE } else { exit::FAILED };
+                return Err(fail(
+                    code,
+                    format!(
+                        "cannot make the image file {} {create_size} bytes long: {e} (the filesystem holding it \
+                         allows less: give a smaller --size or another place); nothing was written",
+                        term::path(path)
+                    ),
+                ));
+            }
             f
         }
     };
@@ -251,6 +262,16 @@ fn open_and_lock(t: &TargetFacts, path: &Path, create_size: u64) -> Result<File,
         _ => fail(exit::FAILED, e),
     })?;
     Ok(file)
+}
+
+/// Removes the image file woesafe created at `path`, if `path` still names the open file `f`.
+fn remove_if_same(f: &File, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let ours = f.metadata().ok().map(|m| (m.dev(), m.ino()));
+    let there = std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    if ours.is_some() && ours == there {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// A directory for the worker's private tmpfs, recognisably named for `recover` should it ever be left.
@@ -474,12 +495,7 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
         && matches!(ui.last_step, None | Some(Step::ReadIso) | Some(Step::Prepare))
         && let Some(f) = lock.take()
     {
-        use std::os::unix::fs::MetadataExt;
-        let ours = f.metadata().ok().map(|m| (m.dev(), m.ino()));
-        let there = std::fs::metadata(&args.target).ok().map(|m| (m.dev(), m.ino()));
-        if ours.is_some() && ours == there {
-            let _ = std::fs::remove_file(&args.target);
-        }
+        remove_if_same(&f, &args.target);
     }
     if let Ok(Some(report)) = &result {
         print_report(&ui, &args.target, report, started.elapsed().as_secs_f64());
