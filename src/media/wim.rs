@@ -63,7 +63,7 @@ pub enum WimError {
     Read(#[from] std::io::Error),
     #[error("not a WIM file (no MSWIM signature)")]
     NotWim,
-    #[error("the WIM header is damaged: {0}")]
+    #[error("the WIM is damaged or hostile: {0}")]
     Damaged(&'static str),
 }
 
@@ -144,7 +144,7 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
     }
     // The XML data is bounded as the split bounds it (a real install.wim's is a few hundred KiB).
     if xml.size_in_wim > crate::media::wimsplit::MAX_XML_BYTES {
-        return Err(WimError::Damaged("XML data over woesafe's limit of 4 MiB (a damaged or hostile WIM)"));
+        return Err(WimError::Damaged("XML data over woesafe's limit of 4 MiB"));
     }
     let mut info = WimInfo {
         version,
