@@ -63,7 +63,7 @@ pub enum WimError {
     Read(#[from] std::io::Error),
     #[error("not a WIM file (no MSWIM signature)")]
     NotWim,
-    #[error("the WIM header is damaged: {0}")]
+    #[error("the WIM is damaged or hostile: {0}")]
     Damaged(&'static str),
 }
 
@@ -142,6 +142,10 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
     if blob_table.size_in_wim > crate::media::wimsplit::MAX_TABLE_BYTES {
         return Err(WimError::Damaged("blob table over woesafe's limit of 64 MiB"));
     }
+    // The XML data is bounded as the split bounds it (a real install.wim's is a few hundred KiB).
+    if xml.size_in_wim > crate::media::wimsplit::MAX_XML_BYTES {
+        return Err(WimError::Damaged("XML data over woesafe's limit of 4 MiB"));
+    }
     let mut info = WimInfo {
         version,
         part_number: u16_at(40),
@@ -153,39 +157,54 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         uncompressed_bytes: 0,
         x64_images: Vec::new(),
     };
-    // The blob table: 50-byte entries, never compressed.
+    // The blob table: 50-byte entries, never compressed, read a slice at a time (it may be 64 MiB).
     if !blob_table.size_in_wim.is_multiple_of(BLOB_ENTRY_SIZE) || !fits(&blob_table) {
         return Err(WimError::Damaged("blob table size"));
     }
-    let mut table = vec![0u8; blob_table.size_in_wim as usize];
     r.seek(SeekFrom::Start(blob_table.offset))?;
-    r.read_exact(&mut table)?;
-    for entry in table.chunks_exact(BLOB_ENTRY_SIZE as usize) {
-        let res = ResHdr::parse(&entry[..24]);
-        info.resources += 1;
-        if res.flags & RESHDR_FLAG_SOLID != 0 {
-            info.solid = true;
+    let mut left = blob_table.size_in_wim;
+    let mut slice = vec![0u8; (BLOB_ENTRY_SIZE as usize) * 1310];
+    while left > 0 {
+        let n = left.min(slice.len() as u64) as usize;
+        r.read_exact(&mut slice[..n])?;
+        left -= n as u64;
+        for entry in slice[..n].chunks_exact(BLOB_ENTRY_SIZE as usize) {
+            count_entry(&mut info, entry);
         }
-        // Metadata resources count too: they all go into the first part.
-        info.largest_resource = info.largest_resource.max(res.size_in_wim);
-        let uncompressed = u64::from_le_bytes(entry[16..24].try_into().unwrap_or_default());
-        info.uncompressed_bytes = info.uncompressed_bytes.saturating_add(match res.flags & RESHDR_FLAG_SOLID {
-            0 => uncompressed,
-            // In a solid WIM, an entry with this magic size is a whole solid resource; the others are the blobs
-            // in it, with their own size where a resource has its stored size.
-            _ if uncompressed == SOLID_RESOURCE_MAGIC => 0,
-            _ => res.size_in_wim,
-        });
     }
+    drop(slice);
     // The XML data (UTF-16LE, uncompressed): which images are x64.
-    if xml.size_in_wim > 0 && xml.size_in_wim <= 64 << 20 && xml.flags & 0x04 == 0 && fits(&xml) {
+    if xml.size_in_wim > 0 && xml.flags & 0x04 == 0 && fits(&xml) {
         let mut raw = vec![0u8; xml.size_in_wim as usize];
         r.seek(SeekFrom::Start(xml.offset))?;
         r.read_exact(&mut raw)?;
-        let units: Vec<u16> = raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-        info.x64_images = x64_images(&String::from_utf16_lossy(&units));
+        // Decoded straight from the bytes: no copy of them as UTF-16 units.
+        let text: String = char::decode_utf16(raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect();
+        drop(raw);
+        info.x64_images = x64_images(&text);
     }
     Ok(info)
+}
+
+/// Count one 50-byte blob table entry into `info`.
+fn count_entry(info: &mut WimInfo, entry: &[u8]) {
+    let res = ResHdr::parse(&entry[..24]);
+    info.resources += 1;
+    if res.flags & RESHDR_FLAG_SOLID != 0 {
+        info.solid = true;
+    }
+    // Metadata resources count too: they all go into the first part.
+    info.largest_resource = info.largest_resource.max(res.size_in_wim);
+    let uncompressed = u64::from_le_bytes(entry[16..24].try_into().unwrap_or_default());
+    info.uncompressed_bytes = info.uncompressed_bytes.saturating_add(match res.flags & RESHDR_FLAG_SOLID {
+        0 => uncompressed,
+        // In a solid WIM, an entry with this magic size is a whole solid resource; the others are the blobs in
+        // it, with their own size where a resource has its stored size.
+        _ if uncompressed == SOLID_RESOURCE_MAGIC => 0,
+        _ => res.size_in_wim,
+    });
 }
 
 /// Image indexes whose <ARCH> is 9 (AMD64) in the WIM's XML.
@@ -298,6 +317,30 @@ mod tests {
         let mut w = wim(0x10D00, &[(1 << 20, 0x04)], XML, (1, 1));
         w[48..56].copy_from_slice(&(50u64 << 30).to_le_bytes()); // a blob table of 50 GiB
         assert!(matches!(inspect(&mut Cursor::new(w)), Err(WimError::Damaged(_))));
+    }
+
+    #[test]
+    fn xml_over_the_splits_bound_is_refused() {
+        // Just at the bound: read (and the x64 image still found); one unit more: refused before any of it is
+        // read, however small the blob table.
+        let pad = "x".repeat((crate::media::wimsplit::MAX_XML_BYTES as usize - 2) / 2 - XML.len() - 9);
+        let at_limit = wim(0x10D00, &[(1 << 20, 0x04)], &format!("{XML}<!-- {pad} -->"), (1, 1));
+        let xml_len = u64::from_le_bytes(at_limit[72..80].try_into().unwrap()) & 0x00FF_FFFF_FFFF_FFFF;
+        assert_eq!(xml_len, crate::media::wimsplit::MAX_XML_BYTES);
+        assert_eq!(inspect(&mut Cursor::new(at_limit)).unwrap().x64_images, vec![2]);
+        let over = wim(0xE00, &[(1 << 20, 0x04)], &format!("{XML}<!-- {pad}x -->"), (1, 1));
+        let err = inspect(&mut Cursor::new(over)).unwrap_err();
+        assert!(matches!(err, WimError::Damaged(m) if m.contains("XML data over woesafe's limit of 4 MiB")));
+    }
+
+    #[test]
+    fn a_large_blob_table_is_read_a_slice_at_a_time() {
+        // More entries than one slice holds, and not a multiple of it: every one counted.
+        let blobs: Vec<(u64, u8)> = (0..3001).map(|i| (i + 1, 0x04)).collect();
+        let info = inspect(&mut Cursor::new(wim(0x10D00, &blobs, XML, (1, 1)))).unwrap();
+        assert_eq!(info.resources, 3001);
+        assert_eq!(info.largest_resource, 3001);
+        assert_eq!(info.uncompressed_bytes, 3001 * 3002 / 2);
     }
 
     #[test]

@@ -21,7 +21,6 @@
 //! wimlib tries to compress it again (and keeps it uncompressed when that does not make it smaller, which is
 //! what happens to the incompressible data such resources hold). Both are valid WIMs.
 
-use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 
 use sha1::{Digest, Sha1};
@@ -48,10 +47,15 @@ const RES_SOLID: u8 = 0x10;
 /// wimlib's integrity table chunk.
 const INTEGRITY_CHUNK: u64 = 10 << 20;
 
-/// Bounds on what a WIM may declare (it is hostile input): a blob table of 64 MiB holds 1.3 million blobs
-/// (Windows 11's install.wim has about 100 000); the XML of a multi-edition install.wim is a few hundred KiB.
+/// Bounds on what a WIM may declare (it is hostile input): a blob table of 64 MiB (1.3 million entries) and
+/// the XML of a multi-edition install.wim is a few hundred KiB. `wim::inspect` reads WIMs within the same bounds.
 pub const MAX_TABLE_BYTES: u64 = 64 << 20;
 pub const MAX_XML_BYTES: u64 = 4 << 20;
+/// The most blob table entries the split plans: a Windows 11 multi-edition install.wim has 100 000 to 300 000;
+/// the plan keeps about 120 bytes for each while it is made (48 in the blob list, 50 in the part's blob table,
+/// 24 in a piece when its resource does not follow the one before in the WIM), so that a WIM at the bound is
+/// planned and written in about 130 MiB (measured: tests/hostile_wim.rs).
+pub const MAX_BLOBS: u64 = 1_000_000;
 /// Bounds on the XML document's shape: nodes in all, and attributes on one element (real ones have one or two).
 const MAX_XML_NODES: usize = 200_000;
 const MAX_XML_ATTRS: usize = 64;
@@ -67,7 +71,7 @@ pub enum SplitError {
     /// Splittable after a re-pack (`wimlib-imagex export` into a plain WIM).
     #[error("it cannot be split as it is: {0}")]
     NeedsRepack(String),
-    #[error("the WIM is damaged: {0}")]
+    #[error("the WIM is damaged or hostile: {0}")]
     Damaged(String),
 }
 
@@ -107,19 +111,43 @@ impl ResHdr {
     }
 }
 
-/// A blob of the WIM: where it is stored, and what its table entry says.
+/// A blob of the WIM: where it is stored, and what its table entry says. Kept in 48 bytes (a WIM may have a
+/// million of them): the resource header's first word as stored, then its offset and uncompressed size.
 #[derive(Debug, Clone)]
 struct Blob {
-    res: ResHdr,
+    size_and_flags: u64,
+    offset: u64,
+    uncompressed: u64,
     refcnt: u32,
     hash: [u8; 20],
+}
+
+impl Blob {
+    fn new(res: ResHdr, refcnt: u32, hash: [u8; 20]) -> Blob {
+        let size_and_flags = (u64::from(res.flags) << 56) | res.size_in_wim;
+        Blob { size_and_flags, offset: res.offset, uncompressed: res.uncompressed, refcnt, hash }
+    }
+    fn res(&self) -> ResHdr {
+        ResHdr {
+            size_in_wim: self.size_and_flags & 0x00FF_FFFF_FFFF_FFFF,
+            flags: (self.size_and_flags >> 56) as u8,
+            offset: self.offset,
+            uncompressed: self.uncompressed,
+        }
+    }
+    fn size(&self) -> u64 {
+        self.size_and_flags & 0x00FF_FFFF_FFFF_FFFF
+    }
+    fn flags(&self) -> u8 {
+        (self.size_and_flags >> 56) as u8
+    }
 }
 
 /// One stretch of a part's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     /// Bytes of our own (header, blob table, XML).
-    Bytes(std::sync::Arc<[u8]>),
+    Bytes(std::sync::Arc<Vec<u8>>),
     /// Bytes of the WIM, from this offset.
     Copy { offset: u64, len: u64 },
     /// The integrity table: SHA-1 of every 10 MiB of the part from the end of the header to the end of the
@@ -166,7 +194,7 @@ struct Wim {
     /// The bootable image (1-based), 0 for none: kept only when the "split" makes one part.
     boot_index: u32,
     has_integrity: bool,
-    xml: std::sync::Arc<[u8]>,
+    xml: std::sync::Arc<Vec<u8>>,
     metadata: Vec<Blob>,
     blobs: Vec<Blob>,
 }
@@ -237,7 +265,7 @@ fn read_wim<R: Read + Seek>(r: &mut R) -> Result<Wim, SplitError> {
     let integrity_hdr = ResHdr::parse(&h[124..148]);
 
     // The blob table and the XML data: uncompressed, inside the file, of bounded size.
-    let read_table = |r: &mut R, res: &ResHdr, what: &str, max: u64| -> Result<Vec<u8>, SplitError> {
+    let check_table = |res: &ResHdr, what: &str, max: u64| -> Result<(), SplitError> {
         if res.flags & RES_COMPRESSED != 0 {
             return Err(SplitError::NeedsRepack(format!("its {what} is compressed")));
         }
@@ -247,66 +275,56 @@ fn read_wim<R: Read + Seek>(r: &mut R) -> Result<Wim, SplitError> {
         if res.size_in_wim > max {
             return damaged(format!("its {what} is {} bytes, over woesafe's limit of {max}", res.size_in_wim));
         }
+        Ok(())
+    };
+    let read_table = |r: &mut R, res: &ResHdr| -> Result<Vec<u8>, SplitError> {
         let mut buf = vec![0u8; res.size_in_wim as usize];
         r.seek(SeekFrom::Start(res.offset))?;
         r.read_exact(&mut buf)?;
         Ok(buf)
     };
-    let table = read_table(r, &table_hdr, "blob table", MAX_TABLE_BYTES)?;
-    let raw_xml = read_table(r, &xml_hdr, "XML data", MAX_XML_BYTES)?;
+    // Both bounds are checked before either is read.
+    check_table(&table_hdr, "blob table", MAX_TABLE_BYTES)?;
+    check_table(&xml_hdr, "XML data", MAX_XML_BYTES)?;
+    let raw_xml = read_table(r, &xml_hdr)?;
     let (xml, xml_images) = wimlib_xml(&raw_xml).map_err(|e| SplitError::Damaged(format!("its XML data: {e}")))?;
+    drop(raw_xml);
     if xml_images != image_count {
         return damaged(format!("its header says {image_count} images and its XML data {xml_images}"));
     }
 
     // The blob table, read as wimlib reads it: entries it ignores are left out of the split too.
+    // It is read a slice at a time, and each blob kept in 48 bytes.
+    let entries = table_hdr.size_in_wim / ENTRY_SIZE;
+    if entries > MAX_BLOBS {
+        return damaged(format!("its blob table has {entries} entries, over woesafe's limit of {MAX_BLOBS}"));
+    }
     let mut metadata = Vec::new();
-    let mut blobs = Vec::new();
-    let mut seen = HashSet::new();
-    for e in table.chunks_exact(ENTRY_SIZE as usize) {
-        let mut res = ResHdr::parse(&e[..24]);
-        res.flags &= !RES_SOLID; // not used in this WIM version
-        let part_number = u16::from_le_bytes([e[24], e[25]]);
-        let refcnt = u32::from_le_bytes([e[26], e[27], e[28], e[29]]);
-        let hash: [u8; 20] = e[30..50].try_into().unwrap_or_default();
-        let is_compressed = res.flags & RES_COMPRESSED != 0;
-        if !is_compressed && res.size_in_wim != res.uncompressed {
-            return damaged("an uncompressed resource's sizes disagree");
-        }
-        if hash == [0; 20] || res.uncompressed == 0 || part_number != 1 {
-            continue;
-        }
-        if res.end().is_none_or(|end| end > file_size) {
-            return damaged(format!("a resource at offset {} lies outside the file", res.offset));
-        }
-        if is_compressed && !compressed {
-            return Err(SplitError::NeedsRepack("it holds compressed resources but says it is uncompressed".into()));
-        }
-        let blob = Blob { res, refcnt, hash };
-        if res.flags & RES_METADATA != 0 {
-            match refcnt {
-                0 => continue,
-                1 => {}
-                _ => return damaged("an image's metadata is shared"),
-            }
-            if metadata.len() < image_count as usize {
-                metadata.push(blob);
-            }
-        } else if seen.insert(hash) {
-            blobs.push(blob);
+    let mut blobs = Vec::with_capacity(entries as usize);
+    let mut slice = vec![0u8; ENTRY_SIZE as usize * 1310];
+    let mut left = entries * ENTRY_SIZE;
+    r.seek(SeekFrom::Start(table_hdr.offset))?;
+    while left > 0 {
+        let n = left.min(slice.len() as u64) as usize;
+        r.read_exact(&mut slice[..n])?;
+        left -= n as u64;
+        for e in slice[..n].chunks_exact(ENTRY_SIZE as usize) {
+            read_entry(e, compressed, file_size, image_count, &mut metadata, &mut blobs)?;
         }
     }
+    drop(slice);
+    dedup_by_hash(&mut blobs);
     if metadata.len() != image_count as usize {
         return damaged(format!("it has metadata for {} of its {image_count} images", metadata.len()));
     }
     // Resources do not overlap in a WIM: together they fit in the file. This also bounds every sum the layout
     // makes (a crafted table could otherwise declare sizes that add up past 2^64).
-    let total = metadata.iter().chain(&blobs).try_fold(0u64, |sum, b| sum.checked_add(b.res.size_in_wim));
+    let total = metadata.iter().chain(&blobs).try_fold(0u64, |sum, b| sum.checked_add(b.size()));
     if total.is_none_or(|t| t > file_size) {
         return damaged("its resources add up to more than the file holds");
     }
     // wimlib visits blobs in the order they are stored.
-    blobs.sort_by_key(|b| b.res.offset);
+    blobs.sort_unstable_by_key(|b| b.offset);
     Ok(Wim {
         flags,
         chunk_size,
@@ -320,25 +338,89 @@ fn read_wim<R: Read + Seek>(r: &mut R) -> Result<Wim, SplitError> {
     })
 }
 
+/// One entry of the blob table, read as wimlib reads it: entries it ignores are left out of the split too.
+/// (Blobs with the same hash are dropped later but for the first, `dedup_by_hash`.)
+fn read_entry(
+    e: &[u8],
+    compressed: bool,
+    file_size: u64,
+    image_count: u32,
+    metadata: &mut Vec<Blob>,
+    blobs: &mut Vec<Blob>,
+) -> Result<(), SplitError> {
+    let mut res = ResHdr::parse(&e[..24]);
+    res.flags &= !RES_SOLID; // not used in this WIM version
+    let part_number = u16::from_le_bytes([e[24], e[25]]);
+    let refcnt = u32::from_le_bytes([e[26], e[27], e[28], e[29]]);
+    let hash: [u8; 20] = e[30..50].try_into().unwrap_or_default();
+    let is_compressed = res.flags & RES_COMPRESSED != 0;
+    if !is_compressed && res.size_in_wim != res.uncompressed {
+        return damaged("an uncompressed resource's sizes disagree");
+    }
+    if hash == [0; 20] || res.uncompressed == 0 || part_number != 1 {
+        return Ok(());
+    }
+    if res.end().is_none_or(|end| end > file_size) {
+        return damaged(format!("a resource at offset {} lies outside the file", res.offset));
+    }
+    if is_compressed && !compressed {
+        return Err(SplitError::NeedsRepack("it holds compressed resources but says it is uncompressed".into()));
+    }
+    let blob = Blob::new(res, refcnt, hash);
+    if res.flags & RES_METADATA != 0 {
+        match refcnt {
+            0 => return Ok(()),
+            1 => {}
+            _ => return damaged("an image's metadata is shared"),
+        }
+        if metadata.len() < image_count as usize {
+            metadata.push(blob);
+        }
+    } else {
+        blobs.push(blob);
+    }
+    Ok(())
+}
+
+/// Drop the blobs whose hash an earlier blob (in table order, the order of `blobs`) has, as wimlib does: by
+/// sorting their indices (4 bytes a blob) rather than with a set of hashes (the 20-byte hashes again, and more).
+fn dedup_by_hash(blobs: &mut Vec<Blob>) {
+    let mut order: Vec<u32> = (0..blobs.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| blobs[a as usize].hash.cmp(&blobs[b as usize].hash).then(a.cmp(&b)));
+    let mut dup = vec![false; blobs.len()];
+    for w in order.windows(2) {
+        if blobs[w[0] as usize].hash == blobs[w[1] as usize].hash {
+            dup[w[1] as usize] = true;
+        }
+    }
+    drop(order);
+    let mut i = 0;
+    blobs.retain(|_| {
+        i += 1;
+        !dup[i - 1]
+    });
+    blobs.shrink_to_fit();
+}
+
 /// Which part each blob goes into, and then each part's bytes.
 fn layout(wim: &Wim, part_bytes: u64, guid: [u8; 16]) -> Result<SplitPlan, SplitError> {
-    // Assign: metadata first (always part 1), then the blobs in WIM order.
-    let mut members: Vec<Vec<&Blob>> = vec![Vec::new()];
+    // Assign: metadata first (always part 1), then the blobs in WIM order; each part takes a run of them.
+    let mut ranges = vec![std::ops::Range { start: 0, end: 0 }];
     let mut used = 0u64;
     for m in &wim.metadata {
-        used += m.res.size_in_wim;
+        used += m.size();
     }
-    for b in &wim.blobs {
-        let size = b.res.size_in_wim;
+    for (i, b) in wim.blobs.iter().enumerate() {
+        let size = b.size();
         if used.saturating_add(size) >= part_bytes && used != 0 {
-            members.push(Vec::new());
+            ranges.push(i..i);
             used = 0;
         }
         used += size;
-        members.last_mut().expect("one part at least").push(b);
+        ranges.last_mut().expect("one part at least").end = i + 1;
     }
-    let Ok(total) = u16::try_from(members.len()) else {
-        return damaged(format!("it would split into {} parts, more than a WIM can number", members.len()));
+    let Ok(total) = u16::try_from(ranges.len()) else {
+        return damaged(format!("it would split into {} parts, more than a WIM can number", ranges.len()));
     };
     let mut flags = wim.flags & (HDR_RP_FIX | HDR_READONLY);
     if total != 1 {
@@ -347,41 +429,61 @@ fn layout(wim: &Wim, part_bytes: u64, guid: [u8; 16]) -> Result<SplitPlan, Split
     if wim.compressed {
         flags |= HDR_COMPRESSION | if wim.flags & HDR_LZX != 0 { HDR_LZX } else { HDR_XPRESS };
     }
-    let parts = members
-        .iter()
+    // A resource as written at `at`: as stored when compressed, or uncompressed with only the metadata flag.
+    let written = |b: &Blob, at: u64| {
+        let raw = wim.compressed && b.flags() & RES_COMPRESSED != 0;
+        let flags = if raw { b.flags() } else { b.flags() & RES_METADATA };
+        ResHdr { offset: at, flags, ..b.res() }
+    };
+    let put_entry = |table: &mut Vec<u8>, res: &ResHdr, number: u16, refcnt: u32, hash: &[u8; 20]| {
+        res.put(table);
+        table.extend(number.to_le_bytes());
+        table.extend(refcnt.to_le_bytes());
+        table.extend(hash);
+    };
+    let parts = ranges
+        .into_iter()
         .enumerate()
-        .map(|(i, blobs)| {
+        .map(|(i, range)| {
             let number = i as u16 + 1;
-            let mut pieces = vec![Piece::Bytes(vec![0u8; HEADER_SIZE as usize].into())];
-            let mut at = HEADER_SIZE;
-            let mut entries: Vec<(ResHdr, u32, [u8; 20])> = Vec::new();
-            // A resource as written: as stored when compressed, or uncompressed with only the metadata flag.
-            let mut write = |b: &Blob, pieces: &mut Vec<Piece>, entries: &mut Vec<_>| {
-                let raw = wim.compressed && b.res.flags & RES_COMPRESSED != 0;
-                let flags = if raw { b.res.flags } else { b.res.flags & RES_METADATA };
-                pieces.push(Piece::Copy { offset: b.res.offset, len: b.res.size_in_wim });
-                entries.push((ResHdr { offset: at, flags, ..b.res }, b.refcnt, b.hash));
-                at += b.res.size_in_wim;
-            };
-            let (first, second): (Vec<&Blob>, Vec<&Blob>) =
-                blobs.iter().partition(|b| !wim.compressed || b.res.flags & RES_COMPRESSED != 0);
-            for b in first.iter().chain(second.iter()) {
-                write(b, &mut pieces, &mut entries);
-            }
-            let mut metadata_entries = Vec::new();
-            if number == 1 {
-                for m in &wim.metadata {
-                    write(m, &mut pieces, &mut metadata_entries);
+            let blobs = &wim.blobs[range];
+            let metadata: &[Blob] = if number == 1 { &wim.metadata } else { &[] };
+            // The compressed resources first, then the others, each in WIM order; then the metadata.
+            let first = |b: &&Blob| !wim.compressed || b.flags() & RES_COMPRESSED != 0;
+            let order = || blobs.iter().filter(first).chain(blobs.iter().filter(|b| !first(b))).chain(metadata);
+            // One piece for each run of resources that lie one after the other in the WIM too (a real WIM's
+            // are mostly such runs), counted first so that the pieces take no more memory than they need.
+            let mut next = None;
+            let runs = order()
+                .filter(|b| {
+                    let starts_run = next != Some(b.offset);
+                    next = Some(b.offset + b.size());
+                    starts_run
+                })
+                .count();
+            let mut pieces = Vec::with_capacity(runs + 4);
+            pieces.push(Piece::Bytes(vec![0u8; HEADER_SIZE as usize].into()));
+            for b in order() {
+                match pieces.last_mut() {
+                    Some(Piece::Copy { offset, len }) if *offset + *len == b.offset => *len += b.size(),
+                    _ => pieces.push(Piece::Copy { offset: b.offset, len: b.size() }),
                 }
             }
-            let mut table = Vec::with_capacity((metadata_entries.len() + entries.len()) * ENTRY_SIZE as usize);
-            for (res, refcnt, hash) in
-                metadata_entries.iter().map(|(r, _, h)| (r, 1, h)).chain(entries.iter().map(|(r, c, h)| (r, *c, h)))
-            {
-                res.put(&mut table);
-                table.extend(number.to_le_bytes());
-                table.extend(refcnt.to_le_bytes());
-                table.extend(hash);
+            // The blob table, written straight from the blobs: the metadata entries first (they are written
+            // after the other resources), then the others in the order written.
+            let mut table = Vec::with_capacity((metadata.len() + blobs.len()) * ENTRY_SIZE as usize);
+            let mut at = HEADER_SIZE + blobs.iter().map(Blob::size).sum::<u64>();
+            let mut metadata_entries = Vec::with_capacity(metadata.len());
+            for m in metadata {
+                let res = written(m, at);
+                put_entry(&mut table, &res, number, 1, &m.hash);
+                metadata_entries.push(res);
+                at += m.size();
+            }
+            let mut blob_at = HEADER_SIZE;
+            for b in order().take(blobs.len()) {
+                put_entry(&mut table, &written(b, blob_at), number, b.refcnt, &b.hash);
+                blob_at += b.size();
             }
             let len = table.len() as u64;
             let table_hdr = ResHdr { size_in_wim: len, flags: RES_METADATA, offset: at, uncompressed: len };
@@ -415,7 +517,7 @@ fn layout(wim: &Wim, part_bytes: u64, guid: [u8; 16]) -> Result<SplitPlan, Split
             let boot = if total == 1 { wim.boot_index } else { 0 };
             match boot {
                 0 => ResHdr::default().put(&mut h),
-                b => metadata_entries[b as usize - 1].0.put(&mut h),
+                b => metadata_entries[b as usize - 1].put(&mut h),
             }
             h.extend(boot.to_le_bytes());
             integrity_hdr.put(&mut h);
@@ -942,4 +1044,94 @@ fn parse_number(s: &str) -> u64 {
     s.chars()
         .take_while(|c| c.is_ascii_digit())
         .fold(0u64, |n, d| n.saturating_mul(10).saturating_add(u64::from(d as u8 - b'0')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// An uncompressed WIM of one image: its metadata resource, then one 1-byte blob at each of `offsets`
+    /// (past the end of the table and XML, the bytes there the blobs' own), with the given hashes.
+    fn wim(blobs: &[(u64, u8)]) -> Vec<u8> {
+        let xml: Vec<u8> =
+            "\u{feff}<WIM><IMAGE INDEX=\"1\"/></WIM>".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        let table_len = (blobs.len() as u64 + 1) * ENTRY_SIZE;
+        let data = HEADER_SIZE + table_len + xml.len() as u64;
+        let entry = |t: &mut Vec<u8>, offset: u64, flags: u8, hash: u8| {
+            ResHdr { size_in_wim: 1, flags, offset: data + offset, uncompressed: 1 }.put(t);
+            t.extend(1u16.to_le_bytes());
+            t.extend(1u32.to_le_bytes());
+            t.extend([hash; 20]);
+        };
+        let mut table = Vec::new();
+        entry(&mut table, 0, RES_METADATA, 0xFF);
+        for &(offset, hash) in blobs {
+            entry(&mut table, offset, 0, hash);
+        }
+        let mut h = vec![0u8; HEADER_SIZE as usize];
+        h[0..8].copy_from_slice(b"MSWIM\0\0\0");
+        h[8..12].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&VERSION_DEFAULT.to_le_bytes());
+        h[40..44].copy_from_slice(&[1, 0, 1, 0]);
+        h[44..48].copy_from_slice(&1u32.to_le_bytes());
+        let xml_len = xml.len() as u64;
+        let mut hdrs = Vec::new();
+        ResHdr { size_in_wim: table_len, flags: 0, offset: HEADER_SIZE, uncompressed: table_len }.put(&mut hdrs);
+        ResHdr { size_in_wim: xml_len, flags: 0, offset: HEADER_SIZE + table_len, uncompressed: xml_len }
+            .put(&mut hdrs);
+        h[48..96].copy_from_slice(&hdrs);
+        let end = blobs.iter().map(|b| b.0 + 1).max().unwrap_or(1);
+        h.extend(table);
+        h.extend(xml);
+        h.resize((data + end) as usize, 0xAB);
+        h
+    }
+
+    fn copies(part: &Part) -> Vec<(u64, u64)> {
+        part.pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Copy { offset, len } => Some((*offset, *len)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn resources_that_follow_each_other_share_a_piece() {
+        // Blobs at 1, 2, 3 and 5, 6 (and the metadata at 0, written last): three runs to copy.
+        let w = wim(&[(1, 1), (2, 2), (3, 3), (5, 4), (6, 5)]);
+        let data =
+            u64::from_le_bytes(w[80..88].try_into().unwrap()) + u64::from_le_bytes(w[88..96].try_into().unwrap());
+        let plan = plan(&mut Cursor::new(&w), 4000 << 20, [7; 16]).unwrap();
+        assert_eq!(copies(&plan.parts[0]), vec![(data + 1, 3), (data + 5, 2), (data, 1)]);
+        // The part still holds every resource, and a table entry for each.
+        let mut bytes = Vec::new();
+        plan.parts[0].reader(Cursor::new(&w)).read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes.len() as u64, plan.parts[0].size);
+        let table_len = u64::from_le_bytes(bytes[48..56].try_into().unwrap()) & 0x00FF_FFFF_FFFF_FFFF;
+        assert_eq!(table_len, 6 * ENTRY_SIZE);
+    }
+
+    #[test]
+    fn duplicate_hashes_keep_the_first_in_table_order() {
+        // Hash 2 twice (the first at offset 9), hash 1 twice (the first at 4): the later ones are dropped,
+        // wherever they lie in the WIM.
+        let w = wim(&[(9, 2), (4, 1), (1, 2), (7, 3), (2, 1)]);
+        let data =
+            u64::from_le_bytes(w[80..88].try_into().unwrap()) + u64::from_le_bytes(w[88..96].try_into().unwrap());
+        let plan = plan(&mut Cursor::new(&w), 4000 << 20, [7; 16]).unwrap();
+        assert_eq!(copies(&plan.parts[0]), vec![(data + 4, 1), (data + 7, 1), (data + 9, 1), (data, 1)]);
+    }
+
+    #[test]
+    fn too_many_blobs_are_refused_before_they_are_read() {
+        // One entry over the bound (the metadata's included): refused, naming the bound.
+        let blobs: Vec<(u64, u8)> = (0..MAX_BLOBS).map(|i| (2 * i + 1, (i % 255) as u8)).collect();
+        let err = plan(&mut Cursor::new(wim(&blobs)), 4000 << 20, [7; 16]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, SplitError::Damaged(_)), "{msg}");
+        assert!(msg.contains("damaged or hostile") && msg.contains("over woesafe's limit of 1000000"), "{msg}");
+    }
 }
