@@ -177,12 +177,19 @@ impl Worker {
         if let Some(ns) = crate::sys::procfs::pid_namespace(self.pid()) {
             pids.extend(crate::sys::procfs::processes_in_namespace(&ns).iter().map(|p| p.pid));
         }
-        let done = fusectl.as_ref().is_some_and(|dir| {
-            pids.iter().any(|pid| {
-                let abort = format!("/proc/{pid}/root{}/{conn}/abort", dir.display());
-                std::fs::write(abort, b"1").is_ok()
-            })
+        // A process whose main thread has exited (a zombie leader) has no /proc/PID/root, but a thread of it still
+        // stuck in the kernel has /proc/PID/task/TID/root; the host's own fusectl, where mounted, also works.
+        let roots = pids.iter().flat_map(|pid| {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+            std::iter::once(format!("/proc/{pid}/root"))
+                .chain(tasks.map(move |t| format!("/proc/{pid}/task/{}/root", t.file_name().to_string_lossy())))
         });
+        let done = std::fs::write(format!("/sys/fs/fuse/connections/{conn}/abort"), b"1").is_ok()
+            || fusectl.as_ref().is_some_and(|dir| {
+                roots
+                    .into_iter()
+                    .any(|root| std::fs::write(format!("{root}{}/{conn}/abort", dir.display()), b"1").is_ok())
+            });
         Some(if done {
             format!(
                 "The FUSE connection {conn} of the worker's ntfs-3g was aborted, so its daemon ends when its I/O \
