@@ -570,10 +570,10 @@ impl Job<'_> {
         }
 
         // The disk: the block device itself, or the image file on an autoclear loop device. Either must be the
-        // file the supervisor checked and holds locked (an image file is not reached through a symbolic link).
-        let (want, flags) =
-            if req.target_is_image { (Want::Regular, libc::O_NOFOLLOW) } else { (Want::RegularOrBlock, 0) };
-        let target_file = argfile::reopen(&req.target, want, true, flags, &target_id).map_err(|e| match e {
+        // very file the supervisor checked and holds locked (device and inode): a path that now leads elsewhere,
+        // through a symbolic link or not, is refused; one that still leads to it (a link the user gave) is fine.
+        let want = if req.target_is_image { Want::Regular } else { Want::RegularOrBlock };
+        let target_file = argfile::reopen(&req.target, want, true, 0, &target_id).map_err(|e| match e {
             ArgFileError::ReplacedSinceCheck { path } => WriteError::TargetReplaced { path },
             e => WriteError::ReopenTarget(e),
         })?;

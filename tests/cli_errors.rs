@@ -311,6 +311,25 @@ fn files_swapped_after_the_checks_are_refused() {
     }
 }
 
+/// A target the user names through a symbolic link to an existing image file is written: the worker finds the
+/// very file the supervisor checked (the swap test above refuses a link that leads elsewhere).
+#[test]
+fn an_image_named_through_a_symlink_is_written() {
+    if !need_root("an_image_named_through_a_symlink_is_written") {
+        return;
+    }
+    let fx = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let image = patterned_image(work.path(), 600 << 20);
+    let link = work.path().join("stick.img");
+    std::os::unix::fs::symlink(&image, &link).unwrap();
+    let before = digest(&image);
+    let out = woesafe(&["write", fx.iso.to_str().unwrap(), link.to_str().unwrap(), "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link itself was replaced");
+    assert_ne!(digest(&image), before, "the image behind the link was not written");
+}
+
 /// recover's path arguments: a named path that exists must be a directory or a block device, and
 /// --move-shadowed a directory; anything else is a usage error, at once (root: recover refuses others first).
 #[test]
