@@ -243,16 +243,14 @@ impl Job<'_> {
         };
         let source_desc = source.describe();
         // What the reader left out (links, devices): said, not silently dropped.
-        if let Source::Userspace(iso) = &source {
-            for s in iso.skipped() {
-                self.link.send(&Up::Warning(format!(
-                    "the ISO holds {} entr{} of a kind a Windows stick cannot hold ({}, e.g. /{}): not copied",
-                    s.count,
-                    if s.count == 1 { "y" } else { "ies" },
-                    s.kind,
-                    s.example
-                )))?;
-            }
+        for s in source.skipped() {
+            self.link.send(&Up::Warning(format!(
+                "the ISO holds {} entr{} of a kind a Windows stick cannot hold ({}, e.g. /{}): not copied",
+                s.count,
+                if s.count == 1 { "y" } else { "ies" },
+                s.kind,
+                s.example
+            )))?;
         }
         let entries = source.entries();
         let layout = source::layout(entries);

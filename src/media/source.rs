@@ -150,6 +150,7 @@ pub enum Source {
         _loop: LoopDevice,
         fstype: String,
         volume_id: String,
+        skipped: Vec<crate::media::iso::Skipped>,
     },
 }
 
@@ -191,7 +192,17 @@ impl Source {
             _loop: lo,
             fstype: fstype.to_string(),
             volume_id: parsed.volume_id().to_string(),
+            skipped: parsed.skipped().to_vec(),
         })
+    }
+
+    /// Entries the userspace parse left out (links, FIFOs, devices: a stick cannot hold them), one example of
+    /// each kind; the kernel walk leaves out the same.
+    pub fn skipped(&self) -> &[crate::media::iso::Skipped] {
+        match self {
+            Source::Userspace(fs) => fs.skipped(),
+            Source::Kernel { skipped, .. } => skipped,
+        }
     }
 
     /// How the ISO is read, for messages.
