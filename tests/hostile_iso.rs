@@ -1,12 +1,13 @@
 //! Hostile ISOs (issue 10): images of a few MiB that declare enough to make a naive reader use gigabytes or
 //! minutes. Each is built here, byte by byte; the reader must refuse it naming the limit it went over, and a
-//! real `woesafe write` of it must end with exit 3 within 10 s and 256 MiB (the whole process tree), leaving
+//! real `woesafe write` of it must end with exit 3 within 10 s and 256 MiB (the peak of the largest process: woesafe, the worker or a helper), leaving
 //! the target image as it was.
 
 mod common;
+use common::measure::{assert_write, measure_here};
 use common::*;
 
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -583,103 +584,10 @@ fn assert_refused(iso: &Path, want: Limit) -> IsoError {
     err
 }
 
-/// What a write must not change: size, allocated blocks, modification time, and marks at both ends.
-fn target_state(p: &Path) -> (u64, u64, i64, i64, Vec<u8>) {
-    let m = std::fs::metadata(p).unwrap();
-    let f = std::fs::File::open(p).unwrap();
-    let mut marks = vec![0u8; 64];
-    f.read_exact_at(&mut marks[..32], 0).unwrap();
-    f.read_exact_at(&mut marks[32..], m.len() - 4096).unwrap();
-    (m.len(), m.blocks(), m.mtime(), m.mtime_nsec(), marks)
-}
-
-/// An existing 2 GiB sparse image file with marks at both ends.
-fn sparse_target(dir: &Path) -> PathBuf {
-    let p = dir.join("target.img");
-    let f = std::fs::File::create(&p).unwrap();
-    f.set_len(2 << 30).unwrap();
-    f.write_all_at(b"precious data, do not erase....", 0).unwrap();
-    f.write_all_at(b"more precious data, keep it too.", (2 << 30) - 4096).unwrap();
-    f.sync_all().unwrap();
-    p
-}
-
-/// Set in a re-run of this test binary that only measures one write (see `measure_here`).
-const MEASURE_ENV: &str = "WOESAFE_HOSTILE_MEASURE";
-
-/// Runs `woesafe write ISO TARGET --yes` and reaps it with wait4: (exit code, stderr, wall time, peak RSS in
-/// KiB of woesafe and every descendant it waited for — the worker and its helpers).
-///
-/// The peak RSS of a forked child starts at its parent's RSS at the fork (the page tables are copied before
-/// the exec), and this test process holds the hostile images it built: so the write is started from a fresh
-/// run of this test binary (`test` names the calling test, which hands over to `measure_here` at once), whose
-/// few MiB are all a fork copies.
-fn run_write(test: &str, iso: &Path, target: &Path) -> (Option<i32>, String, Duration, u64) {
-    // One measured write at a time: on a 2-core machine, parallel writes would measure each other.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let t = Instant::now();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(MEASURE_ENV, format!("{}\n{}", iso.display(), target.display()))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let took = t.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let Some(line) = stdout.lines().find_map(|l| Some(l.split_once("MEASURED ")?.1)) else {
-        panic!("{test}: the measuring run said nothing:\n{}", text(&out));
-    };
-    let field = |name: &str| -> i64 {
-        line.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok()).unwrap()
-    };
-    let code = Some(field("code")).filter(|&c| c >= 0).map(|c| c as i32);
-    (code, stderr, took, field("rss_kib") as u64)
-}
-
-/// In the re-run `run_write` starts: run the write, print what it measured, and end the process (the test
-/// itself does not run). Otherwise nothing.
-fn measure_here() {
-    use std::process::{Command, Stdio};
-    let Ok(spec) = std::env::var(MEASURE_ENV) else { return };
-    let (iso, target) = spec.split_once('\n').unwrap();
-    let child = Command::new(bin())
-        .args(["write", iso, target, "--yes"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child (never waited on through `child`), with valid pointers.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t, "wait4: {}", std::io::Error::last_os_error());
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
-    let dir = PathBuf::from(format!("/run/woesafe.{}", child.id()));
-    assert!(!dir.exists(), "woesafe left its work directory {} behind", dir.display());
-    println!("MEASURED code={code} rss_kib={}", usage.ru_maxrss);
-    std::process::exit(0);
-}
-
-/// A write of `iso` to an existing 2 GiB image file: exit 3, `expect` in the message, the target unchanged,
-/// at most 10 s and 256 MiB.
+/// A measured write of `iso` to an existing 2 GiB image file: exit 3, `expect` in the message, the target
+/// unchanged, at most 10 s and 256 MiB.
 fn assert_write_refused(test: &str, iso: &Path, expect: &[&str]) {
-    let work = iso.parent().unwrap();
-    let target = sparse_target(work);
-    let before = target_state(&target);
-    let (code, err, took, rss_kib) = run_write(test, iso, &target);
-    eprintln!("{test}: exit {code:?} in {took:?}, peak RSS {} MiB\n{err}", rss_kib / 1024);
-    assert_eq!(code, Some(3), "{test}: {err}");
-    for e in expect {
-        assert!(err.contains(e), "{test}: expected {e:?} in\n{err}");
-    }
-    assert_eq!(target_state(&target), before, "{test}: the target changed");
-    assert!(took < Duration::from_secs(10), "{test}: took {took:?}");
-    assert!(rss_kib <= 256 * 1024, "{test}: peak RSS {} MiB", rss_kib / 1024);
-    std::fs::remove_file(&target).unwrap();
+    assert_write(test, iso, &[], 3, expect);
 }
 
 /// What woesafe says when the worker refused before touching the target.

@@ -2,6 +2,8 @@
 //! assertions on host state (mount table, loop devices) that never touch anything the test did not create.
 #![allow(dead_code)]
 
+pub mod measure;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
