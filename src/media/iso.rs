@@ -119,6 +119,22 @@ pub enum Limit {
     VdpHops,
 }
 
+impl Limits {
+    /// Charges one more path of `len` bytes to `used` (the bytes of all paths so far): the limit it goes over,
+    /// one path's or all paths'. The userspace walk and the kernel-tree walk both charge through this.
+    pub fn charge_path(&self, used: &mut u64, len: usize) -> Result<(), Limit> {
+        let len = len as u64;
+        if len > self.path_len {
+            return Err(Limit::PathLen);
+        }
+        *used += len;
+        if *used > self.path_bytes {
+            return Err(Limit::PathBytes);
+        }
+        Ok(())
+    }
+}
+
 impl Limit {
     /// The limit's value in `limits`.
     pub fn value(self, limits: &Limits) -> u64 {
@@ -584,13 +600,10 @@ pub(crate) fn walk<D>(
                 return Err(bad(format!("invalid file name {:?} in directory /{parent}", kid.name)));
             }
             let path = if parent.is_empty() { kid.name.clone() } else { format!("{parent}/{}", kid.name) };
-            if path.len() as u64 > limits.path_len {
-                return Err(image.over(Limit::PathLen, format!("a path under /{}", shorten(parent))));
-            }
-            path_bytes += path.len() as u64;
-            if path_bytes > limits.path_bytes {
-                return Err(image.over(Limit::PathBytes, format!("at /{}", shorten(&path))));
-            }
+            limits.charge_path(&mut path_bytes, path.len()).map_err(|limit| match limit {
+                Limit::PathLen => image.over(limit, format!("a path under /{}", shorten(parent))),
+                _ => image.over(limit, format!("at /{}", shorten(&path))),
+            })?;
             stack.push((path, depth, kid));
         }
         Ok(())

@@ -385,13 +385,7 @@ fn walk(iso: &Path, root: &Path, limits: &Limits) -> Result<Vec<SourceEntry>, So
                 .into_string()
                 .map_err(|_| SourceError::NotUtf8 { iso: iso.to_path_buf(), path: e.path() })?;
             let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-            if path.len() as u64 > limits.path_len {
-                return Err(over(Limit::PathLen, e.path()));
-            }
-            path_bytes += path.len() as u64;
-            if path_bytes > limits.path_bytes {
-                return Err(over(Limit::PathBytes, e.path()));
-            }
+            limits.charge_path(&mut path_bytes, path.len()).map_err(|limit| over(limit, e.path()))?;
             // The entry itself (lstat), never what a symbolic link points to.
             let meta = e.metadata().map_err(walk_err(&e.path()))?;
             if meta.is_dir() {
