@@ -47,20 +47,20 @@ pub struct Added {
 
 /// The stick's tree: entries (parents before children) and where each comes from.
 #[derive(Debug, Clone, Default)]
-pub struct Plan {
+pub struct StickTree {
     pub entries: Vec<SourceEntry>,
     pub origins: Vec<Origin>,
 }
 
-impl Plan {
+impl StickTree {
     /// The ISO's entries without `removed` (paths, any letter case) and without files an added one replaces
     /// (same path in any letter case: FAT and GRUB ignore case), then the added files, each with the
     /// directories it needs.
-    pub fn build(iso: &[SourceEntry], removed: &[String], added: &[Added]) -> Plan {
+    pub fn build(iso: &[SourceEntry], removed: &[String], added: &[Added]) -> StickTree {
         let gone = |p: &str| {
             removed.iter().any(|r| r.eq_ignore_ascii_case(p)) || added.iter().any(|a| a.path.eq_ignore_ascii_case(p))
         };
-        let mut plan = Plan::default();
+        let mut plan = StickTree::default();
         for (i, e) in iso.iter().enumerate() {
             if e.is_dir || !gone(&e.path) {
                 plan.entries.push(e.clone());
@@ -103,7 +103,7 @@ impl Plan {
 
 /// A plan bound to the ISO it reads from: what the copy engine copies.
 pub struct Tree<'a> {
-    pub plan: Plan,
+    pub plan: StickTree,
     pub source: &'a Source,
 }
 
@@ -156,7 +156,7 @@ mod tests {
             add("boot/grub/grub.cfg", 20),
             add("efi/boot/bootx64.efi", 30),
         ];
-        let plan = Plan::build(&iso, &["sources/install.wim".into()], &added);
+        let plan = StickTree::build(&iso, &["sources/install.wim".into()], &added);
         let paths: Vec<&str> = plan.entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn an_added_file_replaces_the_isos_in_any_case_keeping_its_spelling() {
         let iso = vec![e("AutoUnattend.XML", false, 100), e("boot", true, 0), e("boot/grub", true, 0)];
-        let plan = Plan::build(&iso, &[], &[add("autounattend.xml", 5), add("boot/grub/grub.cfg", 1)]);
+        let plan = StickTree::build(&iso, &[], &[add("autounattend.xml", 5), add("boot/grub/grub.cfg", 1)]);
         let files: Vec<(&str, u64)> =
             plan.entries.iter().filter(|e| !e.is_dir).map(|e| (e.path.as_str(), e.size)).collect();
         assert_eq!(files, [("AutoUnattend.XML", 5), ("boot/grub/grub.cfg", 1)]);

@@ -17,19 +17,19 @@ use crate::media::SourceEntry;
 use crate::media::source::{self, Source, SourceError};
 use crate::media::wim::{self, FAT32_MAX_FILE, PART_MIB};
 use crate::media::wimsplit;
+use crate::stick::choose::{self, BigFile, Fs, WimVerdict};
+use crate::stick::fat::{self, MountedTarget};
+use crate::stick::fatwrite::FatWriter;
+use crate::stick::names;
+use crate::stick::ntfs::{self, NtfsMount};
+use crate::stick::safety::{Inventory, LoaderProblem};
+use crate::stick::units::human;
+use crate::stick::{gpt, label, mbr};
 use crate::sys::argfile::{self, ArgFileError, Want};
 use crate::sys::loopdev::{LoopDevice, LoopWindow, device_size};
 use crate::sys::mount::MountGuard;
 use crate::sys::staging::{self, Staging};
-use crate::target::choose::{self, BigFile, Fs, WimVerdict};
-use crate::target::fat::{self, MountedTarget};
-use crate::target::fatwrite::FatWriter;
-use crate::target::names;
-use crate::target::ntfs::{self, NtfsMount};
-use crate::target::safety::{Inventory, LoaderProblem};
-use crate::target::units::human;
-use crate::target::{gpt, label, mbr};
-use crate::tree::{Added, Origin, Plan, Tree, WimFrom};
+use crate::tree::{Added, Origin, StickTree, Tree, WimFrom};
 use crate::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest};
 use crate::worker::helper;
 use crate::worker::init::{Link, stop_requested};
@@ -69,7 +69,7 @@ pub enum WriteError {
     #[error(transparent)]
     Mount(#[from] crate::sys::mount::MountError),
     #[error(transparent)]
-    Fat(#[from] crate::target::fatwrite::FatWriteError),
+    Fat(#[from] crate::stick::fatwrite::FatWriteError),
     #[error(transparent)]
     Copy(#[from] crate::copy::CopyError),
     #[error(transparent)]
@@ -111,11 +111,11 @@ pub enum WriteError {
     #[error("the re-packed {wim} cannot be split: {what}")]
     Repacked { wim: String, what: String },
     #[error(transparent)]
-    Ntfs(#[from] crate::target::ntfs::NtfsError),
+    Ntfs(#[from] crate::stick::ntfs::NtfsError),
     #[error(transparent)]
     Uefi(#[from] crate::boot::uefi::UefiError),
     #[error("the ISO cannot be written as it is: {0}; nothing was written")]
-    Names(#[from] crate::target::names::NameProblem),
+    Names(#[from] crate::stick::names::NameProblem),
     #[error("stopped on request")]
     Stopped,
 }
@@ -456,7 +456,7 @@ impl Job<'_> {
                 origin: Origin::Planned,
             });
         }
-        let planned = Plan::build(entries, &removed, &planned_added);
+        let planned = StickTree::build(entries, &removed, &planned_added);
         let names_target = names::Target {
             fs,
             kernel: use_kernel_target,
@@ -479,7 +479,7 @@ impl Job<'_> {
             has_bootmgr: layout.has_bootmgr,
             has_uefi_loader: layout.has_uefi_loader,
             needed_bytes: needed_bytes(fs, &planned.entries, main.size) + bridge_bytes,
-            fat_problem: crate::target::fatwrite::check_tree(&planned.entries).err().map(|e| e.to_string()),
+            fat_problem: crate::stick::fatwrite::check_tree(&planned.entries).err().map(|e| e.to_string()),
             name_problem: names::check_names(names_target, &planned).err().map(|e| e.to_string()),
             loader_problem,
             has_answer_file: entries
@@ -553,7 +553,7 @@ impl Job<'_> {
             None
         };
         let scratch_dev: Vec<String> = scratch.iter().map(Staging::device_name).collect();
-        let tree = Tree { plan: Plan::build(entries, &removed, &added), source: &source };
+        let tree = Tree { plan: StickTree::build(entries, &removed, &added), source: &source };
         // The tree as it will be written (re-packed parts, the extracted loader): checked again.
         names::check_names(names_target, &tree.plan)?;
         if !repack.is_empty() {

@@ -767,8 +767,8 @@ fn wim_seeds(work: &Path) -> Option<Vec<Seed>> {
 }
 
 fn frame_seeds() -> Vec<Seed> {
-    use woesafe::target::choose::{Choice, Fs, FsRequest};
-    use woesafe::target::safety::Inventory;
+    use woesafe::stick::choose::{Choice, Fs, FsRequest};
+    use woesafe::stick::safety::Inventory;
     use woesafe::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest, write_frame};
     let request = WriteRequest {
         iso: "/home/user/Win11_24H2_English_x64.iso".into(),

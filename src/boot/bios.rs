@@ -6,7 +6,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::target::mbr::{PART_START_LBA, SECTOR};
+use crate::stick::mbr::{PART_START_LBA, SECTOR};
 
 pub const GRUB_I386_PC_DIR: &str = "/usr/lib/grub/i386-pc";
 /// Modules built into the core image, so nothing has to be loaded from the stick before grub.cfg runs.

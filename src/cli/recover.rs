@@ -7,7 +7,7 @@ use super::exit;
 use super::term;
 use super::write::Exit;
 use crate::recover::{apply, plan, shadow, snapshot};
-use crate::target::units::human;
+use crate::stick::units::human;
 
 #[derive(Debug, clap::Args)]
 pub struct RecoverArgs {
@@ -27,7 +27,7 @@ pub struct RecoverArgs {
 
 #[derive(serde::Serialize)]
 struct Report<'a> {
-    plan: &'a plan::Plan,
+    plan: &'a plan::CleanupPlan,
     applied: bool,
     results: Vec<apply::Outcome>,
     /// What a fresh look still finds after acting.

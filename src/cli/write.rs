@@ -20,12 +20,12 @@ use signal_hook::iterator::Signals;
 use super::exit;
 use super::term::{self, escape};
 use crate::boot::BootMode;
+use crate::stick::choose::{Fs, FsRequest};
+use crate::stick::disk::{self, TargetFacts};
+use crate::stick::label;
+use crate::stick::safety::{self, Inventory};
+use crate::stick::units::{human, parse_size};
 use crate::sys::procfs;
-use crate::target::choose::{Fs, FsRequest};
-use crate::target::disk::{self, TargetFacts};
-use crate::target::label;
-use crate::target::safety::{self, Inventory};
-use crate::target::units::{human, parse_size};
 use crate::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest};
 use crate::worker::spawn::{Event, Worker};
 use crate::worker::watchdog;
@@ -340,7 +340,7 @@ fn print_inventory(ui: &Ui, inv: &Inventory) {
 }
 
 /// The filesystem choice, for the terminal: its reason names files from the ISO, so it is escaped.
-fn filesystem_line(c: &crate::target::choose::Choice) -> String {
+fn filesystem_line(c: &crate::stick::choose::Choice) -> String {
     format!("Filesystem: {} — {}", c.fs.name(), escape(&c.reason))
 }
 
@@ -839,7 +839,7 @@ mod tests {
 
     #[test]
     fn the_filesystem_reason_is_escaped() {
-        let c = crate::target::choose::Choice {
+        let c = crate::stick::choose::Choice {
             fs: Fs::Ntfs,
             reason: "sources/a\x1b]0;owned\x07.wim (5 GiB) is over FAT32's file-size limit".into(),
             split: vec![],

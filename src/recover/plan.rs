@@ -129,7 +129,7 @@ pub struct Snapshot {
 
 /// The plan, and what was deliberately left alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Plan {
+pub struct CleanupPlan {
     pub actions: Vec<Action>,
     pub left_alone: Vec<String>,
     pub holders: Vec<Holder>,
@@ -270,7 +270,7 @@ fn live_owner<'a>(snap: &'a Snapshot, reason: &Reason) -> Option<&'a (u32, Strin
 }
 
 /// Plan the recovery. `named` holds paths the user gave on the command line.
-pub fn plan(snap: &Snapshot, named: &[PathBuf]) -> Plan {
+pub fn plan(snap: &Snapshot, named: &[PathBuf]) -> CleanupPlan {
     let mut actions = Vec::new();
     let mut left_alone = Vec::new();
     let mut nonempty_dirs = Vec::new();
@@ -460,7 +460,7 @@ pub fn plan(snap: &Snapshot, named: &[PathBuf]) -> Plan {
         }
     }
     left_alone.dedup();
-    Plan { actions, left_alone, holders, deleted_open, nonempty_dirs }
+    CleanupPlan { actions, left_alone, holders, deleted_open, nonempty_dirs }
 }
 
 #[cfg(test)]
@@ -778,7 +778,7 @@ mod tests {
                 destroy_waiters: vec![],
             };
             let a = plan(&snap, &[]);
-            assert_eq!(a, Plan::default(), "planned something on an unrelated system:\n{text}");
+            assert_eq!(a, CleanupPlan::default(), "planned something on an unrelated system:\n{text}");
         }
     }
 }

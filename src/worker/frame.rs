@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::boot::BootMode;
+use crate::stick::safety::Inventory;
 use crate::sys::argfile::FileId;
-use crate::target::safety::Inventory;
 
 /// Largest frame accepted (an inventory of a huge ISO stays far below this).
 pub const MAX_FRAME: u32 = 16 << 20;
@@ -105,7 +105,7 @@ pub struct WriteRequest {
     /// Windows 11 setup options: what autounattend.xml should bypass (empty: no answer file).
     pub bypass: Vec<crate::media::unattend::Bypass>,
     /// The filesystem asked for (--fs).
-    pub fs: crate::target::choose::FsRequest,
+    pub fs: crate::stick::choose::FsRequest,
     /// Where the unnamed scratch file for WIM work goes ($TMPDIR, else /var/tmp).
     #[serde(with = "path_bytes")]
     pub scratch_dir: PathBuf,
@@ -229,7 +229,7 @@ pub struct Report {
     pub source_driver: String,
     pub target_driver: String,
     /// The filesystem the stick got.
-    pub fs: crate::target::choose::Fs,
+    pub fs: crate::stick::choose::Fs,
     /// The WIM split into parts, and how many parts.
     pub split: Option<(String, usize)>,
     /// The UEFI bridge partition (NTFS sticks): its offset and size.
@@ -377,7 +377,7 @@ mod tests {
             target_driver: Driver::Auto,
             work_dir: "/run/woesafe.1".into(),
             bypass: vec![],
-            fs: crate::target::choose::FsRequest::Auto,
+            fs: crate::stick::choose::FsRequest::Auto,
             scratch_dir: odd(b"/var/tmp/\xfe"),
             uefi_ntfs_image: Some(odd(b"/u\xc3.img")),
             pause_at: None,

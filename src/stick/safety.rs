@@ -155,7 +155,7 @@ pub struct Inventory {
     /// The ISO already has an autounattend.xml at its root.
     pub has_answer_file: bool,
     /// The filesystem chosen for the stick and why, or why --fs fat32 cannot work.
-    pub fs: Result<crate::target::choose::Choice, String>,
+    pub fs: Result<crate::stick::choose::Choice, String>,
     /// Why the scratch space for splitting / extracting cannot be had (not enough room in $TMPDIR), if so.
     pub scratch_problem: Option<String>,
     /// Bytes of scratch space the Prepare step uses (0: no Prepare step).
@@ -183,7 +183,7 @@ pub fn check_content(
     if let Some(LoaderProblem { path, what }) = &inv.loader_problem {
         return Err(Refusal::Loader { path: path.clone(), what: what.clone() });
     }
-    if choice.fs == crate::target::choose::Fs::Fat32
+    if choice.fs == crate::stick::choose::Fs::Fat32
         && let Some(problem) = &inv.fat_problem
     {
         return Err(Refusal::NotFatCompatible(problem.clone()));
@@ -335,8 +335,8 @@ mod tests {
             name_problem: None,
             loader_problem: None,
             has_answer_file: false,
-            fs: Ok(crate::target::choose::Choice {
-                fs: crate::target::choose::Fs::Fat32,
+            fs: Ok(crate::stick::choose::Choice {
+                fs: crate::stick::choose::Fs::Fat32,
                 split: vec![],
                 repack: vec![],
                 reason: "every file fits".into(),
@@ -365,8 +365,8 @@ mod tests {
         let err = check_content(&clash, iso, t, 64 << 30).unwrap_err();
         assert!(err.to_string().contains("cannot be written to FAT32: NOTES.TXT and Notes.txt"), "{err}");
         // On NTFS the FAT-only problem does not count.
-        clash.fs = Ok(crate::target::choose::Choice {
-            fs: crate::target::choose::Fs::Ntfs,
+        clash.fs = Ok(crate::stick::choose::Choice {
+            fs: crate::stick::choose::Fs::Ntfs,
             split: vec![],
             repack: vec![],
             reason: "asked for".into(),

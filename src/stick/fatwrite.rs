@@ -322,7 +322,7 @@ struct PlannedFile {
 
 /// The whole layout: directory contents, file places, FAT chains.
 #[derive(Debug)]
-pub struct Plan {
+pub struct FatLayout {
     geometry: Geometry,
     /// (first cluster, bytes) of every directory, root first.
     dirs: Vec<(u32, Vec<u8>)>,
@@ -333,9 +333,9 @@ pub struct Plan {
     fat: Vec<u32>,
 }
 
-impl Plan {
-    /// Plan `entries` (parents before children, as the copy engine lists them) on a filesystem of `geometry`.
-    pub fn new(geometry: Geometry, entries: &[SourceEntry]) -> Result<Plan, FatWriteError> {
+impl FatLayout {
+    /// Lay out `entries` (parents before children, as the copy engine lists them) on a filesystem of `geometry`.
+    pub fn new(geometry: Geometry, entries: &[SourceEntry]) -> Result<FatLayout, FatWriteError> {
         let cs = geometry.cluster_bytes();
         // Children of each directory ("" = root), in order.
         let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -486,7 +486,7 @@ impl Plan {
             dirs.push((own, bytes));
         }
         let dir_paths = dir_order.iter().map(|(p, _, _)| p.to_string()).collect();
-        Ok(Plan { geometry, dirs, files, by_path, dir_paths, fat })
+        Ok(FatLayout { geometry, dirs, files, by_path, dir_paths, fat })
     }
 
     /// Clusters the plan uses.
@@ -510,7 +510,7 @@ pub fn check_tree(entries: &[SourceEntry]) -> Result<(), FatWriteError> {
         total_sectors: u64::from(u32::MAX),
         label: *b"NO NAME    ",
     };
-    match Plan::new(roomy, entries) {
+    match FatLayout::new(roomy, entries) {
         Ok(_) | Err(FatWriteError::NoSpace { .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -520,7 +520,7 @@ pub fn check_tree(entries: &[SourceEntry]) -> Result<(), FatWriteError> {
 pub struct FatWriter {
     device: File,
     device_path: PathBuf,
-    plan: Plan,
+    plan: FatLayout,
 }
 
 impl FatWriter {
@@ -532,7 +532,7 @@ impl FatWriter {
             .map_err(|source| FatWriteError::ReadBoot { device: device_path.to_path_buf(), source })?;
         let geometry =
             Geometry::parse(&bs).map_err(|what| FatWriteError::NotFat32 { device: device_path.to_path_buf(), what })?;
-        let plan = Plan::new(geometry, entries)?;
+        let plan = FatLayout::new(geometry, entries)?;
         Ok(FatWriter { device, device_path: device_path.to_path_buf(), plan })
     }
 
@@ -692,7 +692,7 @@ mod tests {
         d.reserve(["abc.", "abc", "ABC"]);
         let got: Vec<String> = ["abc", "abc.", "ABC"].iter().map(|n| name(n, &mut d).0).collect();
         assert_eq!(got, ["ABC~1", "ABC", "ABC~2"]);
-        let p = Plan::new(geometry(), &[e("abc", false, 1), e("abc.", false, 1)]).unwrap();
+        let p = FatLayout::new(geometry(), &[e("abc", false, 1), e("abc.", false, 1)]).unwrap();
         let root = &p.dirs[0].1;
         let shorts: Vec<&[u8]> =
             root.chunks(32).filter(|c| c[11] != ATTR_LFN && c[11] != ATTR_VOLUME_ID).map(|c| &c[..11]).collect();
@@ -738,8 +738,9 @@ mod tests {
 
     #[test]
     fn plan_layout_and_dot_entries() {
-        let p = Plan::new(geometry(), &[e("a", true, 0), e("a/b", true, 0), e("a/f", false, 5000), e("g", false, 0)])
-            .unwrap();
+        let p =
+            FatLayout::new(geometry(), &[e("a", true, 0), e("a/b", true, 0), e("a/f", false, 5000), e("g", false, 0)])
+                .unwrap();
         // root (2), a (3), a/b (4), a/f: 2 clusters (5, 6); g is empty: no cluster
         assert_eq!(p.fat, vec![EOC, EOC, EOC, 6, EOC]);
         let a = &p.dirs[1].1;
@@ -757,11 +758,14 @@ mod tests {
     #[test]
     fn plan_refusals() {
         let g = geometry();
-        assert!(matches!(Plan::new(g, &[e("x/y", false, 1)]), Err(FatWriteError::Orphan { .. })));
-        assert!(matches!(Plan::new(g, &[e("a:b", false, 1)]), Err(FatWriteError::BadName { ch: ':', .. })));
-        assert!(matches!(Plan::new(g, &[e("A", false, 1), e("a", false, 1)]), Err(FatWriteError::CaseClash { .. })));
-        assert!(matches!(Plan::new(g, &[e("big", false, 5 << 30)]), Err(FatWriteError::FileTooBig { .. })));
-        assert!(matches!(Plan::new(g, &[e("big", false, (4u64 << 30) - 1)]), Err(FatWriteError::NoSpace { .. })));
+        assert!(matches!(FatLayout::new(g, &[e("x/y", false, 1)]), Err(FatWriteError::Orphan { .. })));
+        assert!(matches!(FatLayout::new(g, &[e("a:b", false, 1)]), Err(FatWriteError::BadName { ch: ':', .. })));
+        assert!(matches!(
+            FatLayout::new(g, &[e("A", false, 1), e("a", false, 1)]),
+            Err(FatWriteError::CaseClash { .. })
+        ));
+        assert!(matches!(FatLayout::new(g, &[e("big", false, 5 << 30)]), Err(FatWriteError::FileTooBig { .. })));
+        assert!(matches!(FatLayout::new(g, &[e("big", false, (4u64 << 30) - 1)]), Err(FatWriteError::NoSpace { .. })));
     }
 
     /// Format a real filesystem with mkfs.fat, write a tree, and let fsck.fat and mtools judge it.

@@ -19,9 +19,9 @@
 
 use crate::boot::{bios, uefi};
 use crate::media::unattend;
-use crate::target::choose::Fs;
-use crate::target::fatwrite::{self, ShortNames};
-use crate::tree::{Origin, Plan};
+use crate::stick::choose::Fs;
+use crate::stick::fatwrite::{self, ShortNames};
+use crate::tree::{Origin, StickTree};
 
 /// The filesystem and the driver that writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,7 @@ fn parent(path: &str) -> &str {
 
 /// The added file an entry of the plan is there for: itself, or (a directory woesafe makes) the first added file
 /// under it.
-fn added_for(plan: &Plan, i: usize) -> Option<&str> {
+fn added_for(plan: &StickTree, i: usize) -> Option<&str> {
     let e = &plan.entries[i];
     if !e.is_dir {
         return Some(&e.path);
@@ -161,7 +161,7 @@ fn added_for(plan: &Plan, i: usize) -> Option<&str> {
 }
 
 /// The entry `i` of the plan, for a message: "the ISO's file X", "the directory X that woesafe adds for Y".
-fn describe(plan: &Plan, i: usize) -> String {
+fn describe(plan: &StickTree, i: usize) -> String {
     let e = &plan.entries[i];
     let kind = if e.is_dir { "directory" } else { "file" };
     match (&plan.origins[i], added_for(plan, i)) {
@@ -201,7 +201,7 @@ fn hint(path: &str) -> String {
 }
 
 /// Check every name of the planned tree for `target`; the first problem found, naming the paths.
-pub fn check_names(target: Target, plan: &Plan) -> Result<(), NameProblem> {
+pub fn check_names(target: Target, plan: &StickTree) -> Result<(), NameProblem> {
     let fs = fs_name(target);
     let entries = &plan.entries;
     // 1. Two entries one directory cannot hold apart (parents come before children, so a clash of
@@ -366,7 +366,7 @@ mod tests {
     const ALL: [Target; 4] = [FAT, VFAT, NTFS, NTFS3];
 
     fn check(t: Target, iso: &[SourceEntry], added: &[Added]) -> Result<(), NameProblem> {
-        check_names(t, &Plan::build(iso, &[], added))
+        check_names(t, &StickTree::build(iso, &[], added))
     }
 
     #[test]
@@ -424,7 +424,7 @@ mod tests {
         let iso = [e("sources", true), e("sources/install2.swm", true), e("sources/install.wim", false)];
         let err = check_names(
             FAT,
-            &Plan::build(
+            &StickTree::build(
                 &iso,
                 &["sources/install.wim".into()],
                 &[add("sources/install.swm"), add("sources/install2.swm")],
