@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::media::iso::IsoFs;
 use crate::media::{wim, wimsplit};
-use crate::worker::frame::{self, Down, Up};
+use crate::protocol::{self, Down, Up};
 
 /// Most bytes read from one file of a fuzzed ISO (or one part of a fuzzed WIM split).
 pub const READ_CAP_PER_ITEM: u64 = 1 << 20;
@@ -215,17 +215,17 @@ where
     let mut r = data;
     let mut decoded = 0;
     for _ in 0..MAX_FRAMES {
-        match frame::read_frame::<T>(&mut r) {
+        match protocol::read_frame::<T>(&mut r) {
             Ok(Some(value)) => {
                 decoded += 1;
                 let mut encoded = Vec::new();
-                match frame::write_frame(&mut encoded, &value) {
+                match protocol::write_frame(&mut encoded, &value) {
                     Ok(()) => {
-                        let back = frame::read_frame::<T>(&mut &encoded[..])
+                        let back = protocol::read_frame::<T>(&mut &encoded[..])
                             .unwrap_or_else(|e| panic!("a frame we wrote does not decode: {e}; {value:?}"));
                         assert_eq!(back.as_ref(), Some(&value), "a frame changed in a round trip");
                     }
-                    Err(frame::FrameError::TooLarge(_)) => {}
+                    Err(protocol::FrameError::TooLarge(_)) => {}
                     Err(e) => panic!("a decoded frame does not encode: {e}; {value:?}"),
                 }
             }

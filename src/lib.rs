@@ -6,13 +6,14 @@ pub mod cli;
 pub mod copy;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod job;
 pub mod media;
+pub mod protocol;
 pub mod recover;
 pub mod stick;
 pub mod sys;
 pub mod tree;
 pub mod worker;
-pub mod write;
 
 /// Skipped tests: printed, and recorded in target/test-skipped.txt so that scripts/test can show them after
 /// cargo's captured output (a skip must be visible).

@@ -767,9 +767,9 @@ fn wim_seeds(work: &Path) -> Option<Vec<Seed>> {
 }
 
 fn frame_seeds() -> Vec<Seed> {
+    use woesafe::protocol::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest, write_frame};
     use woesafe::stick::choose::{Choice, Fs, FsRequest};
     use woesafe::stick::safety::Inventory;
-    use woesafe::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest, write_frame};
     let request = WriteRequest {
         iso: "/home/user/Win11_24H2_English_x64.iso".into(),
         iso_id: woesafe::sys::argfile::FileId { dev: 2049, ino: 131_077, rdev: 0 },

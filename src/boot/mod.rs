@@ -4,7 +4,7 @@ pub mod bios;
 pub mod uefi;
 
 /// Which firmware the stick should boot on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BootMode {
     Bios,
     Uefi,

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, turning arguments into library calls and results into what the
 //! user sees. Exit codes are defined here.
 
+pub mod choices;
 pub mod recover;
 pub mod term;
 pub mod write;

@@ -1,5 +1,5 @@
 //! `woesafe write ISO TARGET`: checks, confirmation and progress in the supervisor; the writing itself in the
-//! worker (see `crate::write`).
+//! worker (see `crate::job`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, IsTerminal, Write};
@@ -17,16 +17,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use super::choices;
 use super::exit;
 use super::term::{self, escape};
 use crate::boot::BootMode;
+use crate::protocol::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest};
 use crate::stick::choose::{Fs, FsRequest};
 use crate::stick::disk::{self, TargetFacts};
 use crate::stick::label;
 use crate::stick::safety::{self, Inventory};
 use crate::stick::units::{human, parse_size};
 use crate::sys::procfs;
-use crate::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest};
 use crate::worker::spawn::{Event, Worker};
 use crate::worker::watchdog;
 
@@ -43,26 +44,26 @@ pub struct WriteArgs {
     #[arg(long)]
     pub label: Option<String>,
     /// Filesystem of the stick: auto = FAT32 (splitting a big install.wim) unless that cannot work, then NTFS
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = choices::parser::<FsRequest>(), default_value = "auto")]
     pub fs: FsRequest,
     /// NTFS sticks: write this UEFI:NTFS image (a FAT image, e.g. Rufus's Secure Boot signed one) as the UEFI
     /// bridge partition instead of the GRUB bridge woesafe builds
     #[arg(long, value_name = "FILE")]
     pub uefi_ntfs_image: Option<PathBuf>,
     /// Which firmware the stick boots on (default: both with an MBR table, uefi with GPT)
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choices::parser::<BootMode>())]
     pub boot: Option<BootMode>,
     /// Partition table: mbr (BIOS and UEFI) or gpt (UEFI only)
-    #[arg(long, value_enum, default_value = "mbr")]
+    #[arg(long, value_parser = choices::parser::<Table>(), default_value = "mbr")]
     pub table: Table,
     /// How to read the ISO: auto = userspace, the reader built for untrusted images (bounded memory and time);
     /// kernel = a udf/iso9660 mount, only on request since the kernel parses the untrusted image in ring 0 (the
     /// userspace parse runs first, and the mounted tree must match it)
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = choices::parser::<Driver>(), default_value = "auto")]
     pub source_driver: Driver,
     /// How to fill the stick's filesystem: kernel mount (vfat, ntfs3) or userspace (our FAT32 writer, ntfs-3g);
     /// auto asks /proc/filesystems
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = choices::parser::<Driver>(), default_value = "auto")]
     pub target_driver: Driver,
     /// Do not ask for confirmation
     #[arg(short, long)]
@@ -72,7 +73,7 @@ pub struct WriteArgs {
     pub force: bool,
     /// Windows 11 setup options (Rufus's): write an autounattend.xml that bypasses tpm, secureboot, ram
     /// and/or online-account (comma-separated), or all
-    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    #[arg(long, value_parser = choices::parser::<crate::media::unattend::Bypass>(), value_delimiter = ',', value_name = "LIST")]
     pub bypass: Vec<crate::media::unattend::Bypass>,
     /// Seconds without any byte moving (in any step) before the write is declared stalled: woesafe then names
     /// the stuck step, process and device, tears the worker down and exits 4

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const FILE_NAME: &str = "autounattend.xml";
 
 /// One thing to bypass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Bypass {
     /// Skip the TPM 2.0 requirement (LabConfig\BypassTPMCheck)
     Tpm,

@@ -89,7 +89,7 @@ fn unmount(target: Option<(i32, &str)>, mount_point: &Path, dev: &str) -> Result
     let out = std::env::current_exe().and_then(|exe| {
         let mut cmd = Command::new(exe);
         cmd.arg(NS_UNMOUNT_ARG).arg(fd.to_string()).arg(mount_point).arg(dev);
-        crate::worker::helper::harden(&mut cmd);
+        crate::sys::helper::harden(&mut cmd);
         cmd.output()
     });
     // SAFETY: closing the descriptor dup returned above, once.

@@ -24,7 +24,7 @@ pub(crate) fn run_private_child<A: AsRef<std::ffi::OsStr>>(arg: &str, args: &[A]
             nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>).map_err(std::io::Error::from)
         });
     }
-    crate::worker::helper::harden(&mut cmd);
+    crate::sys::helper::harden(&mut cmd);
     run_capped(cmd, CHILD_DEADLINE, CHILD_OUTPUT_CAP)
 }
 

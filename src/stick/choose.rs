@@ -8,7 +8,7 @@ use super::units::human;
 use crate::media::wim::PART_MIB;
 
 /// The filesystem asked for with --fs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FsRequest {
     /// FAT32 (splitting a big install.wim or install.esd) unless another file is over 4 GiB, then NTFS
     Auto,

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::media::SourceEntry;
-use crate::worker::helper;
+use crate::sys::helper;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NtfsError {

@@ -40,7 +40,7 @@ pub enum StagingError {
     #[error(transparent)]
     Loop(#[from] super::loopdev::LoopError),
     #[error(transparent)]
-    Format(#[from] crate::worker::helper::HelperError),
+    Format(#[from] crate::sys::helper::HelperError),
     #[error(transparent)]
     Mount(#[from] super::mount::MountError),
 }
@@ -81,7 +81,7 @@ impl Staging {
                 .map(|s| s.to_string())
                 .chain([dev.clone()])
                 .collect();
-        crate::worker::helper::run("mkfs.ext4", &args, "e2fsprogs")?;
+        crate::sys::helper::run("mkfs.ext4", &args, "e2fsprogs")?;
         let mount = MountGuard::mount(
             &dev,
             mount_point,

@@ -1,7 +1,5 @@
 //! Supervisor ↔ worker: spawning the worker as PID 1 of new PID + mount namespaces, its init, the frames.
 
-pub mod frame;
-pub mod helper;
 pub mod init;
 pub mod spawn;
 pub mod watchdog;

@@ -8,7 +8,7 @@ use std::sync::mpsc::Sender;
 
 use nix::sched::CloneFlags;
 
-use super::frame::{Down, FrameError, Up, read_frame, write_frame};
+use crate::protocol::{Down, FrameError, Up, read_frame, write_frame};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::frame::Step;
 use super::spawn::Worker;
+use crate::protocol::Step;
 use crate::sys::procfs::{self, ProcInfo};
 
 fn describe(p: &ProcInfo) -> String {

@@ -80,7 +80,7 @@ pub fn run_watching<A: AsRef<OsStr>>(
             Err(source) => return Err(HelperError::Wait { program: program.to_string(), source }),
         }
         tick(&out_buf);
-        if super::init::stop_requested() {
+        if super::stop::stop_requested() {
             let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();

@@ -17,6 +17,8 @@ use crate::media::SourceEntry;
 use crate::media::source::{self, Source, SourceError};
 use crate::media::wim::{self, FAT32_MAX_FILE, PART_MIB};
 use crate::media::wimsplit;
+use crate::protocol::Channel;
+use crate::protocol::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest};
 use crate::stick::choose::{self, BigFile, Fs, WimVerdict};
 use crate::stick::fat::{self, MountedTarget};
 use crate::stick::fatwrite::FatWriter;
@@ -26,13 +28,12 @@ use crate::stick::safety::{Inventory, LoaderProblem};
 use crate::stick::units::human;
 use crate::stick::{gpt, label, mbr};
 use crate::sys::argfile::{self, ArgFileError, Want};
+use crate::sys::helper;
 use crate::sys::loopdev::{LoopDevice, LoopWindow, device_size};
 use crate::sys::mount::MountGuard;
 use crate::sys::staging::{self, Staging};
+use crate::sys::stop::stop_requested;
 use crate::tree::{Added, Origin, StickTree, Tree, WimFrom};
-use crate::worker::frame::{Down, Driver, Report, Step, Table, TargetState, Up, WriteRequest};
-use crate::worker::helper;
-use crate::worker::init::{Link, stop_requested};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -81,7 +82,7 @@ pub enum WriteError {
         source: std::io::Error,
     },
     #[error("lost contact with the supervisor: {0}")]
-    Frame(#[from] crate::worker::frame::FrameError),
+    Frame(#[from] crate::protocol::FrameError),
     #[error(transparent)]
     Staging(#[from] crate::sys::staging::StagingError),
     #[error("scratch space: {what}: {source}")]
@@ -134,13 +135,13 @@ impl WriteError {
 
 struct Job<'a> {
     req: &'a WriteRequest,
-    link: &'a mut Link,
+    link: &'a mut dyn Channel,
     step: Step,
     state: TargetState,
 }
 
 /// Run the whole write; the returned frame is the last one the worker sends.
-pub fn run(req: &WriteRequest, link: &mut Link) -> Up {
+pub fn run(req: &WriteRequest, link: &mut dyn Channel) -> Up {
     let mut job = Job { req, link, step: Step::ReadIso, state: TargetState::Untouched };
     match job.execute() {
         Ok(Some(report)) => Up::Done(Box::new(report)),

@@ -63,8 +63,14 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> Result<Option<T>, F
     Ok(Some(serde_json::from_slice(&body)?))
 }
 
+/// The worker's end of the frame pipes: what the write job talks through.
+pub trait Channel {
+    fn send(&mut self, msg: &Up) -> Result<(), FrameError>;
+    fn recv(&mut self) -> Result<Option<Down>, FrameError>;
+}
+
 /// How to reach a filesystem (DESIGN.md, "Filesystem access").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Driver {
     Auto,
     Kernel,
@@ -72,7 +78,7 @@ pub enum Driver {
 }
 
 /// The partition table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Table {
     /// MBR: boots under BIOS and UEFI
     Mbr,
