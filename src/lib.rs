@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod cli;
 pub mod copy;
+pub mod exit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod job;
@@ -11,6 +12,7 @@ pub mod media;
 pub mod protocol;
 pub mod recover;
 pub mod stick;
+pub mod supervisor;
 pub mod sys;
 pub mod tree;
 pub mod worker;

@@ -199,6 +199,20 @@ impl TargetState {
         }
     }
 
+    /// The state's name in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetState::Untouched => "untouched",
+            TargetState::Wiped => "wiped",
+            TargetState::Partitioned => "partitioned",
+            TargetState::Formatted => "formatted",
+            TargetState::FilesIncomplete => "files-incomplete",
+            TargetState::BootIncomplete => "boot-incomplete",
+            TargetState::NotFlushed => "not-flushed",
+            TargetState::Complete => "complete",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             TargetState::Untouched => "the target was not changed",

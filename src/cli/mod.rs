@@ -2,6 +2,7 @@
 //! user sees. Exit codes are defined here.
 
 pub mod choices;
+pub mod present;
 pub mod recover;
 pub mod term;
 pub mod write;
@@ -20,13 +21,7 @@ macro_rules! say {
 use clap::{Parser, Subcommand};
 
 /// Exit codes (documented in --help and README.md).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const FAILED: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const REFUSED: u8 = 3;
-    pub const STALLED: u8 = 4;
-}
+pub use crate::exit;
 
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:

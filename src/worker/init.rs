@@ -23,7 +23,8 @@ impl Channel for Link {
 
 /// Entry point of `woesafe __woesafe_worker`. Returns the process exit code.
 pub fn main() -> i32 {
-    // Test-only: widen the moment before the handlers exist, so a test can aim a signal at it.
+    // Test builds only: widen the moment before the handlers exist, so a test can aim a signal at it.
+    #[cfg(debug_assertions)]
     if let Some(ms) = std::env::var("WOESAFE_TEST_WORKER_START_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }

@@ -32,7 +32,6 @@ pub enum Event {
     Closed,
     /// A malformed frame: the worker is not trustworthy any more.
     Bad(FrameError),
-    Signal(i32),
 }
 
 pub struct Worker {
