@@ -97,7 +97,9 @@ fn assert_released(fuse: &FuseDir, sup: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ps = String::from_utf8(Command::new("ps").args(["-eo", "pid,stat,args"]).output().unwrap().stdout).unwrap();
-        if !ps.lines().any(|l| l.contains("__woesafe_worker") && !l.contains(" Z")) {
+        // Workers of this build only: other checkouts on the machine may be running their own.
+        let ours = format!("{} __woesafe_worker", bin().display());
+        if !ps.lines().any(|l| l.contains(&ours) && !l.contains(" Z")) {
             break;
         }
         assert!(Instant::now() < deadline, "a worker is left:\n{ps}");

@@ -31,6 +31,7 @@ Exit codes:
   3  refused by a safety check (nothing was written), a damaged or hostile ISO (over the reader's limits,
      or not a valid UDF/ISO 9660 image), or the target is busy
   4  stalled: no byte moved for --stall-timeout seconds; the report names the step, process and device
+  6  several targets, and they did not all end the same way (the results list says which)
   128+N  stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 131 SIGQUIT); the message says what state
      the target is in";
 
