@@ -135,7 +135,9 @@ fn ask(question: &str, stop: &StopHandle) -> Result<bool, String> {
             "refusing to write without confirmation: standard input is not a terminal; add --yes to confirm".into()
         );
     }
-    let _ = write!(std::io::stderr(), "{} Type 'yes' to continue: ", term::escape_lines(question));
+    // A one-line question takes the prompt on its line; a list gets it on a line of its own.
+    let gap = if question.contains('\n') { "\n" } else { " " };
+    let _ = write!(std::io::stderr(), "{}{gap}Type 'yes' to continue: ", term::escape_lines(question));
     let _ = std::io::stderr().flush();
     // Wait for the answer without blocking signals out: a Ctrl-C at the prompt must end woesafe at once.
     loop {
@@ -189,7 +191,7 @@ impl Gate {
                     format!("This will ERASE everything on {}.", st.asked[0])
                 } else {
                     let list: String = st.asked.iter().map(|t| format!("\n  {t}")).collect();
-                    format!("This will ERASE everything on these {} targets:{list}\n", st.asked.len())
+                    format!("This will ERASE everything on these {} targets:{list}", st.asked.len())
                 };
                 let answer = ask(&q, &self.stop);
                 st.answer = Some(answer.clone());
