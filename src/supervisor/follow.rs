@@ -41,7 +41,7 @@ pub(super) fn supervise(
 ) -> Result<Outcome, Exit> {
     // The frame reader thread is started before the worker (see worker::spawn).
     let (events, inbox) = mpsc::channel();
-    let mut worker = spawner::spawn(events).map_err(|e| fail(exit::FAILED, e))?;
+    let mut worker = spawner::spawn(events, write.worker_exe.as_deref()).map_err(|e| fail(exit::FAILED, e))?;
     let mut f = Follower { write, facts, lock, observer, stop, progress, worker: &mut worker, devices: Vec::new() };
     f.follow(&inbox, request)
 }

@@ -94,6 +94,8 @@ pub struct Write {
     iso: PathBuf,
     target: PathBuf,
     options: WriteOptions,
+    /// The program that runs as the worker (`PROGRAM __woesafe_worker`); None: this program.
+    worker_exe: Option<PathBuf>,
 }
 
 /// What a run knows while it goes: the step reached (for the target's state), the steps' count.
@@ -108,7 +110,14 @@ struct Progress {
 
 impl Write {
     pub fn new(iso: impl Into<PathBuf>, target: impl Into<PathBuf>, options: WriteOptions) -> Write {
-        Write { iso: iso.into(), target: target.into(), options }
+        Write { iso: iso.into(), target: target.into(), options, worker_exe: None }
+    }
+
+    /// Run the worker from `program` (the woesafe binary) instead of this program: for a program that uses the
+    /// library but does not call `worker::init::main` for `__woesafe_worker` itself.
+    pub fn worker_program(mut self, program: impl Into<PathBuf>) -> Write {
+        self.worker_exe = Some(program.into());
+        self
     }
 
     pub fn target(&self) -> &Path {

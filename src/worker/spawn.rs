@@ -14,6 +14,10 @@ use crate::protocol::{Down, FrameError, Up, read_frame, write_frame};
 pub enum SpawnError {
     #[error("cannot create a PID namespace for the worker: {0} (woesafe needs root)")]
     PidNamespace(#[source] nix::Error),
+    #[error("cannot open this thread's PID namespace (/proc/thread-self/ns/pid): {0}")]
+    OwnNamespace(#[source] std::io::Error),
+    #[error("cannot go back to our own PID namespace after starting the worker: {0}")]
+    BackToOwnNamespace(#[source] nix::Error),
     #[error("cannot find our own executable: {0}")]
     Exe(#[source] std::io::Error),
     #[error("cannot create the frame pipe: {0}")]
@@ -58,13 +62,25 @@ fn pidfd_self() -> Option<OwnedFd> {
     }
 }
 
-/// Start the worker; its frames arrive on `events`. Call it only once per process and after starting every
-/// thread the supervisor needs: from here on the supervisor's children are born into the new PID namespace
-/// (the worker becomes its PID 1), and clone(CLONE_THREAD) across PID namespaces fails, so no new thread can
-/// be started.
-pub fn spawn(events: Sender<Event>) -> Result<Worker, SpawnError> {
+/// Start the worker (`exe __woesafe_worker`; None: this very program); its frames arrive on `events`. The
+/// calling thread unshares a new PID namespace for the worker (which becomes its PID 1) and, once the worker
+/// is started, goes back to its own for the children to come: while it points at the new one, clone of a
+/// thread fails and no second worker could be started. Other threads are never affected (a PID namespace for
+/// children is per thread), so several threads may each start a worker.
+pub fn spawn(events: Sender<Event>, exe: Option<&std::path::Path>) -> Result<Worker, SpawnError> {
+    let exe = match exe {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe().map_err(SpawnError::Exe)?,
+    };
+    let own_pid_ns = std::fs::File::open("/proc/thread-self/ns/pid").map_err(SpawnError::OwnNamespace)?;
+    let worker = spawn_in_new_namespace(events, exe);
+    // Back to our own PID namespace for this thread's next children (and threads).
+    nix::sched::setns(&own_pid_ns, CloneFlags::CLONE_NEWPID).map_err(SpawnError::BackToOwnNamespace)?;
+    worker
+}
+
+fn spawn_in_new_namespace(events: Sender<Event>, exe: std::path::PathBuf) -> Result<Worker, SpawnError> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(SpawnError::Exe)?;
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Pipe)?;
     // The reader thread exists before the PID namespace is unshared.
     std::thread::Builder::new()
