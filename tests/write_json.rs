@@ -75,7 +75,7 @@ fn a_success_is_a_complete_sequence() {
     assert_eq!(steps.first(), Some(&"read-iso"), "{steps:?}");
     assert_eq!(steps.last(), Some(&"unmount"), "{steps:?}");
     assert!(steps.contains(&"copy"), "{steps:?}");
-    let copy = ev.iter().filter(|e| e["event"] == "progress" && e["step"] == "copy").last().unwrap();
+    let copy = ev.iter().rfind(|e| e["event"] == "progress" && e["step"] == "copy").unwrap();
     assert_eq!(copy["done"], copy["total"], "the copy's progress ends at its total: {copy}");
     let done = ev.iter().find(|e| e["event"] == "done").unwrap();
     assert_eq!(done["report"]["label"].as_str().map(|s| !s.is_empty()), Some(true), "{done}");
