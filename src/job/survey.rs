@@ -513,7 +513,7 @@ fn planned_layout(f: PlanFacts<'_>) -> PlannedLayout {
 }
 
 /// Whether the ISO is Windows 7's (sources/cversion.ini says so).
-fn is_windows7(source: &Source) -> bool {
+pub(crate) fn is_windows7(source: &Source) -> bool {
     let entries = source.entries();
     let cversion = find_file(entries, "sources/cversion.ini")
         .filter(|&i| entries[i].size < 64 << 10)
