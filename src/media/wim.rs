@@ -466,6 +466,59 @@ mod tests {
         assert_eq!(info.uncompressed_bytes, 3001 * 3002 / 2);
     }
 
+    fn utf16(xml: &str) -> Vec<u8> {
+        "\u{feff}".chars().chain(xml.chars()).collect::<String>().encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn images_are_read_from_the_xml() {
+        let xml = "<WIM><TOTALBYTES>5</TOTALBYTES><IMAGE INDEX=\"1\"><NAME>Windows 11 Home</NAME><WINDOWS>\
+                   <ARCH>9</ARCH><PRODUCTNAME>Microsoft&#174; Windows&#174;</PRODUCTNAME><EDITIONID>Core</EDITIONID>\
+                   <INSTALLATIONTYPE>Client</INSTALLATIONTYPE><LANGUAGES><LANGUAGE>en-US</LANGUAGE><DEFAULT>en-US\
+                   </DEFAULT></LANGUAGES><VERSION><MAJOR>10</MAJOR><MINOR>0</MINOR><BUILD>22631</BUILD>\
+                   <SPBUILD>2861</SPBUILD></VERSION></WINDOWS><DISPLAYNAME>Windows 11 Home</DISPLAYNAME></IMAGE>\
+                   <!-- a comment --><IMAGE INDEX=\"2\"><NAME>Arm &amp; more</NAME><WINDOWS><ARCH>12</ARCH>\
+                   </WINDOWS></IMAGE></WIM>\0garbage after the NUL";
+        let images = images(&utf16(xml)).unwrap();
+        assert_eq!(images.len(), 2);
+        let home = &images[0];
+        assert_eq!(
+            (home.index, home.name.as_deref(), home.edition_id.as_deref()),
+            (1, Some("Windows 11 Home"), Some("Core"))
+        );
+        assert_eq!((home.arch().as_deref(), home.language.as_deref()), (Some("x64"), Some("en-US")));
+        assert_eq!(home.product_name.as_deref(), Some("Microsoft\u{ae} Windows\u{ae}"));
+        assert_eq!(home.version, Some(WimVersion { major: 10, minor: 0, build: 22631, sp_build: 2861 }));
+        assert_eq!((images[1].name.as_deref(), images[1].arch().as_deref()), (Some("Arm & more"), Some("arm64")));
+        assert_eq!(images[1].version, None);
+        // And through inspect: the x64 images.
+        let info = inspect(&mut Cursor::new(wim(0x10D00, &[(1 << 20, 0x04)], XML, (1, 1)))).unwrap();
+        assert_eq!(info.images.iter().map(|i| i.arch_code).collect::<Vec<_>>(), [Some(0), Some(9)]);
+    }
+
+    #[test]
+    fn hostile_xml_is_a_typed_error() {
+        let err = |xml: &str| images(&utf16(xml)).unwrap_err();
+        assert!(matches!(err("<WIM><IMAGE INDEX=\"1\"></WIM>"), XmlError::Parse(_)));
+        assert_eq!(err("<NOTWIM/>"), XmlError::Root("NOTWIM".into()));
+        assert_eq!(err("<WIM><IMAGE/></WIM>"), XmlError::Index);
+        assert_eq!(err("<WIM><IMAGE INDEX=\"x\"/></WIM>"), XmlError::Index);
+        // No DTD, so no entity expansion (a billion laughs).
+        let laughs = "<!DOCTYPE WIM [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">]>\
+                      <WIM><IMAGE INDEX=\"1\"><NAME>&b;</NAME></IMAGE></WIM>";
+        assert!(matches!(err(laughs), XmlError::Parse(_)));
+        // Nodes are bounded: 4 MiB of tiny elements is refused, not turned into millions of nodes.
+        let many = format!("<WIM>{}</WIM>", "<a/>".repeat(MAX_XML_NODES as usize + 1));
+        assert_eq!(err(&many), XmlError::TooManyNodes);
+        // A lone surrogate is not UTF-16.
+        let mut bad = utf16("<WIM/>");
+        bad.extend(0xD800u16.to_le_bytes());
+        assert_eq!(images(&bad).unwrap_err(), XmlError::Utf16);
+        // Through inspect: a WimError naming the XML.
+        let e = inspect(&mut Cursor::new(wim(0x10D00, &[(1 << 20, 0x04)], "<WIM><IMAGE>", (1, 1)))).unwrap_err();
+        assert!(e.to_string().contains("XML data is damaged or hostile"), "{e}");
+    }
+
     #[test]
     fn not_a_wim() {
         assert!(matches!(inspect(&mut Cursor::new(vec![0u8; 300])), Err(WimError::NotWim)));
