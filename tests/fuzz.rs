@@ -813,6 +813,7 @@ fn frame_seeds() -> Vec<Seed> {
         scratch_bytes: 0,
         win7_image: Some(2),
         bridge: false,
+        layout: Default::default(),
     };
     let report = Report {
         label: "WIN11".into(),

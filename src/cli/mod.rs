@@ -2,6 +2,7 @@
 //! user sees. Exit codes are defined here.
 
 pub mod choices;
+pub mod inspect;
 pub mod present;
 pub mod recover;
 pub mod term;
@@ -64,4 +65,10 @@ pub enum Command {
         after_help = "Exit codes:\n  0  clean, or cleaned\n  1  something could not be cleaned (the message says what and why)\n  2  usage error\n  3  refused (not root)"
     )]
     Recover(recover::RecoverArgs),
+    /// Show what a Windows ISO is: version, editions, install image, boot support, the filesystem a write would
+    /// choose and why, the space needed, odd names; nothing is mounted or written (root not needed)
+    #[command(
+        after_help = "Exit codes:\n  0  inspected\n  1  the ISO could not be read to the end\n  2  usage error (a missing or unreadable file, a directory)\n  3  a damaged or hostile ISO (not a valid UDF/ISO 9660 image, or over the reader's limits)"
+    )]
+    Inspect(inspect::InspectArgs),
 }

@@ -65,6 +65,23 @@ pub enum WimError {
     NotWim,
     #[error("the WIM is damaged or hostile: {0}")]
     Damaged(&'static str),
+    #[error("the WIM's XML data is damaged or hostile: {0}")]
+    Xml(#[from] XmlError),
+}
+
+/// What is wrong with a WIM's XML data (read with roxmltree, within bounds).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum XmlError {
+    #[error("it is not valid UTF-16")]
+    Utf16,
+    #[error("it is not well-formed XML: {0}")]
+    Parse(String),
+    #[error("it holds more than {MAX_XML_NODES} XML nodes")]
+    TooManyNodes,
+    #[error("its root element is {0}, not WIM")]
+    Root(String),
+    #[error("an IMAGE element has no valid INDEX attribute")]
+    Index,
 }
 
 /// A resource header as the WIM stores it.
@@ -103,7 +120,60 @@ pub struct WimInfo {
     pub uncompressed_bytes: u64,
     /// Image indexes (1-based) whose XML says ARCH 9 (x64), in order.
     pub x64_images: Vec<u32>,
+    /// The images as the XML describes them, in document order.
+    pub images: Vec<WimImage>,
 }
+
+/// One image (edition) of a WIM, as its XML data describes it. Every string is the WIM's: untrusted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WimImage {
+    /// The INDEX attribute (1-based).
+    pub index: u32,
+    /// NAME ("Windows 11 Pro").
+    pub name: Option<String>,
+    /// DISPLAYNAME, when present.
+    pub display_name: Option<String>,
+    /// WINDOWS/EDITIONID ("Professional").
+    pub edition_id: Option<String>,
+    /// WINDOWS/ARCH as stored (0 x86, 5 ARM, 6 IA64, 9 x64, 12 ARM64).
+    pub arch_code: Option<u32>,
+    /// WINDOWS/PRODUCTNAME.
+    pub product_name: Option<String>,
+    /// WINDOWS/INSTALLATIONTYPE ("Client", "Server").
+    pub installation_type: Option<String>,
+    /// WINDOWS/VERSION: MAJOR, MINOR, BUILD, SPBUILD.
+    pub version: Option<WimVersion>,
+    /// WINDOWS/LANGUAGES/DEFAULT ("en-US").
+    pub language: Option<String>,
+}
+
+/// A Windows version from the WIM's XML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WimVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub build: u32,
+    pub sp_build: u32,
+}
+
+impl WimImage {
+    /// The architecture's usual name ("x64", "x86", "arm64", ...), or the number when unknown.
+    pub fn arch(&self) -> Option<String> {
+        self.arch_code.map(|a| match a {
+            0 => "x86".into(),
+            5 => "arm".into(),
+            6 => "ia64".into(),
+            9 => "x64".into(),
+            12 => "arm64".into(),
+            n => format!("arch {n}"),
+        })
+    }
+}
+
+/// At most this many XML nodes (elements, attributes' owners, text, comments) are parsed: a real install.wim's
+/// XML has a few thousand; 4 MiB of `<a/>` would otherwise make about a million, each with roxmltree's
+/// bookkeeping.
+pub const MAX_XML_NODES: u32 = 200_000;
 
 /// Read the header, blob table and XML of the WIM in `r`.
 pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
@@ -156,6 +226,7 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         largest_resource: 0,
         uncompressed_bytes: 0,
         x64_images: Vec::new(),
+        images: Vec::new(),
     };
     // The blob table: 50-byte entries, never compressed, read a slice at a time (it may be 64 MiB).
     if !blob_table.size_in_wim.is_multiple_of(BLOB_ENTRY_SIZE) || !fits(&blob_table) {
@@ -178,14 +249,83 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         let mut raw = vec![0u8; xml.size_in_wim as usize];
         r.seek(SeekFrom::Start(xml.offset))?;
         r.read_exact(&mut raw)?;
-        // Decoded straight from the bytes: no copy of them as UTF-16 units.
-        let text: String = char::decode_utf16(raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
-            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-            .collect();
+        info.images = images(&raw)?;
         drop(raw);
-        info.x64_images = x64_images(&text);
+        info.x64_images = info.images.iter().filter(|i| i.arch_code == Some(9)).map(|i| i.index).collect();
     }
     Ok(info)
+}
+
+/// The images described by a WIM's XML data (UTF-16LE, an optional byte-order mark, ending at the first NUL as
+/// wimlib reads it), parsed with roxmltree within MAX_XML_NODES and without DTDs. The caller bounds the bytes
+/// (MAX_XML_BYTES).
+pub fn images(raw: &[u8]) -> Result<Vec<WimImage>, XmlError> {
+    // Decoded straight from the bytes: no copy of them as UTF-16 units.
+    let mut text = String::with_capacity(raw.len() / 2);
+    for c in char::decode_utf16(raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]))) {
+        match c.map_err(|_| XmlError::Utf16)? {
+            '\0' => break,
+            c => text.push(c),
+        }
+    }
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let options = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: MAX_XML_NODES, ..Default::default() };
+    let doc = roxmltree::Document::parse_with_options(text, options).map_err(|e| match e {
+        roxmltree::Error::NodesLimitReached => XmlError::TooManyNodes,
+        e => XmlError::Parse(e.to_string()),
+    })?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "WIM" {
+        return Err(XmlError::Root(root.tag_name().name().chars().take(64).collect()));
+    }
+    let mut out = Vec::new();
+    for image in root.children().filter(|c| c.has_tag_name("IMAGE")) {
+        let index = image.attribute("INDEX").and_then(parse_u32).ok_or(XmlError::Index)?;
+        let windows = child(image, "WINDOWS");
+        let version = windows.and_then(|w| child(w, "VERSION")).map(|v| WimVersion {
+            major: number(child(v, "MAJOR")).unwrap_or(0),
+            minor: number(child(v, "MINOR")).unwrap_or(0),
+            build: number(child(v, "BUILD")).unwrap_or(0),
+            sp_build: number(child(v, "SPBUILD")).unwrap_or(0),
+        });
+        out.push(WimImage {
+            index,
+            name: text_of(child(image, "NAME")),
+            display_name: text_of(child(image, "DISPLAYNAME")),
+            edition_id: text_of(windows.and_then(|w| child(w, "EDITIONID"))),
+            arch_code: number(windows.and_then(|w| child(w, "ARCH"))),
+            product_name: text_of(windows.and_then(|w| child(w, "PRODUCTNAME"))),
+            installation_type: text_of(windows.and_then(|w| child(w, "INSTALLATIONTYPE"))),
+            version,
+            language: text_of(windows.and_then(|w| child(w, "LANGUAGES")).and_then(|l| child(l, "DEFAULT"))),
+        });
+    }
+    Ok(out)
+}
+
+/// The first child element of `n` named `name`.
+fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    n.children().find(|c| c.has_tag_name(name))
+}
+
+/// An element's text, trimmed; None when absent or empty.
+fn text_of(n: Option<roxmltree::Node<'_, '_>>) -> Option<String> {
+    let t: String = n?.children().filter_map(|c| c.text()).collect();
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+fn number(n: Option<roxmltree::Node<'_, '_>>) -> Option<u32> {
+    text_of(n).and_then(|t| parse_u32(&t))
+}
+
+/// A decimal number as the WIM's XML writes it (wimlib also accepts 0x-prefixed hexadecimal).
+fn parse_u32(s: &str) -> Option<u32> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
 }
 
 /// Count one 50-byte blob table entry into `info`.
@@ -205,23 +345,6 @@ fn count_entry(info: &mut WimInfo, entry: &[u8]) {
         _ if uncompressed == SOLID_RESOURCE_MAGIC => 0,
         _ => res.size_in_wim,
     });
-}
-
-/// Image indexes whose <ARCH> is 9 (AMD64) in the WIM's XML.
-fn x64_images(xml: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for chunk in xml.split("<IMAGE ").skip(1) {
-        let index = chunk
-            .split_once("INDEX=\"")
-            .and_then(|(_, rest)| rest.split_once('"'))
-            .and_then(|(n, _)| n.parse::<u32>().ok());
-        let body = chunk.split("</IMAGE>").next().unwrap_or("");
-        let arch = body.split_once("<ARCH>").and_then(|(_, rest)| rest.split_once("</ARCH>")).map(|(a, _)| a.trim());
-        if let (Some(i), Some("9")) = (index, arch) {
-            out.push(i);
-        }
-    }
-    out
 }
 
 /// The names `wimlib-imagex split` gives the parts of `sources/install.swm`: install.swm, install2.swm, ...
@@ -341,6 +464,59 @@ mod tests {
         assert_eq!(info.resources, 3001);
         assert_eq!(info.largest_resource, 3001);
         assert_eq!(info.uncompressed_bytes, 3001 * 3002 / 2);
+    }
+
+    fn utf16(xml: &str) -> Vec<u8> {
+        "\u{feff}".chars().chain(xml.chars()).collect::<String>().encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn images_are_read_from_the_xml() {
+        let xml = "<WIM><TOTALBYTES>5</TOTALBYTES><IMAGE INDEX=\"1\"><NAME>Windows 11 Home</NAME><WINDOWS>\
+                   <ARCH>9</ARCH><PRODUCTNAME>Microsoft&#174; Windows&#174;</PRODUCTNAME><EDITIONID>Core</EDITIONID>\
+                   <INSTALLATIONTYPE>Client</INSTALLATIONTYPE><LANGUAGES><LANGUAGE>en-US</LANGUAGE><DEFAULT>en-US\
+                   </DEFAULT></LANGUAGES><VERSION><MAJOR>10</MAJOR><MINOR>0</MINOR><BUILD>22631</BUILD>\
+                   <SPBUILD>2861</SPBUILD></VERSION></WINDOWS><DISPLAYNAME>Windows 11 Home</DISPLAYNAME></IMAGE>\
+                   <!-- a comment --><IMAGE INDEX=\"2\"><NAME>Arm &amp; more</NAME><WINDOWS><ARCH>12</ARCH>\
+                   </WINDOWS></IMAGE></WIM>\0garbage after the NUL";
+        let images = images(&utf16(xml)).unwrap();
+        assert_eq!(images.len(), 2);
+        let home = &images[0];
+        assert_eq!(
+            (home.index, home.name.as_deref(), home.edition_id.as_deref()),
+            (1, Some("Windows 11 Home"), Some("Core"))
+        );
+        assert_eq!((home.arch().as_deref(), home.language.as_deref()), (Some("x64"), Some("en-US")));
+        assert_eq!(home.product_name.as_deref(), Some("Microsoft\u{ae} Windows\u{ae}"));
+        assert_eq!(home.version, Some(WimVersion { major: 10, minor: 0, build: 22631, sp_build: 2861 }));
+        assert_eq!((images[1].name.as_deref(), images[1].arch().as_deref()), (Some("Arm & more"), Some("arm64")));
+        assert_eq!(images[1].version, None);
+        // And through inspect: the x64 images.
+        let info = inspect(&mut Cursor::new(wim(0x10D00, &[(1 << 20, 0x04)], XML, (1, 1)))).unwrap();
+        assert_eq!(info.images.iter().map(|i| i.arch_code).collect::<Vec<_>>(), [Some(0), Some(9)]);
+    }
+
+    #[test]
+    fn hostile_xml_is_a_typed_error() {
+        let err = |xml: &str| images(&utf16(xml)).unwrap_err();
+        assert!(matches!(err("<WIM><IMAGE INDEX=\"1\"></WIM>"), XmlError::Parse(_)));
+        assert_eq!(err("<NOTWIM/>"), XmlError::Root("NOTWIM".into()));
+        assert_eq!(err("<WIM><IMAGE/></WIM>"), XmlError::Index);
+        assert_eq!(err("<WIM><IMAGE INDEX=\"x\"/></WIM>"), XmlError::Index);
+        // No DTD, so no entity expansion (a billion laughs).
+        let laughs = "<!DOCTYPE WIM [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">]>\
+                      <WIM><IMAGE INDEX=\"1\"><NAME>&b;</NAME></IMAGE></WIM>";
+        assert!(matches!(err(laughs), XmlError::Parse(_)));
+        // Nodes are bounded: 4 MiB of tiny elements is refused, not turned into millions of nodes.
+        let many = format!("<WIM>{}</WIM>", "<a/>".repeat(MAX_XML_NODES as usize + 1));
+        assert_eq!(err(&many), XmlError::TooManyNodes);
+        // A lone surrogate is not UTF-16.
+        let mut bad = utf16("<WIM/>");
+        bad.extend(0xD800u16.to_le_bytes());
+        assert_eq!(images(&bad).unwrap_err(), XmlError::Utf16);
+        // Through inspect: a WimError naming the XML.
+        let e = inspect(&mut Cursor::new(wim(0x10D00, &[(1 << 20, 0x04)], "<WIM><IMAGE>", (1, 1)))).unwrap_err();
+        assert!(e.to_string().contains("XML data is damaged or hostile"), "{e}");
     }
 
     #[test]

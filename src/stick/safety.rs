@@ -164,6 +164,107 @@ pub struct Inventory {
     pub win7_image: Option<u32>,
     /// The stick gets a UEFI bridge partition (NTFS with a UEFI loader to hand over to).
     pub bridge: bool,
+    /// What the write will do on the target: partitions, filesystem, label, files, split, boot code (for
+    /// `--dry-run` and `inspect`).
+    #[serde(default)]
+    pub layout: PlannedLayout,
+}
+
+/// The partition table a write makes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlannedTable {
+    #[default]
+    Mbr,
+    Gpt,
+}
+
+/// What a partition is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionRole {
+    /// The Windows partition: FAT32 or NTFS, holding the ISO's files.
+    Main,
+    /// The small FAT partition whose EFI loader chain-loads the NTFS stick's loader.
+    UefiBridge,
+}
+
+/// One partition the write creates.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlannedPartition {
+    /// 1-based, as in the table.
+    pub number: u32,
+    /// Start on the disk, in bytes.
+    pub offset: u64,
+    pub size: u64,
+    pub role: PartitionRole,
+    /// The type in the table: an MBR type byte ("0x0C") or a GPT type name ("Microsoft basic data").
+    pub type_name: String,
+}
+
+/// How a big install image goes onto FAT32.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlannedSplit {
+    /// The WIM's path on the ISO.
+    pub wim: String,
+    /// Re-packed into a plain WIM in scratch space first (the part sizes are then estimates).
+    pub repack: bool,
+    pub parts: usize,
+    /// The largest part asked for (wimlib's `split … 4000`), in bytes.
+    pub part_bytes: u64,
+    /// Each part's size in bytes (estimated after a re-pack).
+    pub part_sizes: Vec<u64>,
+}
+
+/// The BIOS boot code a write installs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlannedBios {
+    /// GRUB's boot code: bytes 0..440 of sector 0 (the partition table is kept).
+    pub boot_code: String,
+    /// GRUB's i386-pc core image: the MBR gap before the first partition.
+    pub core_image: String,
+    /// The GRUB configuration file added to the stick, and what it runs.
+    pub config: String,
+    pub chain: String,
+}
+
+/// How the stick boots under UEFI.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PlannedUefi {
+    /// The ISO's own loader, on FAT32.
+    IsoLoader { path: String },
+    /// Windows 7: the loader extracted from install.wim's image `image`, as `path`.
+    Windows7 { image: u32, path: String },
+    /// NTFS: a FAT bridge partition whose loader chain-loads `loader` on the NTFS partition; `image` the user's
+    /// UEFI:NTFS image, else a GRUB image woesafe builds (not Secure Boot signed).
+    Bridge { loader: String, image: Option<String> },
+    /// UEFI boot asked for, but the ISO has no loader.
+    Unavailable,
+}
+
+/// What a write will do on the target, as planned before anything is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlannedLayout {
+    pub table: PlannedTable,
+    /// Empty when the target has no room for a partition.
+    pub partitions: Vec<PlannedPartition>,
+    /// None when the requested filesystem cannot be used (see `Inventory::fs`).
+    pub fs: Option<crate::stick::choose::Fs>,
+    /// The label the filesystem gets (--label, else derived from the volume id).
+    pub label: String,
+    /// Directories and files on the stick, as planned (split parts and woesafe's own files included).
+    pub dirs: u64,
+    pub files: u64,
+    /// Bytes copied onto the stick.
+    pub bytes: u64,
+    pub split: Option<PlannedSplit>,
+    /// None without BIOS boot.
+    pub bios: Option<PlannedBios>,
+    /// None without UEFI boot.
+    pub uefi: Option<PlannedUefi>,
+    /// Files woesafe adds (boot/grub/grub.cfg, autounattend.xml, efi/boot/bootx64.efi for Windows 7).
+    pub added: Vec<String>,
 }
 
 /// Checks that need the ISO's inventory.
@@ -343,6 +444,7 @@ mod tests {
             }),
             scratch_problem: None,
             scratch_bytes: 0,
+            layout: Default::default(),
             win7_image: None,
             bridge: false,
         }

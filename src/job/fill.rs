@@ -1,0 +1,124 @@
+//! Filling the stick: the Mount step (woesafe's FAT writer, a kernel mount, or ntfs-3g with fusectl beside it,
+//! each held by a guard in `Filled`) and the Copy step (the tree through the copy engine, with progress).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::mount::MsFlags;
+
+use crate::copy::{TargetTree, copy_tree};
+use crate::protocol::{Step, TargetState, Up};
+use crate::stick::choose::Fs;
+use crate::stick::fat::MountedTarget;
+use crate::stick::fatwrite::FatWriter;
+use crate::stick::ntfs::NtfsMount;
+use crate::sys::loopdev::LoopDevice;
+use crate::sys::mount::MountGuard;
+use crate::sys::stop::stop_requested;
+use crate::tree::Tree;
+
+use super::survey::target_mount_point;
+use super::{Job, WriteError};
+
+/// The mounts of the stick's filesystem, if any. Fields drop in this order on every path: fusectl, then
+/// ntfs-3g's mount, then the kernel mount (the writer, a separate value declared after this one, goes first).
+pub(super) struct Mounts {
+    pub fusectl: Option<MountGuard>,
+    pub ntfs_mount: Option<NtfsMount>,
+    pub target_mount: Option<MountGuard>,
+}
+
+impl Job<'_> {
+    /// Mount: open the stick's filesystem for the copy, the way `fs` and the driver say: its mounts, and the
+    /// writer the copy goes through.
+    pub(super) fn mount(
+        &mut self,
+        part: &LoopDevice,
+        fs: Fs,
+        use_kernel_target: bool,
+        tree: &Tree<'_>,
+        work: &Path,
+    ) -> Result<(Mounts, Box<dyn TargetTree>), WriteError> {
+        self.enter(Step::Mount)?;
+        let part_err = |source| WriteError::Device { path: part.path().into(), source };
+        let mut target_mount = None;
+        let mut ntfs_mount = None;
+        let mut fusectl_guard = None;
+        let mount_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        let mount_point = target_mount_point(work);
+        let target: Box<dyn TargetTree> = match (fs, use_kernel_target) {
+            (Fs::Fat32, false) => {
+                Box::new(FatWriter::open(part.file().try_clone().map_err(part_err)?, part.path(), &tree.plan.entries)?)
+            }
+            (Fs::Fat32, true) | (Fs::Ntfs, true) => {
+                let (fstype, opts) = match fs {
+                    Fs::Fat32 => ("vfat", Some("utf8,shortname=mixed,errors=remount-ro")),
+                    Fs::Ntfs => ("ntfs3", None),
+                };
+                let dev = part.path().to_string_lossy().into_owned();
+                let m = MountGuard::mount(&dev, &mount_point, fstype, mount_flags, opts)?;
+                let t = MountedTarget::new(m.path());
+                target_mount = Some(m);
+                Box::new(t)
+            }
+            (Fs::Ntfs, false) => {
+                // Before the daemon exists, the supervisor starts holding our mount namespace (see
+                // Worker::hold_for_fuse); fuseblk's connection is numbered after the block device.
+                let rdev =
+                    std::fs::metadata(part.path()).map(|m| std::os::unix::fs::MetadataExt::rdev(&m)).unwrap_or(0);
+                let connection = crate::recover::fuse::connection_id(libc::major(rdev), libc::minor(rdev));
+                // fusectl inside our namespace, so the supervisor can abort the connection should we get stuck.
+                let fusectl = MountGuard::mount("fusectl", &work.join("fusectl"), "fusectl", mount_flags, None).ok();
+                let fusectl_path = fusectl.as_ref().map(|m| m.path().to_path_buf());
+                fusectl_guard = fusectl;
+                self.link.send(&Up::Fuse { connection, fusectl: fusectl_path })?;
+                let m = NtfsMount::mount(part.path(), &mount_point, &work.join("ntfs-3g.log"))?;
+                let t = MountedTarget::new(m.path());
+                ntfs_mount = Some(m);
+                Box::new(t)
+            }
+        };
+        Ok((Mounts { fusectl: fusectl_guard, ntfs_mount, target_mount }, target))
+    }
+
+    /// Copy: every directory and file of the tree onto the stick, then the writer's finish (the FAT writer's
+    /// directories and FATs). Returns the bytes copied.
+    pub(super) fn copy(
+        &mut self,
+        tree: &Tree<'_>,
+        target: &mut dyn TargetTree,
+        mounted: bool,
+    ) -> Result<u64, WriteError> {
+        // Through a mount, files appear as they are written (said from the step's start, to be on the safe
+        // side); the userspace writer writes the directories and FATs last, so until then the filesystem still
+        // reads as empty.
+        if mounted {
+            self.state = TargetState::FilesIncomplete;
+        }
+        self.enter(Step::Copy)?;
+        let total = tree.plan.total_bytes();
+        let mut last_sent = Instant::now();
+        let link = &mut *self.link;
+        let mut send_err = None;
+        copy_tree(
+            tree,
+            &mut *target,
+            &mut |done| {
+                if send_err.is_none() && (done == total || last_sent.elapsed() >= Duration::from_millis(100)) {
+                    last_sent = Instant::now();
+                    if let Err(e) = link.send(&Up::Progress { done, total }) {
+                        send_err = Some(e);
+                    }
+                }
+            },
+            &stop_requested,
+        )?;
+        if let Some(e) = send_err {
+            return Err(e.into());
+        }
+        self.link.send(&Up::Progress { done: total, total })?;
+        target.finish(&tree.plan.entries).map_err(|e| WriteError::Copy(crate::copy::CopyError::Finish(e)))?;
+        self.state = TargetState::BootIncomplete;
+        Ok(total)
+    }
+}

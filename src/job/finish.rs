@@ -1,0 +1,44 @@
+//! The last steps of a write: Flush (the stick's data to the device) and Unmount (ntfs-3g and kernel mounts
+//! unmounted while their daemon lives, then fusectl), in the order that leaves nothing behind.
+
+use std::time::Duration;
+
+use crate::protocol::{Step, TargetState};
+use crate::sys::loopdev::LoopDevice;
+
+use super::fill::Mounts;
+use super::{Job, WriteError};
+
+impl Job<'_> {
+    /// Flush: the writer is gone (everything was written by its finish); without a mount, the partition's data
+    /// goes to the device now.
+    pub(super) fn flush(&mut self, mounts: &Mounts, part: &LoopDevice) -> Result<(), WriteError> {
+        if mounts.target_mount.is_none() && mounts.ntfs_mount.is_none() {
+            part.file().sync_all().map_err(|source| WriteError::Device { path: part.path().into(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Enter the Flush step (before the writer is dropped, as always).
+    pub(super) fn enter_flush(&mut self) -> Result<(), WriteError> {
+        self.state = TargetState::NotFlushed;
+        self.enter(Step::Flush)
+    }
+
+    /// Unmount: the kernel mount, then ntfs-3g (waiting for its daemon to write everything and exit), then
+    /// fusectl; then the partition's data to the device.
+    pub(super) fn unmount(&mut self, mounts: &mut Mounts, part: &LoopDevice) -> Result<(), WriteError> {
+        self.enter(Step::Unmount)?;
+        if let Some(m) = mounts.target_mount.take() {
+            m.unmount()?;
+        }
+        if let Some(m) = mounts.ntfs_mount.take() {
+            m.unmount(Duration::from_secs(600))?;
+        }
+        if let Some(m) = mounts.fusectl.take() {
+            m.unmount()?;
+        }
+        part.file().sync_all().map_err(|source| WriteError::Device { path: part.path().into(), source })?;
+        Ok(())
+    }
+}

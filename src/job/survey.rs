@@ -1,0 +1,661 @@
+//! The survey (the ReadIso step's computation): what a write of this ISO with these options will do — the files,
+//! the filesystem choice, the split plans, the Windows 7 loader, the scratch space, the partitions, the bytes
+//! needed, the planned layout — computed from an opened `Source` with nothing mounted and nothing written, so the
+//! worker and `woesafe inspect` (in-process, userspace reader) share it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::boot::{BootMode, bios, uefi};
+use crate::copy::SourceTree;
+use crate::media::SourceEntry;
+use crate::media::source::{self, Source};
+use crate::media::unattend::{self, Bypass};
+use crate::media::wim::{self, FAT32_MAX_FILE, PART_MIB};
+use crate::media::wimsplit;
+use crate::protocol::{Driver, Table};
+use crate::stick::choose::{self, BigFile, Choice, Fs, FsRequest, WimVerdict};
+use crate::stick::names;
+use crate::stick::safety::{
+    Inventory, LoaderProblem, PlannedBios, PlannedLayout, PlannedSplit, PlannedTable, PlannedUefi,
+};
+use crate::stick::units::human;
+use crate::stick::{fat, label, ntfs};
+use crate::sys::loopdev::LoopWindow;
+use crate::sys::staging;
+use crate::tree::{Added, Origin, StickTree, WimFrom};
+
+use super::layout::{Partitions, plan_partitions};
+
+/// What the survey needs to know of the request (the worker takes it from its WriteRequest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SurveyOptions {
+    /// The target, for messages only (nothing is opened).
+    pub target: PathBuf,
+    /// The target's size in bytes (the partitions and FAT32's cluster size depend on it).
+    pub target_size: u64,
+    pub fs: FsRequest,
+    pub boot: BootMode,
+    pub table: Table,
+    /// --label, already validated; None: derived from the volume id.
+    pub label: Option<String>,
+    pub bypass: Vec<Bypass>,
+    pub source_driver: Driver,
+    pub target_driver: Driver,
+    /// Where the scratch space would go ($TMPDIR, else /var/tmp): its free room is checked.
+    pub scratch_dir: PathBuf,
+    pub uefi_ntfs_image: Option<PathBuf>,
+    /// Bytes of the directory the stick's filesystem is mounted on in the worker (PATH_MAX check).
+    pub mount_point_bytes: usize,
+}
+
+impl SurveyOptions {
+    /// The options of a plain `woesafe write ISO TARGET` (every option at its default) for a target of
+    /// `target_size` bytes.
+    pub fn defaults(target: PathBuf, target_size: u64) -> SurveyOptions {
+        SurveyOptions {
+            target,
+            target_size,
+            fs: FsRequest::Auto,
+            boot: BootMode::Both,
+            table: Table::Mbr,
+            label: None,
+            bypass: Vec::new(),
+            source_driver: Driver::Auto,
+            target_driver: Driver::Auto,
+            scratch_dir: std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from),
+            uefi_ntfs_image: None,
+            // /run/woesafe.<pid>/target, a typical worker's.
+            mount_point_bytes: "/run/woesafe.4194304/target".len(),
+        }
+    }
+}
+
+/// A message for the user that the survey produces on the way (the worker sends them as frames, in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    Info(String),
+    Warning(String),
+}
+
+/// Why the survey cannot finish.
+#[derive(Debug, thiserror::Error)]
+pub enum SurveyError {
+    #[error("the target {path} ({size} bytes) has no room for a partition")]
+    NoRoom { path: PathBuf, size: u64 },
+    #[error("internal error: {path} was taken out of the tree but neither split nor re-packed (nothing was written)")]
+    Unplanned { path: String },
+    #[error("cannot read {path} on the ISO: {source}")]
+    ReadIsoFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Uefi(#[from] uefi::UefiError),
+}
+
+/// The survey's result: the Inventory the supervisor sees, and what the later steps of a write need.
+pub struct Survey {
+    pub inventory: Inventory,
+    pub fs: Fs,
+    pub use_kernel_target: bool,
+    pub source_desc: String,
+    pub target_desc: String,
+    pub volume_id: String,
+    pub layout: source::Layout,
+    pub mtime_now: i64,
+    /// The split set's GUID.
+    pub guid: [u8; 16],
+    /// Install images split as they are copied (entry index, plan).
+    pub plans: Vec<(usize, wimsplit::SplitPlan)>,
+    /// Install images re-packed first (entry index, scratch bytes set aside).
+    pub repack_info: Vec<(usize, u64)>,
+    /// Entries split or re-packed.
+    pub split: Vec<usize>,
+    pub repack: Vec<usize>,
+    /// Windows 7: install.wim's index and its x64 image.
+    pub win7: Option<(usize, u32)>,
+    /// WIMs wimlib reads (re-pack, Windows 7 loader).
+    pub staged_wims: Vec<usize>,
+    /// Those read through a read-only loop window over their bytes in the ISO.
+    pub windows: Vec<(usize, LoopWindow)>,
+    /// Those copied into scratch space first.
+    pub copied: Vec<usize>,
+    pub scratch_bytes: u64,
+    pub partitions: Partitions,
+    pub bridge_bytes: u64,
+    /// woesafe's own small files (grub.cfg, autounattend.xml).
+    pub ours: Vec<Added>,
+    /// The parts of the WIMs split as they are copied.
+    pub streamed: Vec<Added>,
+    /// The ISO's paths taken out of the tree (split or re-packed).
+    pub removed: Vec<String>,
+    pub names_target: names::Target,
+}
+
+/// Survey without a channel: the notes are returned with the result.
+pub fn survey(source: &Source, opts: &SurveyOptions) -> Result<(Survey, Vec<Note>), SurveyError> {
+    let mut notes = Vec::new();
+    let s = survey_with(source, opts, &mut |n| {
+        notes.push(n);
+        Ok::<(), SurveyError>(())
+    })?;
+    Ok((s, notes))
+}
+
+/// The survey, handing each note to `note` as soon as it is known (the worker sends it on at once).
+pub fn survey_with<E: From<SurveyError>>(
+    source: &Source,
+    opts: &SurveyOptions,
+    note: &mut dyn FnMut(Note) -> Result<(), E>,
+) -> Result<Survey, E> {
+    let source_desc = source.describe();
+    // What the reader left out (links, devices): said, not silently dropped.
+    for s in source.skipped() {
+        note(Note::Warning(format!(
+            "the ISO holds {} entr{} of a kind a Windows stick cannot hold ({}, e.g. /{}): not copied",
+            s.count,
+            if s.count == 1 { "y" } else { "ies" },
+            s.kind,
+            s.example
+        )))?;
+    }
+    let entries = source.entries();
+    let layout = source::layout(entries);
+    let mtime_now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+
+    // The filesystem: FAT32 unless a file other than the install image is over its limit. A big install
+    // image is planned into parts here (its blob table and XML are read), so the checks before writing see
+    // the parts' exact sizes.
+    let guid = random_guid();
+    let mut plans: Vec<(usize, wimsplit::SplitPlan)> = Vec::new();
+    let mut to_repack: Vec<(usize, wim::WimInfo)> = Vec::new();
+    let big: Vec<BigFile> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !e.is_dir && e.size > FAT32_MAX_FILE)
+        .map(|(i, e)| BigFile {
+            path: e.path.clone(),
+            size: e.size,
+            wim: choose::is_install_image(&e.path).then(|| {
+                // wimlib reads what it re-packs with fewer checks than usual (see wim::inspect): it gets
+                // only a WIM whose header and tables passed ours.
+                let mut repack = |why: String| match inspect_wim(source, i) {
+                    Ok(info) => {
+                        to_repack.push((i, info));
+                        WimVerdict::Repack { why }
+                    }
+                    Err(e) => WimVerdict::Unusable(e),
+                };
+                match plan_split(source, i, guid) {
+                    Ok(plan) => match verdict_of(&plan) {
+                        verdict @ WimVerdict::Split { .. } => {
+                            plans.push((i, plan));
+                            verdict
+                        }
+                        // Splittable, but one resource makes a part too big for FAT32.
+                        WimVerdict::Repack { why } => repack(why),
+                        verdict @ WimVerdict::Unusable(_) => verdict,
+                    },
+                    Err(wimsplit::SplitError::NeedsRepack(why)) => repack(why),
+                    Err(e) => WimVerdict::Unusable(e.to_string()),
+                }
+            }),
+        })
+        .collect();
+    let choice = choose::choose(opts.fs, &big);
+    let fs = choice.as_ref().map_or(Fs::Fat32, |c| c.fs);
+    let use_kernel_target = match (opts.target_driver, fs) {
+        (Driver::Kernel, _) => true,
+        (Driver::Userspace, _) => false,
+        (Driver::Auto, Fs::Fat32) => source::kernel_has("vfat"),
+        (Driver::Auto, Fs::Ntfs) => source::kernel_has("ntfs3"),
+    };
+    let target_desc = match (fs, use_kernel_target) {
+        (Fs::Fat32, true) => "vfat (kernel mount)",
+        (Fs::Fat32, false) => "FAT32 (userspace writer)",
+        (Fs::Ntfs, true) => "ntfs3 (kernel mount)",
+        (Fs::Ntfs, false) => "NTFS (ntfs-3g, FUSE)",
+    }
+    .to_string();
+    if opts.source_driver == Driver::Auto || opts.target_driver == Driver::Auto {
+        let why = match (opts.source_driver, opts.target_driver) {
+            (Driver::Auto, Driver::Auto) => "auto: the ISO in userspace, the target from /proc/filesystems",
+            (Driver::Auto, _) => "auto: the ISO in userspace",
+            _ => "auto: from /proc/filesystems",
+        };
+        note(Note::Info(format!("Drivers: source {source_desc}, target {target_desc} ({why})")))?;
+    }
+
+    // Windows 7: no UEFI loader on the ISO; its install.wim carries one.
+    let win7 = if opts.boot.uefi() && !layout.has_uefi_loader && is_windows7(source) {
+        // Only an x64 image carries an x86_64 loader (32-bit Windows 7 boots BIOS only).
+        find_file(entries, "sources/install.wim")
+            .and_then(|i| Some((i, inspect_wim(source, i).ok()?.x64_images.first().copied()?)))
+    } else {
+        None
+    };
+
+    // Which WIMs are split as they are copied, and which are re-packed first in scratch space.
+    let paths_of = |pick: fn(&Choice) -> &Vec<String>| -> Vec<usize> {
+        match &choice {
+            Ok(c) => pick(c).iter().filter_map(|p| find_file(entries, p)).collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let split = paths_of(|c| &c.split);
+    let repack = paths_of(|c| &c.repack);
+    plans.retain(|(i, _)| split.contains(i));
+    for (i, plan) in &plans {
+        note(Note::Info(format!("{} {}", entries[*i].path, split_summary(plan))))?;
+    }
+
+    // Scratch space, only for what needs a file of its own: a re-pack (wimlib reads the WIM from a file, and
+    // writes the re-packed one), the Windows 7 loader extraction (from a copy of install.wim when the ISO is
+    // read in userspace).
+    let mut staged_wims: Vec<usize> = repack.clone();
+    if let Some((i, _)) = win7
+        && !staged_wims.contains(&i)
+    {
+        staged_wims.push(i);
+    }
+    let repack_info: Vec<(usize, u64)> = to_repack
+        .iter()
+        .filter(|(i, _)| repack.contains(i))
+        .map(|(i, info)| (*i, wim::repack_bytes(info, entries[*i].size)))
+        .collect();
+    // Every install image taken out of the tree goes back in, split or re-packed: never a stick without it.
+    for &i in split.iter().chain(&repack) {
+        let planned = plans.iter().any(|(p, _)| *p == i) || repack_info.iter().any(|(p, _)| *p == i);
+        if !planned {
+            return Err(SurveyError::Unplanned { path: entries[i].path.clone() }.into());
+        }
+    }
+    let mut scratch_bytes: u64 = repack_info.iter().map(|(_, n)| n).sum();
+    // wimlib reads the WIM through a read-only loop device over its bytes in the ISO when they are one run
+    // (as in Windows ISOs), else from a copy in scratch space.
+    let windows: Vec<(usize, LoopWindow)> =
+        staged_wims.iter().filter_map(|&i| Some((i, iso_window(source, i)?))).collect();
+    let copied: Vec<usize> = staged_wims
+        .iter()
+        .copied()
+        .filter(|&i| source.local_path(i).is_none() && !windows.iter().any(|(j, _)| *j == i))
+        .collect();
+    scratch_bytes += copied.iter().map(|&i| entries[i].size).sum::<u64>();
+    if win7.is_some() {
+        scratch_bytes += 16 << 20;
+    }
+    let scratch_problem = (scratch_bytes > 0)
+        .then(|| {
+            let need = staging::image_size(scratch_bytes);
+            let what = if repack.is_empty() { "extracting the Windows 7 UEFI loader" } else { "re-packing the WIM" };
+            match staging::free_bytes(&opts.scratch_dir) {
+                Ok(free) if free >= need => None,
+                Ok(free) => Some(format!(
+                    "{what} needs {} of scratch space in {} and it has {} free: set TMPDIR to a directory on a disk \
+                     with more room{}",
+                    human(need),
+                    opts.scratch_dir.display(),
+                    human(free),
+                    if repack.is_empty() { "" } else { ", or use --fs ntfs (no re-pack)" }
+                )),
+                Err(e) => Some(format!("cannot check the scratch space in {}: {e}", opts.scratch_dir.display())),
+            }
+        })
+        .flatten();
+
+    // A bridge only when there is a loader on the stick to hand over to.
+    let bridge_wanted = fs == Fs::Ntfs && opts.boot.uefi() && (layout.has_uefi_loader || win7.is_some());
+    let no_room = || SurveyError::NoRoom { path: opts.target.clone(), size: opts.target_size };
+    // Without room even for the main partition, the write cannot start (checked before the bridge image).
+    if plan_partitions(opts.table, opts.target_size, 0).is_none() {
+        return Err(no_room().into());
+    }
+    let bridge_bytes = match (&opts.uefi_ntfs_image, bridge_wanted) {
+        (_, false) => 0,
+        (Some(img), true) => uefi::check_uefi_ntfs_image(img).map_err(SurveyError::from)?,
+        (None, true) => uefi::BRIDGE_BYTES,
+    };
+    let partitions = plan_partitions(opts.table, opts.target_size, bridge_bytes).ok_or_else(no_room)?;
+
+    let answer_file = unattend::answer_file(&opts.bypass, unattend::architecture(entries));
+    if answer_file.is_some() {
+        let names: Vec<String> = opts.bypass.iter().map(|b| format!("{b:?}").to_lowercase()).collect();
+        note(Note::Info(format!("Windows 11 setup options: autounattend.xml bypassing {}", names.join(", "))))?;
+    }
+    let mut ours = Vec::new();
+    if opts.boot.bios() {
+        ours.push(bytes_file(bios::GRUB_CFG_PATH, bios::GRUB_CFG.as_bytes(), mtime_now));
+    }
+    if let Some(xml) = &answer_file {
+        ours.push(bytes_file(unattend::FILE_NAME, xml.as_bytes(), mtime_now));
+    }
+    // The tree as planned for the checks (re-packed parts estimated from the WIM's data size); rebuilt with
+    // the re-packed parts later.
+    let removed: Vec<String> = split.iter().chain(&repack).map(|&i| entries[i].path.clone()).collect();
+    let mut streamed = Vec::new();
+    for (i, plan) in &plans {
+        streamed.extend(plan_parts(&entries[*i], WimFrom::Iso(*i), plan));
+    }
+    let mut planned_added = [ours.clone(), streamed.clone()].concat();
+    // The re-packed WIM's size is known only after the re-pack: planned here at the original's size (an LZX
+    // re-pack of an LZMS ESD comes out about that big; see README's Re-packing), and checked again against
+    // the stick once known, before the target is touched.
+    for (i, _) in &repack_info {
+        planned_added.extend(estimated_parts(&entries[*i], entries[*i].size));
+    }
+    if win7.is_some() {
+        planned_added.push(Added {
+            path: uefi::UEFI_LOADER.into(),
+            size: 2 << 20,
+            mtime: mtime_now,
+            origin: Origin::Planned,
+        });
+    }
+    let planned = StickTree::build(entries, &removed, &planned_added);
+    let names_target = names::Target { fs, kernel: use_kernel_target, mount_point_bytes: opts.mount_point_bytes };
+    // The ISO's own UEFI loader must be one (the Windows 7 one is checked once extracted).
+    let loader_problem = match find_file(entries, uefi::UEFI_LOADER).filter(|&i| entries[i].size > 0) {
+        Some(i) if opts.boot.uefi() => check_iso_loader(source, i)?,
+        _ => None,
+    };
+    let volume_id = source.volume_id();
+    let main = partitions.main;
+    let planned_layout = planned_layout(PlanFacts {
+        opts,
+        partitions: &partitions,
+        fs: choice.as_ref().ok().map(|c| c.fs),
+        label: opts.label.clone().unwrap_or_else(|| label::derive(&volume_id)),
+        tree: &planned,
+        entries,
+        plans: &plans,
+        repack_estimates: &repack_info
+            .iter()
+            .map(|(i, _)| estimated_parts(&entries[*i], entries[*i].size))
+            .collect::<Vec<_>>(),
+        repack_paths: &repack_info.iter().map(|(i, _)| entries[*i].path.clone()).collect::<Vec<_>>(),
+        has_uefi_loader: layout.has_uefi_loader,
+        win7_image: win7.map(|(_, image)| image),
+        added: &planned_added,
+    });
+    let inventory = Inventory {
+        volume_id: volume_id.clone(),
+        reader: source_desc.clone(),
+        dirs: layout.dirs,
+        files: layout.files,
+        total_bytes: layout.total_bytes,
+        largest: layout.largest.clone(),
+        is_windows: layout.is_windows,
+        has_bootmgr: layout.has_bootmgr,
+        has_uefi_loader: layout.has_uefi_loader,
+        needed_bytes: needed_bytes(fs, &planned.entries, main.size) + bridge_bytes,
+        fat_problem: crate::stick::fatwrite::check_tree(&planned.entries).err().map(|e| e.to_string()),
+        name_problem: names::check_names(names_target, &planned).err().map(|e| e.to_string()),
+        loader_problem,
+        has_answer_file: entries.iter().any(|e| !e.is_dir && e.path.eq_ignore_ascii_case(unattend::FILE_NAME)),
+        fs: choice.clone(),
+        scratch_problem,
+        scratch_bytes,
+        win7_image: win7.map(|(_, image)| image),
+        bridge: partitions.bridge.is_some(),
+        layout: planned_layout,
+    };
+    Ok(Survey {
+        inventory,
+        fs,
+        use_kernel_target,
+        source_desc,
+        target_desc,
+        volume_id,
+        layout,
+        mtime_now,
+        guid,
+        plans,
+        repack_info,
+        split,
+        repack,
+        win7,
+        staged_wims,
+        windows,
+        copied,
+        scratch_bytes,
+        partitions,
+        bridge_bytes,
+        ours,
+        streamed,
+        removed,
+        names_target,
+    })
+}
+
+/// What `planned_layout` reads.
+struct PlanFacts<'a> {
+    opts: &'a SurveyOptions,
+    partitions: &'a Partitions,
+    fs: Option<Fs>,
+    label: String,
+    tree: &'a StickTree,
+    entries: &'a [SourceEntry],
+    plans: &'a [(usize, wimsplit::SplitPlan)],
+    repack_estimates: &'a [Vec<Added>],
+    repack_paths: &'a [String],
+    has_uefi_loader: bool,
+    win7_image: Option<u32>,
+    added: &'a [Added],
+}
+
+/// The planned layout, from the survey's decisions (pure).
+fn planned_layout(f: PlanFacts<'_>) -> PlannedLayout {
+    let split = f
+        .plans
+        .first()
+        .map(|(i, plan)| PlannedSplit {
+            wim: f.entries[*i].path.clone(),
+            repack: false,
+            parts: plan.parts.len(),
+            part_bytes: PART_MIB << 20,
+            part_sizes: plan.parts.iter().map(|p| p.size).collect(),
+        })
+        .or_else(|| {
+            let (path, parts) = f.repack_paths.iter().zip(f.repack_estimates).next()?;
+            Some(PlannedSplit {
+                wim: path.clone(),
+                repack: true,
+                parts: parts.len(),
+                part_bytes: PART_MIB << 20,
+                part_sizes: parts.iter().map(|p| p.size).collect(),
+            })
+        });
+    let bios = f.opts.boot.bios().then(|| PlannedBios {
+        boot_code: "GRUB boot code in bytes 0..440 of sector 0 (the partition table is kept)".into(),
+        core_image: format!(
+            "GRUB i386-pc core image in the MBR gap (sectors 1..{})",
+            f.partitions.main.offset / crate::stick::mbr::SECTOR - 1
+        ),
+        config: format!("/{}", bios::GRUB_CFG_PATH),
+        chain: "ntldr /bootmgr".into(),
+    });
+    let uefi = f.opts.boot.uefi().then(|| {
+        let loader = format!("/{}", uefi::UEFI_LOADER);
+        match (f.has_uefi_loader, f.win7_image, f.partitions.bridge.is_some()) {
+            (false, None, _) => PlannedUefi::Unavailable,
+            (_, _, true) => PlannedUefi::Bridge {
+                loader,
+                image: f.opts.uefi_ntfs_image.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            },
+            (false, Some(image), false) => PlannedUefi::Windows7 { image, path: loader },
+            (true, _, false) => PlannedUefi::IsoLoader { path: loader },
+        }
+    });
+    PlannedLayout {
+        table: match f.opts.table {
+            Table::Mbr => PlannedTable::Mbr,
+            Table::Gpt => PlannedTable::Gpt,
+        },
+        partitions: f.partitions.planned(f.opts.table, f.fs.unwrap_or(Fs::Fat32)),
+        fs: f.fs,
+        label: f.label,
+        dirs: f.tree.entries.iter().filter(|e| e.is_dir).count() as u64,
+        files: f.tree.entries.iter().filter(|e| !e.is_dir).count() as u64,
+        bytes: f.tree.total_bytes(),
+        split,
+        bios,
+        uefi,
+        added: f
+            .added
+            .iter()
+            .filter(|a| matches!(a.origin, Origin::Bytes(_)) || a.path.eq_ignore_ascii_case(uefi::UEFI_LOADER))
+            .map(|a| a.path.clone())
+            .collect(),
+    }
+}
+
+/// Whether the ISO is Windows 7's (sources/cversion.ini says so).
+pub(crate) fn is_windows7(source: &Source) -> bool {
+    let entries = source.entries();
+    let cversion = find_file(entries, "sources/cversion.ini")
+        .filter(|&i| entries[i].size < 64 << 10)
+        .and_then(|i| read_small(source, i));
+    uefi::is_windows7(cversion.as_deref())
+}
+
+/// An ISO file by path, in any letter case.
+pub(crate) fn find_file(entries: &[SourceEntry], path: &str) -> Option<usize> {
+    entries.iter().position(|e| !e.is_dir && e.path.eq_ignore_ascii_case(path))
+}
+
+fn read_small(source: &Source, index: usize) -> Option<String> {
+    let mut text = Vec::new();
+    source.open(index).ok()?.read_to_end(&mut text).ok()?;
+    // cversion.ini may be UTF-16 (with a BOM) or ASCII.
+    if text.starts_with(&[0xFF, 0xFE]) {
+        let units: Vec<u16> = text[2..].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        return Some(String::from_utf16_lossy(&units));
+    }
+    Some(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): `Ok(Some(problem))` when it is not an
+/// x86_64 EFI application (a refusal); a read error is an error (a failure, not the ISO's fault as far as
+/// anyone knows).
+fn check_iso_loader(source: &Source, index: usize) -> Result<Option<LoaderProblem>, SurveyError> {
+    let entry = &source.entries()[index];
+    let problem = |what: String| Some(LoaderProblem { path: entry.path.clone(), what });
+    let too_big = || problem(format!("{} bytes; a UEFI loader is at most {}", entry.size, uefi::MAX_LOADER_BYTES));
+    if entry.size > uefi::MAX_LOADER_BYTES {
+        return Ok(too_big());
+    }
+    let read_err = |source| SurveyError::ReadIsoFile { path: entry.path.clone(), source };
+    let data = match crate::sys::argfile::read_capped(source.open(index).map_err(read_err)?, uefi::MAX_LOADER_BYTES)
+        .map_err(read_err)?
+    {
+        Some(data) => data,
+        None => return Ok(too_big()),
+    };
+    Ok(uefi::check_efi_x64(&data).err().and_then(problem))
+}
+
+pub(crate) fn inspect_wim(source: &Source, index: usize) -> Result<wim::WimInfo, String> {
+    let mut r = source.open_seekable(index).map_err(|e| e.to_string())?;
+    wim::inspect(&mut r).map_err(|e| e.to_string())
+}
+
+fn bytes_file(path: &str, content: &[u8], mtime: i64) -> Added {
+    Added { path: path.into(), size: content.len() as u64, mtime, origin: Origin::Bytes(content.to_vec()) }
+}
+
+/// The parts a re-pack will make, for the checks before writing (sizes estimated from `bytes`, the re-packed
+/// WIM's expected size: full parts, then the rest).
+fn estimated_parts(wim_entry: &SourceEntry, bytes: u64) -> Vec<Added> {
+    let part = PART_MIB << 20;
+    let n = bytes.div_ceil(part).max(1) as usize;
+    (1..=n)
+        .map(|k| Added {
+            path: wim::part_path(&wim_entry.path, k),
+            size: if k < n { part } else { bytes - part * (n as u64 - 1) },
+            mtime: wim_entry.mtime,
+            origin: Origin::Planned,
+        })
+        .collect()
+}
+
+/// The parts of a planned split, as files on the stick beside the WIM's place (a single part keeps its name).
+pub(crate) fn plan_parts(wim_entry: &SourceEntry, from: WimFrom, plan: &wimsplit::SplitPlan) -> Vec<Added> {
+    plan.parts
+        .iter()
+        .map(|p| Added {
+            path: if plan.parts.len() == 1 {
+                wim_entry.path.clone()
+            } else {
+                wim::part_path(&wim_entry.path, p.number.into())
+            },
+            size: p.size,
+            mtime: wim_entry.mtime,
+            origin: Origin::WimPart { from: from.clone(), part: p.clone() },
+        })
+        .collect()
+}
+
+/// Plan the streaming split of the ISO's WIM at `index` into parts of at most PART_MIB MiB.
+fn plan_split(source: &Source, index: usize, guid: [u8; 16]) -> Result<wimsplit::SplitPlan, wimsplit::SplitError> {
+    let mut r = source.open_seekable(index)?;
+    wimsplit::plan(&mut r, PART_MIB << 20, guid)
+}
+
+/// How a planned split goes onto FAT32: as it is, unless a part would be over FAT32's limit (a resource of
+/// about 4 GiB on its own), which a re-pack may compress below it.
+fn verdict_of(plan: &wimsplit::SplitPlan) -> WimVerdict {
+    match plan.parts.iter().find(|p| p.size > FAT32_MAX_FILE) {
+        None => WimVerdict::Split { parts: plan.parts.len() },
+        Some(p) => WimVerdict::Repack {
+            why: format!(
+                "its part {} would be {} bytes, over FAT32's limit: one resource in it is that big",
+                p.number, p.size
+            ),
+        },
+    }
+}
+
+/// A read-only loop window over a file's bytes in the ISO, when they are one run that the window (whole 512-byte
+/// sectors: a few bytes past the file's end, which WIM readers ignore) can cover inside the ISO.
+fn iso_window(source: &Source, index: usize) -> Option<LoopWindow> {
+    let (file, _, offset, len) = source.file_window(index)?;
+    let size = len.div_ceil(512) * 512;
+    let iso_len = file.metadata().ok()?.len();
+    (offset.checked_add(size)? <= iso_len && offset % 512 == 0).then_some(LoopWindow {
+        offset,
+        size,
+        read_only: true,
+        direct_io: false,
+    })
+}
+
+/// "is split into N parts while it is copied (sizes)", for the user.
+pub(crate) fn split_summary(plan: &wimsplit::SplitPlan) -> String {
+    let sizes: Vec<String> = plan.parts.iter().map(|p| human(p.size)).collect();
+    format!("is split into {} parts while it is copied ({})", plan.parts.len(), sizes.join(", "))
+}
+
+/// The disk bytes a tree takes on the stick's main partition (`partition` bytes) with this filesystem.
+pub(crate) fn needed_bytes(fs: Fs, entries: &[SourceEntry], partition: u64) -> u64 {
+    match fs {
+        Fs::Fat32 => fat::estimate_disk_bytes(entries, partition),
+        Fs::Ntfs => ntfs::estimate_disk_bytes(entries),
+    }
+}
+
+/// A GUID for a split set: 16 random bytes.
+fn random_guid() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    for chunk in b.chunks_mut(4) {
+        chunk.copy_from_slice(&super::random_u32().to_le_bytes());
+    }
+    b
+}
+
+/// Where the stick's filesystem is mounted inside the worker's private directory (kernel drivers, ntfs-3g).
+pub(crate) fn target_mount_point(work: &Path) -> PathBuf {
+    work.join("target")
+}
