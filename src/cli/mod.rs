@@ -2,6 +2,7 @@
 //! user sees. Exit codes are defined here.
 
 pub mod choices;
+pub mod list;
 pub mod recover;
 pub mod term;
 pub mod write;
@@ -68,4 +69,10 @@ pub enum Command {
         after_help = "Exit codes:\n  0  clean, or cleaned\n  1  something could not be cleaned (the message says what and why)\n  2  usage error\n  3  refused (not root)"
     )]
     Recover(recover::RecoverArgs),
+    /// List the disks one could write to (removable and USB disks; --all: every disk), each with the reason
+    /// woesafe write would refuse it; read from sysfs, needs no root
+    #[command(
+        after_help = "Exit codes:\n  0  listed\n  1  sysfs or the mount table could not be read\n  2  usage error"
+    )]
+    List(list::ListArgs),
 }
