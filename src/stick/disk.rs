@@ -144,14 +144,19 @@ pub fn disks_under_in(sys: &Path, major: u32, minor: u32) -> Vec<String> {
 }
 
 fn collect_disks_under(dir: &Path, depth: u32, out: &mut Vec<String>) {
-    let slaves = stacked_names(dir, "slaves");
+    // A partition counts as its disk (which may itself be built on others: a partitioned md array).
+    let whole = match dir.parent() {
+        Some(parent) if dir.join("partition").exists() => parent,
+        _ => dir,
+    };
+    let slaves = stacked_names(whole, "slaves");
     // Stacks are a few levels deep (LVM on LUKS on a partition); the bound only guards against a loop.
     if slaves.is_empty() || depth > 16 {
-        out.extend(disk_of_dir(dir));
+        out.push(dir_name(whole));
         return;
     }
     for s in slaves {
-        if let Ok(next) = std::fs::canonicalize(dir.join("slaves").join(&s)) {
+        if let Ok(next) = std::fs::canonicalize(whole.join("slaves").join(&s)) {
             collect_disks_under(&next, depth + 1, out);
         }
     }

@@ -132,7 +132,8 @@ pub fn parse_swaps(text: &[u8]) -> Vec<PathBuf> {
 
 /// Every whole disk under `sys`/block, sorted by name: the disks woesafe could be pointed at. Left out:
 /// devices with nothing in them (size 0: an unattached loop device, a card reader without a card), optical
-/// drives, and device-mapper/md devices (they appear under the disks they are built on).
+/// drives, hidden devices (an NVMe multipath controller's own path to a namespace), and device-mapper/md
+/// devices (they appear under the disks they are built on).
 pub fn scan(sys: &Path, host: &Host) -> Result<Vec<Disk>, ListError> {
     let block = sys.join("block");
     let entries =
@@ -145,6 +146,7 @@ pub fn scan(sys: &Path, host: &Host) -> Result<Vec<Disk>, ListError> {
         let Ok(dir) = std::fs::canonicalize(block.join(&name)) else { continue };
         let Some((major, minor)) = read(&dir.join("dev")).as_deref().and_then(disk::parse_devnum) else { continue };
         if !disk::stacked_names(&dir, "slaves").is_empty()
+            || read(&dir.join("hidden")).as_deref() == Some("1")
             || read(&dir.join("device/type")).as_deref() == Some("5")
             || read(&dir.join("size")).as_deref().is_none_or(|s| s == "0")
         {
@@ -173,18 +175,7 @@ fn mounts_of(devnum: (u32, u32), host: &Host) -> Vec<PathBuf> {
 /// A disk's tree, its system roles and the refusal `woesafe write` would give (decided on the facts).
 fn assess(facts: BlockFacts, dir: &Path, host: &Host) -> Disk {
     let devnum = (facts.major, facts.minor);
-    let mut children = Vec::new();
-    let mut parts: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter_map(|p| Some((read(&p.join("partition"))?.parse().ok()?, p)))
-                .collect()
-        })
-        .unwrap_or_default();
-    parts.sort();
-    children.extend(parts.iter().filter_map(|(_, p)| node(p, host, 0)));
-    children.extend(holders(dir, host, 0));
+    let children = built_on(dir, host, 0);
     let mut d = Disk {
         mounts: mounts_of(devnum, host),
         swap: host.swaps.contains(&devnum),
@@ -213,14 +204,28 @@ pub fn refusal(d: &Disk, host: &HostFacts) -> Option<String> {
     }
 }
 
-fn holders(dir: &Path, host: &Host, depth: u32) -> Vec<Node> {
+/// What is built on the device in `dir`: its partitions in their order (a whole disk, or a partitioned md or
+/// device-mapper device), then the devices holding it.
+fn built_on(dir: &Path, host: &Host, depth: u32) -> Vec<Node> {
     if depth >= MAX_DEPTH {
         return Vec::new();
     }
-    disk::stacked_names(dir, "holders")
-        .iter()
-        .filter_map(|h| node(&std::fs::canonicalize(dir.join("holders").join(h)).ok()?, host, depth + 1))
-        .collect()
+    let mut parts: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter_map(|p| Some((read(&p.join("partition"))?.parse().ok()?, p)))
+                .collect()
+        })
+        .unwrap_or_default();
+    parts.sort();
+    let mut out: Vec<Node> = parts.iter().filter_map(|(_, p)| node(p, host, depth + 1)).collect();
+    out.extend(
+        disk::stacked_names(dir, "holders")
+            .iter()
+            .filter_map(|h| node(&std::fs::canonicalize(dir.join("holders").join(h)).ok()?, host, depth + 1)),
+    );
+    out
 }
 
 fn node(dir: &Path, host: &Host, depth: u32) -> Option<Node> {
@@ -255,7 +260,7 @@ fn node(dir: &Path, host: &Host, depth: u32) -> Option<Node> {
         read_only: read(&dir.join("ro")).as_deref() == Some("1"),
         mounts: mounts_of(devnum, host),
         swap: host.swaps.contains(&devnum),
-        children: holders(dir, host, depth),
+        children: built_on(dir, host, depth),
     })
 }
 
@@ -522,6 +527,35 @@ mod tests {
         assert_eq!(d.refusal, write_says(&s, &host, "sda"));
         assert_eq!(d.all_mounts(), [Path::new("/")]);
         assert_eq!(find(&disks, "sdb").refusal, None);
+    }
+
+    /// `/` on a partition of an md RAID1 array: both member disks hold it; the array itself is not listed.
+    #[test]
+    fn root_on_a_partitioned_raid_holds_both_disks() {
+        let s = Sys::new();
+        s.scsi_host(0, "ahci");
+        let sda = s.disk(SATA, "sda", "8:0", 1 << 30, &[]);
+        let sdb = s.disk("pci0000:00/0000:00:17.0/ata2/host1/target1:0:0/1:0:0:0", "sdb", "8:16", 1 << 30, &[]);
+        let sda1 = s.partition(&sda, "sda1", 1, "8:1", 1 << 29);
+        let sdb1 = s.partition(&sdb, "sdb1", 1, "8:17", 1 << 29);
+        let md = s.dm("md127", "9:127", "", "", &[&sda1, &sdb1]);
+        s.write(&format!("{md}/md/level"), "raid1\n");
+        std::fs::remove_dir_all(s.root().join(format!("{md}/dm"))).unwrap();
+        s.partition(&md, "md127p1", 1, "259:5", 1 << 28);
+        let mounts = parse("22 1 259:5 / / rw - ext4 /dev/md127p1 rw\n");
+        let facts = disk::host_facts_in(s.root(), mounts, Some((259, 5)));
+        assert_eq!(facts.root_disk.as_deref(), Some("md127"));
+        assert_eq!(facts.root_disks, ["sda", "sdb"]);
+        let disks = scan(s.root(), &Host { facts, swaps: vec![] }).unwrap();
+        assert_eq!(disks.len(), 2, "{disks:#?}");
+        for d in &disks {
+            assert!(d.holds_root, "{}", d.facts.name);
+            let raid = &d.children[0].children[0];
+            assert_eq!((raid.name.as_str(), raid.kind.as_str()), ("md127", "raid1"));
+            assert_eq!(raid.path, Path::new("/dev/md127"));
+            assert_eq!(raid.children[0].name, "md127p1");
+            assert_eq!(d.all_mounts(), [Path::new("/")]);
+        }
     }
 
     /// btrfs shows an anonymous device number in mountinfo and in stat("/"): the mount's source names the disk.
