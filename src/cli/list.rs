@@ -189,24 +189,20 @@ pub fn run(args: &ListArgs, quiet: bool) -> Result<u8, Exit> {
         let doc = JsonDoc { blockdevices: shown.iter().map(|d| json_disk(d)).collect() };
         // Plain data: serialising it cannot fail.
         format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default())
-    } else if shown.is_empty() {
-        format!(
-            "No removable or USB disk found{}.\n",
-            if hidden > 0 {
-                format!(" ({hidden} other disks: `woesafe list --all` shows them)")
-            } else {
-                String::new()
-            }
-        )
     } else {
-        let mut t = table(&shown);
-        if hidden > 0 {
-            t.push_str(&format!(
-                "({hidden} disk{} neither removable nor on USB not shown: `woesafe list --all` shows them)\n",
-                if hidden == 1 { "" } else { "s" }
-            ));
+        let others = match hidden {
+            0 => String::new(),
+            1 => "1 disk neither removable nor on USB is not shown: `woesafe list --all` shows it".into(),
+            n => format!("{n} disks neither removable nor on USB are not shown: `woesafe list --all` shows them"),
+        };
+        if shown.is_empty() {
+            let others = if others.is_empty() { String::new() } else { format!(" ({others})") };
+            format!("No removable or USB disk found{others}.\n")
+        } else if others.is_empty() {
+            table(&shown)
+        } else {
+            format!("{}({others})\n", table(&shown))
         }
-        t
     };
     // A closed stdout (`woesafe list | head -1`) is not an error worth a message.
     let _ = stdout.write_all(text.as_bytes());
