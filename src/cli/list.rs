@@ -241,7 +241,12 @@ mod tests {
                 kind: "part".into(),
                 size: 1 << 30,
                 read_only: false,
-                mounts: vec![std::path::PathBuf::from(std::ffi::OsStr::new("/media/a b"))],
+                mounts: vec![
+                    std::path::PathBuf::from("/media/a b"),
+                    std::path::PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                        b"/media/\xff\x1b[2J",
+                    )),
+                ],
                 swap: true,
                 children: vec![],
             }],
@@ -258,7 +263,7 @@ mod tests {
         let t = table(&[&a, &b]);
         assert!(!t.contains('\x1b') && !t.contains('\u{202e}') && !t.contains('\x07'), "{t}");
         assert!(t.contains("SanDisk Evil\\x1b[2J\\u{202e}Stick"), "{t}");
-        assert!(t.contains("/media/a b, [SWAP]"), "{t}");
+        assert!(t.contains("/media/a b, /media/\\xff\\x1b[2J, [SWAP]"), "{t}");
         assert!(t.contains("    woesafe write would take it\n"), "{t}");
         assert!(t.contains("    refused: /dev/sdc is read-only\\x07\n"), "{t}");
         let lines: Vec<&str> = t.lines().collect();
@@ -279,7 +284,11 @@ mod tests {
         assert_eq!(v["log-sec"], 512);
         assert_eq!(v["type"], "disk");
         assert_eq!(v["mountpoints"], serde_json::json!([]));
-        assert_eq!(v["children"][0]["mountpoints"], serde_json::json!(["/media/a b", "[SWAP]"]));
+        assert_eq!(
+            v["children"][0]["mountpoints"],
+            serde_json::json!(["/media/a b", "/media/\\xff\x1b[2J", "[SWAP]"]),
+            "not UTF-8: \\xNN; JSON escapes the rest itself"
+        );
         assert_eq!(v["children"][0]["type"], "part");
         assert_eq!((v["holds_root"].as_bool(), v["system"].as_bool()), (Some(false), Some(true)));
         assert_eq!(v["writable_by_woesafe"], false);
