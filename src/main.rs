@@ -45,6 +45,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Write(args) => cli::write::run(args, cli.verbose, cli.quiet),
         Command::Recover(args) => cli::recover::run(args, cli.quiet),
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::List(args) => cli::list::run(args, cli.quiet),
     };
     Ok(match result {
         Ok(code) => ExitCode::from(code),

@@ -3,6 +3,7 @@
 
 pub mod choices;
 pub mod inspect;
+pub mod list;
 pub mod present;
 pub mod recover;
 pub mod term;
@@ -71,4 +72,10 @@ pub enum Command {
         after_help = "Exit codes:\n  0  inspected\n  1  the ISO could not be read to the end\n  2  usage error (a missing or unreadable file, a directory)\n  3  a damaged or hostile ISO (not a valid UDF/ISO 9660 image, or over the reader's limits)"
     )]
     Inspect(inspect::InspectArgs),
+    /// List the disks one could write to (removable and USB disks; --all: every disk), each with the reason
+    /// woesafe write would refuse it; read from sysfs, needs no root
+    #[command(
+        after_help = "Exit codes:\n  0  listed\n  1  sysfs or the mount table could not be read\n  2  usage error"
+    )]
+    List(list::ListArgs),
 }

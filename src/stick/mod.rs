@@ -6,6 +6,7 @@ pub mod fat;
 pub mod fatwrite;
 pub mod gpt;
 pub mod label;
+pub mod list;
 pub mod mbr;
 pub mod names;
 pub mod ntfs;

@@ -69,7 +69,7 @@ pub fn check_target(
     force: bool,
 ) -> Result<(), Refusal> {
     match target {
-        TargetFacts::Block(b) => check_block(b, host, iso, force),
+        TargetFacts::Block(b) => check_disk(b, host, Some(iso), force),
         TargetFacts::Image { path, exists, dev, ino, .. } => {
             if *exists && (*dev, *ino) == host.iso_id {
                 return Err(Refusal::IsoIsTarget { path: path.clone() });
@@ -85,26 +85,32 @@ pub fn check_target(
     }
 }
 
-fn check_block(b: &BlockFacts, host: &HostFacts, iso: &std::path::Path, force: bool) -> Result<(), Refusal> {
+/// The checks of a block device, in the order `woesafe write` makes them, so that the first refusal is the one
+/// it gives. With `iso` None (`woesafe list`: no ISO yet) the checks against the ISO's file and disk are left
+/// out; every other refusal is the same.
+pub fn check_disk(b: &BlockFacts, host: &HostFacts, iso: Option<&Path>, force: bool) -> Result<(), Refusal> {
     let path = PathBuf::from(format!("/dev/{}", b.name));
     if let Some(disk) = &b.parent_disk {
         return Err(Refusal::Partition { path, disk: disk.clone() });
     }
-    if host.root_disk.as_deref() == Some(b.name.as_str()) {
+    if host.root_disk.as_deref() == Some(b.name.as_str()) || host.root_disks.contains(&b.name) {
         return Err(Refusal::RootDisk { path });
     }
-    if host.iso_disk.as_deref() == Some(b.name.as_str()) {
+    if let Some(iso) = iso
+        && host.iso_disk.as_deref() == Some(b.name.as_str())
+    {
         return Err(Refusal::IsoOnTarget { path, iso: iso.to_path_buf() });
     }
     if b.transport == "loop" {
-        match &b.loop_backing {
-            None => return Err(Refusal::LoopNotAttached { path }),
-            Some(back) => {
+        match (&b.loop_backing, iso) {
+            (None, _) => return Err(Refusal::LoopNotAttached { path }),
+            (Some(back), Some(iso)) => {
                 let canon_iso = std::fs::canonicalize(iso).unwrap_or_else(|_| iso.to_path_buf());
                 if Path::new(back) == canon_iso {
                     return Err(Refusal::IsoIsTarget { path });
                 }
             }
+            (Some(_), None) => {}
         }
     }
     let mounts: Vec<String> = host
@@ -122,11 +128,16 @@ fn check_block(b: &BlockFacts, host: &HostFacts, iso: &std::path::Path, force: b
     if b.read_only {
         return Err(Refusal::ReadOnly { path });
     }
-    let removable_like = b.removable || b.transport == "usb" || b.transport == "loop";
-    if !removable_like && !force {
+    if !removable_like(b) && !force {
         return Err(Refusal::NotRemovable { path, model: b.model.clone(), transport: b.transport.clone() });
     }
     Ok(())
+}
+
+/// Disks woesafe writes without --force: removable ones, USB disks (most USB SSDs say removable=0) and loop
+/// devices.
+pub fn removable_like(b: &BlockFacts) -> bool {
+    b.removable || b.transport == "usb" || b.transport == "loop"
 }
 
 /// What the worker learned about the ISO, sent up before anything is written.
@@ -321,6 +332,7 @@ mod tests {
         HostFacts {
             mounts: parse("22 1 254:0 / / rw - ext4 /dev/vda rw\n"),
             root_disk: Some("vda".into()),
+            root_disks: vec!["vda".into()],
             iso_disk: Some("vda".into()),
             iso_id: (1, 2),
             mount_disks: vec![],
@@ -400,6 +412,30 @@ mod tests {
         assert_eq!(check(b.clone(), &host(), false), Err(Refusal::IsoIsTarget { path: "/dev/loop7".into() }));
         b.loop_backing = Some("/var/tmp/stick.img".into());
         assert_eq!(check(b, &host(), false), Ok(()));
+    }
+
+    /// Without an ISO (`woesafe list`) the checks against the ISO are left out and every other one is the same;
+    /// a disk under / through device-mapper is the root disk.
+    #[test]
+    fn disk_checks_without_an_iso() {
+        let mut h = host();
+        h.iso_disk = Some("sdb".into());
+        assert!(matches!(check(stick(), &h, true), Err(Refusal::IsoOnTarget { .. })));
+        assert_eq!(check_disk(&stick(), &h, None, false), Ok(()));
+        let mut b = stick();
+        b.name = "loop7".into();
+        b.transport = "loop".into();
+        b.loop_backing = Some("/isos/win.iso".into());
+        assert_eq!(check_disk(&b, &host(), None, false), Ok(()));
+        b.loop_backing = None;
+        assert_eq!(check_disk(&b, &host(), None, false), Err(Refusal::LoopNotAttached { path: "/dev/loop7".into() }));
+        let mut h = host();
+        h.root_disk = Some("dm-1".into());
+        h.root_disks = vec!["sdb".into()];
+        let mut b = stick();
+        b.holders = vec!["dm-0".into()];
+        assert_eq!(check(b.clone(), &h, true), Err(Refusal::RootDisk { path: "/dev/sdb".into() }));
+        assert_eq!(check_disk(&b, &h, None, true), Err(Refusal::RootDisk { path: "/dev/sdb".into() }));
     }
 
     #[test]
