@@ -254,6 +254,14 @@ fn a_dry_run_plans_and_writes_nothing() {
     assert_eq!(steps, ["read-iso"], "a dry run reads the ISO and nothing more");
     let planned = ev.iter().find(|e| e["event"] == "planned").unwrap();
     assert!(planned["inventory"]["files"].as_u64().unwrap() > 0, "{planned}");
+    // The full plan: one FAT32 partition at 1 MiB filling the 600 MiB image, its label, the boot code.
+    let layout = &planned["inventory"]["layout"];
+    assert_eq!(layout["partitions"][0]["offset"], 1 << 20, "{layout}");
+    assert_eq!(layout["partitions"][0]["role"], "main", "{layout}");
+    let size = layout["partitions"][0]["size"].as_u64().unwrap();
+    assert!(size > 590 << 20 && size <= (600 << 20) - (1 << 20), "{layout}");
+    assert_eq!(layout["label"], "CCCOMA_X64F", "{layout}");
+    assert!(layout["bios"].is_object() && layout["uefi"].is_object(), "{layout}");
 
     // An existing image: opened read-only, byte for byte the same afterwards; the human plan on stderr.
     let img = dir.path().join("old.img");
@@ -263,6 +271,7 @@ fn a_dry_run_plans_and_writes_nothing() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Plan for") && err.contains("filesystem: FAT32"), "{}", text(&out));
+    assert!(err.contains("partition 1: at 1.0 MiB (byte 1048576)"), "{}", text(&out));
     assert!(!err.contains("Copying"), "{}", text(&out));
     assert_eq!(digest(&img), before);
 

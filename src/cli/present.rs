@@ -201,37 +201,70 @@ fn report_lines(target: &Path, r: &Report, secs: f64) -> Vec<String> {
 
 /// What a write would do (--dry-run), for people.
 fn plan_lines(target: &Path, inv: &Inventory) -> Vec<String> {
+    use crate::stick::safety::{PartitionRole, PlannedTable, PlannedUefi};
+    let l = &inv.layout;
     let mut lines = vec![format!("Plan for {} (dry run: nothing was written):", term::path(target))];
+    lines.push(format!("  partition table: {}", if l.table == PlannedTable::Gpt { "GPT" } else { "MBR" }));
+    for p in &l.partitions {
+        lines.push(format!(
+            "  partition {}: at {} (byte {}), {} ({} bytes), type {}, {}",
+            p.number,
+            human(p.offset),
+            p.offset,
+            human(p.size),
+            p.size,
+            p.type_name,
+            match p.role {
+                PartitionRole::Main => "the Windows files",
+                PartitionRole::UefiBridge => "the UEFI bridge",
+            }
+        ));
+    }
     if let Ok(c) = &inv.fs {
-        lines.push(format!("  filesystem: {} — {}", c.fs.name(), escape(&c.reason)));
-        for w in &c.split {
-            lines.push(format!("  split: {} into parts (sources/install.swm, install2.swm, ...)", escape(w)));
-        }
-        for w in &c.repack {
-            lines.push(format!("  re-pack, then split: {}", escape(w)));
-        }
+        lines.push(format!("  filesystem: {} \"{}\" — {}", c.fs.name(), escape(&l.label), escape(&c.reason)));
     }
     lines.push(format!(
         "  files: {} in {} directories, {}; space needed on the stick: {}",
-        inv.files,
-        inv.dirs,
-        human(inv.total_bytes),
+        l.files,
+        l.dirs,
+        human(l.bytes),
         human(inv.needed_bytes)
     ));
+    if let Some(s) = &l.split {
+        lines.push(format!(
+            "  split: {}{} into {} parts of at most {} ({})",
+            escape(&s.wim),
+            if s.repack { ", re-packed first in scratch space," } else { "" },
+            s.parts,
+            human(s.part_bytes),
+            s.part_sizes.iter().map(|b| human(*b)).collect::<Vec<_>>().join(", ")
+        ));
+    }
     if inv.scratch_bytes > 0 {
-        lines.push(format!("  scratch space for the WIM: {}", human(inv.scratch_bytes)));
+        lines.push(format!("  scratch space: {}", human(inv.scratch_bytes)));
     }
-    if inv.bridge {
-        lines.push("  UEFI bridge partition: yes (NTFS stick)".into());
+    for a in &l.added {
+        lines.push(format!("  added by woesafe: {}", escape(a)));
     }
-    if let Some(image) = inv.win7_image {
-        lines.push(format!("  Windows 7 UEFI loader: extracted from install.wim image {image}"));
+    if let Some(b) = &l.bios {
+        lines.push(format!("  BIOS boot: {}; {}; {} ({})", b.boot_code, b.core_image, escape(&b.config), b.chain));
     }
-    lines.push(format!(
-        "  boot: BIOS bootmgr {}, UEFI loader {}",
-        if inv.has_bootmgr { "present" } else { "absent" },
-        if inv.has_uefi_loader { "present" } else { "absent" }
-    ));
+    match &l.uefi {
+        Some(PlannedUefi::IsoLoader { path }) => lines.push(format!("  UEFI boot: the ISO's {}", escape(path))),
+        Some(PlannedUefi::Windows7 { image, path }) => {
+            lines.push(format!("  UEFI boot: {} extracted from install.wim image {image}", escape(path)))
+        }
+        Some(PlannedUefi::Bridge { loader, image }) => lines.push(format!(
+            "  UEFI boot: {} chain-loads {}",
+            image.as_deref().map_or("the bridge woesafe builds (GRUB, not Secure Boot signed)".into(), |i| format!(
+                "the bridge image {}",
+                escape(i)
+            )),
+            escape(loader)
+        )),
+        Some(PlannedUefi::Unavailable) => lines.push("  UEFI boot: unavailable (the ISO has no loader)".into()),
+        None => {}
+    }
     lines
 }
 
