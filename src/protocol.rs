@@ -122,6 +122,21 @@ pub struct WriteRequest {
     pub pause_at: Option<(String, u64)>,
 }
 
+/// What the worker needs to verify a stick (`woesafe verify`): the ISO and the target, each the file the
+/// supervisor checked (and holds locked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    #[serde(with = "path_bytes")]
+    pub iso: PathBuf,
+    pub iso_id: FileId,
+    #[serde(with = "path_bytes")]
+    pub target: PathBuf,
+    pub target_id: FileId,
+    /// A directory the supervisor created for us; the worker mounts a private tmpfs on it.
+    #[serde(with = "path_bytes")]
+    pub work_dir: PathBuf,
+}
+
 /// The steps of a write, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
@@ -254,6 +269,8 @@ pub enum Down {
         target: FileId,
     },
     Abort,
+    /// Verify a stick instead of writing one (the first frame, like `Start`).
+    Verify(Box<VerifyRequest>),
 }
 
 /// Worker → supervisor.
@@ -288,6 +305,13 @@ pub enum Up {
         fusectl: Option<PathBuf>,
     },
     Aborted,
+    /// The verification finished: the report lists every mismatch (none: identical).
+    Verified(Box<crate::verify::VerifyReport>),
+    /// The verification could not be done; `refused`: the ISO is damaged or hostile (exit 3).
+    VerifyFailed {
+        message: String,
+        refused: bool,
+    },
 }
 
 /// Paths in frames: file names need not be UTF-8, which a JSON string must be. A path is sent as its string

@@ -658,6 +658,8 @@ fn follow(
                         ui.step(s)
                     }
                     Up::Progress { done, total } => ui.progress(done, total),
+                    // A write's worker never sends a verification's frames.
+                    Up::Verified(_) | Up::VerifyFailed { .. } => {}
                     Up::Done(r) => ending = Some(Ending::Done(r)),
                     Up::Aborted => ending = ending.or(Some(Ending::Aborted)),
                     Up::Stopped { step, state } => ending = Some(Ending::Stopped { step, state }),

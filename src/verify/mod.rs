@@ -1,0 +1,798 @@
+//! Verification of a written stick against its ISO: the partition table, the boot code, the filesystem's boot
+//! sector, every file read back from the stick (FAT in userspace, NTFS through a mount the caller provides)
+//! and compared with the ISO's, and woesafe's own additions checked for what they must be. Mismatches are a
+//! typed list (path + what is wrong), never an error: errors are for what stops the check itself.
+
+pub mod compare;
+pub mod fat;
+pub mod table;
+pub mod worker;
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::boot::{bios, uefi};
+use crate::copy::SourceTree;
+use crate::media::source::{Source, SourceError};
+use crate::media::wim::{self, PART_MIB};
+use crate::media::wimsplit;
+use crate::protocol::Table;
+use crate::stick::choose::Fs;
+use compare::{Check, StickEntry};
+use table::{GrubImages, StickLayout};
+
+/// What is wrong at a path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    /// On the ISO, not on the stick.
+    Missing,
+    /// On the stick, not on the ISO, and not one of woesafe's additions.
+    Unexpected {
+        is_dir: bool,
+    },
+    /// A directory on the ISO, a file on the stick.
+    NotADirectory,
+    /// A file on the ISO, a directory on the stick.
+    NotAFile,
+    /// The stick spells the path differently.
+    Spelling {
+        found: String,
+    },
+    Size {
+        expected: u64,
+        found: u64,
+    },
+    /// The bytes differ, first at this offset.
+    Content {
+        offset: u64,
+    },
+    /// The stick's copy cannot be read (a damaged cluster chain, an I/O error).
+    Unreadable {
+        what: String,
+    },
+    /// Not what it must be (woesafe's additions, tables, boot sectors).
+    Wrong {
+        what: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Missing => write!(f, "missing on the stick"),
+            Problem::Unexpected { is_dir: true } => write!(f, "a directory the ISO does not have"),
+            Problem::Unexpected { is_dir: false } => write!(f, "a file the ISO does not have"),
+            Problem::NotADirectory => write!(f, "a file on the stick, a directory on the ISO"),
+            Problem::NotAFile => write!(f, "a directory on the stick, a file on the ISO"),
+            Problem::Spelling { found } => write!(f, "spelled {found} on the stick"),
+            Problem::Size { expected, found } => write!(f, "{found} bytes on the stick, {expected} expected"),
+            Problem::Content { offset } => write!(f, "content differs (first at byte {offset})"),
+            Problem::Unreadable { what } => write!(f, "cannot be read back: {what}"),
+            Problem::Wrong { what } => write!(f, "{what}"),
+        }
+    }
+}
+
+/// One difference between the stick and what woesafe writes for the ISO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mismatch {
+    /// A path on the stick ("sources/boot.wim"), or a structure in parentheses ("(MBR boot code)").
+    pub path: String,
+    pub problem: Problem,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.problem)
+    }
+}
+
+/// The outcome of a verification: identical when `mismatches` is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub table: Option<Table>,
+    pub fs: Option<Fs>,
+    /// GRUB's BIOS boot code is in sector 0.
+    pub bios_boot: bool,
+    /// The stick has a UEFI bridge partition.
+    pub bridge: bool,
+    pub files: u64,
+    pub dirs: u64,
+    /// Bytes read back from the stick's files and compared.
+    pub bytes: u64,
+    pub mismatches: Vec<Mismatch>,
+    /// What was not checked, and why.
+    pub notes: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn identical(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot read the stick {path}: {source}")]
+    Device {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("cannot read {path} on the ISO: {source}")]
+    ReadIso {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the stick {path} is NTFS: its files are read through ntfs-3g, which needs a mount (the worker's)")]
+    NeedsMount { path: PathBuf },
+    #[error("cannot read the NTFS stick's files at {path}: {source}")]
+    Walk {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the NTFS stick holds more than {0} entries, or paths nested too deep or too long")]
+    WalkLimit(usize),
+    #[error("{what}: {message}")]
+    Setup { what: &'static str, message: String },
+    #[error("stopped on request")]
+    Stopped,
+}
+
+/// How to reach the stick's files.
+pub enum StickFiles<'a> {
+    /// FAT32: read in userspace from the device.
+    Userspace,
+    /// NTFS: mounted (ntfs-3g, read-only) at this path by the caller.
+    Mounted(&'a Path),
+}
+
+/// Drop what the page cache holds of `device` so that every read comes from the device: flush it (BLKFLSBUF
+/// for a block device) and drop its cached pages (POSIX_FADV_DONTNEED).
+pub fn drop_cached(device: &File) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileTypeExt;
+    let _ = device.sync_all();
+    if device.metadata().is_ok_and(|m| m.file_type().is_block_device()) {
+        // SAFETY: BLKFLSBUF (_IO(0x12, 97)) takes no argument; the fd is open and valid.
+        unsafe { libc::ioctl(device.as_raw_fd(), 0x1261 as _, 0) };
+    }
+    // SAFETY: posix_fadvise on a valid fd with no memory passed.
+    unsafe { libc::posix_fadvise(device.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+/// Read the stick's partition table (for choosing how to reach its files) and what is wrong with it.
+pub fn probe(device: &File, device_path: &Path) -> Result<(Option<StickLayout>, Vec<Mismatch>), VerifyError> {
+    let dev_err = |source| VerifyError::Device { path: device_path.to_path_buf(), source };
+    let size = crate::sys::loopdev::device_size(device).map_err(dev_err)?;
+    let read = reader(device, size);
+    table::check_table(&read, size).map_err(dev_err)
+}
+
+/// Reads of the device, bounded by its size.
+fn reader(device: &File, size: u64) -> impl Fn(u64, usize) -> std::io::Result<Vec<u8>> + '_ {
+    move |offset: u64, len: usize| {
+        if offset.checked_add(len as u64).is_none_or(|end| end > size) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("byte {offset} is past the end"),
+            ));
+        }
+        let mut buf = vec![0u8; len];
+        device.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+}
+
+/// GRUB's boot.img and the core image bios.rs installs (grub-mkimage is deterministic), built in `scratch`;
+/// None with the reason when GRUB for BIOS is not installed.
+pub fn grub_images(scratch: &Path) -> Result<GrubImages, String> {
+    bios::check_grub_installed().map_err(|e| e.to_string())?;
+    let boot = std::fs::read(Path::new(bios::GRUB_I386_PC_DIR).join("boot.img")).map_err(|e| e.to_string())?;
+    let boot_img: [u8; 512] = boot.try_into().map_err(|_| "GRUB's boot.img is not 512 bytes".to_string())?;
+    let core = scratch.join("core.img");
+    crate::sys::helper::run("grub-mkimage", &bios::mkimage_args(&core), "grub-common").map_err(|e| e.to_string())?;
+    let core_img = std::fs::read(&core).map_err(|e| e.to_string())?;
+    Ok(GrubImages { boot_img, core_img })
+}
+
+/// mkfs.fat's FAT32 boot sector (its jump, OEM name and boot code are the same whatever the size), from a
+/// small sparse file in `scratch`.
+pub fn mkfs_fat_reference(scratch: &Path) -> Result<Vec<u8>, String> {
+    let path = scratch.join("reference.fat");
+    let f = File::create(&path).map_err(|e| e.to_string())?;
+    f.set_len(crate::stick::fat::MIN_FAT32_DISK + (4 << 20)).map_err(|e| e.to_string())?;
+    let args = crate::stick::fat::mkfs_args(&path, crate::stick::fat::MIN_FAT32_DISK + (4 << 20), "REFERENCE", 1, 0);
+    let result = crate::sys::helper::run("mkfs.fat", &args, "dosfstools").map_err(|e| e.to_string());
+    let mut bs = vec![0u8; 512];
+    let read = f.read_exact_at(&mut bs, 0).map_err(|e| e.to_string());
+    let _ = std::fs::remove_file(&path);
+    result?;
+    read?;
+    Ok(bs)
+}
+
+/// Bounds on a walk of a mounted NTFS stick (the same as the FAT reader's).
+fn walk_mounted(root: &Path, limits: &fat::Limits) -> Result<Vec<(StickEntry, PathBuf)>, VerifyError> {
+    let err = |path: &Path, source| VerifyError::Walk { path: path.to_path_buf(), source };
+    let mut out = Vec::new();
+    let mut stack = vec![(PathBuf::new(), 0usize)];
+    while let Some((rel, depth)) = stack.pop() {
+        if depth > limits.depth {
+            return Err(VerifyError::WalkLimit(limits.entries));
+        }
+        let dir = root.join(&rel);
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| err(&dir, e))?
+            .map(|d| d.map(|d| d.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(&dir, e))?;
+        names.sort();
+        let mut children = Vec::new();
+        for name in names {
+            let r = rel.join(&name);
+            let meta = std::fs::symlink_metadata(root.join(&r)).map_err(|e| err(&root.join(&r), e))?;
+            let path = r.to_string_lossy().into_owned();
+            if out.len() >= limits.entries || path.len() > limits.path_bytes {
+                return Err(VerifyError::WalkLimit(limits.entries));
+            }
+            let is_dir = meta.file_type().is_dir();
+            if is_dir {
+                children.push((r.clone(), depth + 1));
+            }
+            out.push((StickEntry { path, is_dir, size: if is_dir { 0 } else { meta.len() } }, r));
+        }
+        stack.extend(children.into_iter().rev());
+    }
+    Ok(out)
+}
+
+/// The stick's files, as read.
+enum Files<'v, 'a> {
+    Fat(&'v fat::FatVolume<'a>, Vec<fat::FatEntry>),
+    Mounted(&'v Path, Vec<PathBuf>),
+}
+
+impl Files<'_, '_> {
+    fn open(&self, index: usize) -> std::io::Result<Box<dyn Read + '_>> {
+        match self {
+            Files::Fat(vol, entries) => {
+                let e = &entries[index];
+                Ok(Box::new(vol.open_file(&e.path, e.first_cluster, e.size)))
+            }
+            Files::Mounted(root, rels) => {
+                use std::os::unix::fs::OpenOptionsExt;
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(root.join(&rels[index]))?;
+                if !f.metadata()?.is_file() {
+                    return Err(std::io::Error::other("not a regular file"));
+                }
+                Ok(Box::new(f))
+            }
+        }
+    }
+}
+
+/// Buffer size of the comparisons.
+const CHUNK: usize = 1 << 20;
+
+/// How two streams of `len` bytes compare.
+enum Outcome {
+    Same,
+    Differs(u64),
+    Unreadable(String),
+}
+
+struct Progress<'p> {
+    done: u64,
+    total: u64,
+    report: &'p mut dyn FnMut(u64, u64),
+}
+
+impl Progress<'_> {
+    fn add(&mut self, n: u64) {
+        self.done += n;
+        (self.report)(self.done.min(self.total), self.total);
+    }
+}
+
+fn stop_check() -> Result<(), VerifyError> {
+    if crate::sys::stop::stop_requested() { Err(VerifyError::Stopped) } else { Ok(()) }
+}
+
+/// Compare `len` bytes of the ISO's stream with the stick's. An error on the ISO side is an error; on the
+/// stick's side, a mismatch.
+fn compare_streams(
+    iso_path: &str,
+    expected: &mut dyn Read,
+    found: &mut dyn Read,
+    len: u64,
+    progress: &mut Progress,
+) -> Result<Outcome, VerifyError> {
+    let mut a = vec![0u8; CHUNK];
+    let mut b = vec![0u8; CHUNK];
+    let mut at = 0u64;
+    while at < len {
+        stop_check()?;
+        let n = (len - at).min(CHUNK as u64) as usize;
+        expected
+            .read_exact(&mut a[..n])
+            .map_err(|source| VerifyError::ReadIso { path: iso_path.to_string(), source })?;
+        if let Err(e) = found.read_exact(&mut b[..n]) {
+            return Ok(Outcome::Unreadable(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                format!("it ends before byte {}", at + n as u64)
+            } else {
+                e.to_string()
+            }));
+        }
+        if let Some(d) = compare::first_difference(&a[..n], &b[..n]) {
+            progress.add((len - at) as u64);
+            return Ok(Outcome::Differs(at + d as u64));
+        }
+        at += n as u64;
+        progress.add(n as u64);
+    }
+    Ok(Outcome::Same)
+}
+
+fn outcome_mismatch(path: &str, o: Outcome) -> Option<Mismatch> {
+    match o {
+        Outcome::Same => None,
+        Outcome::Differs(offset) => Some(Mismatch { path: path.into(), problem: Problem::Content { offset } }),
+        Outcome::Unreadable(what) => Some(Mismatch { path: path.into(), problem: Problem::Unreadable { what } }),
+    }
+}
+
+/// Read a small stick file whole (at most `cap` bytes); Err: the mismatch to report.
+fn read_small(files: &Files, index: usize, path: &str, cap: u64) -> Result<Vec<u8>, Mismatch> {
+    let unreadable = |what: String| Mismatch { path: path.into(), problem: Problem::Unreadable { what } };
+    let r = files.open(index).map_err(|e| unreadable(e.to_string()))?;
+    match crate::sys::argfile::read_capped(r, cap) {
+        Ok(Some(data)) => Ok(data),
+        Ok(None) => Err(Mismatch { path: path.into(), problem: Problem::Wrong { what: format!("over {cap} bytes") } }),
+        Err(e) => Err(unreadable(e.to_string())),
+    }
+}
+
+fn read_iso_small(source: &Source, index: usize, cap: u64) -> Result<Option<Vec<u8>>, VerifyError> {
+    let path = source.entries()[index].path.clone();
+    let err = |source| VerifyError::ReadIso { path: path.clone(), source };
+    crate::sys::argfile::read_capped(source.open(index).map_err(err)?, cap).map_err(err)
+}
+
+/// Every answer file woesafe writes for this ISO: one per non-empty set of bypasses.
+fn answer_files(source: &Source) -> Vec<String> {
+    use crate::media::unattend::{self, Bypass};
+    let arch = unattend::architecture(source.entries());
+    let all = [Bypass::Tpm, Bypass::Secureboot, Bypass::Ram, Bypass::OnlineAccount];
+    (1u32..16)
+        .filter_map(|mask| {
+            let set: Vec<Bypass> =
+                all.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, b)| *b).collect();
+            unattend::answer_file(&set, arch)
+        })
+        .collect()
+}
+
+/// Check a written stick against its ISO. `device` is the whole stick (or image file), opened read-only (and
+/// locked by the caller); `source` the ISO, opened with the userspace reader (or the kernel's); `files` how to
+/// reach the files (FAT32 in userspace; NTFS only through a read-only mount of the main partition the caller
+/// made); `scratch` a directory for GRUB's core image and mkfs.fat's reference boot sector (a few MiB, removed
+/// here). `progress(done, total)` is called as file bytes are compared. The page cache of `device` is dropped
+/// first, so what is read comes from the device.
+///
+/// Mismatches are in the report (never an error); an error means the check could not be done (the stick or the
+/// ISO unreadable as a whole, a stop request).
+pub fn check_stick(
+    device: &File,
+    device_path: &Path,
+    source: &Source,
+    files: StickFiles,
+    scratch: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport, VerifyError> {
+    drop_cached(device);
+    let dev_err = |source| VerifyError::Device { path: device_path.to_path_buf(), source };
+    let size = crate::sys::loopdev::device_size(device).map_err(dev_err)?;
+    let read = reader(device, size);
+    let (layout, mut mismatches) = table::check_table(&read, size).map_err(dev_err)?;
+    let mut report = VerifyReport {
+        table: layout.map(|l| l.table),
+        fs: layout.map(|l| l.fs),
+        bios_boot: false,
+        bridge: layout.is_some_and(|l| l.bridge.is_some()),
+        files: 0,
+        dirs: 0,
+        bytes: 0,
+        mismatches: Vec::new(),
+        notes: Vec::new(),
+    };
+    let Some(layout) = layout else {
+        report.mismatches = mismatches;
+        return Ok(report);
+    };
+
+    // Boot code: GRUB's boot.img in sector 0 and the core image in the gap, as bios.rs installs them.
+    let has_code = read(0, 440).map_err(dev_err)?.iter().any(|&b| b != 0);
+    let grub = if layout.table == Table::Gpt || !has_code {
+        None
+    } else {
+        match grub_images(scratch) {
+            Ok(g) => Some(g),
+            Err(why) => {
+                report.notes.push(format!("BIOS boot code not compared: {why}"));
+                None
+            }
+        }
+    };
+    let (bios_boot, bad) = table::check_boot_code(&read, &layout, grub.as_ref()).map_err(dev_err)?;
+    report.bios_boot = bios_boot;
+    mismatches.extend(bad);
+    let _ = std::fs::remove_file(scratch.join("core.img"));
+
+    // The filesystem's boot sector.
+    match layout.fs {
+        Fs::Fat32 => {
+            let reference = match mkfs_fat_reference(scratch) {
+                Ok(r) => Some(r),
+                Err(why) => {
+                    report.notes.push(format!("FAT32 boot code not compared with mkfs.fat's: {why}"));
+                    None
+                }
+            };
+            mismatches.extend(table::check_fat_boot_sector(&read, layout.main, reference.as_deref()).map_err(dev_err)?);
+        }
+        Fs::Ntfs => mismatches.extend(table::check_ntfs_boot_sector(&read, layout.main).map_err(dev_err)?),
+    }
+
+    // The files.
+    let volume;
+    let (stick, files): (Vec<StickEntry>, Files) = match (layout.fs, files) {
+        (Fs::Fat32, _) => {
+            volume = match fat::FatVolume::open(device, layout.main.offset, layout.main.size) {
+                Ok(v) => v,
+                Err(e) => {
+                    mismatches.push(Mismatch {
+                        path: table::FAT_BOOT_PATH.into(),
+                        problem: Problem::Unreadable { what: e.to_string() },
+                    });
+                    report.mismatches = mismatches;
+                    return Ok(report);
+                }
+            };
+            mismatches.extend(check_fat_copies(&volume, layout.main.offset, &read).map_err(dev_err)?);
+            let entries = match volume.walk(&fat::LIMITS) {
+                Ok(e) => e,
+                Err(fat::FatError::Read { source, .. }) => return Err(dev_err(source)),
+                Err(e) => {
+                    mismatches
+                        .push(Mismatch { path: "/".into(), problem: Problem::Unreadable { what: e.to_string() } });
+                    report.mismatches = mismatches;
+                    return Ok(report);
+                }
+            };
+            let stick =
+                entries.iter().map(|e| StickEntry { path: e.path.clone(), is_dir: e.is_dir, size: e.size }).collect();
+            (stick, Files::Fat(&volume, entries))
+        }
+        (Fs::Ntfs, StickFiles::Mounted(root)) => {
+            let walked = walk_mounted(root, &fat::LIMITS)?;
+            let (stick, rels): (Vec<_>, Vec<_>) = walked.into_iter().unzip();
+            (stick, Files::Mounted(root, rels))
+        }
+        (Fs::Ntfs, StickFiles::Userspace) => return Err(VerifyError::NeedsMount { path: device_path.to_path_buf() }),
+    };
+    report.files = stick.iter().filter(|e| !e.is_dir).count() as u64;
+    report.dirs = stick.iter().filter(|e| e.is_dir).count() as u64;
+
+    let entries = source.entries();
+    let (checks, bad) = compare::plan(entries, &stick);
+    mismatches.extend(bad);
+    if bios_boot && !stick.iter().any(|e| !e.is_dir && e.path.eq_ignore_ascii_case(bios::GRUB_CFG_PATH)) {
+        mismatches.push(Mismatch { path: bios::GRUB_CFG_PATH.into(), problem: Problem::Missing });
+    }
+    let total = compare::bytes_to_read(&checks, &stick);
+    let mut progress = Progress { done: 0, total, report: progress };
+    for check in &checks {
+        stop_check()?;
+        match check {
+            Check::SameAsIso { stick: s, iso: i } => {
+                let path = &stick[*s].path;
+                let mut found = match files.open(*s) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        mismatches.push(Mismatch {
+                            path: path.clone(),
+                            problem: Problem::Unreadable { what: e.to_string() },
+                        });
+                        continue;
+                    }
+                };
+                let iso_path = &entries[*i].path;
+                let mut expected =
+                    source.open(*i).map_err(|source| VerifyError::ReadIso { path: iso_path.clone(), source })?;
+                let o = compare_streams(iso_path, &mut expected, &mut found, stick[*s].size, &mut progress)?;
+                mismatches.extend(outcome_mismatch(path, o));
+            }
+            Check::GrubCfg { stick: s, iso } => {
+                let path = &stick[*s].path;
+                progress.add(stick[*s].size);
+                match read_small(&files, *s, path, 64 << 10) {
+                    Ok(data) => {
+                        let isos = match iso {
+                            Some(i) => read_iso_small(source, *i, 64 << 10)?,
+                            None => None,
+                        };
+                        if data != bios::GRUB_CFG.as_bytes() && isos.as_deref() != Some(&data[..]) {
+                            mismatches.push(Mismatch {
+                                path: path.clone(),
+                                problem: Problem::Wrong {
+                                    what: "not the grub.cfg woesafe writes (ntldr /bootmgr)".into(),
+                                },
+                            });
+                        }
+                    }
+                    Err(m) => mismatches.push(m),
+                }
+            }
+            Check::AnswerFile { stick: s, iso } => {
+                let path = &stick[*s].path;
+                progress.add(stick[*s].size);
+                match read_small(&files, *s, path, 1 << 20) {
+                    Ok(data) => {
+                        let own = match iso {
+                            Some(i) => read_iso_small(source, *i, 1 << 20)?,
+                            None => None,
+                        };
+                        let ours = answer_files(source).iter().any(|x| x.as_bytes() == data);
+                        if !ours && own.as_deref() != Some(&data[..]) {
+                            mismatches.push(Mismatch {
+                                path: path.clone(),
+                                problem: Problem::Wrong {
+                                    what: "neither the ISO's autounattend.xml nor woesafe's answer file for any --bypass set".into(),
+                                },
+                            });
+                        }
+                    }
+                    Err(m) => mismatches.push(m),
+                }
+            }
+            Check::ExtractedLoader { stick: s } => {
+                let path = &stick[*s].path;
+                progress.add(stick[*s].size);
+                match read_small(&files, *s, path, uefi::MAX_LOADER_BYTES) {
+                    Ok(data) => {
+                        if let Err(what) = uefi::check_efi_x64(&data) {
+                            mismatches.push(Mismatch {
+                                path: path.clone(),
+                                problem: Problem::Wrong { what: format!("not an x86_64 UEFI loader: {what}") },
+                            });
+                        }
+                        report.notes.push(format!(
+                            "/{path} is not on the ISO (a Windows 7 loader extracted from install.wim): checked to be \
+                             an x86_64 UEFI application, not compared with install.wim's copy"
+                        ));
+                    }
+                    Err(m) => mismatches.push(m),
+                }
+            }
+            Check::SplitWim { iso, parts } => {
+                let (bad, note) = check_split(source, *iso, parts, &stick, &files, &mut progress)?;
+                mismatches.extend(bad);
+                report.notes.extend(note);
+            }
+        }
+    }
+    report.bytes = progress.done;
+
+    if let Some(bridge) = layout.bridge {
+        mismatches.extend(check_bridge(device, device_path, bridge, layout.main)?);
+    }
+    report.mismatches = mismatches;
+    Ok(report)
+}
+
+/// The FAT copies must be identical.
+fn check_fat_copies(
+    vol: &fat::FatVolume,
+    base: u64,
+    read: &dyn Fn(u64, usize) -> std::io::Result<Vec<u8>>,
+) -> std::io::Result<Vec<Mismatch>> {
+    let copies = vol.fat_copies();
+    let Some(&(first, len)) = copies.first() else { return Ok(Vec::new()) };
+    let mut bad = Vec::new();
+    for (k, &(other, _)) in copies.iter().enumerate().skip(1) {
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(CHUNK as u64) as usize;
+            let a = read(base + first + at, n)?;
+            let b = read(base + other + at, n)?;
+            if let Some(d) = compare::first_difference(&a, &b) {
+                bad.push(Mismatch {
+                    path: "(FAT32 file allocation tables)".into(),
+                    problem: Problem::Wrong {
+                        what: format!("FAT copy {} differs from the first at byte {}", k + 1, at + d as u64),
+                    },
+                });
+                break;
+            }
+            at += n as u64;
+        }
+    }
+    Ok(bad)
+}
+
+/// The parts of a split WIM against the WIM they came from: the split is planned again from the ISO's WIM with
+/// the split set's GUID read from the first part, and each part compared byte for byte with the bytes the plan
+/// makes (the same cost as comparing the WIM itself: one read of each side). Parts re-packed from an
+/// install.esd cannot be made again: their headers are checked (a WIM part, its number, one GUID), and a note
+/// says their data was not compared.
+fn check_split(
+    source: &Source,
+    iso: usize,
+    parts: &[usize],
+    stick: &[StickEntry],
+    files: &Files,
+    progress: &mut Progress,
+) -> Result<(Vec<Mismatch>, Option<String>), VerifyError> {
+    let wim_path = &source.entries()[iso].path;
+    let mut bad = Vec::new();
+    let first_path = &stick[parts[0]].path;
+    let head = match files.open(parts[0]).and_then(|mut r| {
+        let mut h = [0u8; 208];
+        r.read_exact(&mut h).map(|_| h)
+    }) {
+        Ok(h) => h,
+        Err(e) => {
+            progress.add(parts.iter().map(|&p| stick[p].size).sum());
+            bad.push(Mismatch {
+                path: first_path.clone(),
+                problem: Problem::Unreadable { what: format!("its WIM header: {e}") },
+            });
+            return Ok((bad, None));
+        }
+    };
+    let guid: [u8; 16] = head[24..40].try_into().unwrap_or_default();
+    let iso_err = |source| VerifyError::ReadIso { path: wim_path.clone(), source };
+    let mut wim = source.open_seekable(iso).map_err(iso_err)?;
+    let plan = match wimsplit::plan(&mut wim, PART_MIB << 20, guid) {
+        Ok(plan) => plan,
+        Err(wimsplit::SplitError::NeedsRepack(why)) => {
+            progress.add(parts.iter().map(|&p| stick[p].size).sum());
+            bad.extend(check_repacked_headers(parts, stick, files, guid));
+            return Ok((
+                bad,
+                Some(format!(
+                    "{wim_path} was re-packed before it was split ({why}): the parts' headers were checked, their data \
+                     was not compared with it"
+                )),
+            ));
+        }
+        Err(e) => {
+            progress.add(parts.iter().map(|&p| stick[p].size).sum());
+            bad.push(Mismatch {
+                path: first_path.clone(),
+                problem: Problem::Wrong { what: format!("the ISO's {wim_path} cannot be split again to compare: {e}") },
+            });
+            return Ok((bad, None));
+        }
+    };
+    for k in parts.len()..plan.parts.len() {
+        bad.push(Mismatch { path: wim::part_path(wim_path, k + 1), problem: Problem::Missing });
+    }
+    for (k, &s) in parts.iter().enumerate() {
+        let path = &stick[s].path;
+        let Some(part) = plan.parts.get(k) else {
+            bad.push(Mismatch { path: path.clone(), problem: Problem::Unexpected { is_dir: false } });
+            progress.add(stick[s].size);
+            continue;
+        };
+        if part.size != stick[s].size {
+            bad.push(Mismatch {
+                path: path.clone(),
+                problem: Problem::Size { expected: part.size, found: stick[s].size },
+            });
+            progress.add(stick[s].size);
+            continue;
+        }
+        let mut found = match files.open(s) {
+            Ok(r) => r,
+            Err(e) => {
+                bad.push(Mismatch { path: path.clone(), problem: Problem::Unreadable { what: e.to_string() } });
+                progress.add(stick[s].size);
+                continue;
+            }
+        };
+        let mut expected = part.reader(source.open_seekable(iso).map_err(iso_err)?);
+        let o = compare_streams(wim_path, &mut expected, &mut found, part.size, progress)?;
+        bad.extend(outcome_mismatch(path, o));
+    }
+    Ok((bad, None))
+}
+
+/// Parts of a re-packed WIM: each a WIM header with its part number, the part count and the same GUID.
+fn check_repacked_headers(parts: &[usize], stick: &[StickEntry], files: &Files, guid: [u8; 16]) -> Vec<Mismatch> {
+    let mut bad = Vec::new();
+    for (k, &s) in parts.iter().enumerate() {
+        let path = &stick[s].path;
+        let head = files.open(s).and_then(|mut r| {
+            let mut h = [0u8; 208];
+            r.read_exact(&mut h).map(|_| h)
+        });
+        let what = match head {
+            Err(e) => Some(format!("its WIM header cannot be read: {e}")),
+            Ok(h) if &h[..8] != b"MSWIM\0\0\0" => Some("not a WIM part".into()),
+            Ok(h) if h[24..40] != guid => Some("its split set GUID differs from the first part's".into()),
+            Ok(h) => {
+                let (n, total) = (u16::from_le_bytes([h[40], h[41]]), u16::from_le_bytes([h[42], h[43]]));
+                (usize::from(n) != k + 1 || usize::from(total) != parts.len())
+                    .then(|| format!("it says part {n} of {total}, not {} of {}", k + 1, parts.len()))
+            }
+        };
+        if let Some(what) = what {
+            bad.push(Mismatch { path: path.clone(), problem: Problem::Wrong { what } });
+        }
+    }
+    bad
+}
+
+/// The UEFI bridge partition of an NTFS stick: a FAT volume with an x86_64 EFI/BOOT/BOOTX64.EFI; when it is
+/// woesafe's GRUB bridge, its embedded grub.cfg names this stick's NTFS volume.
+fn check_bridge(
+    device: &File,
+    device_path: &Path,
+    bridge: mbr::PartitionSpan,
+    main: mbr::PartitionSpan,
+) -> Result<Vec<Mismatch>, VerifyError> {
+    const PATH: &str = "(UEFI bridge)/EFI/BOOT/BOOTX64.EFI";
+    let wrong = |what: String| vec![Mismatch { path: PATH.into(), problem: Problem::Wrong { what } }];
+    let vol = match fat::FatVolume::open(device, bridge.offset, bridge.size) {
+        Ok(v) => v,
+        Err(e) => return Ok(wrong(format!("the bridge partition is not a FAT volume: {e}"))),
+    };
+    let entries = match vol.walk(&fat::LIMITS) {
+        Ok(e) => e,
+        Err(e) => return Ok(wrong(format!("the bridge partition cannot be read: {e}"))),
+    };
+    let Some(e) = entries.iter().find(|e| !e.is_dir && e.path.eq_ignore_ascii_case("EFI/BOOT/BOOTX64.EFI")) else {
+        return Ok(vec![Mismatch { path: PATH.into(), problem: Problem::Missing }]);
+    };
+    if e.size > uefi::MAX_LOADER_BYTES {
+        return Ok(wrong(format!("{} bytes; a UEFI loader is at most {}", e.size, uefi::MAX_LOADER_BYTES)));
+    }
+    let mut data = Vec::new();
+    if let Err(err) = vol.open_file(&e.path, e.first_cluster, e.size).read_to_end(&mut data) {
+        return Ok(vec![Mismatch { path: PATH.into(), problem: Problem::Unreadable { what: err.to_string() } }]);
+    }
+    if let Err(what) = uefi::check_efi_x64(&data) {
+        return Ok(wrong(format!("not an x86_64 UEFI loader: {what}")));
+    }
+    let marker = b"Written by woesafe: the UEFI bridge";
+    if data.windows(marker.len()).any(|w| w == marker) {
+        let mut b = [0u8; 8];
+        device
+            .read_exact_at(&mut b, main.offset + 0x48)
+            .map_err(|source| VerifyError::Device { path: device_path.to_path_buf(), source })?;
+        let uuid = format!("{:016x}", u64::from_le_bytes(b));
+        let cfg = uefi::bridge_cfg(&uuid);
+        if !data.windows(cfg.len()).any(|w| w == cfg.as_bytes()) {
+            return Ok(wrong(format!(
+                "woesafe's bridge, but its grub.cfg does not name this stick's NTFS volume {uuid}"
+            )));
+        }
+    }
+    Ok(Vec::new())
+}
+
+use crate::stick::mbr;
