@@ -44,6 +44,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let result = match &cli.command {
         Command::Write(args) => cli::write::run(args, cli.verbose, cli.quiet),
         Command::Recover(args) => cli::recover::run(args, cli.quiet),
+        Command::Verify(args) => cli::verify::run(args, cli.quiet),
     };
     Ok(match result {
         Ok(code) => ExitCode::from(code),

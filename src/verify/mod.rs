@@ -209,7 +209,8 @@ pub fn grub_images(scratch: &Path) -> Result<GrubImages, String> {
 /// small sparse file in `scratch`.
 pub fn mkfs_fat_reference(scratch: &Path) -> Result<Vec<u8>, String> {
     let path = scratch.join("reference.fat");
-    let f = File::create(&path).map_err(|e| e.to_string())?;
+    let f =
+        std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| e.to_string())?;
     f.set_len(crate::stick::fat::MIN_FAT32_DISK + (4 << 20)).map_err(|e| e.to_string())?;
     let args = crate::stick::fat::mkfs_args(&path, crate::stick::fat::MIN_FAT32_DISK + (4 << 20), "REFERENCE", 1, 0);
     let result = crate::sys::helper::run("mkfs.fat", &args, "dosfstools").map_err(|e| e.to_string());

@@ -262,13 +262,21 @@ pub fn check_fat_boot_sector(
         ("sectors per cluster", u64::from(bs[13]), fat::cluster_size(main.size) / 512),
         ("the number of FATs", u64::from(bs[16]), 2),
         ("hidden sectors", u64::from(u32_at(&bs, 28)), main.offset / SECTOR),
-        ("total sectors", u64::from(u32_at(&bs, 32)), main.size / SECTOR),
         ("the extended boot signature", u64::from(bs[66]), 0x29),
     ];
     for (what, found, want) in expect {
         if found != want {
             bad.push(wrong(FAT_BOOT_PATH, format!("{what} is {found}, woesafe formats with {want}")));
         }
+    }
+    // mkfs.fat ends the volume at a whole track (the BPB's sectors per track) within the partition.
+    let (total, sectors) = (u64::from(u32_at(&bs, 32)), main.size / SECTOR);
+    let track = u16_at(24).max(1);
+    if total > sectors || total + track <= sectors {
+        bad.push(wrong(
+            FAT_BOOT_PATH,
+            format!("total sectors is {total}; the partition has {sectors} (tracks of {track} sectors)"),
+        ));
     }
     if &bs[82..90] != b"FAT32   " {
         bad.push(wrong(FAT_BOOT_PATH, "the filesystem type is not FAT32".into()));
@@ -411,7 +419,8 @@ mod tests {
         bs[13] = (fat::cluster_size(main.size) / 512) as u8;
         bs[16] = 2;
         bs[28..32].copy_from_slice(&2048u32.to_le_bytes());
-        bs[32..36].copy_from_slice(&((63u32 << 20) / 512).to_le_bytes());
+        bs[24] = 63;
+        bs[32..36].copy_from_slice(&((63u32 << 20) / 512 - 20).to_le_bytes());
         bs[50] = 6;
         bs[66] = 0x29;
         let mut disk = disk_with(&[(main.offset, bs.clone()), (main.offset + 6 * 512, bs.clone())], 2 << 20);
