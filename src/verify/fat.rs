@@ -233,6 +233,11 @@ impl<'a> FatVolume<'a> {
         })
     }
 
+    /// Where a file's first cluster lies, in bytes from the volume's start (None: not a data cluster).
+    pub fn file_offset(&self, first_cluster: u32) -> Option<u64> {
+        self.valid_cluster(first_cluster).then(|| self.cluster_offset(first_cluster))
+    }
+
     fn valid_cluster(&self, c: u32) -> bool {
         c >= 2 && u64::from(c) <= u64::from(self.clusters) + 1
     }

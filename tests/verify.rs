@@ -1,0 +1,173 @@
+//! `woesafe verify`: sticks written by the built `woesafe write` from the fixture ISOs verify as identical
+//! (exit 0), and each planted fault is caught (exit 5) and named by its path: a flipped byte in a file, a
+//! missing file, a damaged FAT32 boot sector and MBR boot code, a flipped byte on NTFS, and a flipped byte
+//! inside a part of a split install.wim.
+
+mod common;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use common::*;
+
+const PART: u64 = 1 << 20;
+
+fn verify(iso: &Path, image: &Path, json: bool) -> Output {
+    let mut args = vec!["verify", iso.to_str().unwrap(), image.to_str().unwrap()];
+    if json {
+        args.push("--json");
+    }
+    woesafe(&args)
+}
+
+/// Verify and expect `code`; returns the output's text.
+fn expect(iso: &Path, image: &Path, code: i32, what: &str) -> String {
+    let started = Instant::now();
+    let out = verify(iso, image, false);
+    let t = text(&out);
+    eprintln!("verify ({what}): {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(out.status.code(), Some(code), "{what}:\n{t}");
+    t
+}
+
+fn flip(image: &Path, offset: u64) {
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(image).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0xFF;
+    f.write_all_at(&b, offset).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Where a file's bytes start in the image, through woesafe's own FAT reader.
+fn fat_file_offset(image: &Path, path: &str) -> u64 {
+    let f = File::open(image).unwrap();
+    let size = f.metadata().unwrap().len();
+    let vol = woesafe::verify::fat::FatVolume::open(&f, PART, size - PART).unwrap();
+    let e = vol.walk(&woesafe::verify::fat::LIMITS).unwrap().into_iter().find(|e| e.path == path).unwrap();
+    PART + vol.file_offset(e.first_cluster).unwrap()
+}
+
+/// Where a block of 4096 bytes lies in the image (4096-aligned from the partition's start); exactly one place.
+fn find_block(image: &Path, needle: &[u8]) -> u64 {
+    let f = File::open(image).unwrap();
+    let size = f.metadata().unwrap().len();
+    let mut found = Vec::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut at = PART;
+    while at < size {
+        let n = (size - at).min(buf.len() as u64) as usize;
+        f.read_exact_at(&mut buf[..n], at).unwrap();
+        for (k, block) in buf[..n].chunks_exact(4096).enumerate() {
+            if block == needle {
+                found.push(at + k as u64 * 4096);
+            }
+        }
+        at += n as u64;
+    }
+    assert_eq!(found.len(), 1, "the block is found once: {found:?}");
+    found[0]
+}
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("woesafe-verify-test.").tempdir_in("/var/tmp").unwrap()
+}
+
+#[test]
+fn fat32_stick_verifies_and_planted_faults_are_caught() {
+    if !need_root("fat32_stick_verifies_and_planted_faults_are_caught") {
+        return;
+    }
+    let fx = fixture();
+    let dir = scratch();
+    let img = dir.path().join("fat.img");
+    write_fixture(&fx.iso, &img, "1G", &[]);
+    let t = expect(&fx.iso, &img, 0, "good FAT32 stick");
+    assert!(t.contains("identical to the ISO") && t.contains("BIOS boot code"), "{t}");
+
+    // One flipped byte in a file: named with the offset; the JSON report says the same.
+    let file = "sources/random-3mib-odd.bin";
+    let at = fat_file_offset(&img, file) + 12345;
+    flip(&img, at);
+    let t = expect(&fx.iso, &img, 5, "flipped byte");
+    assert!(t.contains(&format!("mismatch: {file}: content differs (first at byte 12345)")), "{t}");
+    let out = verify(&fx.iso, &img, true);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["mismatches"].as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json["mismatches"][0]["path"], file);
+    assert_eq!(json["mismatches"][0]["problem"]["kind"], "content");
+    flip(&img, at);
+
+    // A damaged FAT32 boot sector (its boot code area), then the MBR's boot code.
+    flip(&img, PART + 0x100);
+    let t = expect(&fx.iso, &img, 5, "FAT32 boot sector");
+    assert!(t.contains("mismatch: (FAT32 boot sector): differs from its backup copy"), "{t}");
+    flip(&img, PART + 0x100);
+    flip(&img, 0x80);
+    let t = expect(&fx.iso, &img, 5, "MBR boot code");
+    assert!(t.contains("mismatch: (MBR boot code): content differs (first at byte 128)"), "{t}");
+    flip(&img, 0x80);
+    expect(&fx.iso, &img, 0, "faults undone");
+
+    // One missing file (mtools, at the partition's offset).
+    let out = Command::new("mdel")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@1M", img.display()))
+        .arg("::/sources/setup.exe")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mdel: {}", text(&out));
+    let t = expect(&fx.iso, &img, 5, "missing file");
+    assert!(t.contains("mismatch: sources/setup.exe: missing on the stick"), "{t}");
+    assert_eq!(t.matches("mismatch:").count(), 1, "{t}");
+}
+
+#[test]
+fn ntfs_stick_verifies_and_a_flipped_byte_is_caught() {
+    if !need_root("ntfs_stick_verifies_and_a_flipped_byte_is_caught") {
+        return;
+    }
+    if !have("ntfs-3g") || !have("mkntfs") {
+        woesafe::report_skip("ntfs_stick_verifies_and_a_flipped_byte_is_caught", "ntfs-3g not installed");
+        return;
+    }
+    let fx = fixture();
+    let dir = scratch();
+    let before = host_state(dir.path());
+    let img = dir.path().join("ntfs.img");
+    write_fixture(&fx.iso, &img, "1G", &["--fs", "ntfs"]);
+    let t = expect(&fx.iso, &img, 0, "good NTFS stick");
+    assert!(t.contains("NTFS MBR, BIOS boot code, UEFI bridge") && t.contains("identical to the ISO"), "{t}");
+
+    let file = "sources/random-3mib-odd.bin";
+    let content = std::fs::read(fx.tree.join(file)).unwrap();
+    let at = find_block(&img, &content[..4096]) + 777;
+    flip(&img, at);
+    let t = expect(&fx.iso, &img, 5, "flipped byte on NTFS");
+    assert!(t.contains(&format!("mismatch: {file}: content differs (first at byte 777)")), "{t}");
+    assert_eq!(t.matches("mismatch:").count(), 1, "{t}");
+    // The worker's loop device and ntfs-3g mount went with it.
+    assert_eq!(host_state(dir.path()), before);
+}
+
+#[test]
+fn a_flipped_byte_in_a_split_wim_part_is_caught() {
+    if !need_root("a_flipped_byte_in_a_split_wim_part_is_caught") {
+        return;
+    }
+    let fx = fixture_with("win-sb-bigwim", &["--secureboot", "--big-wim-mib", "4400"]);
+    let dir = scratch();
+    let img = dir.path().join("big.img");
+    write_fixture(&fx.iso, &img, "6G", &[]);
+    // Past the part's header: a byte of a resource, which the plan made again from the ISO's WIM must match.
+    let at = fat_file_offset(&img, "sources/install2.swm") + 4096 + 3;
+    flip(&img, at);
+    let t = expect(&fx.iso, &img, 5, "flipped byte in install2.swm");
+    assert!(t.contains("mismatch: sources/install2.swm: content differs (first at byte 4099)"), "{t}");
+    // Everything else, the first part of 4000 MiB included, is identical.
+    assert_eq!(t.matches("mismatch:").count(), 1, "{t}");
+}
