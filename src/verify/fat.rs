@@ -16,9 +16,16 @@ pub struct Limits {
     pub depth: usize,
     /// Bytes of one path.
     pub path_bytes: usize,
+    /// Bytes of all paths together (what the walk keeps in memory).
+    pub all_path_bytes: usize,
+    /// Bytes of all directories read (each at most FAT's 2 MiB).
+    pub dir_bytes: u64,
 }
 
-pub const LIMITS: Limits = Limits { entries: 1_000_000, depth: 64, path_bytes: 4096 };
+/// Far above any Windows ISO (a few thousand entries, a few MiB of directories), far below what would take
+/// a machine's memory or hours.
+pub const LIMITS: Limits =
+    Limits { entries: 1_000_000, depth: 64, path_bytes: 4096, all_path_bytes: 256 << 20, dir_bytes: 256 << 20 };
 
 /// FAT allows at most 65,536 entries of 32 bytes in a directory.
 const MAX_DIR_BYTES: u64 = 65_536 * 32;
@@ -41,6 +48,10 @@ pub enum FatError {
     Directory { path: String, what: String },
     #[error("the filesystem holds more than {0} entries")]
     TooManyEntries(usize),
+    #[error("the filesystem's paths take more than {0} bytes")]
+    TooManyPathBytes(usize),
+    #[error("the filesystem's directories take more than {0} bytes")]
+    TooManyDirBytes(u64),
     #[error("{path}: directories nested deeper than {depth}")]
     TooDeep { path: String, depth: usize },
     #[error("{path}: path longer than {bytes} bytes")]
@@ -291,11 +302,16 @@ impl<'a> FatVolume<'a> {
         let mut out = Vec::new();
         let mut stack = vec![(String::new(), self.root_cluster, 0usize)];
         let mut seen = std::collections::HashSet::new();
+        let (mut path_bytes, mut dir_bytes) = (0usize, 0u64);
         while let Some((dir, first, depth)) = stack.pop() {
             if depth > limits.depth {
                 return Err(FatError::TooDeep { path: dir, depth: limits.depth });
             }
             let data = self.dir_bytes(&dir, first)?;
+            dir_bytes += data.len() as u64;
+            if dir_bytes > limits.dir_bytes {
+                return Err(FatError::TooManyDirBytes(limits.dir_bytes));
+            }
             let mut children = Vec::new();
             for (name, is_dir, size, cluster) in parse_dir(&data) {
                 let path = if dir.is_empty() { name } else { format!("{dir}/{name}") };
@@ -304,6 +320,10 @@ impl<'a> FatVolume<'a> {
                 }
                 if out.len() >= limits.entries {
                     return Err(FatError::TooManyEntries(limits.entries));
+                }
+                path_bytes += path.len();
+                if path_bytes > limits.all_path_bytes {
+                    return Err(FatError::TooManyPathBytes(limits.all_path_bytes));
                 }
                 if is_dir {
                     if cluster == 0 || cluster == self.root_cluster || !seen.insert(cluster) {
@@ -388,7 +408,7 @@ fn parse_dir(data: &[u8]) -> Vec<(String, bool, u64, u32)> {
                 .iter()
                 .map(|&o| u16::from_le_bytes([e[o], e[o + 1]]))
                 .collect();
-            if e[0] & 0x40 != 0 && seq >= 1 && seq <= 20 {
+            if e[0] & 0x40 != 0 && (1..=20).contains(&seq) {
                 let mut buf = vec![0u16; usize::from(seq) * 13];
                 buf[usize::from(seq - 1) * 13..usize::from(seq) * 13].copy_from_slice(&units);
                 lfn = Some((buf, e[13], seq - 1));
@@ -530,10 +550,10 @@ mod tests {
 
     fn lfn(name: &str, sfn: &[u8; 11]) -> Vec<[u8; 32]> {
         let mut units: Vec<u16> = name.encode_utf16().collect();
-        if units.len() % 13 != 0 {
+        if !units.len().is_multiple_of(13) {
             units.push(0);
         }
-        while units.len() % 13 != 0 {
+        while !units.len().is_multiple_of(13) {
             units.push(0xFFFF);
         }
         let n = units.len() / 13;

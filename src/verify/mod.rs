@@ -227,13 +227,16 @@ fn walk_mounted(root: &Path, limits: &fat::Limits) -> Result<Vec<(StickEntry, Pa
     let err = |path: &Path, source| VerifyError::Walk { path: path.to_path_buf(), source };
     let mut out = Vec::new();
     let mut stack = vec![(PathBuf::new(), 0usize)];
+    let mut path_bytes = 0usize;
     while let Some((rel, depth)) = stack.pop() {
         if depth > limits.depth {
             return Err(VerifyError::WalkLimit(limits.entries));
         }
         let dir = root.join(&rel);
+        // Never more names in memory than the limit allows.
         let mut names: Vec<_> = std::fs::read_dir(&dir)
             .map_err(|e| err(&dir, e))?
+            .take(limits.entries.saturating_sub(out.len()) + 1)
             .map(|d| d.map(|d| d.file_name()))
             .collect::<Result<_, _>>()
             .map_err(|e| err(&dir, e))?;
@@ -243,7 +246,8 @@ fn walk_mounted(root: &Path, limits: &fat::Limits) -> Result<Vec<(StickEntry, Pa
             let r = rel.join(&name);
             let meta = std::fs::symlink_metadata(root.join(&r)).map_err(|e| err(&root.join(&r), e))?;
             let path = r.to_string_lossy().into_owned();
-            if out.len() >= limits.entries || path.len() > limits.path_bytes {
+            path_bytes += path.len();
+            if out.len() >= limits.entries || path.len() > limits.path_bytes || path_bytes > limits.all_path_bytes {
                 return Err(VerifyError::WalkLimit(limits.entries));
             }
             let is_dir = meta.file_type().is_dir();
@@ -338,7 +342,7 @@ fn compare_streams(
             }));
         }
         if let Some(d) = compare::first_difference(&a[..n], &b[..n]) {
-            progress.add((len - at) as u64);
+            progress.add(len - at);
             return Ok(Outcome::Differs(at + d as u64));
         }
         at += n as u64;
