@@ -47,7 +47,12 @@ fn fat_file_offset(image: &Path, path: &str) -> u64 {
     let f = File::open(image).unwrap();
     let size = f.metadata().unwrap().len();
     let vol = woesafe::verify::fat::FatVolume::open(&f, PART, size - PART).unwrap();
-    let e = vol.walk(&woesafe::verify::fat::LIMITS).unwrap().into_iter().find(|e| e.path == path).unwrap();
+    let e = vol
+        .walk(&woesafe::verify::fat::LIMITS)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.path.eq_ignore_ascii_case(path))
+        .unwrap();
     PART + vol.file_offset(e.first_cluster).unwrap()
 }
 
@@ -170,4 +175,126 @@ fn a_flipped_byte_in_a_split_wim_part_is_caught() {
     assert!(t.contains("mismatch: sources/install2.swm: content differs (first at byte 4099)"), "{t}");
     // Everything else, the first part of 4000 MiB included, is identical.
     assert_eq!(t.matches("mismatch:").count(), 1, "{t}");
+}
+
+#[test]
+fn windows7_gpt_and_answer_file_sticks_verify_and_their_additions_are_checked() {
+    if !need_root("windows7_gpt_and_answer_file_sticks_verify_and_their_additions_are_checked") {
+        return;
+    }
+    let dir = scratch();
+    // Windows 7: efi/boot/bootx64.efi extracted from install.wim must be one of its files.
+    let fx7 = fixture_with("win7", &["--win7"]);
+    let img = dir.path().join("win7.img");
+    write_fixture(&fx7.iso, &img, "1G", &[]);
+    expect(&fx7.iso, &img, 0, "good Windows 7 stick");
+    let at = fat_file_offset(&img, "efi/boot/bootx64.efi") + 3000;
+    flip(&img, at);
+    let t = expect(&fx7.iso, &img, 5, "changed Windows 7 loader");
+    assert!(t.contains("bootx64.efi: not a file of the ISO's sources/install.wim"), "{t}");
+
+    // GPT with an answer file: the tables and autounattend.xml.
+    let fx = fixture();
+    let img = dir.path().join("gpt.img");
+    write_fixture(&fx.iso, &img, "1G", &["--table", "gpt", "--bypass", "tpm,ram"]);
+    let t = expect(&fx.iso, &img, 0, "good GPT stick with an answer file");
+    assert!(t.contains("FAT32 GPT,"), "{t}");
+    let at = fat_file_offset(&img, "autounattend.xml") + 10;
+    flip(&img, at);
+    let size = std::fs::metadata(&img).unwrap().len();
+    flip(&img, size - 512 + 8); // the backup GPT header's revision
+    let t = expect(&fx.iso, &img, 5, "changed answer file and backup GPT header");
+    assert!(t.contains("autounattend.xml: neither the ISO's autounattend.xml nor woesafe's answer file"), "{t}");
+    assert!(t.contains("(GPT): the backup GPT header differs from what woesafe writes"), "{t}");
+}
+
+/// The stick is hostile input too: a FAT32 volume with random bytes changed in its boot sector, FATs and
+/// directories gives errors, never a panic, and each one ends quickly.
+#[test]
+fn a_mangled_fat_volume_never_panics() {
+    if !have("mkfs.fat") || !have("mcopy") {
+        woesafe::report_skip("a_mangled_fat_volume_never_panics", "dosfstools or mtools not installed");
+        return;
+    }
+    use std::io::Read;
+    let dir = scratch();
+    let tree = dir.path().join("tree");
+    for d in ["a", "a/deeper dir", "Sources", "efi/boot"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    for (k, f) in
+        ["a/x.txt", "a/deeper dir/A long name, with spaces.bin", "Sources/install.wim", "efi/boot/bootx64.efi"]
+            .iter()
+            .enumerate()
+    {
+        std::fs::write(tree.join(f), vec![k as u8 + 1; 5000 * (k + 1)]).unwrap();
+    }
+    let img = dir.path().join("fat.img");
+    let out = Command::new("mkfs.fat").args(["-F", "32", "-C"]).arg(&img).arg("40960").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for entry in std::fs::read_dir(&tree).unwrap() {
+        let out = Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-s", "-i"])
+            .arg(&img)
+            .arg(entry.unwrap().path())
+            .arg("::/")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    let size = f.metadata().unwrap().len();
+    let pristine = {
+        let mut b = vec![0u8; 4 << 20];
+        f.read_exact_at(&mut b, 0).unwrap();
+        b
+    };
+    let vol = woesafe::verify::fat::FatVolume::open(&f, 0, size).unwrap();
+    assert_eq!(vol.walk(&woesafe::verify::fat::LIMITS).unwrap().len(), 9);
+    drop(vol);
+    let reserved = u16::from_le_bytes([pristine[14], pristine[15]]) as usize * 512;
+    let fat_bytes = u32::from_le_bytes(pristine[36..40].try_into().unwrap()) as usize * 512;
+    let (fat, data) = (reserved, reserved + 2 * fat_bytes);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let started = Instant::now();
+    let (mut walked, mut errors, mut read_errors) = (0, 0, 0);
+    for _ in 0..1500 {
+        let mut m = pristine.clone();
+        for _ in 0..1 + next() % 4 {
+            // Where the structures are: the boot sector, the used start of the first FAT, the directories.
+            let (start, len) = [(0, 512), (fat, 2048), (data, 64 << 10)][(next() % 3) as usize];
+            let at = start + (next() % len) as usize;
+            m[at] = if next() % 2 == 0 { next() as u8 } else { m[at] ^ (1 << (next() % 8)) };
+        }
+        f.write_all_at(&m, 0).unwrap();
+        let one = Instant::now();
+        match woesafe::verify::fat::FatVolume::open(&f, 0, size) {
+            Err(_) => errors += 1,
+            Ok(vol) => match vol.walk(&woesafe::verify::fat::LIMITS) {
+                Err(_) => errors += 1,
+                Ok(entries) => {
+                    walked += 1;
+                    for e in entries.iter().filter(|e| !e.is_dir) {
+                        let mut data = Vec::new();
+                        if vol.open_file(&e.path, e.first_cluster, e.size).read_to_end(&mut data).is_err() {
+                            read_errors += 1;
+                        }
+                        assert!(data.len() as u64 <= e.size);
+                    }
+                }
+            },
+        }
+        assert!(one.elapsed().as_secs() < 5, "one mangled volume took {:?}", one.elapsed());
+    }
+    eprintln!(
+        "1500 mangled volumes: {walked} walked ({read_errors} file reads refused), {errors} refused, in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -470,6 +470,9 @@ impl FatFile<'_, '_> {
     /// Gather the next run of consecutive clusters (up to 1 MiB), checking each link.
     fn next_run(&mut self) -> std::io::Result<()> {
         let cb = self.vol.cluster_bytes();
+        if self.clusters_left > u64::from(self.vol.clusters) {
+            return Err(self.err(format!("its size needs more clusters than the volume's {}", self.vol.clusters)));
+        }
         let Some(start) = self.cluster else {
             return Err(self.err("its cluster chain ends before its size".into()));
         };
@@ -654,6 +657,7 @@ mod tests {
         assert!(read(2, 10).unwrap_err().to_string().contains("longer than its size"));
         assert_eq!(read(5, 10).unwrap(), b"0123456789");
         assert!(read(9999, 10).unwrap_err().to_string().contains("outside the volume"));
+        assert!(read(5, 1 << 30).unwrap_err().to_string().contains("more clusters than the volume"));
         let mut bad = img.clone();
         bad[510] = 0;
         let tmp2 = tempfile::tempfile().unwrap();

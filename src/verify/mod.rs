@@ -578,16 +578,9 @@ pub fn check_stick(
                 progress.add(stick[*s].size);
                 match read_small(&files, *s, path, uefi::MAX_LOADER_BYTES) {
                     Ok(data) => {
-                        if let Err(what) = uefi::check_efi_x64(&data) {
-                            mismatches.push(Mismatch {
-                                path: path.clone(),
-                                problem: Problem::Wrong { what: format!("not an x86_64 UEFI loader: {what}") },
-                            });
-                        }
-                        report.notes.push(format!(
-                            "/{path} is not on the ISO (a Windows 7 loader extracted from install.wim): checked to be \
-                             an x86_64 UEFI application, not compared with install.wim's copy"
-                        ));
+                        let (bad, note) = check_extracted_loader(source, path, &data)?;
+                        mismatches.extend(bad);
+                        report.notes.extend(note);
                     }
                     Err(m) => mismatches.push(m),
                 }
@@ -606,6 +599,48 @@ pub fn check_stick(
     }
     report.mismatches = mismatches;
     Ok(report)
+}
+
+/// A UEFI loader the ISO does not have (Windows 7: extracted from install.wim's x64 image): an x86_64 UEFI
+/// application, and one of the files of the ISO's install.wim (its SHA-1 is in the WIM's blob table).
+fn check_extracted_loader(
+    source: &Source,
+    path: &str,
+    data: &[u8],
+) -> Result<(Option<Mismatch>, Option<String>), VerifyError> {
+    use sha1::{Digest, Sha1};
+    let wrong = |what: String| Some(Mismatch { path: path.into(), problem: Problem::Wrong { what } });
+    if let Err(what) = uefi::check_efi_x64(data) {
+        return Ok((wrong(format!("not an x86_64 UEFI loader: {what}")), None));
+    }
+    let Some(i) = source.entries().iter().position(|e| !e.is_dir && e.path.eq_ignore_ascii_case("sources/install.wim"))
+    else {
+        return Ok((
+            wrong("the ISO has no efi/boot/bootx64.efi and no sources/install.wim it could come from".into()),
+            None,
+        ));
+    };
+    let wim_path = &source.entries()[i].path;
+    let mut wim = source.open_seekable(i).map_err(|e| VerifyError::ReadIso { path: wim_path.clone(), source: e })?;
+    match wimsplit::blob_hashes(&mut wim) {
+        Ok(hashes) => {
+            let hash: [u8; 20] = Sha1::digest(data).into();
+            Ok((
+                (!hashes.contains(&hash))
+                    .then(|| Mismatch {
+                        path: path.into(),
+                        problem: Problem::Wrong {
+                            what: format!(
+                                "not a file of the ISO's {wim_path} (its SHA-1 is not in the WIM's blob table)"
+                            ),
+                        },
+                    })
+                    .or(None),
+                None,
+            ))
+        }
+        Err(e) => Ok((None, Some(format!("/{path}: an x86_64 UEFI application; not looked up in {wim_path}: {e}")))),
+    }
 }
 
 /// The FAT copies must be identical.
