@@ -117,6 +117,21 @@ fn fat32_stick_verifies_and_planted_faults_are_caught() {
     flip(&img, 0x80);
     expect(&fx.iso, &img, 0, "faults undone");
 
+    // Not an ISO: refused (exit 3); a missing ISO: usage (exit 2); a target a writer holds: busy (exit 3).
+    let out = verify(&img, &img, false);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = verify(&dir.path().join("none.iso"), &img, false);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    {
+        use std::os::fd::AsRawFd;
+        let held = File::open(&img).unwrap();
+        // SAFETY: flock on an fd we own.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let out = verify(&fx.iso, &img, false);
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        assert!(text(&out).contains("busy"), "{}", text(&out));
+    }
+
     // One missing file (mtools, at the partition's offset).
     let out = Command::new("mdel")
         .env("MTOOLS_SKIP_CHECK", "1")

@@ -836,3 +836,48 @@ fn check_bridge(
 }
 
 use crate::stick::mbr;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Down, Up, VerifyRequest, read_frame, write_frame};
+    use crate::sys::argfile::FileId;
+
+    #[test]
+    fn frames_and_report_round_trip() {
+        let request = Down::Verify(Box::new(VerifyRequest {
+            iso: "/isos/w.iso".into(),
+            iso_id: FileId { dev: 1, ino: 2, rdev: 0 },
+            target: "/dev/sdb".into(),
+            target_id: FileId { dev: 5, ino: 6, rdev: 2064 },
+            work_dir: "/run/woesafe.7".into(),
+        }));
+        let report = VerifyReport {
+            table: Some(Table::Mbr),
+            fs: Some(Fs::Ntfs),
+            bios_boot: true,
+            bridge: true,
+            files: 3,
+            dirs: 1,
+            bytes: 99,
+            mismatches: vec![
+                Mismatch { path: "sources/boot.wim".into(), problem: Problem::Content { offset: 12 } },
+                Mismatch { path: "a".into(), problem: Problem::Size { expected: 1, found: 2 } },
+            ],
+            notes: vec!["n".into()],
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &request).unwrap();
+        write_frame(&mut buf, &Up::Verified(Box::new(report.clone()))).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<Down>(&mut r).unwrap(), Some(request));
+        assert_eq!(read_frame::<Up>(&mut r).unwrap(), Some(Up::Verified(Box::new(report.clone()))));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["mismatches"][0],
+            serde_json::json!({"path": "sources/boot.wim", "problem": {"kind": "content", "offset": 12}})
+        );
+        assert_eq!(report.mismatches[0].to_string(), "sources/boot.wim: content differs (first at byte 12)");
+        assert!(!report.identical());
+    }
+}
