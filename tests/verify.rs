@@ -117,6 +117,18 @@ fn fat32_stick_verifies_and_planted_faults_are_caught() {
     flip(&img, 0x80);
     expect(&fx.iso, &img, 0, "faults undone");
 
+    // Ctrl-C in the middle: exit 130, and the scratch directory (GRUB's core image, mkfs.fat's reference) is gone.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut run =
+        Run::start(&["verify", fx.iso.to_str().unwrap(), img.to_str().unwrap()], &[("TMPDIR", tmp.to_str().unwrap())]);
+    run.wait_line("%", std::time::Duration::from_secs(60));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .unwrap();
+    let status = run.wait_exit(std::time::Duration::from_secs(60));
+    assert_eq!(status.code(), Some(130), "{}", run.text());
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "scratch left in {}", tmp.display());
+
     // Not an ISO: refused (exit 3); a missing ISO: usage (exit 2); a target a writer holds: busy (exit 3).
     let out = verify(&img, &img, false);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
@@ -162,6 +174,16 @@ fn ntfs_stick_verifies_and_a_flipped_byte_is_caught() {
     write_fixture(&fx.iso, &img, "1G", &["--fs", "ntfs"]);
     let t = expect(&fx.iso, &img, 0, "good NTFS stick");
     assert!(t.contains("NTFS MBR, BIOS boot code, UEFI bridge") && t.contains("identical to the ISO"), "{t}");
+
+    // SIGTERM while the worker reads through ntfs-3g: an orderly stop (exit 143), nothing left behind.
+    let mut run = Run::start(&["verify", fx.iso.to_str().unwrap(), img.to_str().unwrap()], &[]);
+    run.wait_line("%", std::time::Duration::from_secs(60));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let status = run.wait_exit(std::time::Duration::from_secs(60));
+    assert_eq!(status.code(), Some(143), "{}", run.text());
+    assert!(!Path::new(&format!("/run/woesafe.{}", run.child.id())).exists());
+    assert_eq!(host_state(dir.path()), before);
 
     let file = "sources/random-3mib-odd.bin";
     let content = std::fs::read(fx.tree.join(file)).unwrap();

@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
@@ -99,10 +100,16 @@ pub fn run(args: &VerifyArgs, quiet: bool) -> Result<u8, Exit> {
             .prefix("woesafe-verify.")
             .tempdir()
             .map_err(|e| fail(exit::FAILED, format!("cannot create a scratch directory: {e}")))?;
+        // A signal stops the check between two chunks, so the scratch directory goes too.
+        let signal = stop_on_signals()?;
         let mut progress = |done, total| lines.progress(done, total);
         verify::check_stick(&target, &args.target, &source, StickFiles::Userspace, scratch.path(), &mut progress)
             .map_err(|e| match e {
                 VerifyError::Source(s) if s.is_refusal() => fail(exit::REFUSED, escape(&s.to_string())),
+                VerifyError::Stopped => fail(
+                    128 + signal.load(Ordering::SeqCst) as u8,
+                    "verification stopped by a signal; the stick was not changed",
+                ),
                 e => fail(exit::FAILED, escape(&e.to_string())),
             })?
     };
@@ -150,6 +157,18 @@ fn present(args: &VerifyArgs, r: &VerifyReport, quiet: bool) {
             if r.mismatches.len() == 1 { "" } else { "es" }
         );
     }
+}
+
+/// Let SIGINT, SIGTERM, SIGHUP and SIGQUIT stop an in-process check in an orderly way (the library's stop
+/// flag); the returned number says which came.
+fn stop_on_signals() -> Result<Arc<AtomicUsize>, Exit> {
+    let which = Arc::new(AtomicUsize::new(0));
+    crate::sys::stop::install_stop_flags().map_err(|e| fail(exit::FAILED, format!("signals: {e}")))?;
+    for sig in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
+        signal_hook::flag::register_usize(sig, Arc::clone(&which), sig as usize)
+            .map_err(|e| fail(exit::FAILED, format!("signals: {e}")))?;
+    }
+    Ok(which)
 }
 
 /// A directory for the worker's private tmpfs, recognisably named for `recover`.

@@ -302,10 +302,17 @@ enum Outcome {
 struct Progress<'p> {
     done: u64,
     total: u64,
+    /// Bytes really read back and compared (`done` also counts what a mismatch let us skip).
+    compared: u64,
     report: &'p mut dyn FnMut(u64, u64),
 }
 
 impl Progress<'_> {
+    fn compared(&mut self, n: u64) {
+        self.compared += n;
+        self.add(n);
+    }
+
     fn add(&mut self, n: u64) {
         self.done += n;
         (self.report)(self.done.min(self.total), self.total);
@@ -342,11 +349,12 @@ fn compare_streams(
             }));
         }
         if let Some(d) = compare::first_difference(&a[..n], &b[..n]) {
-            progress.add(len - at);
+            progress.compared(n as u64);
+            progress.add(len - at - n as u64);
             return Ok(Outcome::Differs(at + d as u64));
         }
         at += n as u64;
-        progress.add(n as u64);
+        progress.compared(n as u64);
     }
     Ok(Outcome::Same)
 }
@@ -508,7 +516,7 @@ pub fn check_stick(
         mismatches.push(Mismatch { path: bios::GRUB_CFG_PATH.into(), problem: Problem::Missing });
     }
     let total = compare::bytes_to_read(&checks, &stick);
-    let mut progress = Progress { done: 0, total, report: progress };
+    let mut progress = Progress { done: 0, total, compared: 0, report: progress };
     for check in &checks {
         stop_check()?;
         match check {
@@ -532,9 +540,9 @@ pub fn check_stick(
             }
             Check::GrubCfg { stick: s, iso } => {
                 let path = &stick[*s].path;
-                progress.add(stick[*s].size);
                 match read_small(&files, *s, path, 64 << 10) {
                     Ok(data) => {
+                        progress.compared(data.len() as u64);
                         let isos = match iso {
                             Some(i) => read_iso_small(source, *i, 64 << 10)?,
                             None => None,
@@ -548,14 +556,17 @@ pub fn check_stick(
                             });
                         }
                     }
-                    Err(m) => mismatches.push(m),
+                    Err(m) => {
+                        progress.add(stick[*s].size);
+                        mismatches.push(m)
+                    }
                 }
             }
             Check::AnswerFile { stick: s, iso } => {
                 let path = &stick[*s].path;
-                progress.add(stick[*s].size);
                 match read_small(&files, *s, path, 1 << 20) {
                     Ok(data) => {
+                        progress.compared(data.len() as u64);
                         let own = match iso {
                             Some(i) => read_iso_small(source, *i, 1 << 20)?,
                             None => None,
@@ -570,19 +581,25 @@ pub fn check_stick(
                             });
                         }
                     }
-                    Err(m) => mismatches.push(m),
+                    Err(m) => {
+                        progress.add(stick[*s].size);
+                        mismatches.push(m)
+                    }
                 }
             }
             Check::ExtractedLoader { stick: s } => {
                 let path = &stick[*s].path;
-                progress.add(stick[*s].size);
                 match read_small(&files, *s, path, uefi::MAX_LOADER_BYTES) {
                     Ok(data) => {
+                        progress.compared(data.len() as u64);
                         let (bad, note) = check_extracted_loader(source, path, &data)?;
                         mismatches.extend(bad);
                         report.notes.extend(note);
                     }
-                    Err(m) => mismatches.push(m),
+                    Err(m) => {
+                        progress.add(stick[*s].size);
+                        mismatches.push(m)
+                    }
                 }
             }
             Check::SplitWim { iso, parts } => {
@@ -592,7 +609,7 @@ pub fn check_stick(
             }
         }
     }
-    report.bytes = progress.done;
+    report.bytes = progress.compared;
 
     if let Some(bridge) = layout.bridge {
         mismatches.extend(check_bridge(device, device_path, bridge, layout.main)?);
