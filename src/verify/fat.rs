@@ -341,6 +341,48 @@ impl<'a> FatVolume<'a> {
         Ok(out)
     }
 
+    /// `buf.len()` bytes of a file (`size` bytes from cluster `first`) at `offset`: the chain is followed without
+    /// reading data up to there (bounded by the clusters the size needs), then read.
+    pub fn read_file_at(&self, path: &str, first: u32, size: u64, offset: u64, buf: &mut [u8]) -> Result<(), FatError> {
+        let err = |what: String| FatError::Chain { path: path.to_string(), what };
+        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > size) {
+            return Err(err(format!("byte {offset} and the {} after it are past its end", buf.len())));
+        }
+        let cb = self.cluster_bytes();
+        let max = size.div_ceil(cb);
+        if max > u64::from(self.clusters) {
+            return Err(err(format!("its size needs more clusters than the volume's {}", self.clusters)));
+        }
+        let mut c = first;
+        let mut index = 0u64;
+        let mut done = 0usize;
+        let mut at = offset;
+        while done < buf.len() {
+            if !self.valid_cluster(c) {
+                return Err(err(format!("cluster {c} is outside the volume")));
+            }
+            if index == at / cb {
+                let within = at % cb;
+                let n = ((cb - within) as usize).min(buf.len() - done);
+                self.read_at(&mut buf[done..done + n], self.cluster_offset(c) + within)?;
+                done += n;
+                at += n as u64;
+            }
+            if done == buf.len() {
+                break;
+            }
+            index += 1;
+            if index >= max {
+                return Err(err("its cluster chain ends before its size".into()));
+            }
+            c = match self.next(c)? {
+                Link::Next(n) => n,
+                _ => return Err(err("its cluster chain ends before its size".into())),
+            };
+        }
+        Ok(())
+    }
+
     /// A reader of a file's `size` bytes from `first`: its chain must hold exactly the clusters the size needs
     /// and end there (a longer chain, a loop, a shorter one or a cluster out of range is an error).
     pub fn open_file(&self, path: &str, first: u32, size: u64) -> FatFile<'_, 'a> {
@@ -658,6 +700,12 @@ mod tests {
         assert_eq!(read(5, 10).unwrap(), b"0123456789");
         assert!(read(9999, 10).unwrap_err().to_string().contains("outside the volume"));
         assert!(read(5, 1 << 30).unwrap_err().to_string().contains("more clusters than the volume"));
+        let mut two = [0u8; 2];
+        vol.read_file_at("f", 5, 10, 8, &mut two).unwrap();
+        assert_eq!(&two, b"89");
+        assert!(vol.read_file_at("f", 5, 10, 9, &mut two).is_err());
+        assert!(vol.read_file_at("f", 2, 5000, 4000, &mut two).is_ok(), "a loop reads, bounded by the size");
+        assert!(vol.read_file_at("f", 4, 1000, 600, &mut two).is_err(), "free cluster");
         let mut bad = img.clone();
         bad[510] = 0;
         let tmp2 = tempfile::tempfile().unwrap();

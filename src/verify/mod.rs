@@ -5,6 +5,7 @@
 
 pub mod compare;
 pub mod fat;
+pub mod swm;
 pub mod table;
 pub mod worker;
 
@@ -18,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use crate::boot::{bios, uefi};
 use crate::copy::SourceTree;
 use crate::media::source::{Source, SourceError};
-use crate::media::wim::{self, PART_MIB};
 use crate::media::wimsplit;
 use crate::protocol::Table;
 use crate::stick::choose::Fs;
@@ -274,17 +274,31 @@ impl Files<'_, '_> {
                 let e = &entries[index];
                 Ok(Box::new(vol.open_file(&e.path, e.first_cluster, e.size)))
             }
-            Files::Mounted(root, rels) => {
-                use std::os::unix::fs::OpenOptionsExt;
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(root.join(&rels[index]))?;
-                if !f.metadata()?.is_file() {
-                    return Err(std::io::Error::other("not a regular file"));
-                }
-                Ok(Box::new(f))
+            Files::Mounted(root, rels) => Ok(Box::new(Self::open_mounted(root, &rels[index])?)),
+        }
+    }
+
+    fn open_mounted(root: &Path, rel: &Path) -> std::io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(root.join(rel))?;
+        if !f.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        Ok(f)
+    }
+
+    /// `buf.len()` bytes of the file at `offset` (inside its size: the caller checks).
+    fn read_at(&self, index: usize, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            Files::Fat(vol, entries) => {
+                let e = &entries[index];
+                vol.read_file_at(&e.path, e.first_cluster, e.size, offset, buf)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
             }
+            Files::Mounted(root, rels) => Self::open_mounted(root, &rels[index])?.read_exact_at(buf, offset),
         }
     }
 }
@@ -603,7 +617,7 @@ pub fn check_stick(
                 }
             }
             Check::SplitWim { iso, parts } => {
-                let (bad, note) = check_split(source, *iso, parts, &stick, &files, &mut progress)?;
+                let (bad, note) = swm::check_split(source, *iso, parts, &stick, &files, &mut progress)?;
                 mismatches.extend(bad);
                 report.notes.extend(note);
             }
@@ -688,120 +702,6 @@ fn check_fat_copies(
         }
     }
     Ok(bad)
-}
-
-/// The parts of a split WIM against the WIM they came from: the split is planned again from the ISO's WIM with
-/// the split set's GUID read from the first part, and each part compared byte for byte with the bytes the plan
-/// makes (the same cost as comparing the WIM itself: one read of each side). Parts re-packed from an
-/// install.esd cannot be made again: their headers are checked (a WIM part, its number, one GUID), and a note
-/// says their data was not compared.
-fn check_split(
-    source: &Source,
-    iso: usize,
-    parts: &[usize],
-    stick: &[StickEntry],
-    files: &Files,
-    progress: &mut Progress,
-) -> Result<(Vec<Mismatch>, Option<String>), VerifyError> {
-    let wim_path = &source.entries()[iso].path;
-    let mut bad = Vec::new();
-    let first_path = &stick[parts[0]].path;
-    let head = match files.open(parts[0]).and_then(|mut r| {
-        let mut h = [0u8; 208];
-        r.read_exact(&mut h).map(|_| h)
-    }) {
-        Ok(h) => h,
-        Err(e) => {
-            progress.add(parts.iter().map(|&p| stick[p].size).sum());
-            bad.push(Mismatch {
-                path: first_path.clone(),
-                problem: Problem::Unreadable { what: format!("its WIM header: {e}") },
-            });
-            return Ok((bad, None));
-        }
-    };
-    let guid: [u8; 16] = head[24..40].try_into().unwrap_or_default();
-    let iso_err = |source| VerifyError::ReadIso { path: wim_path.clone(), source };
-    let mut wim = source.open_seekable(iso).map_err(iso_err)?;
-    let plan = match wimsplit::plan(&mut wim, PART_MIB << 20, guid) {
-        Ok(plan) => plan,
-        Err(wimsplit::SplitError::NeedsRepack(why)) => {
-            progress.add(parts.iter().map(|&p| stick[p].size).sum());
-            bad.extend(check_repacked_headers(parts, stick, files, guid));
-            return Ok((
-                bad,
-                Some(format!(
-                    "{wim_path} was re-packed before it was split ({why}): the parts' headers were checked, their data \
-                     was not compared with it"
-                )),
-            ));
-        }
-        Err(e) => {
-            progress.add(parts.iter().map(|&p| stick[p].size).sum());
-            bad.push(Mismatch {
-                path: first_path.clone(),
-                problem: Problem::Wrong { what: format!("the ISO's {wim_path} cannot be split again to compare: {e}") },
-            });
-            return Ok((bad, None));
-        }
-    };
-    for k in parts.len()..plan.parts.len() {
-        bad.push(Mismatch { path: wim::part_path(wim_path, k + 1), problem: Problem::Missing });
-    }
-    for (k, &s) in parts.iter().enumerate() {
-        let path = &stick[s].path;
-        let Some(part) = plan.parts.get(k) else {
-            bad.push(Mismatch { path: path.clone(), problem: Problem::Unexpected { is_dir: false } });
-            progress.add(stick[s].size);
-            continue;
-        };
-        if part.size != stick[s].size {
-            bad.push(Mismatch {
-                path: path.clone(),
-                problem: Problem::Size { expected: part.size, found: stick[s].size },
-            });
-            progress.add(stick[s].size);
-            continue;
-        }
-        let mut found = match files.open(s) {
-            Ok(r) => r,
-            Err(e) => {
-                bad.push(Mismatch { path: path.clone(), problem: Problem::Unreadable { what: e.to_string() } });
-                progress.add(stick[s].size);
-                continue;
-            }
-        };
-        let mut expected = part.reader(source.open_seekable(iso).map_err(iso_err)?);
-        let o = compare_streams(wim_path, &mut expected, &mut found, part.size, progress)?;
-        bad.extend(outcome_mismatch(path, o));
-    }
-    Ok((bad, None))
-}
-
-/// Parts of a re-packed WIM: each a WIM header with its part number, the part count and the same GUID.
-fn check_repacked_headers(parts: &[usize], stick: &[StickEntry], files: &Files, guid: [u8; 16]) -> Vec<Mismatch> {
-    let mut bad = Vec::new();
-    for (k, &s) in parts.iter().enumerate() {
-        let path = &stick[s].path;
-        let head = files.open(s).and_then(|mut r| {
-            let mut h = [0u8; 208];
-            r.read_exact(&mut h).map(|_| h)
-        });
-        let what = match head {
-            Err(e) => Some(format!("its WIM header cannot be read: {e}")),
-            Ok(h) if &h[..8] != b"MSWIM\0\0\0" => Some("not a WIM part".into()),
-            Ok(h) if h[24..40] != guid => Some("its split set GUID differs from the first part's".into()),
-            Ok(h) => {
-                let (n, total) = (u16::from_le_bytes([h[40], h[41]]), u16::from_le_bytes([h[42], h[43]]));
-                (usize::from(n) != k + 1 || usize::from(total) != parts.len())
-                    .then(|| format!("it says part {n} of {total}, not {} of {}", k + 1, parts.len()))
-            }
-        };
-        if let Some(what) = what {
-            bad.push(Mismatch { path: path.clone(), problem: Problem::Wrong { what } });
-        }
-    }
-    bad
 }
 
 /// The UEFI bridge partition of an NTFS stick: a FAT volume with an x86_64 EFI/BOOT/BOOTX64.EFI; when it is
