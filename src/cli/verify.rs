@@ -96,10 +96,7 @@ pub fn run(args: &VerifyArgs, quiet: bool) -> Result<u8, Exit> {
     } else {
         let source = crate::media::source::Source::open_userspace(&args.iso, &iso_id)
             .map_err(|e| fail(if e.is_refusal() { exit::REFUSED } else { exit::FAILED }, escape(&e.to_string())))?;
-        let scratch = tempfile::Builder::new()
-            .prefix("woesafe-verify.")
-            .tempdir()
-            .map_err(|e| fail(exit::FAILED, format!("cannot create a scratch directory: {e}")))?;
+        let scratch = Scratch::create()?;
         // A signal stops the check between two chunks, so the scratch directory goes too.
         let signal = stop_on_signals()?;
         let mut progress = |done, total| lines.progress(done, total);
@@ -156,6 +153,33 @@ fn present(args: &VerifyArgs, r: &VerifyReport, quiet: bool) {
             r.mismatches.len(),
             if r.mismatches.len() == 1 { "" } else { "es" }
         );
+    }
+}
+
+/// A scratch directory for GRUB's core image and mkfs.fat's reference boot sector (check_stick removes both);
+/// removed with rmdir, never recursively.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn create() -> Result<Scratch, Exit> {
+        let dir = tempfile::Builder::new()
+            .prefix("woesafe-verify.")
+            .tempdir()
+            .map_err(|e| fail(exit::FAILED, format!("cannot create a scratch directory: {e}")))?;
+        Ok(Scratch(dir.keep()))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for name in verify::SCRATCH_FILES {
+            let _ = std::fs::remove_file(self.0.join(name));
+        }
+        let _ = std::fs::remove_dir(&self.0);
     }
 }
 
