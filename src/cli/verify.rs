@@ -57,7 +57,6 @@ impl Lines {
 }
 
 pub fn run(args: &VerifyArgs, quiet: bool) -> Result<u8, Exit> {
-    let quiet = quiet || args.json;
     let iso_file = argfile::open(&args.iso, Want::Regular, false).map_err(|e| match e {
         ArgFileError::Stat { source, .. } => {
             fail(exit::USAGE, format!("cannot read the ISO {}: {source}", term::path(&args.iso)))
@@ -86,8 +85,8 @@ pub fn run(args: &VerifyArgs, quiet: bool) -> Result<u8, Exit> {
         _ => fail(exit::FAILED, e),
     })?;
     let (layout, _) = verify::probe(&target, &args.target).map_err(|e| fail(exit::FAILED, e))?;
-    let mut lines = Lines { quiet, last: 0 };
-    if !quiet {
+    let mut lines = Lines { quiet: quiet || args.json, last: 0 };
+    if !quiet && !args.json {
         crate::say!("Verifying {} against {}", term::path(&args.target), term::path(&args.iso));
     }
     let report = if layout.is_some_and(|l| l.fs == Fs::Ntfs) {
@@ -124,11 +123,13 @@ fn present(args: &VerifyArgs, r: &VerifyReport, quiet: bool) {
     for m in &r.mismatches {
         crate::say!("mismatch: {}", escape(&m.to_string()));
     }
-    if quiet {
+    if args.json {
         return;
     }
-    for n in &r.notes {
-        crate::say!("note: {}", escape(n));
+    if !quiet {
+        for n in &r.notes {
+            crate::say!("note: {}", escape(n));
+        }
     }
     let what = format!(
         "{} {}{}{}, {} files in {} directories, {} compared",
