@@ -192,6 +192,19 @@ fn ntfs_stick_verifies_and_a_flipped_byte_is_caught() {
     let t = expect(&fx.iso, &img, 5, "flipped byte on NTFS");
     assert!(t.contains(&format!("mismatch: {file}: content differs (first at byte 777)")), "{t}");
     assert_eq!(t.matches("mismatch:").count(), 1, "{t}");
+
+    // The UEFI bridge (the last MiBs): its loader's grub.cfg must name this stick's NTFS volume.
+    let size = std::fs::metadata(&img).unwrap().len();
+    let mut tail = vec![0u8; 4 << 20];
+    File::open(&img).unwrap().read_exact_at(&mut tail, size - (4 << 20)).unwrap();
+    let marker = b"--fs-uuid --set=root ";
+    let i = tail.windows(marker.len()).position(|w| w == marker).expect("the bridge's grub.cfg");
+    flip(&img, size - (4 << 20) + (i + marker.len()) as u64);
+    let t = expect(&fx.iso, &img, 5, "bridge naming another volume");
+    assert!(
+        t.contains("mismatch: (UEFI bridge)/EFI/BOOT/BOOTX64.EFI: woesafe's bridge, but its grub.cfg does not name"),
+        "{t}"
+    );
     // The worker's loop device and ntfs-3g mount went with it.
     assert_eq!(host_state(dir.path()), before);
 }
