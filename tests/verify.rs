@@ -144,6 +144,27 @@ fn fat32_stick_verifies_and_planted_faults_are_caught() {
         assert!(text(&out).contains("busy"), "{}", text(&out));
     }
 
+    // A directory whose cluster chain runs into a free cluster: named, and what it held is missing.
+    let (fat1, dir_cluster) = {
+        let f = File::open(&img).unwrap();
+        let size = f.metadata().unwrap().len();
+        let vol = woesafe::verify::fat::FatVolume::open(&f, PART, size - PART).unwrap();
+        let e = vol.walk(&woesafe::verify::fat::LIMITS).unwrap().into_iter().find(|e| e.path == "boot").unwrap();
+        (PART + vol.fat_copies()[0].0, e.first_cluster)
+    };
+    let entry_at = fat1 + 4 * u64::from(dir_cluster);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    let mut saved = [0u8; 4];
+    f.read_exact_at(&mut saved, entry_at).unwrap();
+    f.write_all_at(&[0; 4], entry_at).unwrap();
+    f.sync_all().unwrap();
+    let t = expect(&fx.iso, &img, 5, "damaged directory");
+    assert!(t.contains("mismatch: boot: cannot be read back: its cluster chain runs into free cluster"), "{t}");
+    assert!(t.contains("mismatch: boot/bcd: missing on the stick"), "{t}");
+    assert!(t.contains("mismatch: (FAT32 file allocation tables): FAT copy 2 differs"), "{t}");
+    f.write_all_at(&saved, entry_at).unwrap();
+    f.sync_all().unwrap();
+
     // One missing file (mtools, at the partition's offset).
     let out = Command::new("mdel")
         .env("MTOOLS_SKIP_CHECK", "1")

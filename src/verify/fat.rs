@@ -297,9 +297,20 @@ impl<'a> FatVolume<'a> {
         Ok(data)
     }
 
-    /// Every directory and file, parents before children (depth first), within `limits`.
+    /// Every directory and file, parents before children (depth first), within `limits`: an error.
     pub fn walk(&self, limits: &Limits) -> Result<Vec<FatEntry>, FatError> {
+        let (entries, damaged) = self.walk_tolerant(limits)?;
+        match damaged.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(entries),
+        }
+    }
+
+    /// As `walk`, but a damaged directory (a bad cluster chain, a directory pointing back at one already seen)
+    /// is set aside with its error and the walk goes on; only the limits, and read errors, end it.
+    pub fn walk_tolerant(&self, limits: &Limits) -> Result<(Vec<FatEntry>, Vec<FatError>), FatError> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         let mut stack = vec![(String::new(), self.root_cluster, 0usize)];
         let mut seen = std::collections::HashSet::new();
         let (mut path_bytes, mut dir_bytes) = (0usize, 0u64);
@@ -307,7 +318,14 @@ impl<'a> FatVolume<'a> {
             if depth > limits.depth {
                 return Err(FatError::TooDeep { path: dir, depth: limits.depth });
             }
-            let data = self.dir_bytes(&dir, first)?;
+            let data = match self.dir_bytes(&dir, first) {
+                Ok(d) => d,
+                Err(e @ FatError::Read { .. }) => return Err(e),
+                Err(e) => {
+                    damaged.push(e);
+                    continue;
+                }
+            };
             dir_bytes += data.len() as u64;
             if dir_bytes > limits.dir_bytes {
                 return Err(FatError::TooManyDirBytes(limits.dir_bytes));
@@ -327,18 +345,19 @@ impl<'a> FatVolume<'a> {
                 }
                 if is_dir {
                     if cluster == 0 || cluster == self.root_cluster || !seen.insert(cluster) {
-                        return Err(FatError::Directory {
-                            path,
+                        damaged.push(FatError::Directory {
+                            path: path.clone(),
                             what: "it points back at the root or at a directory already seen".into(),
                         });
+                    } else {
+                        children.push((path.clone(), cluster, depth + 1));
                     }
-                    children.push((path.clone(), cluster, depth + 1));
                 }
                 out.push(FatEntry { path, is_dir, size, first_cluster: cluster });
             }
             stack.extend(children.into_iter().rev());
         }
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// `buf.len()` bytes of a file (`size` bytes from cluster `first`) at `offset`: the chain is followed without
@@ -690,6 +709,10 @@ mod tests {
         assert_eq!(vol.kind, FatKind::Fat12);
         let walk = vol.walk(&LIMITS);
         assert!(matches!(walk, Err(FatError::Directory { ref path, .. }) if path == "SELF/UP"), "{walk:?}");
+        let (entries, damaged) = vol.walk_tolerant(&LIMITS).unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["LOOP.BIN", "SHORT.BIN", "GOOD.BIN", "LONGER.BIN", "SELF", "SELF/UP"]);
+        assert_eq!(damaged.len(), 1);
         let read = |first, size| {
             let mut v = Vec::new();
             vol.open_file("f", first, size).read_to_end(&mut v).map(|_| v)

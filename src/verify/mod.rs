@@ -134,12 +134,6 @@ pub enum VerifyError {
     },
     #[error("the stick {path} is NTFS: its files are read through ntfs-3g, which needs a mount (the worker's)")]
     NeedsMount { path: PathBuf },
-    #[error("cannot read the NTFS stick's files at {path}: {source}")]
-    Walk {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("the NTFS stick holds more than {0} entries, or paths nested too deep or too long")]
     WalkLimit(usize),
     #[error("{what}: {message}")]
@@ -225,34 +219,51 @@ pub fn mkfs_fat_reference(scratch: &Path) -> Result<Vec<u8>, String> {
     Ok(bs)
 }
 
-/// Bounds on a walk of a mounted NTFS stick (the same as the FAT reader's).
-fn walk_mounted(root: &Path, limits: &fat::Limits) -> Result<Vec<(StickEntry, PathBuf)>, VerifyError> {
-    let err = |path: &Path, source| VerifyError::Walk { path: path.to_path_buf(), source };
+/// Walk a mounted NTFS stick within the FAT reader's bounds (paths, entries, depth: an error). A directory or
+/// entry that cannot be read (ntfs-3g's EIO on a damaged record) is a mismatch, and the walk goes on.
+/// What a walk found (each entry with its path below the root) and what it could not read.
+type Walked = (Vec<(StickEntry, PathBuf)>, Vec<Mismatch>);
+
+fn walk_mounted(root: &Path, limits: &fat::Limits) -> Result<Walked, VerifyError> {
+    let unreadable = |rel: &Path, e: std::io::Error| Mismatch {
+        path: if rel.as_os_str().is_empty() { "/".into() } else { rel.to_string_lossy().into_owned() },
+        problem: Problem::Unreadable { what: e.to_string() },
+    };
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     let mut stack = vec![(PathBuf::new(), 0usize)];
     let mut path_bytes = 0usize;
     while let Some((rel, depth)) = stack.pop() {
         if depth > limits.depth {
             return Err(VerifyError::WalkLimit(limits.entries));
         }
-        let dir = root.join(&rel);
         // Never more names in memory than the limit allows.
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|e| err(&dir, e))?
-            .take(limits.entries.saturating_sub(out.len()) + 1)
-            .map(|d| d.map(|d| d.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(&dir, e))?;
+        let names: Result<Vec<_>, _> = std::fs::read_dir(root.join(&rel)).and_then(|d| {
+            d.take(limits.entries.saturating_sub(out.len()) + 1).map(|d| d.map(|d| d.file_name())).collect()
+        });
+        let mut names = match names {
+            Ok(n) => n,
+            Err(e) => {
+                bad.push(unreadable(&rel, e));
+                continue;
+            }
+        };
         names.sort();
         let mut children = Vec::new();
         for name in names {
             let r = rel.join(&name);
-            let meta = std::fs::symlink_metadata(root.join(&r)).map_err(|e| err(&root.join(&r), e))?;
             let path = r.to_string_lossy().into_owned();
             path_bytes += path.len();
             if out.len() >= limits.entries || path.len() > limits.path_bytes || path_bytes > limits.all_path_bytes {
                 return Err(VerifyError::WalkLimit(limits.entries));
             }
+            let meta = match std::fs::symlink_metadata(root.join(&r)) {
+                Ok(m) => m,
+                Err(e) => {
+                    bad.push(unreadable(&r, e));
+                    continue;
+                }
+            };
             let is_dir = meta.file_type().is_dir();
             if is_dir {
                 children.push((r.clone(), depth + 1));
@@ -261,7 +272,7 @@ fn walk_mounted(root: &Path, limits: &fat::Limits) -> Result<Vec<(StickEntry, Pa
         }
         stack.extend(children.into_iter().rev());
     }
-    Ok(out)
+    Ok((out, bad))
 }
 
 /// The stick's files, as read.
@@ -502,8 +513,20 @@ pub fn check_stick(
                 }
             };
             mismatches.extend(check_fat_copies(&volume, layout.main.offset, &read).map_err(dev_err)?);
-            let entries = match volume.walk(&fat::LIMITS) {
-                Ok(e) => e,
+            let entries = match volume.walk_tolerant(&fat::LIMITS) {
+                Ok((entries, damaged)) => {
+                    // A damaged directory is named; what it held shows as missing.
+                    for e in damaged {
+                        let (path, what) = match e {
+                            fat::FatError::Chain { path, what } | fat::FatError::Directory { path, what } => {
+                                (path, what)
+                            }
+                            e => ("/".to_string(), e.to_string()),
+                        };
+                        mismatches.push(Mismatch { path, problem: Problem::Unreadable { what } });
+                    }
+                    entries
+                }
                 Err(fat::FatError::Read { source, .. }) => return Err(dev_err(source)),
                 Err(e) => {
                     mismatches
@@ -517,7 +540,8 @@ pub fn check_stick(
             (stick, Files::Fat(&volume, entries))
         }
         (Fs::Ntfs, StickFiles::Mounted(root)) => {
-            let walked = walk_mounted(root, &fat::LIMITS)?;
+            let (walked, bad) = walk_mounted(root, &fat::LIMITS)?;
+            mismatches.extend(bad);
             let (stick, rels): (Vec<_>, Vec<_>) = walked.into_iter().unzip();
             (stick, Files::Mounted(root, rels))
         }
