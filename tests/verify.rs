@@ -371,3 +371,15 @@ fn a_mangled_fat_volume_never_panics() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn help_documents_the_mismatch_exit_code() {
+    let out = woesafe(&["verify", "--help"]);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    for line in
+        ["0  the stick is identical", "5  mismatch: the stick differs from the ISO", "3  a damaged or hostile ISO"]
+    {
+        assert!(s.contains(line), "{s}");
+    }
+}
