@@ -219,11 +219,11 @@ pub fn mkfs_fat_reference(scratch: &Path) -> Result<Vec<u8>, String> {
     Ok(bs)
 }
 
-/// Walk a mounted NTFS stick within the FAT reader's bounds (paths, entries, depth: an error). A directory or
-/// entry that cannot be read (ntfs-3g's EIO on a damaged record) is a mismatch, and the walk goes on.
 /// What a walk found (each entry with its path below the root) and what it could not read.
 type Walked = (Vec<(StickEntry, PathBuf)>, Vec<Mismatch>);
 
+/// Walk a mounted NTFS stick within the FAT reader's bounds (paths, entries, depth: an error). A directory or
+/// entry that cannot be read (ntfs-3g's EIO on a damaged record) is a mismatch, and the walk goes on.
 fn walk_mounted(root: &Path, limits: &fat::Limits) -> Result<Walked, VerifyError> {
     let unreadable = |rel: &Path, e: std::io::Error| Mismatch {
         path: if rel.as_os_str().is_empty() { "/".into() } else { rel.to_string_lossy().into_owned() },
