@@ -553,7 +553,12 @@ pub fn check_stick(
     let entries = source.entries();
     let (checks, bad) = compare::plan(entries, &stick);
     mismatches.extend(bad);
-    if bios_boot && !stick.iter().any(|e| !e.is_dir && e.path.eq_ignore_ascii_case(bios::GRUB_CFG_PATH)) {
+    let grub_cfg = |path: &str, is_dir: bool| !is_dir && path.eq_ignore_ascii_case(bios::GRUB_CFG_PATH);
+    // BIOS boot code runs grub.cfg: it must be there (the ISO's own one is reported missing by the pairing).
+    if bios_boot
+        && !stick.iter().any(|e| grub_cfg(&e.path, e.is_dir))
+        && !entries.iter().any(|e| grub_cfg(&e.path, e.is_dir))
+    {
         mismatches.push(Mismatch { path: bios::GRUB_CFG_PATH.into(), problem: Problem::Missing });
     }
     let total = compare::bytes_to_read(&checks, &stick);
