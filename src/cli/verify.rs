@@ -258,8 +258,12 @@ fn follow(
         .map_err(|e| fail(exit::FAILED, format!("lost contact with the worker: {e}")))?;
     let mut ending: Option<Result<VerifyReport, Exit>> = None;
     let mut signal = None;
-    let mut killed = false;
+    let mut killed: Option<std::time::Instant> = None;
     loop {
+        // A worker stuck in the kernel keeps its pipe open even when killed: stop waiting for it.
+        if killed.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
+            break;
+        }
         match inbox.recv_timeout(Duration::from_millis(250)) {
             Ok(Event::Frame(frame)) => match frame {
                 Up::Progress { done, total } => lines.progress(done, total),
@@ -280,8 +284,8 @@ fn follow(
                 if signal.is_none() {
                     signal = Some(sig);
                     worker.signal(nix::sys::signal::Signal::SIGTERM);
-                } else if !killed {
-                    killed = true;
+                } else if killed.is_none() {
+                    killed = Some(std::time::Instant::now());
                     worker.signal(nix::sys::signal::Signal::SIGKILL);
                 }
             }
@@ -295,7 +299,7 @@ fn follow(
         }
     }
     worker.hang_up();
-    let status = worker.wait_for(Duration::from_secs(if killed { 1 } else { 10 }));
+    let status = worker.wait_for(Duration::from_secs(if killed.is_some() { 1 } else { 10 }));
     if let Some(sig) = signal {
         return Err(fail(128 + sig as u8, "verification stopped by a signal; the stick was not changed"));
     }
