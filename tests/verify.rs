@@ -206,6 +206,23 @@ fn ntfs_stick_verifies_and_a_flipped_byte_is_caught() {
     assert!(!Path::new(&format!("/run/woesafe.{}", run.child.id())).exists());
     assert_eq!(host_state(dir.path()), before);
 
+    // SIGKILL of the supervisor: the worker stops in an orderly way (its parent-death signal), unmounting
+    // ntfs-3g and detaching its loop; only the empty work directory is left (which `recover` removes).
+    let mut run = Run::start(&["verify", fx.iso.to_str().unwrap(), img.to_str().unwrap()], &[]);
+    run.wait_line("%", std::time::Duration::from_secs(60));
+    let pid = run.child.id();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    run.wait_exit(std::time::Duration::from_secs(10));
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while host_state(dir.path()) != before && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(host_state(dir.path()), before, "left behind after the supervisor was killed");
+    let work = format!("/run/woesafe.{pid}");
+    if Path::new(&work).exists() {
+        std::fs::remove_dir(&work).unwrap(); // empty: rmdir, as recover does
+    }
+
     let file = "sources/random-3mib-odd.bin";
     let content = std::fs::read(fx.tree.join(file)).unwrap();
     let at = find_block(&img, &content[..4096]) + 777;
