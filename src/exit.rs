@@ -9,6 +9,8 @@ pub const USAGE: u8 = 2;
 pub const REFUSED: u8 = 3;
 /// No byte moved for the stall timeout.
 pub const STALLED: u8 = 4;
+/// verify: the stick differs from the ISO.
+pub const MISMATCH: u8 = 5;
 /// Several targets: they did not all end the same way (some written, some failed or refused).
 pub const SOME_FAILED: u8 = 6;
 

@@ -15,6 +15,7 @@ pub mod stick;
 pub mod supervisor;
 pub mod sys;
 pub mod tree;
+pub mod verify;
 pub mod worker;
 
 /// Skipped tests: printed, and recorded in target/test-skipped.txt so that scripts/test can show them after

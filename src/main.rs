@@ -46,6 +46,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Recover(args) => cli::recover::run(args, cli.quiet),
         Command::Inspect(args) => cli::inspect::run(args),
         Command::List(args) => cli::list::run(args, cli.quiet),
+        Command::Verify(args) => cli::verify::run(args, cli.quiet),
     };
     Ok(match result {
         Ok(code) => ExitCode::from(code),

@@ -120,6 +120,23 @@ pub struct WriteRequest {
     pub uefi_ntfs_image: Option<PathBuf>,
     /// Test-only: stop for this many milliseconds when entering the named step (see `Step::name`).
     pub pause_at: Option<(String, u64)>,
+    /// Read the stick back after the write and compare it with the ISO (`write --verify`).
+    pub verify: bool,
+}
+
+/// What the worker needs to verify a stick (`woesafe verify`): the ISO and the target, each the file the
+/// supervisor checked (and holds locked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    #[serde(with = "path_bytes")]
+    pub iso: PathBuf,
+    pub iso_id: FileId,
+    #[serde(with = "path_bytes")]
+    pub target: PathBuf,
+    pub target_id: FileId,
+    /// A directory the supervisor created for us; the worker mounts a private tmpfs on it.
+    #[serde(with = "path_bytes")]
+    pub work_dir: PathBuf,
 }
 
 /// The steps of a write, in order.
@@ -136,6 +153,8 @@ pub enum Step {
     BootUefi,
     Flush,
     Unmount,
+    /// `write --verify`: the written stick read back from the device and compared with the ISO.
+    Verify,
 }
 
 impl Step {
@@ -152,6 +171,7 @@ impl Step {
             Step::BootUefi => "boot-uefi",
             Step::Flush => "flush",
             Step::Unmount => "unmount",
+            Step::Verify => "verify",
         }
     }
 
@@ -168,6 +188,7 @@ impl Step {
             Step::BootUefi => "Checking the UEFI loader",
             Step::Flush => "Flushing to the device",
             Step::Unmount => "Closing the filesystems",
+            Step::Verify => "Verifying: reading the stick back from the device and comparing it with the ISO",
         }
     }
 }
@@ -196,6 +217,7 @@ impl TargetState {
             Some(Step::Copy) => TargetState::FilesIncomplete,
             Some(Step::BootBios) | Some(Step::BootUefi) => TargetState::BootIncomplete,
             Some(Step::Flush) | Some(Step::Unmount) => TargetState::NotFlushed,
+            Some(Step::Verify) => TargetState::Complete,
         }
     }
 
@@ -256,6 +278,8 @@ pub struct Report {
     pub bridge: Option<(u64, u64)>,
     /// Windows 7: the UEFI loader was extracted from install.wim (image index).
     pub win7_loader_from_image: Option<u32>,
+    /// `write --verify`: what reading the stick back found.
+    pub verified: Option<crate::verify::VerifyReport>,
 }
 
 /// Supervisor → worker.
@@ -268,6 +292,8 @@ pub enum Down {
         target: FileId,
     },
     Abort,
+    /// Verify a stick instead of writing one (the first frame, like `Start`).
+    Verify(Box<VerifyRequest>),
 }
 
 /// Worker → supervisor.
@@ -302,6 +328,13 @@ pub enum Up {
         fusectl: Option<PathBuf>,
     },
     Aborted,
+    /// The verification finished: the report lists every mismatch (none: identical).
+    Verified(Box<crate::verify::VerifyReport>),
+    /// The verification could not be done; `refused`: the ISO is damaged or hostile (exit 3).
+    VerifyFailed {
+        message: String,
+        refused: bool,
+    },
 }
 
 /// Paths in frames: file names need not be UTF-8, which a JSON string must be. A path is sent as its string
@@ -401,6 +434,7 @@ mod tests {
             scratch_dir: odd(b"/var/tmp/\xfe"),
             uefi_ntfs_image: Some(odd(b"/u\xc3.img")),
             pause_at: None,
+            verify: true,
         };
         for r in [request.clone(), WriteRequest { uefi_ntfs_image: None, ..request.clone() }] {
             let mut buf = Vec::new();

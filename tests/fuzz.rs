@@ -787,6 +787,7 @@ fn frame_seeds() -> Vec<Seed> {
         scratch_dir: "/var/tmp".into(),
         uefi_ntfs_image: None,
         pause_at: Some(("copy".into(), 500)),
+        verify: true,
     };
     let inventory = Inventory {
         volume_id: "CCCOMA_X64FRE_EN-US_DV9".into(),
@@ -832,6 +833,7 @@ fn frame_seeds() -> Vec<Seed> {
         split: Some(("sources/install.wim".into(), 2)),
         bridge: Some((33 << 30, 1 << 20)),
         win7_loader_from_image: None,
+        verified: None,
     };
     let proceed = Down::Proceed { target: woesafe::sys::argfile::FileId { dev: 5, ino: 421, rdev: 2064 } };
     let down = [Down::Start(Box::new(request)), proceed, Down::Abort];

@@ -84,7 +84,8 @@ fn a_success_is_a_complete_sequence() {
     assert_eq!(ev.last().unwrap()["results"][0]["exit_code"], 0);
     verify_written(&img, &fx, dir.path());
 
-    // With -v the human text comes on stderr as well, and stdout stays pure JSON.
+    // With -v the human text comes on stderr as well, and stdout stays pure JSON. With --verify the stick is
+    // read back after the write: a verify step, and the report says what it found.
     let img2 = dir.path().join("stick2.img");
     let out = woesafe(&[
         "write",
@@ -95,10 +96,19 @@ fn a_success_is_a_complete_sequence() {
         "--yes",
         "--json",
         "-v",
+        "--verify",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Done: "), "{}", text(&out));
-    assert_frame(&events(&out.stdout), 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Done: ") && err.contains("Verified: read back from the device"), "{}", text(&out));
+    let ev = events(&out.stdout);
+    assert_frame(&ev, 0);
+    let steps: Vec<&str> = ev.iter().filter(|e| e["event"] == "step").map(|e| e["step"].as_str().unwrap()).collect();
+    assert_eq!(steps.last(), Some(&"verify"), "{steps:?}");
+    let done = ev.iter().find(|e| e["event"] == "done").unwrap();
+    let verified = &done["report"]["verified"];
+    assert_eq!(verified["mismatches"], serde_json::json!([]), "{done}");
+    assert!(verified["files"].as_u64().unwrap() > 3000, "{done}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod list;
 pub mod present;
 pub mod recover;
 pub mod term;
+pub mod verify;
 pub mod write;
 
 /// Print a line on stderr, never panicking: with stderr a closed pipe (SIGPIPE is ignored, so writes fail with
@@ -36,6 +37,16 @@ Exit codes:
   6  several targets, and they did not all end the same way (the results list says which)
   128+N  stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 131 SIGQUIT); the message says what state
      the target is in";
+
+pub const VERIFY_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  the stick is identical to the ISO (as woesafe writes it: files, additions, tables, boot code)
+  1  the verification failed (the stick or the ISO could not be read)
+  2  usage error: bad arguments, missing or unreadable files
+  3  a damaged or hostile ISO (over the reader's limits, or not a valid UDF/ISO 9660 image), or the target is
+     busy (mounted, or locked by a writer)
+  5  mismatch: the stick differs from the ISO; each difference is listed by path
+  128+N  stopped by signal N";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,4 +89,8 @@ pub enum Command {
         after_help = "Exit codes:\n  0  listed\n  1  sysfs or the mount table could not be read\n  2  usage error"
     )]
     List(list::ListArgs),
+    /// Read every file back from a written stick (or image) and compare it with the ISO, with the partition
+    /// table, boot code and boot sectors; lists every mismatch by path
+    #[command(after_help = VERIFY_EXIT_CODES_HELP)]
+    Verify(verify::VerifyArgs),
 }

@@ -196,6 +196,20 @@ fn report_lines(target: &Path, r: &Report, secs: f64) -> Vec<String> {
     if let Some(image) = r.win7_loader_from_image {
         lines.push(format!("  Windows 7 UEFI loader: extracted from install.wim image {image}"));
     }
+    if let Some(v) = &r.verified {
+        if v.identical() {
+            lines.push(format!(
+                "Verified: read back from the device, {} files, {}: identical to the ISO",
+                v.files,
+                human(v.bytes)
+            ));
+        } else {
+            lines.push(format!("Verify FAILED: the read-back found {} mismatch(es):", v.mismatches.len()));
+            // Mismatches name paths from the stick and the ISO: every control escaped.
+            lines.extend(v.mismatches.iter().map(|m| format!("  mismatch: {}", escape(&m.to_string()))));
+        }
+        lines.extend(v.notes.iter().map(|n| format!("  note: {}", escape(n))));
+    }
     lines
 }
 

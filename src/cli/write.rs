@@ -50,8 +50,12 @@ pub struct WriteArgs {
     /// opened read-only and nothing is written
     #[arg(long, display_order = 5)]
     pub dry_run: bool,
-    /// Print events as JSON lines (NDJSON) on stdout instead of text on stderr (add -v for the text too)
+    /// After the write, read the stick back from the device (not the page cache) and compare every file, the
+    /// partition table and the boot code with the ISO; a mismatch is exit 5
     #[arg(long, display_order = 6)]
+    pub verify: bool,
+    /// Print events as JSON lines (NDJSON) on stdout instead of text on stderr (add -v for the text too)
+    #[arg(long, display_order = 7)]
     pub json: bool,
     /// Filesystem label (at most 11 characters; default: derived from the ISO's volume id)
     #[arg(long, display_order = 10)]
@@ -104,6 +108,7 @@ impl WriteArgs {
             bypass: self.bypass.clone(),
             stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
             dry_run: self.dry_run,
+            verify: self.verify,
         })
     }
 
@@ -122,6 +127,7 @@ impl WriteArgs {
             "uefi_ntfs_image": self.uefi_ntfs_image.as_deref().map(term::path_json),
             "stall_timeout": self.stall_timeout,
             "dry_run": self.dry_run,
+            "verify": self.verify,
             "yes": self.yes,
         })
     }
@@ -306,7 +312,11 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
         gate.ended();
         presenter.inner.finish();
         let (code, summary) = match result {
-            Ok(Outcome::Written(_)) => (exit::OK, "written".to_string()),
+            Ok(Outcome::Written(r)) => match r.verified.as_ref().map(|v| v.mismatches.len()) {
+                Some(n) if n > 0 => (exit::MISMATCH, format!("written, but the read-back found {n} mismatch(es)")),
+                Some(_) => (exit::OK, "written and verified".to_string()),
+                None => (exit::OK, "written".to_string()),
+            },
             Ok(Outcome::Planned(_)) => (exit::OK, "planned (dry run): nothing was written".to_string()),
             Ok(Outcome::Declined) => (exit::REFUSED, "not confirmed; nothing was written".to_string()),
             Err(e) => (e.code, e.message.lines().next().unwrap_or("stalled").to_string()),

@@ -42,3 +42,17 @@ impl Job<'_> {
         Ok(())
     }
 }
+
+impl Job<'_> {
+    /// Verify (`write --verify`): the stick read back from the device (its caches dropped first), every file
+    /// compared with the ISO's, the table and boot code checked. Runs once everything is unmounted and flushed.
+    pub(super) fn verify(
+        &mut self,
+        disk: &super::layout::Disk,
+        source: &crate::media::source::Source,
+        work: &std::path::Path,
+    ) -> Result<crate::verify::VerifyReport, WriteError> {
+        self.enter(Step::Verify)?;
+        Ok(crate::verify::worker::check_in_worker(&disk.file, &disk.path, source, work, &mut *self.link)?)
+    }
+}

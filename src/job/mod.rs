@@ -118,6 +118,8 @@ pub enum WriteError {
     Names(#[from] crate::stick::names::NameProblem),
     #[error("stopped on request")]
     Stopped,
+    #[error("the read-back after the write could not be done: {0}")]
+    Verify(#[from] crate::verify::VerifyError),
 }
 
 impl WriteError {
@@ -128,6 +130,7 @@ impl WriteError {
             WriteError::Stopped
                 | WriteError::Copy(crate::copy::CopyError::Stopped { .. })
                 | WriteError::Helper(helper::HelperError::Stopped { .. })
+                | WriteError::Verify(crate::verify::VerifyError::Stopped)
         )
     }
 }
@@ -258,11 +261,12 @@ impl Job<'_> {
         if let Some(s) = scratch {
             s.close()?;
         }
-        source.close()?;
         drop(part);
         disk.file.sync_all().map_err(disk.err())?;
-        drop(disk);
         self.state = TargetState::Complete;
+        let verified = if self.req.verify { Some(self.verify(&disk, &source, work.path())?) } else { None };
+        source.close()?;
+        drop(disk);
         Ok(Some(Report {
             label,
             serial,
@@ -280,6 +284,7 @@ impl Job<'_> {
             split: prepared.split_report,
             bridge: parts.bridge.map(|b| (b.offset, b.size)),
             win7_loader_from_image: s.win7.map(|(_, image)| image),
+            verified,
         }))
     }
 

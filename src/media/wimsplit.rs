@@ -206,6 +206,12 @@ pub fn plan<R: Read + Seek>(r: &mut R, part_bytes: u64, guid: [u8; 16]) -> Resul
     layout(&wim, part_bytes, guid)
 }
 
+/// The SHA-1 hashes of the WIM's file blobs, as its blob table lists them (the table read with the same checks
+/// and bounds as for a split): a file extracted from the WIM has one of them (for verification).
+pub fn blob_hashes<R: Read + Seek>(r: &mut R) -> Result<Vec<[u8; 20]>, SplitError> {
+    Ok(read_wim(r)?.blobs.iter().map(|b| b.hash).collect())
+}
+
 fn read_wim<R: Read + Seek>(r: &mut R) -> Result<Wim, SplitError> {
     let mut h = [0u8; HEADER_SIZE as usize];
     r.seek(SeekFrom::Start(0))?;

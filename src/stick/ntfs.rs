@@ -100,6 +100,15 @@ impl NtfsMount {
     /// Start ntfs-3g on `device` at `mount_point` (created when missing) and wait for the mount. Its
     /// messages go to `log` (a file in the worker's private tmpfs).
     pub fn mount(device: &Path, mount_point: &Path, log: &Path) -> Result<NtfsMount, NtfsError> {
+        Self::mount_with(device, mount_point, log, "no_detach,windows_names,big_writes,noatime")
+    }
+
+    /// As `mount`, read-only (for verifying a stick).
+    pub fn mount_read_only(device: &Path, mount_point: &Path, log: &Path) -> Result<NtfsMount, NtfsError> {
+        Self::mount_with(device, mount_point, log, "ro,no_detach,noatime")
+    }
+
+    fn mount_with(device: &Path, mount_point: &Path, log: &Path, options: &str) -> Result<NtfsMount, NtfsError> {
         let remove_dir = !mount_point.exists();
         if remove_dir {
             std::fs::create_dir(mount_point)
@@ -109,7 +118,7 @@ impl NtfsMount {
         let mut cmd = Command::new("ntfs-3g");
         // no_detach: the daemon stays our child (so we can wait for it); windows_names: refuse names Windows
         // cannot open; big_writes: 128 KiB writes instead of 4 KiB ones.
-        cmd.args(["-o", "no_detach,windows_names,big_writes,noatime"])
+        cmd.args(["-o", options])
             .arg(device)
             .arg(mount_point)
             .stdin(Stdio::null())

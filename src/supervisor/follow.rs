@@ -181,6 +181,12 @@ impl Follower<'_> {
                         Up::Done(r) => ending = Some(Ending::Done(r)),
                         Up::Aborted => ending = ending.or(Some(Ending::Aborted)),
                         Up::Stopped { step, state } => ending = Some(Ending::Stopped { step, state }),
+                        // Verification results come inside a write's report, never on their own.
+                        Up::Verified(_) | Up::VerifyFailed { .. } => {
+                            self.worker.signal(nix::sys::signal::Signal::SIGKILL);
+                            ending = Some(Ending::Failed(fail(exit::FAILED, "unexpected frame from the worker")));
+                            break;
+                        }
                         Up::Failed { step, message, state, refused } => {
                             self.progress.reported = Some(state);
                             ending = Some(Ending::Failed(fail(

@@ -6,6 +6,7 @@
 pub mod event;
 mod follow;
 pub mod target;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,6 +47,8 @@ pub struct WriteOptions {
     pub stall_timeout: Duration,
     /// Run every check and report the plan; open the target read-only, write nothing.
     pub dry_run: bool,
+    /// After the write, read the stick back from the device and compare it with the ISO.
+    pub verify: bool,
 }
 
 impl Default for WriteOptions {
@@ -63,6 +66,7 @@ impl Default for WriteOptions {
             bypass: Vec::new(),
             stall_timeout: Duration::from_secs(120),
             dry_run: false,
+            verify: false,
         }
     }
 }
@@ -133,7 +137,7 @@ impl Write {
         let mut progress = Progress {
             last_step: None,
             step_no: 0,
-            steps: 10 - usize::from(!boot.bios()) - usize::from(!boot.uefi()),
+            steps: 10 - usize::from(!boot.bios()) - usize::from(!boot.uefi()) + usize::from(self.options.verify),
             step_started: Instant::now(),
             reported: None,
         };
@@ -337,6 +341,7 @@ impl Write {
                 .as_ref()
                 .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
             pause_at: test_pause_at(),
+            verify: opts.verify,
         }
     }
 }

@@ -44,6 +44,11 @@ pub fn main() -> i32 {
     }
     let request = match link.recv() {
         Ok(Some(Down::Start(r))) => r,
+        Ok(Some(Down::Verify(r))) => {
+            let outcome = crate::verify::worker::run(&r, &mut link);
+            let code = if matches!(outcome, Up::Verified(_)) { 0 } else { 1 };
+            return if link.send(&outcome).is_err() { 1 } else { code };
+        }
         // The supervisor went away before asking anything: nothing to do.
         Ok(None) | Ok(Some(Down::Abort)) => return 0,
         Ok(Some(other)) => {
