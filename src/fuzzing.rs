@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Cursor, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use crate::media::iso::IsoFs;
 use crate::media::{wim, wimsplit};
@@ -241,11 +241,9 @@ where
 
 /// An anonymous memory file holding `data` (the ISO reader opens images by path: /proc/self/fd/N).
 fn memory_file(data: &[u8]) -> File {
-    // SAFETY: the name is a NUL-terminated string that outlives the call; the flags are valid.
-    let fd = unsafe { libc::memfd_create(c"woesafe-fuzz".as_ptr(), libc::MFD_CLOEXEC) };
-    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
-    // SAFETY: fd is a new descriptor that nothing else owns.
-    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create(c"woesafe-fuzz", MFdFlags::MFD_CLOEXEC).expect("memfd_create");
+    let mut file = File::from(fd);
     file.write_all(data).expect("writing the input to a memory file");
     file
 }

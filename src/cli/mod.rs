@@ -53,17 +53,34 @@ Exit codes:
     name = "woesafe",
     version,
     about = "Write Windows installation ISOs to USB sticks, loop devices and image files, leaving nothing behind",
-    after_help = EXIT_CODES_HELP
+    after_help = EXIT_CODES_HELP,
+    mut_subcommands = common_options_first
 )]
 pub struct Cli {
     /// More output (-v: details, -vv: debug)
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, display_order = 0)]
     pub verbose: u8,
     /// Only errors and the final result
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", display_order = 1)]
     pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where a subcommand's own arguments start in its help: after the global options above (-v, -q: display
+/// orders 0 and 1, which clap copies into every subcommand).
+const SUBCOMMAND_DISPLAY_ORDER: usize = 100;
+/// clap's display order for an argument that has none, such as its own -h/--help: kept, so help stays last.
+const CLAP_UNORDERED: usize = 999;
+
+/// The common options first in every subcommand's --help, whoever adds a subcommand: its own arguments, numbered
+/// from 0 in the order they are declared (or as the subcommand orders them), are moved behind the global ones;
+/// otherwise clap sorts equal numbers by name, and -v and -q land in the middle.
+fn common_options_first(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|arg| match arg.get_display_order() {
+        CLAP_UNORDERED => arg,
+        order => arg.display_order(order.saturating_add(SUBCOMMAND_DISPLAY_ORDER)),
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,4 +110,31 @@ pub enum Command {
     /// table, boot code and boot sectors; lists every mismatch by path
     #[command(after_help = VERIFY_EXIT_CODES_HELP)]
     Verify(verify::VerifyArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The options of each subcommand's help, in the order shown.
+    fn options_shown(sub: &mut clap::Command) -> Vec<String> {
+        let help = sub.render_long_help().to_string();
+        let options = &help[help.find("Options:").expect("an Options section")..];
+        options.lines().filter_map(|l| l.trim_start().strip_prefix('-').map(|_| l.trim().to_string())).collect()
+    }
+
+    #[test]
+    fn common_options_come_first_in_every_subcommand() {
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+        assert!(names.iter().any(|n| n == "write"), "{names:?}");
+        for name in names.iter().filter(|n| *n != "help") {
+            let shown = options_shown(cmd.find_subcommand_mut(name).unwrap());
+            assert!(shown.len() >= 3, "{name}: {shown:?}");
+            assert!(shown[0].starts_with("-v, --verbose"), "{name}: {shown:?}");
+            assert!(shown[1].starts_with("-q, --quiet"), "{name}: {shown:?}");
+            assert!(shown.last().unwrap().starts_with("-h, --help"), "{name}: {shown:?}");
+        }
+    }
 }

@@ -96,8 +96,7 @@ fn check_path_arguments(args: &RecoverArgs) -> Result<(), Exit> {
 }
 
 pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Err(Exit {
             code: exit::REFUSED,
             message: "recover needs root (it reads every process's mount namespace); run it with sudo".into(),

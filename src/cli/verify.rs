@@ -162,11 +162,24 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn create() -> Result<Scratch, Exit> {
-        let dir = tempfile::Builder::new()
-            .prefix("woesafe-verify.")
-            .tempdir()
-            .map_err(|e| fail(exit::FAILED, format!("cannot create a scratch directory: {e}")))?;
-        Ok(Scratch(dir.keep()))
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::temp_dir();
+        let pid = std::process::id();
+        for n in 0..1000 {
+            let p = base.join(format!("woesafe-verify.{pid}.{n}"));
+            // A new directory of our own (mode 0700): never one that was there before.
+            match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+                Ok(()) => return Ok(Scratch(p)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(fail(
+                        exit::FAILED,
+                        format!("cannot create a scratch directory {}: {e}", term::path(&p)),
+                    ));
+                }
+            }
+        }
+        Err(fail(exit::FAILED, format!("cannot create a scratch directory in {}", term::path(&base))))
     }
 
     fn path(&self) -> &Path {

@@ -36,10 +36,17 @@ fn is_mounted(text: &[u8], mount_point: &Path, dev: &str) -> bool {
 /// library of that namespace's file view ever runs with our privileges.
 pub fn ns_unmount_main(args: &[OsString]) -> i32 {
     let [fd, mount_point, dev] = args else { return 2 };
-    let (Some(Ok(fd)), Some(dev)) = (fd.to_str().map(str::parse::<i32>), dev.to_str()) else { return 2 };
+    let (Some(Ok(fd)), Some(dev)) = (fd.to_str().map(str::parse::<u32>), dev.to_str()) else { return 2 };
     let mount_point = Path::new(mount_point);
-    // SAFETY: fd was inherited from the parent for exactly this purpose and is not used elsewhere.
-    let ns = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // The inherited descriptor is reopened through /proc (no unsafe adoption of a number from the command line:
+    // one that is not open fails here); the inherited copy stays open until this short-lived process exits.
+    let ns = match std::fs::File::open(format!("/proc/self/fd/{fd}")) {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("cannot open the inherited mount namespace descriptor {fd}: {e}");
+            return 1;
+        }
+    };
     if let Err(e) = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS) {
         eprintln!("cannot enter the mount namespace: {e}");
         return 1;
@@ -80,20 +87,15 @@ fn unmount(target: Option<(i32, &str)>, mount_point: &Path, dev: &str) -> Result
         return Err(format!("process {pid} is no longer in {namespace}"));
     }
     // Our own binary, from the host's files, gets the pinned namespace as an inherited descriptor (dup
-    // clears close-on-exec).
-    // SAFETY: dup of a valid open fd; the copy is closed below.
-    let fd = unsafe { libc::dup(ns.as_raw_fd()) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
+    // clears close-on-exec); our copy is closed when `inherited` drops.
+    let inherited = nix::unistd::dup(&ns).map_err(|e| format!("cannot duplicate /proc/{pid}/ns/mnt: {e}"))?;
     let out = std::env::current_exe().and_then(|exe| {
         let mut cmd = Command::new(exe);
-        cmd.arg(NS_UNMOUNT_ARG).arg(fd.to_string()).arg(mount_point).arg(dev);
+        cmd.arg(NS_UNMOUNT_ARG).arg(inherited.as_raw_fd().to_string()).arg(mount_point).arg(dev);
         crate::sys::helper::harden(&mut cmd);
         cmd.output()
     });
-    // SAFETY: closing the descriptor dup returned above, once.
-    unsafe { libc::close(fd) };
+    drop(inherited);
     let out = out.map_err(|e| format!("cannot start the unmount helper: {e}"))?;
     if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
 }

@@ -16,7 +16,9 @@ pub(crate) fn run_private_child<A: AsRef<std::ffi::OsStr>>(arg: &str, args: &[A]
     let exe = std::env::current_exe().ok()?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg(arg).args(args).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    // SAFETY: between fork and exec only unshare and mount, plain system calls.
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe work is allowed: it
+    // makes two system calls (unshare, mount) through nix, which passes "/" from a stack buffer and None as null
+    // (no allocation, no lock), and turns an errno into an io::Error without allocating.
     unsafe {
         cmd.pre_exec(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;

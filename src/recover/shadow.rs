@@ -104,12 +104,8 @@ pub fn scan(mount_points: &[PathBuf]) -> Vec<Shadowed> {
 
 /// rename(2) that never replaces an existing target (renameat2 with RENAME_NOREPLACE).
 fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: both pointers are valid NUL-terminated strings that live across the call.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    Ok(renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)?)
 }
 
 /// Move what was shadowed under `mount_point` (now unmounted) into `dest/<name of the mount point>/`, by

@@ -104,13 +104,11 @@ pub fn run_watching<A: AsRef<OsStr>>(
 }
 
 /// Read whatever a helper's pipe holds now, without blocking.
-fn drain<R: std::io::Read + std::os::fd::AsRawFd>(pipe: &mut Option<R>, buf: &mut Vec<u8>) {
+fn drain<R: std::io::Read + std::os::fd::AsFd>(pipe: &mut Option<R>, buf: &mut Vec<u8>) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let Some(p) = pipe else { return };
-    let fd = p.as_raw_fd();
-    // SAFETY: fcntl on a pipe fd we own; only the O_NONBLOCK flag changes.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    if let Ok(flags) = fcntl(&*p, FcntlArg::F_GETFL) {
+        let _ = fcntl(&*p, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK));
     }
     let mut chunk = [0u8; 4096];
     loop {

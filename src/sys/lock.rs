@@ -2,7 +2,6 @@
 //! convention: udev and udisks leave a locked disk alone, and a second writer gets a clear "busy").
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,16 +17,13 @@ pub enum LockError {
 }
 
 /// Take an exclusive, non-blocking flock on an open target. The lock lasts as long as the file stays open.
+///
+/// (rustix's `flock` borrows the file; nix's `Flock` would take it over and unlock when dropped, and std's
+/// `File::try_lock` does not promise to stay flock(2), which systemd's convention needs.)
 pub fn lock_exclusive(file: &File, path: &Path) -> Result<(), LockError> {
-    // SAFETY: flock on a valid, open fd; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(LockError::Busy { path: path.to_path_buf() })
-    } else {
-        Err(LockError::Flock { path: path.to_path_buf(), source: err })
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(LockError::Busy { path: path.to_path_buf() }),
+        Err(e) => Err(LockError::Flock { path: path.to_path_buf(), source: e.into() }),
     }
 }

@@ -262,8 +262,7 @@ mod tests {
     /// and LOOP_CLR_FD is accepted (with our fd still open the kernel detaches once it is closed).
     #[test]
     fn block_ioctls_on_a_loop_device() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/loop-control").exists() {
+        if !nix::unistd::geteuid().is_root() || !Path::new("/dev/loop-control").exists() {
             crate::report_skip("block_ioctls_on_a_loop_device", "needs root and loop devices");
             return;
         }

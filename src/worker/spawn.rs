@@ -2,7 +2,7 @@
 //! as events on one channel, so the supervisor can wait with a timeout (for the stall watchdog).
 
 use std::io::{BufReader, BufWriter};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::Sender;
 
@@ -52,14 +52,7 @@ pub struct Worker {
 /// pidfd_open(2) of our own process: the child checks it right after setting its parent-death signal, which
 /// closes the race with a supervisor that died before the signal was armed.
 fn pidfd_self() -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; the fd is owned by us from here on.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
-    if fd < 0 {
-        None
-    } else {
-        // SAFETY: fd is a fresh descriptor returned by the kernel and not owned elsewhere.
-        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-    }
+    rustix::process::pidfd_open(rustix::process::getpid(), rustix::process::PidfdFlags::empty()).ok()
 }
 
 /// Start the worker (`exe __woesafe_worker`; None: this very program); its frames arrive on `events`. The
