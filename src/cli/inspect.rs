@@ -145,7 +145,7 @@ pub struct FsChoice {
 pub struct Oddity {
     /// "fat_name" (a name FAT or Windows cannot hold), "over_4gib" (a file over FAT32's limit), "names" (the
     /// tree as FAT32 would hold it), "loader" (a UEFI loader that is none), "skipped" (entries a stick cannot
-    /// hold), "not_windows", "no_uefi".
+    /// hold), "scratch" (too little scratch space here for a re-pack), "not_windows", "no_uefi".
     pub kind: String,
     pub path: Option<String>,
     pub what: String,
@@ -349,6 +349,9 @@ fn oddities(entries: &[SourceEntry], inv: &Inventory) -> Vec<Oddity> {
         out.push(Oddity { kind: "names".into(), path: None, what: e.to_string() });
     } else if let Some(p) = &inv.name_problem {
         out.push(Oddity { kind: "names".into(), path: None, what: p.clone() });
+    }
+    if let Some(p) = &inv.scratch_problem {
+        out.push(Oddity { kind: "scratch".into(), path: None, what: p.clone() });
     }
     if let Some(p) = &inv.loader_problem {
         out.push(Oddity { kind: "loader".into(), path: Some(p.path.clone()), what: p.what.clone() });
