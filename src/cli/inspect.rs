@@ -104,6 +104,8 @@ pub struct InstallImage {
     pub repack: bool,
     /// Why it cannot be read as a WIM, if it cannot.
     pub problem: Option<String>,
+    /// Why its XML data (editions, versions) cannot be read, if it cannot.
+    pub xml_problem: Option<String>,
 }
 
 /// What the ISO boots with.
@@ -265,6 +267,7 @@ pub fn inspect(iso: &Path, source: &Source) -> Result<Inspection, survey::Survey
                 splittable: over.then_some(is_split),
                 split_parts: inv.layout.split.as_ref().filter(|p| !p.repack).map(|p| p.parts),
                 repack: is_repack,
+                xml_problem: info.as_ref().ok().and_then(|i| i.xml_problem.as_ref()).map(ToString::to_string),
                 problem: info.err(),
                 path: entry.path,
             }
@@ -418,6 +421,9 @@ pub fn human_text(i: &Inspection) -> String {
         line(format!("Install image: {} ({}){solid}{split}", escape(&w.path), human(w.size)));
         if let Some(p) = &w.problem {
             line(format!("  cannot be read as a WIM: {}", escape(p)));
+        }
+        if let Some(p) = &w.xml_problem {
+            line(format!("  its XML data cannot be read: {}", escape(p)));
         }
     }
     let mut boot = Vec::new();
