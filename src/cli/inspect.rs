@@ -104,6 +104,8 @@ pub struct InstallImage {
     pub repack: bool,
     /// Why it cannot be read as a WIM, if it cannot.
     pub problem: Option<String>,
+    /// Why its XML data (editions, versions) cannot be read, if it cannot.
+    pub xml_problem: Option<String>,
 }
 
 /// What the ISO boots with.
@@ -145,7 +147,7 @@ pub struct FsChoice {
 pub struct Oddity {
     /// "fat_name" (a name FAT or Windows cannot hold), "over_4gib" (a file over FAT32's limit), "names" (the
     /// tree as FAT32 would hold it), "loader" (a UEFI loader that is none), "skipped" (entries a stick cannot
-    /// hold), "not_windows", "no_uefi".
+    /// hold), "scratch" (too little scratch space here for a re-pack), "not_windows", "no_uefi".
     pub kind: String,
     pub path: Option<String>,
     pub what: String,
@@ -265,6 +267,7 @@ pub fn inspect(iso: &Path, source: &Source) -> Result<Inspection, survey::Survey
                 splittable: over.then_some(is_split),
                 split_parts: inv.layout.split.as_ref().filter(|p| !p.repack).map(|p| p.parts),
                 repack: is_repack,
+                xml_problem: info.as_ref().ok().and_then(|i| i.xml_problem.as_ref()).map(ToString::to_string),
                 problem: info.err(),
                 path: entry.path,
             }
@@ -350,6 +353,9 @@ fn oddities(entries: &[SourceEntry], inv: &Inventory) -> Vec<Oddity> {
     } else if let Some(p) = &inv.name_problem {
         out.push(Oddity { kind: "names".into(), path: None, what: p.clone() });
     }
+    if let Some(p) = &inv.scratch_problem {
+        out.push(Oddity { kind: "scratch".into(), path: None, what: p.clone() });
+    }
     if let Some(p) = &inv.loader_problem {
         out.push(Oddity { kind: "loader".into(), path: Some(p.path.clone()), what: p.what.clone() });
     }
@@ -415,6 +421,9 @@ pub fn human_text(i: &Inspection) -> String {
         line(format!("Install image: {} ({}){solid}{split}", escape(&w.path), human(w.size)));
         if let Some(p) = &w.problem {
             line(format!("  cannot be read as a WIM: {}", escape(p)));
+        }
+        if let Some(p) = &w.xml_problem {
+            line(format!("  its XML data cannot be read: {}", escape(p)));
         }
     }
     let mut boot = Vec::new();

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::copy::TargetTree;
 use crate::protocol::{Step, TargetState};
 use crate::sys::loopdev::LoopDevice;
 
@@ -10,19 +11,21 @@ use super::fill::Mounts;
 use super::{Job, WriteError};
 
 impl Job<'_> {
-    /// Flush: the writer is gone (everything was written by its finish); without a mount, the partition's data
-    /// goes to the device now.
-    pub(super) fn flush(&mut self, mounts: &Mounts, part: &LoopDevice) -> Result<(), WriteError> {
+    /// Flush: the writer is dropped (everything was written by its finish); without a mount, the partition's
+    /// data goes to the device now. The writer is dropped here whatever happens, before the mounts under it.
+    pub(super) fn flush(
+        &mut self,
+        target: Box<dyn TargetTree>,
+        mounts: &Mounts,
+        part: &LoopDevice,
+    ) -> Result<(), WriteError> {
+        self.state = TargetState::NotFlushed;
+        self.enter(Step::Flush)?;
+        drop(target);
         if mounts.target_mount.is_none() && mounts.ntfs_mount.is_none() {
             part.file().sync_all().map_err(|source| WriteError::Device { path: part.path().into(), source })?;
         }
         Ok(())
-    }
-
-    /// Enter the Flush step (before the writer is dropped, as always).
-    pub(super) fn enter_flush(&mut self) -> Result<(), WriteError> {
-        self.state = TargetState::NotFlushed;
-        self.enter(Step::Flush)
     }
 
     /// Unmount: the kernel mount, then ntfs-3g (waiting for its daemon to write everything and exit), then

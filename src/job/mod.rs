@@ -253,9 +253,7 @@ impl Job<'_> {
             self.boot_bios(&disk, work.path())?;
         }
         let uefi_loader = self.boot_uefi(&disk, &tree.plan, parts.bridge, &part, work.path())?;
-        self.enter_flush()?;
-        drop(target); // everything was written by finish(); what is left is the flush below
-        self.flush(&mounts, &part)?;
+        self.flush(target, &mounts, &part)?;
         self.unmount(&mut mounts, &part)?;
         drop(tree);
         if let Some(s) = scratch {

@@ -659,3 +659,100 @@ fn random_guid() -> [u8; 16] {
 pub(crate) fn target_mount_point(work: &Path) -> PathBuf {
     work.join("target")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stick::safety::PartitionRole;
+
+    fn entry(path: &str, size: u64) -> SourceEntry {
+        SourceEntry { path: path.into(), is_dir: false, size, mtime: 0 }
+    }
+
+    fn facts<'a>(
+        opts: &'a SurveyOptions,
+        partitions: &'a Partitions,
+        tree: &'a StickTree,
+        entries: &'a [SourceEntry],
+        added: &'a [Added],
+    ) -> PlanFacts<'a> {
+        PlanFacts {
+            opts,
+            partitions,
+            fs: Some(Fs::Fat32),
+            label: "CCCOMA_X64F".into(),
+            tree,
+            entries,
+            plans: &[],
+            repack_estimates: &[],
+            repack_paths: &[],
+            has_uefi_loader: true,
+            win7_image: None,
+            added,
+        }
+    }
+
+    #[test]
+    fn fat32_on_mbr_boots_bios_and_uefi_from_the_isos_loader() {
+        let opts = SurveyOptions::defaults("/dev/sdb".into(), 8 << 30);
+        let entries = [entry("bootmgr", 10), entry(uefi::UEFI_LOADER, 20)];
+        let added = [bytes_file(bios::GRUB_CFG_PATH, b"cfg", 0)];
+        let tree = StickTree::build(&entries, &[], &added);
+        let parts = plan_partitions(Table::Mbr, 8 << 30, 0).unwrap();
+        let l = planned_layout(facts(&opts, &parts, &tree, &entries, &added));
+        assert_eq!(l.table, PlannedTable::Mbr);
+        assert_eq!(l.partitions, parts.planned(Table::Mbr, Fs::Fat32));
+        assert_eq!((l.files, l.bytes), (3, 33));
+        assert_eq!(l.uefi, Some(PlannedUefi::IsoLoader { path: "/efi/boot/bootx64.efi".into() }));
+        assert_eq!(l.bios.as_ref().map(|b| b.chain.as_str()), Some("ntldr /bootmgr"));
+        assert_eq!(l.added, ["boot/grub/grub.cfg"]);
+        assert_eq!(l.split, None);
+    }
+
+    #[test]
+    fn ntfs_on_gpt_boots_uefi_through_the_bridge_partition() {
+        let mut opts = SurveyOptions::defaults("/dev/sdb".into(), 16 << 30);
+        opts.table = Table::Gpt;
+        opts.boot = BootMode::Uefi;
+        opts.uefi_ntfs_image = Some("/srv/uefi-ntfs.img".into());
+        let entries = [entry("bootmgr", 10), entry(uefi::UEFI_LOADER, 20), entry("extra/disk.vhd", 5 << 30)];
+        let tree = StickTree::build(&entries, &[], &[]);
+        let parts = plan_partitions(Table::Gpt, 16 << 30, uefi::BRIDGE_BYTES).unwrap();
+        let mut f = facts(&opts, &parts, &tree, &entries, &[]);
+        f.fs = Some(Fs::Ntfs);
+        let l = planned_layout(f);
+        assert_eq!(l.table, PlannedTable::Gpt);
+        assert_eq!(l.fs, Some(Fs::Ntfs));
+        assert_eq!(l.partitions.len(), 2);
+        assert_eq!((l.partitions[1].role, l.partitions[1].size), (PartitionRole::UefiBridge, uefi::BRIDGE_BYTES));
+        assert_eq!(l.partitions[0].offset + l.partitions[0].size, l.partitions[1].offset);
+        assert_eq!(l.bios, None);
+        assert_eq!(
+            l.uefi,
+            Some(PlannedUefi::Bridge {
+                loader: "/efi/boot/bootx64.efi".into(),
+                image: Some("/srv/uefi-ntfs.img".into())
+            })
+        );
+    }
+
+    #[test]
+    fn a_repacked_esd_is_planned_as_estimated_parts_and_no_loader_means_no_uefi() {
+        let opts = SurveyOptions::defaults("/dev/sdb".into(), 16 << 30);
+        let esd = entry("sources/install.esd", (4400 << 20) + 7);
+        let entries = [entry("bootmgr", 10), esd.clone()];
+        let estimates = vec![estimated_parts(&esd, esd.size)];
+        let paths = vec![esd.path.clone()];
+        let tree = StickTree::build(&entries, std::slice::from_ref(&esd.path), &estimates[0]);
+        let parts = plan_partitions(Table::Mbr, 16 << 30, 0).unwrap();
+        let mut f = facts(&opts, &parts, &tree, &entries, &[]);
+        f.repack_estimates = &estimates;
+        f.repack_paths = &paths;
+        f.has_uefi_loader = false;
+        let l = planned_layout(f);
+        let split = l.split.unwrap();
+        assert_eq!((split.wim.as_str(), split.repack, split.parts), ("sources/install.esd", true, 2));
+        assert_eq!(split.part_sizes, [4000 << 20, (400 << 20) + 7]);
+        assert_eq!(l.uefi, Some(PlannedUefi::Unavailable));
+    }
+}

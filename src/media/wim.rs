@@ -65,12 +65,10 @@ pub enum WimError {
     NotWim,
     #[error("the WIM is damaged or hostile: {0}")]
     Damaged(&'static str),
-    #[error("the WIM's XML data is damaged or hostile: {0}")]
-    Xml(#[from] XmlError),
 }
 
 /// What is wrong with a WIM's XML data (read with roxmltree, within bounds).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum XmlError {
     #[error("it is not valid UTF-16")]
     Utf16,
@@ -120,8 +118,11 @@ pub struct WimInfo {
     pub uncompressed_bytes: u64,
     /// Image indexes (1-based) whose XML says ARCH 9 (x64), in order.
     pub x64_images: Vec<u32>,
-    /// The images as the XML describes them, in document order.
+    /// The images as the XML describes them, in document order (empty when the XML cannot be read).
     pub images: Vec<WimImage>,
+    /// Why the XML data cannot be read, if it cannot. The header and tables decide how the WIM goes onto the
+    /// stick, so a bad XML is said here rather than failing the inspection (a split copies the XML as it is).
+    pub xml_problem: Option<XmlError>,
 }
 
 /// One image (edition) of a WIM, as its XML data describes it. Every string is the WIM's: untrusted.
@@ -227,6 +228,7 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         uncompressed_bytes: 0,
         x64_images: Vec::new(),
         images: Vec::new(),
+        xml_problem: None,
     };
     // The blob table: 50-byte entries, never compressed, read a slice at a time (it may be 64 MiB).
     if !blob_table.size_in_wim.is_multiple_of(BLOB_ENTRY_SIZE) || !fits(&blob_table) {
@@ -249,7 +251,10 @@ pub fn inspect<R: Read + Seek>(r: &mut R) -> Result<WimInfo, WimError> {
         let mut raw = vec![0u8; xml.size_in_wim as usize];
         r.seek(SeekFrom::Start(xml.offset))?;
         r.read_exact(&mut raw)?;
-        info.images = images(&raw)?;
+        match images(&raw) {
+            Ok(images) => info.images = images,
+            Err(e) => info.xml_problem = Some(e),
+        }
         drop(raw);
         info.x64_images = info.images.iter().filter(|i| i.arch_code == Some(9)).map(|i| i.index).collect();
     }
@@ -514,9 +519,10 @@ mod tests {
         let mut bad = utf16("<WIM/>");
         bad.extend(0xD800u16.to_le_bytes());
         assert_eq!(images(&bad).unwrap_err(), XmlError::Utf16);
-        // Through inspect: a WimError naming the XML.
-        let e = inspect(&mut Cursor::new(wim(0x10D00, &[(1 << 20, 0x04)], "<WIM><IMAGE>", (1, 1)))).unwrap_err();
-        assert!(e.to_string().contains("XML data is damaged or hostile"), "{e}");
+        // Through inspect: said in the WimInfo, whose header and table facts still stand.
+        let info = inspect(&mut Cursor::new(wim(0x10D00, &[(1 << 20, 0x04)], "<WIM><IMAGE>", (1, 1)))).unwrap();
+        assert!(matches!(info.xml_problem, Some(XmlError::Parse(_))), "{info:?}");
+        assert_eq!((info.resources, info.images.len(), info.x64_images.len()), (1, 0, 0));
     }
 
     #[test]

@@ -258,7 +258,8 @@ pub enum PlannedUefi {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlannedLayout {
     pub table: PlannedTable,
-    /// Empty when the target has no room for a partition.
+    /// What the Partition step writes, from `job::layout::plan_partitions` (a target without room for them is
+    /// a survey error, NoRoom).
     pub partitions: Vec<PlannedPartition>,
     /// None when the requested filesystem cannot be used (see `Inventory::fs`).
     pub fs: Option<crate::stick::choose::Fs>,
