@@ -79,6 +79,7 @@ pub enum Driver {
 
 /// The partition table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Table {
     /// MBR: boots under BIOS and UEFI
     Mbr,

@@ -51,7 +51,7 @@ fn windows_7_editions_version_and_its_loader_in_install_wim() {
     assert_eq!(v["boot"]["uefi_loaders"].as_array().unwrap().len(), 0);
     assert_eq!(v["boot"]["windows7_loader_image"], 2);
     assert_eq!(v["boot"]["bios_bootmgr"], true);
-    assert_eq!(v["filesystem"]["fs"], "Fat32");
+    assert_eq!(v["filesystem"]["fs"], "fat32");
     assert!(v["filesystem"]["reason"].as_str().unwrap().contains("every file fits FAT32"));
     // The planned layout of a default write onto a 16 GiB stick.
     let layout = &v["layout"];
@@ -77,7 +77,7 @@ fn a_big_install_wim_is_splittable_and_split_into_two_parts() {
     assert_eq!((w["solid"].as_bool(), w["over_fat32_limit"].as_bool()), (Some(false), Some(true)));
     assert_eq!((w["splittable"].as_bool(), w["repack"].as_bool()), (Some(true), Some(false)));
     assert_eq!(w["split_parts"], 2);
-    assert_eq!(v["filesystem"]["fs"], "Fat32");
+    assert_eq!(v["filesystem"]["fs"], "fat32");
     assert!(v["filesystem"]["reason"].as_str().unwrap().contains("is split into 2 install.swm parts"), "{v}");
     assert_eq!(v["filesystem"]["split"], serde_json::json!(["sources/install.wim"]));
     let split = &v["layout"]["split"];
@@ -101,7 +101,7 @@ fn a_solid_install_esd_is_repacked_and_its_windows_11_xml_read() {
         (w["solid"].as_bool(), w["splittable"].as_bool(), w["repack"].as_bool()),
         (Some(true), Some(false), Some(true))
     );
-    assert_eq!(v["filesystem"]["fs"], "Fat32");
+    assert_eq!(v["filesystem"]["fs"], "fat32");
     assert!(v["filesystem"]["reason"].as_str().unwrap().contains("re-packed into a plain WIM"), "{v}");
     assert_eq!(v["filesystem"]["repack"], serde_json::json!(["sources/install.esd"]));
     assert_eq!(v["layout"]["split"]["repack"], true);

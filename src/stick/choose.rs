@@ -18,8 +18,9 @@ pub enum FsRequest {
     Ntfs,
 }
 
-/// The filesystem the stick gets.
+/// The filesystem the stick gets (in JSON: "fat32", "ntfs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Fs {
     Fat32,
     Ntfs,
