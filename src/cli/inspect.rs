@@ -19,7 +19,6 @@ use crate::stick::choose::{self, Fs};
 use crate::stick::names;
 use crate::stick::safety::{Inventory, PlannedLayout};
 use crate::stick::units::human;
-use crate::sys::argfile::{self, ArgFileError, FileId, Want};
 use crate::tree::StickTree;
 
 /// The stick size the planned layout and the space needed are computed for (the FAT32 cluster size depends on
@@ -158,15 +157,7 @@ fn fail(code: u8, message: impl std::fmt::Display) -> Exit {
 }
 
 pub fn run(args: &InspectArgs) -> Result<u8, Exit> {
-    // Looked at before it is opened, and opened without blocking (a FIFO or a directory is a usage error).
-    let file = argfile::open(&args.iso, Want::Regular, false).map_err(|e| match e {
-        ArgFileError::Stat { source, .. } => {
-            fail(exit::USAGE, format!("cannot read the ISO {}: {source}", term::path(&args.iso)))
-        }
-        e => fail(exit::USAGE, format!("{e}; give the path of an .iso file")),
-    })?;
-    let id = FileId::of_file(&file, &args.iso).map_err(|e| fail(exit::USAGE, e))?;
-    drop(file);
+    let id = crate::supervisor::target::check_iso(&args.iso)?;
     let source = Source::open_userspace(&args.iso, &id).map_err(|e| {
         let code = if e.is_refusal() { exit::REFUSED } else { exit::FAILED };
         // The reader's errors name the ISO already.

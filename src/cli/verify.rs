@@ -56,14 +56,7 @@ impl Lines {
 }
 
 pub fn run(args: &VerifyArgs, quiet: bool) -> Result<u8, Exit> {
-    let iso_file = argfile::open(&args.iso, Want::Regular, false).map_err(|e| match e {
-        ArgFileError::Stat { source, .. } => {
-            fail(exit::USAGE, format!("cannot read the ISO {}: {source}", term::path(&args.iso)))
-        }
-        e => fail(exit::USAGE, format!("{e}; give the path of an .iso file")),
-    })?;
-    let iso_id = FileId::of_file(&iso_file, &args.iso).map_err(|e| fail(exit::FAILED, e))?;
-    drop(iso_file);
+    let iso_id = crate::supervisor::target::check_iso(&args.iso)?;
     // Read-only; a block device exclusively (a mounted stick is busy), and locked like a write locks it.
     let meta = argfile::check(&args.target, Want::RegularOrBlock).map_err(|e| match e {
         ArgFileError::Stat { source, .. } => {

@@ -256,18 +256,8 @@ impl Write {
             Some(l) => Some(label::validate(l).map_err(|e| fail(exit::USAGE, format!("--label: {e}")))?),
             None => None,
         };
-        // Looked at before it is opened, and opened without blocking: a FIFO, socket, device or directory is a
-        // usage error at once, never a hang.
-        use crate::sys::argfile::{self, ArgFileError, FileId, Want};
-        let iso_file = argfile::open(&self.iso, Want::Regular, false).map_err(|e| match e {
-            ArgFileError::Stat { source, .. } => {
-                fail(exit::USAGE, format!("cannot read the ISO {}: {source}", term::path(&self.iso)))
-            }
-            e => fail(exit::USAGE, format!("{e}; give the path of an .iso file")),
-        })?;
         // The worker opens the ISO again and must find this very file.
-        let iso_id = FileId::of_file(&iso_file, &self.iso).map_err(|e| fail(exit::FAILED, e))?;
-        drop(iso_file);
+        let iso_id = target::check_iso(&self.iso)?;
         let facts = disk::target_facts(&self.target).map_err(|e| fail(exit::USAGE, e))?;
         let target_size = match (&facts, opts.size) {
             (TargetFacts::Block(_), Some(_)) => {

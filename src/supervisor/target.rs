@@ -147,3 +147,17 @@ pub fn need_programs(programs: &[(&str, &str)], purpose: &str) -> Result<(), Exi
         None => Ok(()),
     }
 }
+
+/// The ISO argument: looked at before it is opened, and opened without blocking (a FIFO, socket, device or
+/// directory is a usage error at once, never a hang). Returns the identity of the file checked, which whoever
+/// opens the ISO again (the worker, the reader) must find.
+pub fn check_iso(iso: &Path) -> Result<crate::sys::argfile::FileId, Exit> {
+    use crate::sys::argfile::{self, ArgFileError, FileId, Want};
+    let file = argfile::open(iso, Want::Regular, false).map_err(|e| match e {
+        ArgFileError::Stat { source, .. } => {
+            fail(exit::USAGE, format!("cannot read the ISO {}: {source}", term::path(iso)))
+        }
+        e => fail(exit::USAGE, format!("{e}; give the path of an .iso file")),
+    })?;
+    FileId::of_file(&file, iso).map_err(|e| fail(exit::FAILED, e))
+}
