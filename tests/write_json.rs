@@ -139,6 +139,19 @@ fn a_refusal_is_a_complete_sequence() {
     let ev = events(&out.stdout);
     assert_frame(&ev, 2);
     assert_eq!(kinds(&ev), ["start", "failed", "summary"], "{ev:?}");
+    // So are the usage errors found before any write starts: a bad --size, the same target twice.
+    let small = img.to_str().unwrap();
+    for args in [vec!["--size", "8X"], vec![small]] {
+        let mut all = vec!["write", fx.iso.to_str().unwrap(), small, "--yes", "--json"];
+        all.extend(args);
+        let out = woesafe(&all);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(out.stderr.is_empty(), "{}", text(&out));
+        let ev = events(&out.stdout);
+        assert_eq!(kinds(&ev), ["start", "failed", "summary"], "{ev:?}");
+        assert_eq!(ev[1]["exit_code"], 2);
+    }
+    assert_eq!(digest(&img), before);
 }
 
 /// Follows a --json run's stdout line by line.
@@ -240,6 +253,38 @@ fn a_stop_and_a_failure_are_complete_sequences() {
     assert_eq!(failed["exit_code"], 1);
     assert!(failed["message"].as_str().unwrap().contains("the worker ended unexpectedly"), "{failed}");
     assert_eq!(failed["target_state"]["state"], "files-incomplete", "{failed}");
+
+    // The worker stopped by a signal sent to it, not to woesafe: it stops cleanly, and woesafe says so (exit 1,
+    // the state the worker reported), not "ended unexpectedly".
+    let _ = std::fs::remove_file(&img);
+    let mut run = JsonRun::start(&args, &[("WOESAFE_TEST_PAUSE_AT", "copy:5000")]);
+    run.wait_for(|v| v["event"] == "step" && v["step"] == "copy");
+    let worker = worker_of(run.child.id()).expect("the worker runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (code, ev) = run.finish();
+    assert_eq!(code, Some(1), "{ev:?}");
+    let failed = ev.iter().find(|e| e["event"] == "failed").unwrap_or_else(|| panic!("{ev:?}"));
+    assert!(failed["message"].as_str().unwrap().contains("stopped from outside woesafe"), "{failed}");
+    assert!(failed["target_state"]["state"].is_string(), "{failed}");
+
+    // SIGINT during the read-back of --verify: the write is complete (exit 0, its report), not verified.
+    let _ = std::fs::remove_file(&img);
+    let mut with_verify = args.to_vec();
+    with_verify.push("--verify");
+    let mut run = JsonRun::start(&with_verify, &[("WOESAFE_TEST_PAUSE_AT", "verify:5000")]);
+    run.wait_for(|v| v["event"] == "step" && v["step"] == "verify");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .unwrap();
+    let (code, ev) = run.finish();
+    assert_eq!(code, Some(0), "{ev:?}");
+    let done = ev.iter().find(|e| e["event"] == "done").unwrap_or_else(|| panic!("{ev:?}"));
+    assert!(done["report"]["verified"].is_null(), "{done}");
+    let summary = ev.last().unwrap();
+    assert!(
+        summary["results"][0]["summary"].as_str().unwrap().contains("read-back (--verify) was stopped"),
+        "{summary}"
+    );
+    verify_written(&img, &fx, &dir.path().join("after-verify-stop"));
 }
 
 #[test]

@@ -1,12 +1,10 @@
 //! `woesafe verify ISO TARGET`: read every file back from a written stick and compare it with the ISO, with the
-//! partition table, boot code and boot sectors. A FAT32 stick is read in this process (no mount); an NTFS
-//! stick through ntfs-3g in the worker's namespaces, followed here by a minimal supervisor loop.
+//! partition table, boot code and boot sectors. The worker does the reading in its own namespaces (FAT32
+//! through woesafe's reader, NTFS through ntfs-3g mounted read-only), followed by `supervisor::verify`.
 
 use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -19,7 +17,7 @@ use crate::stick::choose::Fs;
 use crate::stick::units::human;
 use crate::supervisor::{Event, StopHandle};
 use crate::sys::argfile::{self, ArgFileError, FileId, Want};
-use crate::verify::{self, StickFiles, VerifyError, VerifyReport};
+use crate::verify::VerifyReport;
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -76,31 +74,15 @@ pub fn run(args: &VerifyArgs, quiet: bool) -> Result<u8, Exit> {
         crate::sys::lock::LockError::Busy { .. } => fail(exit::REFUSED, e),
         _ => fail(exit::FAILED, e),
     })?;
-    let (layout, _) = verify::probe(&target, &args.target).map_err(|e| fail(exit::FAILED, e))?;
     let mut lines = Lines { quiet: quiet || args.json, last: 0 };
     if !quiet && !args.json {
         crate::say!("Verifying {} against {}", term::path(&args.target), term::path(&args.iso));
     }
-    let report = if layout.is_some_and(|l| l.fs == Fs::Ntfs) {
-        let target_id = FileId::of_file(&target, &args.target).map_err(|e| fail(exit::FAILED, e))?;
-        in_worker(args, iso_id, target_id, &mut lines)?
-    } else {
-        let source = crate::media::source::Source::open_userspace(&args.iso, &iso_id)
-            .map_err(|e| fail(if e.is_refusal() { exit::REFUSED } else { exit::FAILED }, escape(&e.to_string())))?;
-        let scratch = Scratch::create()?;
-        // A signal stops the check between two chunks, so the scratch directory goes too.
-        let signal = stop_on_signals()?;
-        let mut progress = |done, total| lines.progress(done, total);
-        verify::check_stick(&target, &args.target, &source, StickFiles::Userspace, scratch.path(), &mut progress)
-            .map_err(|e| match e {
-                VerifyError::Source(s) if s.is_refusal() => fail(exit::REFUSED, escape(&s.to_string())),
-                VerifyError::Stopped => fail(
-                    128 + signal.load(Ordering::SeqCst) as u8,
-                    "verification stopped by a signal; the stick was not changed",
-                ),
-                e => fail(exit::FAILED, escape(&e.to_string())),
-            })?
-    };
+    // In the worker, FAT32 and NTFS alike: its scratch files (GRUB's core image, mkfs.fat's reference sector)
+    // and the NTFS mount live in its private tmpfs and end with it, however verify ends.
+    let target_id = FileId::of_file(&target, &args.target).map_err(|e| fail(exit::FAILED, e))?;
+    let report = in_worker(args, iso_id, target_id, &mut lines)?;
+    drop(target);
     present(args, &report, quiet);
     Ok(if report.identical() { exit::OK } else { exit::MISMATCH })
 }
@@ -149,59 +131,7 @@ fn present(args: &VerifyArgs, r: &VerifyReport, quiet: bool) {
     }
 }
 
-/// A scratch directory for GRUB's core image and mkfs.fat's reference boot sector (check_stick removes both);
-/// removed with rmdir, never recursively.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn create() -> Result<Scratch, Exit> {
-        use std::os::unix::fs::DirBuilderExt;
-        let base = std::env::temp_dir();
-        let pid = std::process::id();
-        for n in 0..1000 {
-            let p = base.join(format!("woesafe-verify.{pid}.{n}"));
-            // A new directory of our own (mode 0700): never one that was there before.
-            match std::fs::DirBuilder::new().mode(0o700).create(&p) {
-                Ok(()) => return Ok(Scratch(p)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(fail(
-                        exit::FAILED,
-                        format!("cannot create a scratch directory {}: {e}", term::path(&p)),
-                    ));
-                }
-            }
-        }
-        Err(fail(exit::FAILED, format!("cannot create a scratch directory in {}", term::path(&base))))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        for name in verify::SCRATCH_FILES {
-            let _ = std::fs::remove_file(self.0.join(name));
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-/// Let SIGINT, SIGTERM, SIGHUP and SIGQUIT stop an in-process check in an orderly way (the library's stop
-/// flag); the returned number says which came.
-fn stop_on_signals() -> Result<Arc<AtomicUsize>, Exit> {
-    let which = Arc::new(AtomicUsize::new(0));
-    crate::sys::stop::install_stop_flags().map_err(|e| fail(exit::FAILED, format!("signals: {e}")))?;
-    for sig in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
-        signal_hook::flag::register_usize(sig, Arc::clone(&which), sig as usize)
-            .map_err(|e| fail(exit::FAILED, format!("signals: {e}")))?;
-    }
-    Ok(which)
-}
-
-/// An NTFS stick: verified by the worker (`supervisor::verify`), stopped by the user's signals.
+/// The check, run by the worker (`supervisor::verify`), stopped by the user's signals.
 fn in_worker(args: &VerifyArgs, iso_id: FileId, target_id: FileId, lines: &mut Lines) -> Result<VerifyReport, Exit> {
     let stop = StopHandle::new();
     // Threads first (see worker::spawn).

@@ -224,6 +224,15 @@ impl Gate {
     }
 }
 
+/// Tells the gate that a write ended, when dropped.
+struct Ended<'a>(&'a Gate);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.ended();
+    }
+}
+
 /// The presenter of one write, answering its confirmation through the shared gate.
 struct Presenter<'a> {
     inner: Tee,
@@ -251,31 +260,6 @@ struct Result1 {
 }
 
 pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
-    let options = args.options()?;
-    let mut seen = std::collections::HashSet::new();
-    for t in &args.targets {
-        let id = std::fs::metadata(t).ok().map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            if m.rdev() != 0 { (0, m.rdev()) } else { (m.dev(), m.ino()) }
-        });
-        if !seen.insert(id.map_or_else(|| format!("{}", t.display()), |i| format!("{i:?}"))) {
-            return Err(fail(
-                exit::USAGE,
-                format!("{} is given twice as a target (each target must be a different disk or file)", term::path(t)),
-            ));
-        }
-    }
-    let stop = StopHandle::new();
-    // Threads first: a thread that starts a worker can start no more threads (see worker::spawn).
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT]).map_err(|e| fail(exit::FAILED, format!("signals: {e}")))?;
-    let signal_handle = signals.handle();
-    let on_signal = stop.clone();
-    let watcher = std::thread::spawn(move || {
-        for sig in signals.forever() {
-            on_signal.request(sig);
-        }
-    });
     let json = args.json.then(Json::stdout);
     if let Some(j) = &json {
         j.line(
@@ -288,6 +272,48 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
             }),
         );
     }
+    // A usage error found before any write starts: with --json a failed event and the summary, like any ending.
+    let usage = |e: Exit| -> Result<u8, Exit> {
+        match &json {
+            Some(j) => {
+                j.line(
+                    None,
+                    &serde_json::json!({
+                        "event": "failed",
+                        "message": e.message,
+                        "exit_code": e.code,
+                        "target_state": {"state": "untouched", "description": "the target was not changed"},
+                    }),
+                );
+                j.line(None, &serde_json::json!({"event": "summary", "exit_code": e.code, "results": []}));
+                Err(Exit { code: e.code, message: String::new() })
+            }
+            None => Err(e),
+        }
+    };
+    let options = match args.options() {
+        Ok(o) => o,
+        Err(e) => return usage(e),
+    };
+    if let Some(t) = twice(&args.targets) {
+        return usage(fail(
+            exit::USAGE,
+            format!("{} is given twice as a target (each target must be a different disk or file)", term::path(t)),
+        ));
+    }
+    let stop = StopHandle::new();
+    // Threads first: a thread that starts a worker can start no more threads (see worker::spawn).
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT]) {
+        Ok(s) => s,
+        Err(e) => return usage(fail(exit::FAILED, format!("signals: {e}"))),
+    };
+    let signal_handle = signals.handle();
+    let on_signal = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            on_signal.request(sig);
+        }
+    });
     let gate = Gate {
         state: Mutex::new(GateState::default()),
         changed: Condvar::new(),
@@ -306,15 +332,17 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
         Presenter { inner: Tee { human, json }, gate: &gate }
     };
     let run_one = |target: &PathBuf| -> Result1 {
+        // However this write ends (a panic too), it no longer holds the others' confirmation up.
+        let _ended = Ended(&gate);
         let mut presenter = make(target);
         let write = Write::new(&args.iso, target, options.clone());
         let result = write.run(&mut presenter, &stop);
-        gate.ended();
         presenter.inner.finish();
         let (code, summary) = match result {
             Ok(Outcome::Written(r)) => match r.verified.as_ref().map(|v| v.mismatches.len()) {
                 Some(n) if n > 0 => (exit::MISMATCH, format!("written, but the read-back found {n} mismatch(es)")),
                 Some(_) => (exit::OK, "written and verified".to_string()),
+                None if options.verify => (exit::OK, "written; the read-back (--verify) was stopped".to_string()),
                 None => (exit::OK, "written".to_string()),
             },
             Ok(Outcome::Planned(_)) => (exit::OK, "planned (dry run): nothing was written".to_string()),
@@ -366,6 +394,17 @@ pub fn run(args: &WriteArgs, verbose: u8, quiet: bool) -> Result<u8, Exit> {
     }
     // The messages were presented as events: main only needs the code.
     if code == exit::OK { Ok(code) } else { Err(Exit { code, message: String::new() }) }
+}
+
+/// The first target that names the same disk or file as an earlier one (by device number, or by device and
+/// inode; a path that cannot be looked at is compared as written).
+fn twice(targets: &[PathBuf]) -> Option<&PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    targets.iter().find(|t| {
+        let id = std::fs::metadata(t).ok().map(|m| if m.rdev() != 0 { (0, m.rdev()) } else { (m.dev(), m.ino()) });
+        !seen.insert(id.map_or_else(|| format!("{}", t.display()), |i| format!("{i:?}")))
+    })
 }
 
 /// The exit code of several writes: 0 when all succeeded, the common code when all ended alike, else

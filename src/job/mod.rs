@@ -262,7 +262,15 @@ impl Job<'_> {
         drop(part);
         disk.file.sync_all().map_err(disk.err())?;
         self.state = TargetState::Complete;
-        let verified = if self.req.verify { Some(self.verify(&disk, &source, work.path())?) } else { None };
+        let verified = match self.req.verify {
+            false => None,
+            true => match self.verify(&disk, &source, work.path()) {
+                Ok(report) => Some(report),
+                // A stop during the read-back: the write is complete, only its check was cut short.
+                Err(e) if e.is_stop() || stop_requested() => None,
+                Err(e) => return Err(e),
+            },
+        };
         source.close()?;
         drop(disk);
         Ok(Some(Report {

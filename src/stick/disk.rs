@@ -274,7 +274,8 @@ pub fn facts_of_dir(sys: &Path, dir: &Path, major: u32, minor: u32) -> BlockFact
         major,
         minor,
         parent_disk,
-        size: sectors * 512,
+        // A size past 16 EiB is no disk: taken as 0 (refused as too small).
+        size: sectors.checked_mul(512).unwrap_or(0),
         transport,
         model,
         devnums,

@@ -256,7 +256,7 @@ fn node(dir: &Path, host: &Host, depth: u32) -> Option<Node> {
         },
         name,
         kind,
-        size: read(&dir.join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512,
+        size: read(&dir.join("size")).and_then(|s| s.parse::<u64>().ok()).and_then(|n| n.checked_mul(512)).unwrap_or(0),
         read_only: read(&dir.join("ro")).as_deref() == Some("1"),
         mounts: mounts_of(devnum, host),
         swap: host.swaps.contains(&devnum),

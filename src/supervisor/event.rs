@@ -124,7 +124,13 @@ struct Stops {
     /// The signal of the first request (0: none yet).
     first: AtomicI32,
     count: AtomicU32,
+    /// The last request counted: its signal and when it came.
+    last: std::sync::Mutex<Option<(i32, std::time::Instant)>>,
 }
+
+/// The same signal again within this time counts once: `timeout` and a shell can deliver one stop twice (to the
+/// process and to its group), and that must not skip the orderly stop.
+pub const SAME_SIGNAL_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl StopHandle {
     pub fn new() -> StopHandle {
@@ -133,6 +139,13 @@ impl StopHandle {
 
     /// Ask for a stop because of `signal` (for the messages and the exit code 128+N).
     pub fn request(&self, signal: i32) {
+        let now = std::time::Instant::now();
+        if let Ok(mut last) = self.inner.last.lock() {
+            if last.is_some_and(|(sig, at)| sig == signal && now.duration_since(at) < SAME_SIGNAL_WINDOW) {
+                return;
+            }
+            *last = Some((signal, now));
+        }
         let _ = self.inner.first.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
         self.inner.count.fetch_add(1, Ordering::SeqCst);
     }
@@ -169,4 +182,23 @@ fn state_json<S: serde::Serializer>(state: &TargetState, s: S) -> Result<S::Ok, 
     st.serialize_field("state", state.name())?;
     st.serialize_field("description", state.describe())?;
     st.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_signal_delivered_twice_counts_once() {
+        let stop = StopHandle::new();
+        assert_eq!((stop.requested(), stop.count()), (None, 0));
+        stop.request(libc::SIGINT);
+        stop.request(libc::SIGINT); // the copy a process group delivery adds
+        assert_eq!((stop.requested(), stop.count()), (Some(libc::SIGINT), 1));
+        stop.request(libc::SIGTERM); // another signal is another request
+        assert_eq!(stop.count(), 2);
+        std::thread::sleep(SAME_SIGNAL_WINDOW + std::time::Duration::from_millis(20));
+        stop.request(libc::SIGTERM); // the same signal later: the user again
+        assert_eq!((stop.requested(), stop.count()), (Some(libc::SIGINT), 3));
+    }
 }

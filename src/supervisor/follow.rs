@@ -271,6 +271,11 @@ impl Follower<'_> {
                         state.describe()
                     )
                 }
+                Some(Ending::Done(r)) if self.write.options.verify && r.verified.is_none() => format!(
+                    "{} came after the last byte: the write is complete, but the read-back (--verify) was stopped, \
+                     so the stick is not verified (woesafe verify can check it)",
+                    signal_name(sig)
+                ),
                 Some(Ending::Done(_)) => {
                     format!("{} came after the last byte: the write is complete", signal_name(sig))
                 }
@@ -312,6 +317,20 @@ impl Follower<'_> {
                 Err(e)
             }
             Some(Ending::Failed(e)) => Err(e),
+            // Stopped in an orderly way, but not by us: a signal sent to the worker itself.
+            Some(Ending::Stopped { step, state }) => {
+                self.progress.reported = Some(state);
+                Err(fail(
+                    exit::FAILED,
+                    format!(
+                        "the worker was stopped from outside woesafe (a signal sent to it, not to woesafe) while {}: \
+                         what was written is flushed, and it unmounted and detached everything it used.\nTarget \
+                         state: {}",
+                        step.describe().to_lowercase(),
+                        state.describe()
+                    ),
+                ))
+            }
             _ => Err(fail(
                 exit::FAILED,
                 format!(

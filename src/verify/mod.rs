@@ -152,16 +152,18 @@ pub enum StickFiles<'a> {
 
 /// Drop what the page cache holds of `device` so that every read comes from the device: flush it (BLKFLSBUF
 /// for a block device) and drop its cached pages (POSIX_FADV_DONTNEED).
-pub fn drop_cached(device: &File) {
+pub fn drop_cached(device: &File) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileTypeExt;
-    let _ = device.sync_all();
+    device.sync_all().map_err(|e| format!("fsync: {e}"))?;
     if device.metadata().is_ok_and(|m| m.file_type().is_block_device()) {
-        // SAFETY: BLKFLSBUF (_IO(0x12, 97)) takes no argument; the fd is open and valid.
-        unsafe { libc::ioctl(device.as_raw_fd(), 0x1261 as _, 0) };
+        // SAFETY: BLKFLSBUF (_IO(0x12, 97)) takes no argument; the fd is open and valid for the call.
+        if unsafe { libc::ioctl(device.as_raw_fd(), 0x1261 as _, 0) } != 0 {
+            return Err(format!("BLKFLSBUF: {}", std::io::Error::last_os_error()));
+        }
     }
-    // SAFETY: posix_fadvise on a valid fd with no memory passed.
-    unsafe { libc::posix_fadvise(device.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    nix::fcntl::posix_fadvise(device, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+        .map_err(|e| format!("posix_fadvise(DONTNEED): {e}"))
 }
 
 /// Read the stick's partition table (for choosing how to reach its files) and what is wrong with it.
@@ -443,7 +445,7 @@ pub fn check_stick(
     scratch: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport, VerifyError> {
-    drop_cached(device);
+    let cache = drop_cached(device);
     let dev_err = |source| VerifyError::Device { path: device_path.to_path_buf(), source };
     let size = crate::sys::loopdev::device_size(device).map_err(dev_err)?;
     let read = reader(device, size);
@@ -457,7 +459,11 @@ pub fn check_stick(
         dirs: 0,
         bytes: 0,
         mismatches: Vec::new(),
-        notes: Vec::new(),
+        notes: cache
+            .err()
+            .map(|why| format!("the device's cache could not be dropped ({why}): some bytes may have come from memory"))
+            .into_iter()
+            .collect(),
     };
     let Some(layout) = layout else {
         report.mismatches = mismatches;

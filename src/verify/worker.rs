@@ -67,6 +67,9 @@ pub fn check_in_worker(
     link: &mut dyn Channel,
 ) -> Result<VerifyReport, VerifyError> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // Before anything reads the stick (the probe, ntfs-3g's mount): what a write left in the page cache goes, so
+    // the bytes compared come from the device (check_stick drops it again and says when it cannot).
+    let _ = super::drop_cached(target);
     let (layout, _) = probe(target, target_path)?;
     let Some(layout) = layout.filter(|l| l.fs == Fs::Ntfs) else {
         let mut progress = sender(link);

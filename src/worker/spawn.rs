@@ -68,7 +68,14 @@ pub fn spawn(events: Sender<Event>, exe: Option<&std::path::Path>) -> Result<Wor
     let own_pid_ns = std::fs::File::open("/proc/thread-self/ns/pid").map_err(SpawnError::OwnNamespace)?;
     let worker = spawn_in_new_namespace(events, exe);
     // Back to our own PID namespace for this thread's next children (and threads).
-    nix::sched::setns(&own_pid_ns, CloneFlags::CLONE_NEWPID).map_err(SpawnError::BackToOwnNamespace)?;
+    if let Err(e) = nix::sched::setns(&own_pid_ns, CloneFlags::CLONE_NEWPID) {
+        // Not expected (we return to the namespace we are in); a worker already started goes with the error.
+        if let Ok(mut w) = worker {
+            w.signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = w.wait_for(std::time::Duration::from_secs(3));
+        }
+        return Err(SpawnError::BackToOwnNamespace(e));
+    }
     worker
 }
 
@@ -173,9 +180,9 @@ impl Worker {
 
     /// When the worker could not be reaped (something in its namespace is stuck in the kernel), make sure its
     /// FUSE daemon can never dead-lock in its own unmount once the device moves again: abort its connection.
-    /// We cannot mount fusectl ourselves (our children are born into the worker's dying PID namespace), so we
-    /// go through the fusectl the worker mounted in its namespace, via /proc/PID/root of any of its processes
-    /// that still has one. Returns what was done.
+    /// Where the host has no fusectl mounted, we go through the one the worker mounted in its namespace, via
+    /// /proc/PID/root of any of its processes that still has one (we mount nothing ourselves). Returns what was
+    /// done.
     pub fn abort_fuse_if_stuck(&mut self) -> Option<String> {
         if self.reaped || self.child.try_wait().ok().flatten().is_some() {
             return None;
