@@ -64,17 +64,19 @@ impl Human {
     }
 
     fn new_bar(&self, text: String) -> ProgressBar {
-        let b = ProgressBar::new(0);
+        // Among several bars, one is shown from its first progress on (added to the MultiProgress there): drawn
+        // on stderr before, it would be left behind as a stale line.
+        let b = match &self.multi {
+            Some(_) => ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::hidden()),
+            None => ProgressBar::new(0),
+        };
         b.set_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
         b.set_message(text);
-        match &self.multi {
-            Some(m) => m.add(b),
-            None => b,
-        }
+        b
     }
 
     pub fn event(&mut self, event: &Event) {
@@ -99,10 +101,12 @@ impl Human {
             }
             Event::Step { number, total, description, step } => {
                 let text = format!("[{number}/{total}] {description}");
-                if let Some(b) = self.bar.take() {
-                    b.finish(); // keep the finished bar on screen as the step's line
-                }
+                self.end_bar();
                 if matches!(*step, "copy" | "prepare") && self.tty && !self.quiet {
+                    if self.multi.is_some() {
+                        // Among several bars, the step's line is a line of its own; its bar goes when it ends.
+                        self.line(&text);
+                    }
                     let text = match &self.prefix {
                         Some(p) => format!("{p}: {text}"),
                         None => text,
@@ -117,6 +121,9 @@ impl Human {
                 if let Some(b) = &self.bar {
                     b.set_length(*total);
                     b.set_position(*done);
+                    if let Some(m) = self.multi.as_ref().filter(|_| b.is_hidden()) {
+                        self.bar = Some(m.add(b.clone()));
+                    }
                 } else if !self.quiet && *total > 0 {
                     let pct = done * 100 / total;
                     if pct / 10 > self.last_pct / 10 {
@@ -157,7 +164,14 @@ impl Human {
     /// Leave the bar where it stopped.
     pub fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
-            b.abandon();
+            if self.multi.is_some() { b.finish_and_clear() } else { b.abandon() }
+        }
+    }
+
+    /// A step ended: alone, its finished bar stays on screen as the step's line; among several, it goes.
+    fn end_bar(&mut self) {
+        if let Some(b) = self.bar.take() {
+            if self.multi.is_some() { b.finish_and_clear() } else { b.finish() }
         }
     }
 }
