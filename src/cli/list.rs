@@ -206,8 +206,7 @@ pub fn run(args: &ListArgs, quiet: bool) -> Result<u8, Exit> {
     };
     // A closed stdout (`woesafe list | head -1`) is not an error worth a message.
     let _ = stdout.write_all(text.as_bytes());
-    // SAFETY: geteuid has no preconditions.
-    if !quiet && unsafe { libc::geteuid() } != 0 {
+    if !quiet && !nix::unistd::geteuid().is_root() {
         crate::say!(
             "Note: not running as root. This list is complete (sysfs and the mount table are world-readable); \
              `woesafe write` needs root."

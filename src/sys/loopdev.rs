@@ -13,6 +13,7 @@ nix::ioctl_none_bad!(loop_clr_fd, 0x4C01);
 // <linux/fs.h>: BLKGETSIZE64 is _IOR(0x12, 114, size_t) but writes a u64; BLKRRPART is _IO(0x12, 95).
 nix::ioctl_read_bad!(blk_getsize64, nix::request_code_read!(0x12, 114, std::mem::size_of::<libc::size_t>()), u64);
 nix::ioctl_none!(blk_rrpart, 0x12, 95);
+nix::ioctl_none!(blk_flsbuf, 0x12, 97);
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
@@ -202,6 +203,13 @@ pub fn clear_fd(device: &File) -> std::io::Result<()> {
 pub fn reread_partitions(disk: &File) -> std::io::Result<()> {
     // SAFETY: BLKRRPART takes no argument; the fd is open for the duration of the call.
     unsafe { blk_rrpart(disk.as_raw_fd()) }?;
+    Ok(())
+}
+
+/// Drop a block device's buffer cache (BLKFLSBUF), so that the next reads come from the device.
+pub fn flush_buffers(device: &File) -> std::io::Result<()> {
+    // SAFETY: BLKFLSBUF takes no argument; the fd is open for the duration of the call.
+    unsafe { blk_flsbuf(device.as_raw_fd()) }?;
     Ok(())
 }
 

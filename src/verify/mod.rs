@@ -153,14 +153,10 @@ pub enum StickFiles<'a> {
 /// Drop what the page cache holds of `device` so that every read comes from the device: flush it (BLKFLSBUF
 /// for a block device) and drop its cached pages (POSIX_FADV_DONTNEED).
 pub fn drop_cached(device: &File) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileTypeExt;
     device.sync_all().map_err(|e| format!("fsync: {e}"))?;
     if device.metadata().is_ok_and(|m| m.file_type().is_block_device()) {
-        // SAFETY: BLKFLSBUF (_IO(0x12, 97)) takes no argument; the fd is open and valid for the call.
-        if unsafe { libc::ioctl(device.as_raw_fd(), 0x1261 as _, 0) } != 0 {
-            return Err(format!("BLKFLSBUF: {}", std::io::Error::last_os_error()));
-        }
+        crate::sys::loopdev::flush_buffers(device).map_err(|e| format!("BLKFLSBUF: {e}"))?;
     }
     nix::fcntl::posix_fadvise(device, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)
         .map_err(|e| format!("posix_fadvise(DONTNEED): {e}"))
