@@ -138,6 +138,8 @@ pub struct VerifyRequest {
     /// A directory the supervisor created for us; the worker mounts a private tmpfs on it.
     #[serde(with = "path_bytes")]
     pub work_dir: PathBuf,
+    /// Test-only: wait this many milliseconds before reading the stick.
+    pub pause_ms: Option<u64>,
 }
 
 /// The steps of a write, in order.

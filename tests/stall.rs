@@ -227,3 +227,37 @@ fn stall_with_ntfs_leaves_no_daemon() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `woesafe verify` on a stick that hangs under it: the same watchdog as a write (named step, processes,
+/// teardown, exit 4), and the report says the stick was not changed (verify only reads).
+#[test]
+fn stall_while_verifying_is_reported() {
+    let name = "stall_while_verifying_is_reported";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !usable(name) {
+        return;
+    }
+    let fuse = FuseDir::new();
+    let fx = fixture();
+    let image = fuse.mnt.join("out.img");
+    write_fixture(&fx.iso, &image, "600M", &[]);
+    let args = ["verify", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--stall-timeout", "3"];
+    let mut run = Run::start(&args, &[("WOESAFE_TEST_PAUSE_AT", "verify:1500")]);
+    run.wait_line("Verifying", Duration::from_secs(30));
+    kill(fuse.daemon(), Signal::SIGSTOP).unwrap();
+    let stopped_at = Instant::now();
+    let fired = run.wait_line("stalled: no byte moved", Duration::from_secs(20));
+    assert!(
+        fired.duration_since(stopped_at) <= Duration::from_secs(2 + 3 + 5),
+        "{:?}",
+        fired.duration_since(stopped_at)
+    );
+    run.wait_line("Target state", Duration::from_secs(15));
+    let report = run.text();
+    assert!(report.contains("while verifying"), "{report}");
+    assert!(report.contains("the stick was not changed"), "{report}");
+    kill(fuse.daemon(), Signal::SIGCONT).unwrap();
+    let status = run.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(4), "{report}");
+    assert_released(&fuse, run.child.id());
+}

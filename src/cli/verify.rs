@@ -28,6 +28,10 @@ pub struct VerifyArgs {
     /// Print the report as JSON on standard output
     #[arg(long)]
     pub json: bool,
+    /// Seconds without any byte moving before the check is declared stalled: woesafe then names the stuck
+    /// process and device, tears the worker down and exits 4
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub stall_timeout: u64,
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> Exit {
@@ -150,7 +154,16 @@ fn in_worker(args: &VerifyArgs, iso_id: FileId, target_id: FileId, lines: &mut L
         Event::Warning { message } => crate::say!("warning: {}", escape(message)),
         _ => {}
     };
-    let result = crate::supervisor::verify::in_worker(&args.iso, iso_id, &args.target, target_id, &stop, &mut on_event);
+    let stall_after = std::time::Duration::from_secs(args.stall_timeout.max(1));
+    let result = crate::supervisor::verify::in_worker(
+        &args.iso,
+        iso_id,
+        &args.target,
+        target_id,
+        stall_after,
+        &stop,
+        &mut on_event,
+    );
     handle.close();
     let _ = watcher.join();
     result

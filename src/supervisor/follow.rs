@@ -234,7 +234,13 @@ impl Follower<'_> {
             if last_move.elapsed() >= stall_after && ending.is_none() {
                 // Said at once: closing our own handle on a hung target (the lock, or the image on a hung
                 // filesystem) may itself wait for the stuck I/O when the process exits.
-                let report = watchdog::stalled(self.worker, self.progress.last_step, &self.devices, stall_after);
+                let report = watchdog::stalled(
+                    self.worker,
+                    self.progress.last_step,
+                    &self.devices,
+                    stall_after,
+                    "unknown beyond the last step; check the device, then run woesafe write again.",
+                );
                 self.observer.event(&Event::Failed {
                     message: report,
                     exit_code: exit::STALLED,

@@ -20,6 +20,7 @@ pub fn in_worker(
     iso_id: FileId,
     target: &Path,
     target_id: FileId,
+    stall_after: Duration,
     stop: &StopHandle,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<VerifyReport, Exit> {
@@ -30,10 +31,11 @@ pub fn in_worker(
         target: target.to_path_buf(),
         target_id,
         work_dir: work_dir.clone(),
+        pause_ms: test_pause_ms(),
     };
     let (events, inbox) = mpsc::channel();
     let result = match spawner::spawn(events, None) {
-        Ok(mut worker) => follow(&mut worker, &inbox, request, stop, on_event),
+        Ok(mut worker) => follow(&mut worker, &inbox, request, stall_after, stop, on_event),
         Err(e) => Err(fail(exit::FAILED, e)),
     };
     // The worker is gone, and with it its private mounts.
@@ -41,10 +43,24 @@ pub fn in_worker(
     result
 }
 
+/// Test builds only: hold the worker before it reads the stick (`WOESAFE_TEST_PAUSE_AT=verify:ms`), so that a
+/// test can hang the device under it.
+#[cfg(debug_assertions)]
+fn test_pause_ms() -> Option<u64> {
+    let v = std::env::var("WOESAFE_TEST_PAUSE_AT").ok()?;
+    v.strip_prefix("verify:")?.parse().ok()
+}
+
+#[cfg(not(debug_assertions))]
+fn test_pause_ms() -> Option<u64> {
+    None
+}
+
 fn follow(
     worker: &mut Worker,
     inbox: &mpsc::Receiver<spawner::Event>,
     request: VerifyRequest,
+    stall_after: Duration,
     stop: &StopHandle,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<VerifyReport, Exit> {
@@ -55,32 +71,39 @@ fn follow(
     let mut stops_seen = 0;
     let mut killed: Option<Instant> = None;
     let started = Instant::now();
+    let mut devices: Vec<String> = Vec::new();
+    let mut io_seen = None;
+    let mut last_move = Instant::now();
     loop {
         // A worker stuck in the kernel keeps its pipe open even when killed: stop waiting for it.
         if killed.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
             break;
         }
         match inbox.recv_timeout(Duration::from_millis(100)) {
-            Ok(spawner::Event::Frame(frame)) => match frame {
-                Up::Progress { done, total } => {
-                    let secs = started.elapsed().as_secs_f64();
-                    let bytes_per_second = if secs > 0.0 { (done as f64 / secs) as u64 } else { 0 };
-                    on_event(&Event::Progress { step: Some("verify"), done, total, bytes_per_second })
+            Ok(spawner::Event::Frame(frame)) => {
+                last_move = Instant::now();
+                match frame {
+                    Up::Devices(d) => devices = d,
+                    Up::Progress { done, total } => {
+                        let secs = started.elapsed().as_secs_f64();
+                        let bytes_per_second = if secs > 0.0 { (done as f64 / secs) as u64 } else { 0 };
+                        on_event(&Event::Progress { step: Some("verify"), done, total, bytes_per_second })
+                    }
+                    Up::Fuse { connection, fusectl } => worker.hold_for_fuse(connection, fusectl),
+                    Up::Info(message) => on_event(&Event::Info { message }),
+                    Up::Warning(message) => on_event(&Event::Warning { message }),
+                    Up::Verified(r) => ending = Some(Ok(*r)),
+                    Up::VerifyFailed { message, refused } => {
+                        let message = crate::cli::term::escape(&message).into_owned();
+                        ending = Some(Err(fail(if refused { exit::REFUSED } else { exit::FAILED }, message)))
+                    }
+                    other => {
+                        worker.signal(nix::sys::signal::Signal::SIGKILL);
+                        ending = Some(Err(fail(exit::FAILED, format!("unexpected frame from the worker: {other:?}"))));
+                        break;
+                    }
                 }
-                Up::Fuse { connection, fusectl } => worker.hold_for_fuse(connection, fusectl),
-                Up::Info(message) => on_event(&Event::Info { message }),
-                Up::Warning(message) => on_event(&Event::Warning { message }),
-                Up::Verified(r) => ending = Some(Ok(*r)),
-                Up::VerifyFailed { message, refused } => {
-                    let message = crate::cli::term::escape(&message).into_owned();
-                    ending = Some(Err(fail(if refused { exit::REFUSED } else { exit::FAILED }, message)))
-                }
-                other => {
-                    worker.signal(nix::sys::signal::Signal::SIGKILL);
-                    ending = Some(Err(fail(exit::FAILED, format!("unexpected frame from the worker: {other:?}"))));
-                    break;
-                }
-            },
+            }
             Ok(spawner::Event::Bad(e)) => {
                 worker.signal(nix::sys::signal::Signal::SIGKILL);
                 ending = Some(Err(fail(exit::FAILED, format!("bad message from the worker: {e}"))));
@@ -88,6 +111,21 @@ fn follow(
             }
             Ok(spawner::Event::Closed) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let io: u64 = devices.iter().filter_map(|d| crate::sys::procfs::block_io(d)).map(|(moved, _)| moved).sum();
+        if io_seen != Some(io) {
+            io_seen = Some(io);
+            last_move = Instant::now();
+        }
+        if last_move.elapsed() >= stall_after && ending.is_none() && killed.is_none() {
+            let report = crate::worker::watchdog::stalled(
+                worker,
+                Some(crate::protocol::Step::Verify),
+                &devices,
+                stall_after,
+                "verify only reads: the stick was not changed.",
+            );
+            return Err(fail(exit::STALLED, report));
         }
         let stops = stop.count();
         if stops > stops_seen {

@@ -802,6 +802,7 @@ mod tests {
             target: "/dev/sdb".into(),
             target_id: FileId { dev: 5, ino: 6, rdev: 2064 },
             work_dir: "/run/woesafe.7".into(),
+            pause_ms: Some(5),
         }));
         let report = VerifyReport {
             table: Some(Table::Mbr),

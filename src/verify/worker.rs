@@ -50,6 +50,16 @@ fn execute(req: &VerifyRequest, link: &mut dyn Channel) -> Result<VerifyReport, 
     let source = Source::open_userspace(&req.iso, &req.iso_id)?;
     let target = argfile::reopen(&req.target, Want::RegularOrBlock, false, 0, &req.target_id)
         .map_err(|e| setup("cannot open the target again")(e.to_string()))?;
+    if let Some(ms) = req.pause_ms {
+        // Test-only (see supervisor::verify): hold here, still answering a stop.
+        let until = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < until {
+            if crate::sys::stop::stop_requested() {
+                return Err(VerifyError::Stopped);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     check_in_worker(&target, &req.target, &source, work.path(), link)
 }
 
@@ -70,6 +80,13 @@ pub fn check_in_worker(
     // Before anything reads the stick (the probe, ntfs-3g's mount): what a write left in the page cache goes, so
     // the bytes compared come from the device (check_stick drops it again and says when it cannot).
     let _ = super::drop_cached(target);
+    // The block devices read, for the stall watchdog's I/O counters.
+    let mut devices: Vec<String> = Vec::new();
+    if target.metadata().is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())) {
+        let canonical = std::fs::canonicalize(target_path).unwrap_or_else(|_| target_path.to_path_buf());
+        devices.extend(canonical.file_name().map(|n| n.to_string_lossy().into_owned()));
+    }
+    link.send(&Up::Devices(devices.clone())).map_err(|e| setup("lost contact with the supervisor")(e.to_string()))?;
     let (layout, _) = probe(target, target_path)?;
     let Some(layout) = layout.filter(|l| l.fs == Fs::Ntfs) else {
         let mut progress = sender(link);
@@ -84,6 +101,8 @@ pub fn check_in_worker(
     .map_err(|e| setup("cannot attach the NTFS partition")(e.to_string()))?;
     // As in a write: the supervisor holds our mount namespace while a FUSE daemon serves in it (the fuseblk
     // deadlock in DESIGN.md), and can abort the connection through the fusectl mounted here.
+    devices.push(lo.name());
+    link.send(&Up::Devices(devices)).map_err(|e| setup("lost contact with the supervisor")(e.to_string()))?;
     let rdev = std::fs::metadata(lo.path()).map(|m| std::os::unix::fs::MetadataExt::rdev(&m)).unwrap_or(0);
     let connection = crate::recover::fuse::connection_id(libc::major(rdev), libc::minor(rdev));
     let fusectl = MountGuard::mount("fusectl", &work.join("verify-fusectl"), "fusectl", flags, None).ok();

@@ -23,8 +23,9 @@ fn describe_device(name: &str) -> String {
     format!("/dev/{name}{backing}{inflight}")
 }
 
-/// Report the stall, tear the worker's namespace down, and return the whole message for the user.
-pub fn stalled(worker: &mut Worker, step: Option<Step>, devices: &[String], after: Duration) -> String {
+/// Report the stall, tear the worker's namespace down, and return the whole message for the user, ending with
+/// `target`: what state the target is in.
+pub fn stalled(worker: &mut Worker, step: Option<Step>, devices: &[String], after: Duration, target: &str) -> String {
     let ns = procfs::pid_namespace(worker.pid());
     let before = ns.as_deref().map(procfs::processes_in_namespace).unwrap_or_default();
     let mut msg = format!(
@@ -39,7 +40,8 @@ pub fn stalled(worker: &mut Worker, step: Option<Step>, devices: &[String], afte
         msg.push_str(&format!("\n  device: {}", describe_device(d)));
     }
     msg.push_str(&teardown(worker));
-    msg.push_str("\nTarget state: unknown beyond the last step; check the device, then run woesafe write again.");
+    msg.push_str("\nTarget state: ");
+    msg.push_str(target);
     msg
 }
 
