@@ -40,16 +40,9 @@ pub enum WriteError {
     WorkDir { path: std::path::PathBuf, source: crate::sys::mount::MountError },
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("the target {path} ({size} bytes) has no room for a partition")]
-    NoRoom { path: std::path::PathBuf, size: u64 },
-    #[error("internal error: {path} was taken out of the tree but neither split nor re-packed (nothing was written)")]
-    Unplanned { path: String },
-    #[error("cannot read {path} on the ISO: {source}")]
-    ReadIsoFile {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The survey's errors (no room for a partition, an unplanned entry, an unreadable file on the ISO).
+    #[error(transparent)]
+    Survey(SurveyError),
     #[error("cannot open the target again: {0}")]
     ReopenTarget(#[source] crate::sys::argfile::ArgFileError),
     #[error("the target {path} was replaced after it was checked; nothing was written")]
@@ -155,7 +148,7 @@ pub fn run(req: &WriteRequest, link: &mut dyn Channel) -> Up {
             let worker_refusal = matches!(
                 e,
                 WriteError::TooSmallAfterRepack { .. }
-                    | WriteError::NoRoom { .. }
+                    | WriteError::Survey(SurveyError::NoRoom { .. })
                     | WriteError::PartTooBig { .. }
                     | WriteError::ScratchFull { .. }
                     | WriteError::Names(_)
@@ -183,13 +176,12 @@ pub(crate) fn random_u32() -> u32 {
 }
 
 impl From<SurveyError> for WriteError {
-    /// The survey's errors are the write's own, with the same messages (and the same refusals in `run`).
+    /// The survey's UEFI loader errors are the write's own (the same refusals in `run`); the rest stay the
+    /// survey's.
     fn from(e: SurveyError) -> WriteError {
         match e {
-            SurveyError::NoRoom { path, size } => WriteError::NoRoom { path, size },
-            SurveyError::Unplanned { path } => WriteError::Unplanned { path },
-            SurveyError::ReadIsoFile { path, source } => WriteError::ReadIsoFile { path, source },
             SurveyError::Uefi(e) => WriteError::Uefi(e),
+            e => WriteError::Survey(e),
         }
     }
 }
