@@ -22,6 +22,11 @@ bench.py report RESULTS_DIR
       CASE.woesafe.N.json       from `bench.py run`
       CASE.baseline.N.s         the baseline's seconds
       rss.CASE.json             an untimed `bench.py run` for the rss case (when big-file / split-wim did not run)
+    and, for a multi case (its meta says kind=multi), a table of its own from
+      CASE.w1.N.json, CASE.wN.N.json   woesafe to 1 target and to `targets` targets at once (`bench.py run`)
+      CASE.d1.N.s, CASE.dN.N.s         dd to 1 image and `targets` dd's at once: seconds
+      CASE.KIND.N.io                   two `snap` lines (before, after the run): time, the disk's sectors read
+                                       and written, CPU ticks user nice system idle iowait irq softirq
 """
 
 import glob
@@ -300,10 +305,147 @@ def rss_summary(results):
     return "; ".join(parts)
 
 
+def runs_of(d, case, kind, ext):
+    """The files CASE.KIND.N.EXT in run order."""
+    return sorted(glob.glob(os.path.join(d, f"{case}.{kind}.*.{ext}")), key=lambda p: int(p.rsplit(".", 2)[1]))
+
+
+def read_io(path, clk_tck):
+    """A run's disk and CPU use from its two snap lines: {read_b, written_b, busy, user, system, iowait} (CPU
+    shares of all cores' time, 0..1; the disk's bytes None without a disk)."""
+    with open(path) as f:
+        a, b = [line.split() for line in f.read().splitlines()[:2]]
+    out = {}
+    if a[1] != "-" and b[1] != "-":
+        out["read_b"] = (int(b[1]) - int(a[1])) * 512
+        out["written_b"] = (int(b[2]) - int(a[2])) * 512
+    else:
+        out["read_b"] = out["written_b"] = None
+    cpu = [int(y) - int(x) for x, y in zip(a[3:10], b[3:10])]
+    user, nice, system, idle, iowait, irq, softirq = cpu
+    total = sum(cpu) or 1
+    out["user"] = (user + nice) / total
+    out["system"] = (system + irq + softirq) / total
+    out["busy"] = out["user"] + out["system"]
+    out["iowait"] = iowait / total
+    out["cpu_s"] = (user + nice + system + irq + softirq) / clk_tck
+    return out
+
+
+TARGET_LINE = re.compile(r"^(.*?\.img): (.*)$")
+
+
+def target_phases(res):
+    """Per target of one woesafe run: (seconds to the copy step, the copy step's seconds, seconds from its end to
+    'Done:'), from the timestamped lines (several targets prefix theirs with the target's path)."""
+    per = {}
+    for t, text in res["lines"]:
+        m = TARGET_LINE.match(text)
+        key, body = (m.group(1), m.group(2)) if m else ("", text)
+        per.setdefault(key, []).append((t, body))
+    out = []
+    for lines in per.values():
+        steps = [(t, mm.group(3)) for t, body in lines if (mm := STEP.match(body))]
+        done = next((t for t, body in lines if body.startswith("Done:")), None)
+        copy = next((i for i, (_, text) in enumerate(steps) if text.startswith("Copying")), None)
+        if copy is None or done is None:
+            continue
+        start = steps[copy][0]
+        end = steps[copy + 1][0] if copy + 1 < len(steps) else done
+        out.append((start, end - start, done - end, done))
+    return out
+
+
+def gib_s(b):
+    return "–" if b is None else f"{b / 1073741824:.2f} GiB"
+
+
+def multi_report(d, cases, metas):
+    """The multi cases' table (woesafe and dd, 1 target and N at once) and what each kind of run did."""
+    n = {metas[c].get("targets", "N") for c in cases}
+    n = n.pop() if len(n) == 1 else "N"
+    print(f"| case | woesafe 1 target (s) | woesafe {n} at once (s) | ratio {n}/1 | dd 1 image (s) "
+          f"| {n} dd's at once (s) | dd ratio {n}/1 | woesafe {n} / dd {n} | woesafe runs 1; {n} (s) "
+          f"| dd runs 1; {n} (s) | notes |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |")
+    details = []
+    for case in cases:
+        meta = metas[case]
+        clk = int(meta.get("clk_tck", "100"))
+        ws = {}
+        for k in ("w1", "wN"):
+            ws[k] = []
+            for p in runs_of(d, case, k, "json"):
+                with open(p) as f:
+                    ws[k].append(json.load(f))
+        ts = {k: [r["wall_s"] for r in ws[k]] for k in ws}
+        for k in ("d1", "dN"):
+            ts[k] = []
+            for p in runs_of(d, case, k, "s"):
+                with open(p) as f:
+                    ts[k].append(float(f.read().strip()))
+        med = {k: median(v) for k, v in ts.items()}
+
+        def ratio(a, b):
+            return f"{med[a] / med[b]:.2f}" if med[a] is not None and med[b] else "–"
+
+        def runs(a, b):
+            return f"{', '.join(fmt(x) for x in ts[a])}; {', '.join(fmt(x) for x in ts[b])}"
+
+        notes = []
+        phases = {k: [target_phases(r) for r in ws[k]] for k in ws}
+        spreads = [max(p[3] for p in ph) - min(p[3] for p in ph) for ph in phases["wN"] if len(ph) > 1]
+        if spreads:
+            notes.append(f"the {n} targets end within {fmt(median(spreads))} s of each other (median)")
+        loads = [r["load1"] for k in ws for r in ws[k] if "load1" in r]
+        if loads:
+            notes.append(f"load average {min(loads):.1f}–{max(loads):.1f} at the starts")
+        print(f"| {case} | {fmt(med['w1'])} | {fmt(med['wN'])} | {ratio('wN', 'w1')} | {fmt(med['d1'])} "
+              f"| {fmt(med['dN'])} | {ratio('dN', 'd1')} | {ratio('wN', 'dN')} | {runs('w1', 'wN')} "
+              f"| {runs('d1', 'dN')} | {'; '.join(notes)} |")
+        iso_b = int(meta["iso_bytes"]) if meta.get("iso_bytes") else None
+        for k, label in (("w1", "woesafe, 1 target"), ("wN", f"woesafe, {n} targets"), ("d1", "dd, 1 image"),
+                         ("dN", f"dd, {n} at once")):
+            ios = [read_io(p, clk) for p in runs_of(d, case, k, "io")]
+            if not ios:
+                continue
+
+            def m(key):
+                xs = [io[key] for io in ios if io[key] is not None]
+                return median(xs) if xs else None
+
+            text = []
+            if meta.get("disk"):
+                rd, wr = m("read_b"), m("written_b")
+                x = f" = {rd / iso_b:.2f}× the ISO" if rd is not None and iso_b else ""
+                text.append(f"{meta['disk']} read {gib_s(rd)}{x}, written {gib_s(wr)}")
+                if wr is not None and med[k]:
+                    text.append(f"{wr / med[k] / 1048576:.0f} MiB/s written over the run")
+            text.append(f"CPU ({meta.get('cpus', '?')} cores) {m('busy') * 100:.0f} % busy (user "
+                        f"{m('user') * 100:.0f} %, system {m('system') * 100:.0f} %), iowait {m('iowait') * 100:.0f} %")
+            if k in phases:
+                ph = [p for run in phases[k] for p in run]
+                if ph:
+                    text.append(f"per target: copy step starts at {fmt(median([p[0] for p in ph]))} s, takes "
+                                f"{fmt(median([p[1] for p in ph]))} s, then {fmt(median([p[2] for p in ph]))} s to "
+                                f"Done")
+            if k == "wN" and ws[k]:
+                text.append("peak RSS " + rss_summary(ws[k]).split("; /usr/bin/time")[0])
+            details.append(f"- {case}, {label} (medians of {len(ios)} runs): {'; '.join(text)}")
+    if details:
+        print()
+        print("What the runs did (the disk holding the images and the ISO, from /proc/diskstats, and all CPUs, from "
+              "/proc/stat: machine-wide, so other work counts too; per-target steps from woesafe's timestamped lines):")
+        for line in details:
+            print(line)
+
+
 def cmd_report(argv):
     d = argv[0]
     order = ["big-file", "split-wim", "esd", "tree", "ntfs"]
     metas = {os.path.basename(p)[:-5]: read_meta(p) for p in glob.glob(os.path.join(d, "*.meta"))}
+    multi = sorted((c for c in metas if metas[c].get("kind") == "multi"), key=lambda c: (c != "multi-big-file", c))
+    metas_all, metas = metas, {c: m for c, m in metas.items() if c not in multi}
     cases = [c for c in order if c in metas] + sorted(c for c in metas if c not in order)
     if cases:
         print("| case | woesafe median (s) | baseline | baseline median (s) | ratio | woesafe runs (s) "
@@ -362,6 +504,10 @@ def cmd_report(argv):
         rss_lines.sort(key=lambda x: rank.get(x[0].split(",")[0], len(order)))
         for case, text, n in rss_lines:
             print(f"- {case} ({n} run{'s' if n != 1 else ''}): {text}")
+    if multi:
+        if cases or rss_lines:
+            print()
+        multi_report(d, multi, metas_all)
 
 
 def main():
