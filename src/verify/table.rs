@@ -83,12 +83,9 @@ pub fn check_table(read: ReadAt, disk_bytes: u64) -> std::io::Result<(Option<Sti
         bad.push(wrong(MBR_PATH, "a partition lies outside the disk".into()));
         return Ok((None, bad));
     }
-    let span = mbr::partition_span(disk_bytes);
-    let expected_spans = match (span, bridge) {
-        (Some(span), Some(b)) => mbr::split_off_bridge(span, b.size).map(|(m, b)| (m, Some(b))),
-        (Some(span), None) => Some((span, None)),
-        (None, _) => None,
-    };
+    // Where woesafe's Partition step puts them (the same pure plan).
+    let expected_spans = crate::job::layout::plan_partitions(Table::Mbr, disk_bytes, bridge.map_or(0, |b| b.size))
+        .map(|p| (p.main, p.bridge));
     if expected_spans != Some((main, bridge)) {
         bad.push(wrong(
             MBR_PATH,
@@ -157,12 +154,9 @@ fn check_gpt(read: ReadAt, disk_bytes: u64, s0: &[u8]) -> std::io::Result<(Optio
     if found.len() > 1 && bridge.is_none() {
         bad.push(wrong(GPT_PATH, "partition 2 is not an EFI system partition inside the disk".into()));
     }
-    let span = gpt::partition_span(disk_bytes);
-    let expected_spans = match (span, bridge) {
-        (Some(span), Some(b)) => mbr::split_off_bridge(span, b.size).map(|(m, b)| (m, Some(b))),
-        (Some(span), None) => Some((span, None)),
-        (None, _) => None,
-    };
+    // Where woesafe's Partition step puts them (the same pure plan).
+    let expected_spans = crate::job::layout::plan_partitions(Table::Gpt, disk_bytes, bridge.map_or(0, |b| b.size))
+        .map(|p| (p.main, p.bridge));
     if expected_spans != Some((main, bridge)) {
         bad.push(wrong(
             GPT_PATH,
