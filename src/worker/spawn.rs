@@ -248,7 +248,7 @@ impl Worker {
                     // Reaped: every process of its PID namespace is gone (PID 1 exits last), so no daemon can
                     // wait on the unmounts that dropping the namespace now does.
                     self.reaped = true;
-                    self.mount_ns = None;
+                    release_namespace(self.mount_ns.take());
                     return Some(status);
                 }
                 Ok(None) if std::time::Instant::now() < deadline => {
@@ -264,5 +264,19 @@ impl Drop for Worker {
     fn drop(&mut self) {
         // Whatever path the supervisor leaves by: a worker not reaped must not leave a daemon to dead-lock.
         let _ = self.abort_fuse_if_stuck();
+        release_namespace(self.mount_ns.take());
+    }
+}
+
+/// Let go of the worker's mount namespace on a thread of its own. Being its last holder, we do its last
+/// unmounts and loop-device releases, which wait for the stick's dirty pages: on a hung stick that waits in the
+/// kernel (D state) until its I/O ends. The supervisor must not wait there before it has said what happened
+/// (the stall report); the process may still finish exiting only when that I/O ends, as README.md says.
+fn release_namespace(ns: Option<std::fs::File>) {
+    let Some(ns) = ns else { return };
+    // The thread that started the worker went back to its own PID namespace (see `spawn`), so it may start
+    // threads; should it fail, the namespace goes here.
+    if let Err(e) = std::thread::Builder::new().name("release-ns".into()).spawn(move || drop(ns)) {
+        tracing::debug!("cannot start a thread to release the worker's namespace: {e}");
     }
 }
