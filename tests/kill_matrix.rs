@@ -48,14 +48,6 @@ fn expected_state(step: &str, orderly: bool, driver: &str, fs: &str) -> &'static
     }
 }
 
-fn worker_of(supervisor: u32) -> Option<i32> {
-    let text = std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).ok()?;
-    text.split_whitespace().filter_map(|p| p.parse().ok()).find(|&pid: &i32| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__woesafe_worker"))
-    })
-}
-
 fn processes_in(ns: &str) -> Vec<String> {
     woesafe::sys::procfs::processes_in_namespace(ns)
         .iter()

@@ -206,14 +206,6 @@ impl JsonRun {
     }
 }
 
-fn worker_of(supervisor: u32) -> Option<i32> {
-    let text = std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).ok()?;
-    text.split_whitespace().filter_map(|p| p.parse().ok()).find(|&pid: &i32| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__woesafe_worker"))
-    })
-}
-
 #[test]
 fn a_stop_and_a_failure_are_complete_sequences() {
     if !need_root("a_stop_and_a_failure_are_complete_sequences") {

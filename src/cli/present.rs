@@ -354,13 +354,6 @@ impl Tee {
         }
     }
 
-    /// Before a prompt: nothing may draw over it.
-    pub fn pause(&mut self) {
-        self.finish();
-    }
-
-    pub fn resume(&mut self) {}
-
     pub fn finish(&mut self) {
         if let Some(h) = &mut self.human {
             h.finish();

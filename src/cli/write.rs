@@ -245,10 +245,9 @@ impl Observer for Presenter<'_> {
     }
 
     fn confirm(&mut self, question: &Confirmation) -> Result<bool, String> {
-        self.inner.pause();
-        let answer = self.gate.confirm(question);
-        self.inner.resume();
-        answer
+        // Before the prompt: no bar may draw over it.
+        self.inner.finish();
+        self.gate.confirm(question)
     }
 }
 

@@ -185,9 +185,6 @@ fn reader(device: &File, size: u64) -> impl Fn(u64, usize) -> std::io::Result<Ve
     }
 }
 
-/// The files `check_stick` may make in its scratch directory (and removes).
-pub const SCRATCH_FILES: [&str; 2] = ["core.img", "reference.fat"];
-
 /// GRUB's boot.img and the core image bios.rs installs (grub-mkimage is deterministic), built in `scratch`;
 /// None with the reason when GRUB for BIOS is not installed.
 pub fn grub_images(scratch: &Path) -> Result<GrubImages, String> {

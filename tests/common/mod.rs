@@ -406,3 +406,12 @@ pub fn plain_console_text(s: &str) -> String {
     }
     out
 }
+
+/// The worker of the woesafe process `supervisor` (a child of its main thread), if it runs.
+pub fn worker_of(supervisor: u32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).ok()?;
+    text.split_whitespace().filter_map(|p| p.parse().ok()).find(|&pid: &i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__woesafe_worker"))
+    })
+}
