@@ -70,6 +70,9 @@ pub enum CopyError {
 /// takes, whatever the ISO's size.
 const CHUNK: usize = 4 << 20;
 const BUFFERS: usize = 4;
+/// Where every buffer's bytes start in memory: a multiple of this, so that a target can hand them to the kernel
+/// with O_DIRECT as they are (see `stick::fatwrite`).
+pub const BUFFER_ALIGN: usize = 4096;
 /// How much is written between two flushes to the device: the progress shown counts flushed bytes, so that the
 /// end follows 100 % within seconds and a stop never waits minutes for a flush.
 pub const SYNC_EVERY: u64 = 32 << 20;
@@ -77,12 +80,34 @@ pub const SYNC_EVERY: u64 = 32 << 20;
 /// written. This bounds what is left to flush at the end (and at a stop) to two windows.
 const AHEAD: u64 = 2 * SYNC_EVERY;
 // The buffers are the copy's memory: a few MiB whatever the tree's size (the RSS goal is 64 MiB in all).
-const _: () = assert!(CHUNK * (BUFFERS + 2) <= 32 << 20);
+const _: () = assert!((CHUNK + BUFFER_ALIGN) * (BUFFERS + 2) <= 32 << 20);
 
 /// What the reader thread hands the writer: the next bytes of the file being copied, or why it stopped.
 enum Chunk {
-    Data { buf: Vec<u8>, len: usize },
+    Data { buf: Buffer, len: usize },
     Failed(CopyError),
+}
+
+/// One buffer of the pool: CHUNK bytes that start at a multiple of BUFFER_ALIGN in memory (found inside a
+/// slightly larger allocation, which never moves: it is never grown).
+struct Buffer {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl Buffer {
+    fn new() -> Buffer {
+        let bytes = vec![0u8; CHUNK + BUFFER_ALIGN];
+        let start = bytes.as_ptr().align_offset(BUFFER_ALIGN);
+        assert!(start < BUFFER_ALIGN, "a byte buffer can always be aligned");
+        Buffer { bytes, start }
+    }
+    fn get(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + CHUNK]
+    }
+    fn get_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + CHUNK]
+    }
 }
 
 /// Copy everything; `progress` gets the running total of bytes that reached the device after each flush.
@@ -100,9 +125,9 @@ pub fn copy_tree(
     let flusher = target.flusher().map_err(CopyError::Sync)?;
     let entries = source.entries();
     let (data_tx, data_rx) = std::sync::mpsc::sync_channel::<Chunk>(BUFFERS);
-    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Buffer>(BUFFERS);
     for _ in 0..BUFFERS {
-        free_tx.send(vec![0u8; CHUNK]).expect("the pool has room");
+        free_tx.send(Buffer::new()).expect("the pool has room");
     }
     let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<u64>(1);
     let (flushed_tx, flushed_rx) = std::sync::mpsc::channel::<std::io::Result<u64>>();
@@ -137,7 +162,7 @@ pub fn copy_tree(
 fn read_all(
     source: &(dyn SourceTree + Sync),
     out: std::sync::mpsc::SyncSender<Chunk>,
-    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    free: std::sync::mpsc::Receiver<Buffer>,
     stop: &(dyn Fn() -> bool + Sync),
 ) {
     for (index, entry) in source.entries().iter().enumerate() {
@@ -160,7 +185,7 @@ fn read_all(
             }
             let Ok(mut buf) = free.recv() else { return };
             let want = (entry.size - copied).min(CHUNK as u64) as usize;
-            let n = match read_full(&mut reader, &mut buf[..want]) {
+            let n = match read_full(&mut reader, &mut buf.get_mut()[..want]) {
                 Ok(0) => {
                     let _ =
                         failed(CopyError::ShortRead { path: entry.path.clone(), expected: entry.size, got: copied });
@@ -184,7 +209,7 @@ fn read_all(
 fn write_all(
     target: &mut dyn TargetTree,
     data: &std::sync::mpsc::Receiver<Chunk>,
-    free: &std::sync::mpsc::SyncSender<Vec<u8>>,
+    free: &std::sync::mpsc::SyncSender<Buffer>,
     f: &mut Flushing,
     entries: &[SourceEntry],
     stop: &(dyn Fn() -> bool + Sync),
@@ -210,7 +235,7 @@ fn write_all(
                 Err(_) if stop() => return Err(CopyError::Stopped { path: entry.path.clone() }),
                 Err(_) => return Err(CopyError::ReaderGone),
             };
-            writer.write_all(&buf[..len]).map_err(wt)?;
+            writer.write_all(&buf.get()[..len]).map_err(wt)?;
             let _ = free.send(buf);
             copied += len as u64;
             f.wrote(len as u64)?;

@@ -1,4 +1,4 @@
-//! Filling the stick: the Mount step (woesafe's FAT writer, a kernel mount, or ntfs-3g with fusectl beside it,
+//! Filling the stick: the Mount step (woesafe's FAT writer, on an image's disk at the partition's offset, a kernel mount, or ntfs-3g with fusectl beside it,
 //! each held by a guard in `Filled`) and the Copy step (the tree through the copy engine, with progress).
 
 use std::path::Path;
@@ -10,13 +10,15 @@ use crate::copy::{TargetTree, copy_tree};
 use crate::protocol::{Step, TargetState, Up};
 use crate::stick::choose::Fs;
 use crate::stick::fat::MountedTarget;
-use crate::stick::fatwrite::FatWriter;
+use crate::stick::fatwrite::{FatPlace, FatWriter};
+use crate::stick::mbr::PartitionSpan;
 use crate::stick::ntfs::NtfsMount;
-use crate::sys::loopdev::LoopDevice;
+use crate::sys::loopdev::{LoopDevice, reopen_direct};
 use crate::sys::mount::MountGuard;
 use crate::sys::stop::stop_requested;
 use crate::tree::Tree;
 
+use super::layout::Disk;
 use super::survey::target_mount_point;
 use super::{Job, WriteError};
 
@@ -33,7 +35,9 @@ impl Job<'_> {
     /// writer the copy goes through.
     pub(super) fn mount(
         &mut self,
+        disk: &Disk,
         part: &LoopDevice,
+        main: PartitionSpan,
         fs: Fs,
         use_kernel_target: bool,
         tree: &Tree<'_>,
@@ -47,6 +51,9 @@ impl Job<'_> {
         let mount_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         let mount_point = target_mount_point(work);
         let target: Box<dyn TargetTree> = match (fs, use_kernel_target) {
+            (Fs::Fat32, false) if disk.is_image() => {
+                Box::new(FatWriter::open_at(self.image_place(disk, part, main)?, &tree.plan.entries)?)
+            }
             (Fs::Fat32, false) => {
                 Box::new(FatWriter::open(part.file().try_clone().map_err(part_err)?, part.path(), &tree.plan.entries)?)
             }
@@ -79,6 +86,30 @@ impl Job<'_> {
             }
         };
         Ok((Mounts { fusectl: fusectl_guard, ntfs_mount, target_mount }, target))
+    }
+
+    /// Where the FAT writer writes an image's partition: on the image's own loop device at the partition's
+    /// offset, its file data with O_DIRECT. Through the partition's loop device, every byte would be copied into
+    /// two page caches (the partition loop's, then the image loop's); this way it goes from the copy's buffers
+    /// to the image file's blocks without a copy (README, Performance: several targets at once). mkfs.fat wrote
+    /// through the partition's loop: that is pushed down first, so the boot sector read here is mkfs.fat's.
+    /// The partition loop's cache is left stale (nothing reads it again before it goes); the image loop's is
+    /// kept coherent by the kernel, which writes back and drops cached pages a direct write covers.
+    fn image_place(&mut self, disk: &Disk, part: &LoopDevice, main: PartitionSpan) -> Result<FatPlace, WriteError> {
+        part.file().sync_all().map_err(|source| WriteError::Device { path: part.path().into(), source })?;
+        disk.file.sync_all().map_err(disk.err())?;
+        let file = disk.file.try_clone().map_err(disk.err())?;
+        let direct = match reopen_direct(&disk.file) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.info(format!(
+                    "{}: no direct I/O ({e}): the files go through the page cache",
+                    disk.path.display()
+                ))?;
+                None
+            }
+        };
+        Ok(FatPlace { file, path: disk.path.clone(), offset: main.offset, direct })
     }
 
     /// Copy: every directory and file of the tree onto the stick, then the writer's finish (the FAT writer's

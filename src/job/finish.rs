@@ -12,18 +12,23 @@ use super::{Job, WriteError};
 
 impl Job<'_> {
     /// Flush: the writer is dropped (everything was written by its finish); without a mount, the partition's
-    /// data goes to the device now. The writer is dropped here whatever happens, before the mounts under it.
+    /// data goes to the device now (and on an image, where the FAT writer writes on the disk, the disk's). The
+    /// writer is dropped here whatever happens, before the mounts under it.
     pub(super) fn flush(
         &mut self,
         target: Box<dyn TargetTree>,
         mounts: &Mounts,
         part: &LoopDevice,
+        disk: &super::layout::Disk,
     ) -> Result<(), WriteError> {
         self.state = TargetState::NotFlushed;
         self.enter(Step::Flush)?;
         drop(target);
         if mounts.target_mount.is_none() && mounts.ntfs_mount.is_none() {
             part.file().sync_all().map_err(|source| WriteError::Device { path: part.path().into(), source })?;
+            if disk.is_image() {
+                disk.file.sync_all().map_err(disk.err())?;
+            }
         }
         Ok(())
     }

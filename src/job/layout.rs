@@ -88,6 +88,11 @@ impl Disk {
         |source| WriteError::Device { path: self.path.clone(), source }
     }
 
+    /// Whether the disk is an image file (on a loop device woesafe attached), not a block device.
+    pub fn is_image(&self) -> bool {
+        self._image.is_some()
+    }
+
     /// The device's name for the stall watchdog (loop3, sdb).
     pub fn name(&self) -> String {
         self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()

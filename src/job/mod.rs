@@ -238,14 +238,15 @@ impl Job<'_> {
         let label = self.req.label.clone().unwrap_or_else(|| label::derive(&s.volume_id));
         self.partition(&disk, &parts, s.fs, &label)?;
         let (part, serial) = self.format(&disk, parts.main, s.fs, &label, &scratch_dev)?;
-        let (mut mounts, target) = self.mount(&part, s.fs, s.use_kernel_target, &tree, work.path())?;
+        let (mut mounts, target) =
+            self.mount(&disk, &part, parts.main, s.fs, s.use_kernel_target, &tree, work.path())?;
         let mut target = target; // declared after the mounts: dropped before them
         let total = self.copy(&tree, target.as_mut(), s.names_target.mounted())?;
         if self.req.boot.bios() {
             self.boot_bios(&disk, work.path())?;
         }
         let uefi_loader = self.boot_uefi(&disk, &tree.plan, parts.bridge, &part, work.path())?;
-        self.flush(target, &mounts, &part)?;
+        self.flush(target, &mounts, &part, &disk)?;
         self.unmount(&mut mounts, &part)?;
         drop(tree);
         if let Some(s) = scratch {

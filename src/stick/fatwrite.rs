@@ -516,58 +516,98 @@ pub fn check_tree(entries: &[SourceEntry]) -> Result<(), FatWriteError> {
     }
 }
 
-/// The userspace FAT32 writer over the partition device.
-pub struct FatWriter {
-    device: File,
-    device_path: PathBuf,
-    plan: FatLayout,
+/// How one write of file data goes to the device when there is a direct (O_DIRECT) handle: `pos` is where it
+/// lands on the device, `addr` where its bytes are in memory, `room` how many bytes the file's clusters hold
+/// from `pos` on, and `last` whether the file ends with it. Returns how many leading bytes go direct as they
+/// are, and whether the rest (less than `align`) goes direct too, zero-padded to `align` inside the file's last
+/// cluster. Whatever is left goes through the page cache. Direct needs `pos`, `addr` and the length to be
+/// multiples of `align`; the copy engine's buffers and whole clusters of 4 KiB and more on a MiB-aligned
+/// partition give that, so only odd filesystems (small clusters) write through the page cache.
+pub fn direct_split(pos: u64, addr: usize, len: usize, room: u64, last: bool, align: u64) -> (usize, bool) {
+    if !pos.is_multiple_of(align) || !(addr as u64).is_multiple_of(align) {
+        return (0, false);
+    }
+    let direct = len - (len as u64 % align) as usize;
+    let padded = direct < len && last && direct as u64 + align <= room;
+    (direct, padded)
 }
+
+/// Where the filesystem lies: a file (the partition's device, or the whole disk), the offset of the
+/// filesystem's first byte in it, and optionally a second handle on the same file opened with O_DIRECT, through
+/// which file data goes without the page cache.
+pub struct FatPlace {
+    pub file: File,
+    pub path: PathBuf,
+    pub offset: u64,
+    pub direct: Option<File>,
+}
+
+/// The userspace FAT32 writer over the partition (or the disk, at the partition's offset).
+pub struct FatWriter {
+    place: FatPlace,
+    plan: FatLayout,
+    /// One aligned block for the zero-padded end of a file written direct.
+    tail: Vec<u8>,
+    tail_start: usize,
+}
+
+/// The alignment of direct writes: file offset, memory and length.
+const DIRECT_ALIGN: usize = crate::copy::BUFFER_ALIGN;
 
 impl FatWriter {
     /// Read the boot sector of the formatted partition and plan `entries` on it.
     pub fn open(device: File, device_path: &Path, entries: &[SourceEntry]) -> Result<FatWriter, FatWriteError> {
+        FatWriter::open_at(FatPlace { file: device, path: device_path.to_path_buf(), offset: 0, direct: None }, entries)
+    }
+
+    /// The same, for a filesystem at `place`.
+    pub fn open_at(place: FatPlace, entries: &[SourceEntry]) -> Result<FatWriter, FatWriteError> {
         let mut bs = [0u8; 512];
-        device
-            .read_exact_at(&mut bs, 0)
-            .map_err(|source| FatWriteError::ReadBoot { device: device_path.to_path_buf(), source })?;
+        place
+            .file
+            .read_exact_at(&mut bs, place.offset)
+            .map_err(|source| FatWriteError::ReadBoot { device: place.path.clone(), source })?;
         let geometry =
-            Geometry::parse(&bs).map_err(|what| FatWriteError::NotFat32 { device: device_path.to_path_buf(), what })?;
+            Geometry::parse(&bs).map_err(|what| FatWriteError::NotFat32 { device: place.path.clone(), what })?;
         let plan = FatLayout::new(geometry, entries)?;
-        Ok(FatWriter { device, device_path: device_path.to_path_buf(), plan })
+        let tail = vec![0u8; 2 * DIRECT_ALIGN];
+        let tail_start = tail.as_ptr().align_offset(DIRECT_ALIGN);
+        Ok(FatWriter { place, plan, tail, tail_start })
     }
 
     fn write_metadata(&self) -> std::io::Result<()> {
         let g = &self.plan.geometry;
+        let (dev, base) = (&self.place.file, self.place.offset);
         // Directories first, then the FATs that make them reachable, then FSInfo: a stop in between leaves
         // the filesystem as mkfs.fat made it, or complete.
         let cs = g.cluster_bytes() as usize;
         for (cluster, bytes) in &self.plan.dirs {
             let mut padded = bytes.clone();
             padded.resize(bytes.len().div_ceil(cs).max(1) * cs, 0);
-            self.device.write_all_at(&padded, g.cluster_offset(*cluster))?;
+            dev.write_all_at(&padded, base + g.cluster_offset(*cluster))?;
         }
         // FATs: entries 0 and 1 as mkfs.fat wrote them, then our chains; the rest stays zero (free).
         let mut head = [0u8; 8];
         let fat0 = g.reserved_sectors * g.bytes_per_sector;
-        self.device.read_exact_at(&mut head, fat0)?;
+        dev.read_exact_at(&mut head, base + fat0)?;
         let mut table = Vec::with_capacity(8 + self.plan.fat.len() * 4);
         table.extend_from_slice(&head);
         for v in &self.plan.fat {
             table.extend_from_slice(&v.to_le_bytes());
         }
         for k in 0..g.fats {
-            self.device.write_all_at(&table, fat0 + k * g.fat_sectors * g.bytes_per_sector)?;
+            dev.write_all_at(&table, base + fat0 + k * g.fat_sectors * g.bytes_per_sector)?;
         }
         // FSInfo: free cluster count and the next free cluster hint.
         if g.fsinfo_sector != 0 && g.fsinfo_sector < g.reserved_sectors {
-            let off = g.fsinfo_sector * g.bytes_per_sector;
+            let off = base + g.fsinfo_sector * g.bytes_per_sector;
             let mut info = [0u8; 512];
-            self.device.read_exact_at(&mut info, off)?;
+            dev.read_exact_at(&mut info, off)?;
             if info[..4] == [0x52, 0x52, 0x61, 0x41] {
                 let free = g.clusters() - self.plan.used_clusters();
                 info[488..492].copy_from_slice(&(free as u32).to_le_bytes());
                 info[492..496].copy_from_slice(&((self.plan.used_clusters() + 2) as u32).to_le_bytes());
-                self.device.write_all_at(&info, off)?;
+                dev.write_all_at(&info, off)?;
             }
         }
         Ok(())
@@ -575,9 +615,12 @@ impl FatWriter {
 }
 
 struct PlannedWriter<'a> {
-    device: &'a File,
-    offset: u64,
+    place: &'a FatPlace,
+    /// Where the file's first byte goes on the device, and how many bytes its clusters hold.
+    start: u64,
+    allocated: u64,
     file: &'a mut PlannedFile,
+    tail: &'a mut [u8],
 }
 
 impl Write for PlannedWriter<'_> {
@@ -591,7 +634,26 @@ impl Write for PlannedWriter<'_> {
             }
             .into());
         }
-        self.device.write_all_at(buf, self.offset + self.file.written)?;
+        let pos = self.start + self.file.written;
+        let mut done = 0;
+        if let Some(direct) = &self.place.direct {
+            let last = buf.len() as u64 == room;
+            let room_on_disk = self.allocated - self.file.written;
+            let (n, padded) =
+                direct_split(pos, buf.as_ptr() as usize, buf.len(), room_on_disk, last, DIRECT_ALIGN as u64);
+            direct.write_all_at(&buf[..n], pos)?;
+            done = n;
+            if padded {
+                let rest = &buf[n..];
+                self.tail.fill(0);
+                self.tail[..rest.len()].copy_from_slice(rest);
+                direct.write_all_at(self.tail, pos + n as u64)?;
+                done = buf.len();
+            }
+        }
+        if done < buf.len() {
+            self.place.file.write_all_at(&buf[done..], pos + done as u64)?;
+        }
         self.file.written += buf.len() as u64;
         Ok(buf.len())
     }
@@ -602,7 +664,7 @@ impl Write for PlannedWriter<'_> {
 
 impl TargetTree for FatWriter {
     fn flusher(&self) -> std::io::Result<Option<crate::copy::Flusher>> {
-        Ok(Some(crate::copy::device_flusher(self.device.try_clone()?)))
+        Ok(Some(crate::copy::device_flusher(self.place.file.try_clone()?)))
     }
 
     fn create_dir(&mut self, path: &str, _mtime: i64) -> std::io::Result<()> {
@@ -623,15 +685,18 @@ impl TargetTree for FatWriter {
             return Err(FatWriteError::SizeMismatch { path: path.to_string(), size: file.size, written: size }.into());
         }
         file.done = true;
-        let offset = if file.first_cluster == 0 { 0 } else { self.plan.geometry.cluster_offset(file.first_cluster) };
-        Ok(Box::new(PlannedWriter { device: &self.device, offset, file }))
+        let g = &self.plan.geometry;
+        let start = if file.first_cluster == 0 { 0 } else { self.place.offset + g.cluster_offset(file.first_cluster) };
+        let allocated = file.size.div_ceil(g.cluster_bytes()) * g.cluster_bytes();
+        let tail = &mut self.tail[self.tail_start..self.tail_start + DIRECT_ALIGN];
+        Ok(Box::new(PlannedWriter { place: &self.place, start, allocated, file, tail }))
     }
 
     fn finish(&mut self, _entries: &[SourceEntry]) -> std::io::Result<()> {
         if let Some(f) = self.plan.files.iter().find(|f| f.written != f.size) {
             return Err(FatWriteError::SizeMismatch { path: f.path.clone(), size: f.size, written: f.written }.into());
         }
-        self.write_metadata().map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.device_path.display())))
+        self.write_metadata().map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.place.path.display())))
     }
 }
 

@@ -213,6 +213,22 @@ pub fn flush_buffers(device: &File) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A second handle on the same open device with O_DIRECT (through /proc/self/fd: the very device, whatever
+/// its path leads to now), checked to be that device.
+pub fn reopen_direct(device: &File) -> std::io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", device.as_raw_fd()))?;
+    let (want, got) = (device.metadata()?, f.metadata()?);
+    if (want.dev(), want.ino(), want.rdev()) != (got.dev(), got.ino(), got.rdev()) {
+        return Err(std::io::Error::other("reopened, it is another file"));
+    }
+    Ok(f)
+}
+
 /// The backing file of /dev/loopN, exactly (its name need not be UTF-8), or None when it is not attached (read
 /// from sysfs: `losetup -l` is not reliable for this).
 pub fn backing_path(loop_name: &str) -> Option<PathBuf> {
