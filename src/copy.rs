@@ -24,6 +24,13 @@ pub trait TargetTree {
     fn flusher(&self) -> std::io::Result<Option<Flusher>> {
         Ok(None)
     }
+    /// Where in memory the bytes handed to the file writers must start: a power of two, at most BUFFER_ALIGN
+    /// (the FAT writer's O_DIRECT writes need whole pages; 1 = anywhere). Only a target that needs it asks: a
+    /// FUSE mount (ntfs-3g) given page-aligned buffers handles the writes otherwise, and a stop on a hung
+    /// stick then left the supervisor waiting in the kernel (tests/stall.rs, stall_with_ntfs_leaves_no_daemon).
+    fn buffer_align(&self) -> usize {
+        1
+    }
 }
 
 /// Pushes written data to the device while a file is still being written (fdatasync on the device, or
@@ -70,8 +77,8 @@ pub enum CopyError {
 /// takes, whatever the ISO's size.
 const CHUNK: usize = 4 << 20;
 const BUFFERS: usize = 4;
-/// Where every buffer's bytes start in memory: a multiple of this, so that a target can hand them to the kernel
-/// with O_DIRECT as they are (see `stick::fatwrite`).
+/// The largest alignment in memory a target may ask of the buffers (`TargetTree::buffer_align`), so that it can
+/// hand them to the kernel with O_DIRECT as they are (see `stick::fatwrite`).
 pub const BUFFER_ALIGN: usize = 4096;
 /// How much is written between two flushes to the device: the progress shown counts flushed bytes, so that the
 /// end follows 100 % within seconds and a stop never waits minutes for a flush.
@@ -88,7 +95,7 @@ enum Chunk {
     Failed(CopyError),
 }
 
-/// One buffer of the pool: CHUNK bytes that start at a multiple of BUFFER_ALIGN in memory (found inside a
+/// One buffer of the pool: CHUNK bytes that start where the target wants them in memory (found inside a
 /// slightly larger allocation, which never moves: it is never grown).
 struct Buffer {
     bytes: Vec<u8>,
@@ -96,10 +103,11 @@ struct Buffer {
 }
 
 impl Buffer {
-    fn new() -> Buffer {
-        let bytes = vec![0u8; CHUNK + BUFFER_ALIGN];
-        let start = bytes.as_ptr().align_offset(BUFFER_ALIGN);
-        assert!(start < BUFFER_ALIGN, "a byte buffer can always be aligned");
+    fn new(align: usize) -> Buffer {
+        let align = align.clamp(1, BUFFER_ALIGN);
+        let bytes = vec![0u8; CHUNK + align - 1];
+        let start = bytes.as_ptr().align_offset(align);
+        assert!(start < align, "a byte buffer can always be aligned");
         Buffer { bytes, start }
     }
     fn get(&self) -> &[u8] {
@@ -110,7 +118,10 @@ impl Buffer {
     }
 }
 
-/// Copy everything; `progress` gets the running total of bytes that reached the device after each flush.
+/// Copy everything; `progress` gets the running total of bytes that reached the device after each flush. It is
+/// also called, with the same total again, after every directory, file and write: the copy still moves even
+/// while a window fills the page cache (many small files through ntfs-3g can take seconds before the first
+/// flush), and the caller's stall watchdog must not take that for a hung stick.
 ///
 /// Three things overlap: a reader thread reads the source into a few buffers (bounded queue), this thread
 /// writes them to the target, and a flusher thread pushes each finished window of SYNC_EVERY bytes to the
@@ -126,8 +137,9 @@ pub fn copy_tree(
     let entries = source.entries();
     let (data_tx, data_rx) = std::sync::mpsc::sync_channel::<Chunk>(BUFFERS);
     let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Buffer>(BUFFERS);
+    let align = target.buffer_align();
     for _ in 0..BUFFERS {
-        free_tx.send(Buffer::new()).expect("the pool has room");
+        free_tx.send(Buffer::new(align)).expect("the pool has room");
     }
     let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<u64>(1);
     let (flushed_tx, flushed_rx) = std::sync::mpsc::channel::<std::io::Result<u64>>();
@@ -221,9 +233,11 @@ fn write_all(
         }
         if entry.is_dir {
             target.create_dir(&entry.path, entry.mtime).map_err(wt)?;
+            f.moved();
             continue;
         }
         let mut writer = target.create_file(&entry.path, entry.mtime, entry.size).map_err(wt)?;
+        f.moved();
         let mut copied = 0u64;
         while copied < entry.size {
             if stop() {
@@ -281,7 +295,13 @@ impl Flushing<'_> {
         while let Ok(r) = self.flushed_rx.try_recv() {
             self.flushed_to(r)?;
         }
+        self.moved();
         Ok(())
+    }
+
+    /// The copy moved: the last flushed total, said again.
+    fn moved(&mut self) {
+        (self.progress)(self.flushed);
     }
 
     /// The last windows: wait for the flush in progress, then flush the rest.
@@ -454,6 +474,23 @@ mod tests {
         for (i, f) in files.iter().enumerate() {
             assert_eq!(t.files[&format!("f{i}")].as_deref(), Some(&f[..]));
         }
+    }
+
+    /// Many small files in less than a window: the progress is said again after each of them, before the one
+    /// flush at the end, so a watchdog sees the copy move.
+    #[test]
+    fn small_files_are_heard_of_before_the_flush() {
+        let n = 200;
+        let entries: Vec<SourceEntry> = (0..n).map(|i| e(&format!("f{i}"), false, 10)).collect();
+        let src = MemSource(entries, vec![data(10, 7); n]);
+        let mut t = MemTarget { flush_delay: Some(std::time::Duration::from_millis(5)), ..Default::default() };
+        let flushed = t.flushed.clone();
+        let mut seen = Vec::new();
+        copy_tree(&src, &mut t, &mut |d| seen.push((d, flushed.load(Ordering::SeqCst))), &|| false).unwrap();
+        let before_flush = seen.iter().filter(|&&(d, _)| d == 0).count();
+        assert!(before_flush >= n, "{before_flush} reports before the flush, for {n} files");
+        assert!(seen.iter().all(|&(d, f)| d <= f), "only flushed bytes are counted: {seen:?}");
+        assert_eq!(seen.last().map(|s| s.0), Some(10 * n as u64));
     }
 
     #[test]

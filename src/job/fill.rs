@@ -19,7 +19,7 @@ use crate::sys::stop::stop_requested;
 use crate::tree::Tree;
 
 use super::layout::Disk;
-use super::survey::target_mount_point;
+use super::survey::{Survey, target_mount_point};
 use super::{Job, WriteError};
 
 /// The mounts of the stick's filesystem, if any. Fields drop in this order on every path: fusectl, then
@@ -31,18 +31,17 @@ pub(super) struct Mounts {
 }
 
 impl Job<'_> {
-    /// Mount: open the stick's filesystem for the copy, the way `fs` and the driver say: its mounts, and the
-    /// writer the copy goes through.
+    /// Mount: open the stick's filesystem for the copy, the way the survey's filesystem and driver say: its
+    /// mounts, and the writer the copy goes through.
     pub(super) fn mount(
         &mut self,
+        s: &Survey,
         disk: &Disk,
         part: &LoopDevice,
-        main: PartitionSpan,
-        fs: Fs,
-        use_kernel_target: bool,
         tree: &Tree<'_>,
         work: &Path,
     ) -> Result<(Mounts, Box<dyn TargetTree>), WriteError> {
+        let (fs, use_kernel_target, main) = (s.fs, s.use_kernel_target, s.partitions.main);
         self.enter(Step::Mount)?;
         let part_err = |source| WriteError::Device { path: part.path().into(), source };
         let mut target_mount = None;
@@ -129,14 +128,19 @@ impl Job<'_> {
         self.enter(Step::Copy)?;
         let total = tree.plan.total_bytes();
         let mut last_sent = Instant::now();
+        let mut end_sent = false;
         let link = &mut *self.link;
         let mut send_err = None;
+        // At most a frame every 100 ms (said again while a window fills: movement for the stall watchdog), and
+        // the end once.
         copy_tree(
             tree,
             &mut *target,
             &mut |done| {
-                if send_err.is_none() && (done == total || last_sent.elapsed() >= Duration::from_millis(100)) {
+                let end = done == total && !end_sent;
+                if send_err.is_none() && (end || last_sent.elapsed() >= Duration::from_millis(100)) {
                     last_sent = Instant::now();
+                    end_sent |= end;
                     if let Err(e) = link.send(&Up::Progress { done, total }) {
                         send_err = Some(e);
                     }

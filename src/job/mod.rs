@@ -238,8 +238,7 @@ impl Job<'_> {
         let label = self.req.label.clone().unwrap_or_else(|| label::derive(&s.volume_id));
         self.partition(&disk, &parts, s.fs, &label)?;
         let (part, serial) = self.format(&disk, parts.main, s.fs, &label, &scratch_dev)?;
-        let (mut mounts, target) =
-            self.mount(&disk, &part, parts.main, s.fs, s.use_kernel_target, &tree, work.path())?;
+        let (mut mounts, target) = self.mount(&s, &disk, &part, &tree, work.path())?;
         let mut target = target; // declared after the mounts: dropped before them
         let total = self.copy(&tree, target.as_mut(), s.names_target.mounted())?;
         if self.req.boot.bios() {

@@ -549,6 +549,8 @@ pub struct FatWriter {
     /// One aligned block for the zero-padded end of a file written direct.
     tail: Vec<u8>,
     tail_start: usize,
+    /// File bytes written through the direct handle (padding not counted).
+    direct_bytes: u64,
 }
 
 /// The alignment of direct writes: file offset, memory and length.
@@ -572,7 +574,12 @@ impl FatWriter {
         let plan = FatLayout::new(geometry, entries)?;
         let tail = vec![0u8; 2 * DIRECT_ALIGN];
         let tail_start = tail.as_ptr().align_offset(DIRECT_ALIGN);
-        Ok(FatWriter { place, plan, tail, tail_start })
+        Ok(FatWriter { place, plan, tail, tail_start, direct_bytes: 0 })
+    }
+
+    /// How many bytes of file data went through the direct handle.
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct_bytes
     }
 
     fn write_metadata(&self) -> std::io::Result<()> {
@@ -621,6 +628,7 @@ struct PlannedWriter<'a> {
     allocated: u64,
     file: &'a mut PlannedFile,
     tail: &'a mut [u8],
+    direct_bytes: &'a mut u64,
 }
 
 impl Write for PlannedWriter<'_> {
@@ -650,6 +658,7 @@ impl Write for PlannedWriter<'_> {
                 direct.write_all_at(self.tail, pos + n as u64)?;
                 done = buf.len();
             }
+            *self.direct_bytes += done as u64;
         }
         if done < buf.len() {
             self.place.file.write_all_at(&buf[done..], pos + done as u64)?;
@@ -665,6 +674,10 @@ impl Write for PlannedWriter<'_> {
 impl TargetTree for FatWriter {
     fn flusher(&self) -> std::io::Result<Option<crate::copy::Flusher>> {
         Ok(Some(crate::copy::device_flusher(self.place.file.try_clone()?)))
+    }
+
+    fn buffer_align(&self) -> usize {
+        if self.place.direct.is_some() { DIRECT_ALIGN } else { 1 }
     }
 
     fn create_dir(&mut self, path: &str, _mtime: i64) -> std::io::Result<()> {
@@ -689,7 +702,8 @@ impl TargetTree for FatWriter {
         let start = if file.first_cluster == 0 { 0 } else { self.place.offset + g.cluster_offset(file.first_cluster) };
         let allocated = file.size.div_ceil(g.cluster_bytes()) * g.cluster_bytes();
         let tail = &mut self.tail[self.tail_start..self.tail_start + DIRECT_ALIGN];
-        Ok(Box::new(PlannedWriter { place: &self.place, start, allocated, file, tail }))
+        let direct_bytes = &mut self.direct_bytes;
+        Ok(Box::new(PlannedWriter { place: &self.place, start, allocated, file, tail, direct_bytes }))
     }
 
     fn finish(&mut self, _entries: &[SourceEntry]) -> std::io::Result<()> {
@@ -833,52 +847,132 @@ mod tests {
         assert!(matches!(FatLayout::new(g, &[e("big", false, (4u64 << 30) - 1)]), Err(FatWriteError::NoSpace { .. })));
     }
 
-    /// Format a real filesystem with mkfs.fat, write a tree, and let fsck.fat and mtools judge it.
     #[test]
-    fn writes_a_filesystem_that_fsck_and_mtools_accept() {
-        let have = |t: &str| {
-            std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {t}"))
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
+    fn direct_split_goes_direct_only_when_aligned() {
+        const A: u64 = 4096;
+        // Aligned position, memory and length: all of it.
+        assert_eq!(direct_split(8192, 4096, 4 << 20, 8 << 20, false, A), (4 << 20, false));
+        // A file's last write: the aligned part, and the rest padded when its cluster holds the padding.
+        assert_eq!(direct_split(8192, 4096, 10_000, 12_288, true, A), (8192, true));
+        assert_eq!(direct_split(8192, 4096, 100, 4096, true, A), (0, true));
+        // ...not padded when the clusters end before the padding would (clusters smaller than the alignment).
+        assert_eq!(direct_split(8192, 4096, 10_000, 10_240, true, A), (8192, false));
+        // ...nor in the middle of a file: the next write would land inside the padding.
+        assert_eq!(direct_split(8192, 4096, 10_000, 1 << 20, false, A), (8192, false));
+        // Unaligned position or memory: nothing direct.
+        assert_eq!(direct_split(8192 + 512, 4096, 8192, 1 << 20, false, A), (0, false));
+        assert_eq!(direct_split(8192, 4096 + 16, 8192, 1 << 20, false, A), (0, false));
+        // Nothing to write.
+        assert_eq!(direct_split(0, 0, 0, 0, true, A), (0, false));
+    }
+
+    fn have(tool: &str) -> bool {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// `len` bytes of a file's content, at an address that is a multiple of DIRECT_ALIGN.
+    struct Aligned(Vec<u8>, usize, usize);
+    impl Aligned {
+        fn new(p: &str, len: usize) -> Aligned {
+            let mut v = vec![0u8; len + DIRECT_ALIGN];
+            let at = v.as_ptr().align_offset(DIRECT_ALIGN);
+            for (i, b) in v[at..at + len].iter_mut().enumerate() {
+                *b = (i + p.len()) as u8;
+            }
+            Aligned(v, at, len)
+        }
+        fn get(&self) -> &[u8] {
+            &self.0[self.1..self.1 + self.2]
+        }
+    }
+
+    /// Format a real filesystem with mkfs.fat (`cluster_sectors` sectors a cluster), place it at `offset` in an
+    /// image whose other bytes are a pattern, write a tree through FatWriter (file data through an O_DIRECT
+    /// handle when `direct`), and let fsck.fat and mtools judge it. Returns the bytes that went direct.
+    fn write_and_judge(name: &str, offset: u64, direct: bool, cluster_sectors: &str) -> Option<u64> {
+        // mtools and Windows tell FAT32 by its cluster count (at least 65525): 4 KiB clusters need 256 MiB.
+        let fs_bytes: u64 = if cluster_sectors == "1" { 48 << 20 } else { 288 << 20 };
         if !have("mkfs.fat") || !have("mcopy") {
-            crate::report_skip("writes_a_filesystem_that_fsck_and_mtools_accept", "dosfstools or mtools missing");
-            return;
+            crate::report_skip(name, "dosfstools or mtools missing");
+            return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("fs.img");
-        File::create(&img).unwrap().set_len(48 << 20).unwrap();
+        let fs = dir.path().join("fs.img");
+        File::create(&fs).unwrap().set_len(fs_bytes).unwrap();
         let st = std::process::Command::new("mkfs.fat")
-            .args(["-F", "32", "-n", "TESTVOL", "--mbr=n"])
-            .arg(&img)
+            .args(["-F", "32", "-n", "TESTVOL", "--mbr=n", "-s", cluster_sectors])
+            .arg(&fs)
             .output()
             .unwrap();
         assert!(st.status.success(), "{st:?}");
+        let img = dir.path().join("disk.img");
+        let pattern: Vec<u8> = (0..offset + 8192).map(|i| (i % 251) as u8).collect();
+        let after = &pattern[..8192];
+        {
+            let mut out = File::create(&img).unwrap();
+            out.write_all(&pattern[..offset as usize]).unwrap();
+            std::io::copy(&mut File::open(&fs).unwrap(), &mut out).unwrap();
+            out.write_all(after).unwrap();
+        }
         let mut entries = vec![e("Program Files", true, 0), e("Program Files/ünï cödé.txt", false, 3)];
         entries.push(e("boot", true, 0));
         entries.push(e("boot/en-us", true, 0));
         entries.push(e("boot/en-us/bootmgr.exe.mui", false, 70_000));
+        entries.push(e("sources", true, 0));
+        entries.push(e("sources/big.wim", false, 3 * 4096 * 1024 + 4096 + 17));
         entries.push(e("empty.dat", false, 0));
         entries.push(e("emptydir", true, 0));
         for i in 0..40 {
             entries.push(e(&format!("longfilename-{i}.txt"), false, i));
         }
         let f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
-        let mut w = FatWriter::open(f, &img, &entries).unwrap();
-        let content = |p: &str, n: u64| -> Vec<u8> { (0..n).map(|i| (i as usize + p.len()) as u8).collect() };
+        let direct_handle = match direct {
+            false => None,
+            true => {
+                use std::os::unix::fs::OpenOptionsExt;
+                match std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(&img) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        crate::report_skip(name, &format!("the temporary directory refuses O_DIRECT: {e}"));
+                        return None;
+                    }
+                }
+            }
+        };
+        let place = FatPlace { file: f, path: img.clone(), offset, direct: direct_handle };
+        let mut w = FatWriter::open_at(place, &entries).unwrap();
         for ent in &entries {
             if ent.is_dir {
                 w.create_dir(&ent.path, ent.mtime).unwrap();
             } else {
+                let data = Aligned::new(&ent.path, ent.size as usize);
                 let mut out = w.create_file(&ent.path, ent.mtime, ent.size).unwrap();
-                out.write_all(&content(&ent.path, ent.size)).unwrap();
+                // As the copy engine writes: whole chunks of 4 MiB, then the rest.
+                for piece in data.get().chunks(4 << 20) {
+                    out.write_all(piece).unwrap();
+                }
             }
         }
         w.finish(&entries).unwrap();
+        let direct_bytes = w.direct_bytes();
         drop(w);
-        let out = std::process::Command::new("fsck.fat").arg("-n").arg(&img).output().unwrap();
+        let disk = File::open(&img).unwrap();
+        let mut around = vec![0u8; offset as usize];
+        disk.read_exact_at(&mut around, 0).unwrap();
+        assert!(around == pattern[..offset as usize], "bytes before the filesystem changed");
+        let mut around = vec![0u8; 8192];
+        disk.read_exact_at(&mut around, offset + fs_bytes).unwrap();
+        assert!(around == after, "bytes after it changed");
+        assert_eq!(disk.metadata().unwrap().len(), offset + fs_bytes + 8192);
+        // The filesystem alone, for fsck.fat (which takes no offset).
+        std::io::Seek::seek(&mut &disk, std::io::SeekFrom::Start(offset)).unwrap();
+        let mut region = std::io::Read::take(&disk, fs_bytes);
+        std::io::copy(&mut region, &mut File::create(&fs).unwrap()).unwrap();
+        let out = std::process::Command::new("fsck.fat").arg("-n").arg(&fs).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
         let ext = dir.path().join("x");
         std::fs::create_dir(&ext).unwrap();
@@ -887,7 +981,7 @@ mod tests {
             .env("TZ", "UTC")
             .env("MTOOLS_SKIP_CHECK", "1")
             .arg("-i")
-            .arg(&img)
+            .arg(&fs)
             .args(["-s", "-n", "-m", "::/*"])
             .arg(&ext)
             .output()
@@ -898,7 +992,7 @@ mod tests {
             if ent.is_dir {
                 assert!(p.is_dir(), "{}", ent.path);
             } else {
-                assert_eq!(std::fs::read(&p).unwrap(), content(&ent.path, ent.size), "{}", ent.path);
+                assert!(std::fs::read(&p).unwrap() == Aligned::new(&ent.path, ent.size as usize).get(), "{}", ent.path);
                 use std::os::unix::fs::MetadataExt;
                 assert_eq!(std::fs::metadata(&p).unwrap().mtime(), ent.mtime, "{}", ent.path);
             }
@@ -906,7 +1000,7 @@ mod tests {
         let out = std::process::Command::new("mdir")
             .env("MTOOLS_SKIP_CHECK", "1")
             .arg("-i")
-            .arg(&img)
+            .arg(&fs)
             .arg("::/")
             .output()
             .unwrap();
@@ -914,5 +1008,34 @@ mod tests {
         assert!(listing.contains("Volume in drive : is TESTVOL"), "{listing}");
         assert!(listing.contains("LONGFI~1 TXT"), "{listing}");
         assert!(listing.contains("PROGRA~1"), "{listing}");
+        Some(direct_bytes)
+    }
+
+    #[test]
+    fn writes_a_filesystem_that_fsck_and_mtools_accept() {
+        let name = "writes_a_filesystem_that_fsck_and_mtools_accept";
+        if let Some(direct) = write_and_judge(name, 0, false, "1") {
+            assert_eq!(direct, 0);
+        }
+    }
+
+    /// An image's partition, written on the disk at its offset with file data through O_DIRECT (4 KiB clusters):
+    /// every file but the smallest goes direct, the bytes around the filesystem are untouched.
+    #[test]
+    fn writes_at_an_offset_through_direct_io() {
+        let name = "writes_at_an_offset_through_direct_io";
+        let Some(direct) = write_and_judge(name, 1 << 20, true, "8") else { return };
+        let total: u64 = 3 + 70_000 + 3 * 4096 * 1024 + 4096 + 17 + (0..40).sum::<u64>();
+        // Files are padded inside their 4 KiB clusters: all of them go direct.
+        assert_eq!(direct, total);
+    }
+
+    /// With 512-byte clusters, files do not start on 4 KiB: they go through the page cache, and are right too.
+    #[test]
+    fn small_clusters_fall_back_to_the_page_cache() {
+        let name = "small_clusters_fall_back_to_the_page_cache";
+        let Some(direct) = write_and_judge(name, 1 << 20, true, "1") else { return };
+        let total: u64 = 3 + 70_000 + 3 * 4096 * 1024 + 4096 + 17 + (0..40).sum::<u64>();
+        assert!(direct < total, "{direct}");
     }
 }
