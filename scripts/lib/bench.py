@@ -25,6 +25,7 @@ bench.py report RESULTS_DIR
     and, for a multi case (its meta says kind=multi), a table of its own from
       CASE.w1.N.json, CASE.wN.N.json   woesafe to 1 target and to `targets` targets at once (`bench.py run`)
       CASE.d1.N.s, CASE.dN.N.s         dd to 1 image and `targets` dd's at once: seconds
+      CASE.x1.N.s, CASE.xN.N.s         the same with oflag=direct (no page cache: the disk's own speed)
       CASE.KIND.N.io                   two `snap` lines (before, after the run): time, the disk's sectors read
                                        and written, CPU ticks user nice system idle iowait irq softirq
 """
@@ -365,9 +366,10 @@ def multi_report(d, cases, metas):
     n = {metas[c].get("targets", "N") for c in cases}
     n = n.pop() if len(n) == 1 else "N"
     print(f"| case | woesafe 1 target (s) | woesafe {n} at once (s) | ratio {n}/1 | dd 1 image (s) "
-          f"| {n} dd's at once (s) | dd ratio {n}/1 | woesafe {n} / dd {n} | woesafe runs 1; {n} (s) "
-          f"| dd runs 1; {n} (s) | notes |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |")
+          f"| {n} dd's at once (s) | dd ratio {n}/1 | dd direct 1 (s) | dd direct {n} (s) | dd direct ratio {n}/1 "
+          f"| woesafe {n} / dd direct {n} | woesafe runs 1; {n} (s) | dd runs 1; {n} (s) | dd direct runs 1; {n} (s) "
+          f"| notes |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |")
     details = []
     for case in cases:
         meta = metas[case]
@@ -379,7 +381,7 @@ def multi_report(d, cases, metas):
                 with open(p) as f:
                     ws[k].append(json.load(f))
         ts = {k: [r["wall_s"] for r in ws[k]] for k in ws}
-        for k in ("d1", "dN"):
+        for k in ("d1", "dN", "x1", "xN"):
             ts[k] = []
             for p in runs_of(d, case, k, "s"):
                 with open(p) as f:
@@ -387,7 +389,7 @@ def multi_report(d, cases, metas):
         med = {k: median(v) for k, v in ts.items()}
 
         def ratio(a, b):
-            return f"{med[a] / med[b]:.2f}" if med[a] is not None and med[b] else "–"
+            return f"{med[a] / med[b]:.2f}" if med.get(a) is not None and med.get(b) else "–"
 
         def runs(a, b):
             return f"{', '.join(fmt(x) for x in ts[a])}; {', '.join(fmt(x) for x in ts[b])}"
@@ -401,11 +403,13 @@ def multi_report(d, cases, metas):
         if loads:
             notes.append(f"load average {min(loads):.1f}–{max(loads):.1f} at the starts")
         print(f"| {case} | {fmt(med['w1'])} | {fmt(med['wN'])} | {ratio('wN', 'w1')} | {fmt(med['d1'])} "
-              f"| {fmt(med['dN'])} | {ratio('dN', 'd1')} | {ratio('wN', 'dN')} | {runs('w1', 'wN')} "
-              f"| {runs('d1', 'dN')} | {'; '.join(notes)} |")
+              f"| {fmt(med['dN'])} | {ratio('dN', 'd1')} | {fmt(med['x1'])} | {fmt(med['xN'])} "
+              f"| {ratio('xN', 'x1')} | {ratio('wN', 'xN')} | {runs('w1', 'wN')} "
+              f"| {runs('d1', 'dN')} | {runs('x1', 'xN')} | {'; '.join(notes)} |")
         iso_b = int(meta["iso_bytes"]) if meta.get("iso_bytes") else None
         for k, label in (("w1", "woesafe, 1 target"), ("wN", f"woesafe, {n} targets"), ("d1", "dd, 1 image"),
-                         ("dN", f"dd, {n} at once")):
+                         ("dN", f"dd, {n} at once"), ("x1", "dd oflag=direct, 1 image"),
+                         ("xN", f"dd oflag=direct, {n} at once")):
             ios = [read_io(p, clk) for p in runs_of(d, case, k, "io")]
             if not ios:
                 continue
