@@ -555,6 +555,10 @@ pub struct FatWriter {
 
 /// The alignment of direct writes: file offset, memory and length.
 const DIRECT_ALIGN: usize = crate::copy::BUFFER_ALIGN;
+/// Files smaller than this go through the page cache even with a direct handle: one synchronous direct write
+/// per small file (a tree of 3000 files) is slower than the page cache flushed in windows (measured:
+/// `scripts/bench multi`, tree case, the copy step 0.61 s direct against 0.2 s).
+const DIRECT_MIN_FILE: u64 = 1 << 20;
 
 impl FatWriter {
     /// Read the boot sector of the formatted partition and plan `entries` on it.
@@ -644,7 +648,7 @@ impl Write for PlannedWriter<'_> {
         }
         let pos = self.start + self.file.written;
         let mut done = 0;
-        if let Some(direct) = &self.place.direct {
+        if let Some(direct) = self.place.direct.as_ref().filter(|_| self.file.size >= DIRECT_MIN_FILE) {
             let last = buf.len() as u64 == room;
             let room_on_disk = self.allocated - self.file.written;
             let (n, padded) =
@@ -1020,14 +1024,13 @@ mod tests {
     }
 
     /// An image's partition, written on the disk at its offset with file data through O_DIRECT (4 KiB clusters):
-    /// every file but the smallest goes direct, the bytes around the filesystem are untouched.
+    /// the big file goes direct, its end padded inside its last cluster, the small ones through the page cache;
+    /// the bytes around the filesystem are untouched.
     #[test]
     fn writes_at_an_offset_through_direct_io() {
         let name = "writes_at_an_offset_through_direct_io";
         let Some(direct) = write_and_judge(name, 1 << 20, true, "8") else { return };
-        let total: u64 = 3 + 70_000 + 3 * 4096 * 1024 + 4096 + 17 + (0..40).sum::<u64>();
-        // Files are padded inside their 4 KiB clusters: all of them go direct.
-        assert_eq!(direct, total);
+        assert_eq!(direct, 3 * 4096 * 1024 + 4096 + 17);
     }
 
     /// With 512-byte clusters, files do not start on 4 KiB: they go through the page cache, and are right too.
@@ -1035,7 +1038,6 @@ mod tests {
     fn small_clusters_fall_back_to_the_page_cache() {
         let name = "small_clusters_fall_back_to_the_page_cache";
         let Some(direct) = write_and_judge(name, 1 << 20, true, "1") else { return };
-        let total: u64 = 3 + 70_000 + 3 * 4096 * 1024 + 4096 + 17 + (0..40).sum::<u64>();
-        assert!(direct < total, "{direct}");
+        assert!(direct < 3 * 4096 * 1024 + 4096 + 17, "{direct}");
     }
 }
