@@ -25,9 +25,7 @@ pub trait TargetTree {
         Ok(None)
     }
     /// Where in memory the bytes handed to the file writers must start: a power of two, at most BUFFER_ALIGN
-    /// (the FAT writer's O_DIRECT writes need whole pages; 1 = anywhere). Only a target that needs it asks: a
-    /// FUSE mount (ntfs-3g) given page-aligned buffers handles the writes otherwise, and a stop on a hung
-    /// stick then left the supervisor waiting in the kernel (tests/stall.rs, stall_with_ntfs_leaves_no_daemon).
+    /// (the FAT writer's O_DIRECT writes need whole pages; 1 = anywhere, the default).
     fn buffer_align(&self) -> usize {
         1
     }

@@ -1,5 +1,6 @@
-//! Filling the stick: the Mount step (woesafe's FAT writer, on an image's disk at the partition's offset, a kernel mount, or ntfs-3g with fusectl beside it,
-//! each held by a guard in `Filled`) and the Copy step (the tree through the copy engine, with progress).
+//! Filling the stick: the Mount step (woesafe's FAT writer, on an image's disk at the partition's offset; a
+//! kernel mount; or ntfs-3g with fusectl beside it, each held by a guard in `Mounts`) and the Copy step (the
+//! tree through the copy engine, with progress).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
