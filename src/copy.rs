@@ -277,8 +277,8 @@ impl Flushing<'_> {
             // Nothing to push: progress by windows all the same.
             if self.done - self.requested >= SYNC_EVERY {
                 self.requested = self.done;
-                (self.progress)(self.done);
             }
+            self.moved();
             return Ok(());
         }
         if self.done - self.requested >= SYNC_EVERY && self.requested == self.flushed {
@@ -297,9 +297,10 @@ impl Flushing<'_> {
         Ok(())
     }
 
-    /// The copy moved: the last flushed total, said again.
+    /// The copy moved: the last total said (flushed; without a flusher, the last whole window), said again.
     fn moved(&mut self) {
-        (self.progress)(self.flushed);
+        let said = if self.flush.is_some() { self.flushed } else { self.requested };
+        (self.progress)(said);
     }
 
     /// The last windows: wait for the flush in progress, then flush the rest.

@@ -89,9 +89,10 @@ impl Job<'_> {
     }
 
     /// Where the FAT writer writes an image's partition: on the image's own loop device at the partition's
-    /// offset, its file data with O_DIRECT. Through the partition's loop device, every byte would be copied into
-    /// two page caches (the partition loop's, then the image loop's); this way it goes from the copy's buffers
-    /// to the image file's blocks without a copy (README, Performance: several targets at once). mkfs.fat wrote
+    /// offset, the data of files of 1 MiB and more with O_DIRECT. Through the partition's loop device, every byte
+    /// would be copied into two page caches (the partition loop's, then the image loop's); this way those bytes
+    /// go from the copy's buffers to the image file's blocks without a copy, where the image loop got direct I/O
+    /// (README, Performance: several targets at once). mkfs.fat wrote
     /// through the partition's loop: that is pushed down first, so the boot sector read here is mkfs.fat's.
     /// The partition loop's cache is left stale (nothing reads it again before it goes); the image loop's is
     /// kept coherent by the kernel, which writes back and drops cached pages a direct write covers.
@@ -109,7 +110,7 @@ impl Job<'_> {
                 None
             }
         };
-        Ok(FatPlace { file, path: disk.path.clone(), offset: main.offset, direct })
+        Ok(FatPlace { file, path: disk.path.clone(), offset: main.offset, size: main.size, direct })
     }
 
     /// Copy: every directory and file of the tree onto the stick, then the writer's finish (the FAT writer's
@@ -133,7 +134,7 @@ impl Job<'_> {
         let link = &mut *self.link;
         let mut send_err = None;
         // At most a frame every 100 ms (said again while a window fills: movement for the stall watchdog), and
-        // the end once.
+        // the end at once.
         copy_tree(
             tree,
             &mut *target,

@@ -521,8 +521,9 @@ pub fn check_tree(entries: &[SourceEntry]) -> Result<(), FatWriteError> {
 /// from `pos` on, and `last` whether the file ends with it. Returns how many leading bytes go direct as they
 /// are, and whether the rest (less than `align`) goes direct too, zero-padded to `align` inside the file's last
 /// cluster. Whatever is left goes through the page cache. Direct needs `pos`, `addr` and the length to be
-/// multiples of `align`; the copy engine's buffers and whole clusters of 4 KiB and more on a MiB-aligned
-/// partition give that, so only odd filesystems (small clusters) write through the page cache.
+/// multiples of `align`; the copy engine's buffers and clusters of 4 KiB and more on a MiB-aligned partition
+/// give that. With smaller clusters (woesafe's choice for partitions of 256 MiB and less) a file goes direct
+/// only where it happens to start on a 4 KiB boundary, and never with its end padded.
 pub fn direct_split(pos: u64, addr: usize, len: usize, room: u64, last: bool, align: u64) -> (usize, bool) {
     if !pos.is_multiple_of(align) || !(addr as u64).is_multiple_of(align) {
         return (0, false);
@@ -533,12 +534,15 @@ pub fn direct_split(pos: u64, addr: usize, len: usize, room: u64, last: bool, al
 }
 
 /// Where the filesystem lies: a file (the partition's device, or the whole disk), the offset of the
-/// filesystem's first byte in it, and optionally a second handle on the same file opened with O_DIRECT, through
-/// which file data goes without the page cache.
+/// filesystem's first byte in it and the bytes it may take from there (the partition's size: a boot sector
+/// that claims more is refused, so no write lands outside the partition), and optionally a second handle on the
+/// same file opened with O_DIRECT, through which the data of files of 1 MiB and more goes without the page cache
+/// (the rest, directories and FATs go through `file`).
 pub struct FatPlace {
     pub file: File,
     pub path: PathBuf,
     pub offset: u64,
+    pub size: u64,
     pub direct: Option<File>,
 }
 
@@ -551,6 +555,7 @@ pub struct FatWriter {
     tail_start: usize,
     /// File bytes written through the direct handle (padding not counted).
     direct_bytes: u64,
+    direct_ok: bool,
 }
 
 /// The alignment of direct writes: file offset, memory and length.
@@ -563,7 +568,10 @@ const DIRECT_MIN_FILE: u64 = 1 << 20;
 impl FatWriter {
     /// Read the boot sector of the formatted partition and plan `entries` on it.
     pub fn open(device: File, device_path: &Path, entries: &[SourceEntry]) -> Result<FatWriter, FatWriteError> {
-        FatWriter::open_at(FatPlace { file: device, path: device_path.to_path_buf(), offset: 0, direct: None }, entries)
+        let size = crate::sys::loopdev::device_size(&device)
+            .map_err(|source| FatWriteError::ReadBoot { device: device_path.to_path_buf(), source })?;
+        let place = FatPlace { file: device, path: device_path.to_path_buf(), offset: 0, size, direct: None };
+        FatWriter::open_at(place, entries)
     }
 
     /// The same, for a filesystem at `place`.
@@ -575,10 +583,14 @@ impl FatWriter {
             .map_err(|source| FatWriteError::ReadBoot { device: place.path.clone(), source })?;
         let geometry =
             Geometry::parse(&bs).map_err(|what| FatWriteError::NotFat32 { device: place.path.clone(), what })?;
+        if geometry.total_sectors.checked_mul(geometry.bytes_per_sector).is_none_or(|b| b > place.size) {
+            let what = "its boot sector claims more sectors than the partition has";
+            return Err(FatWriteError::NotFat32 { device: place.path.clone(), what });
+        }
         let plan = FatLayout::new(geometry, entries)?;
         let tail = vec![0u8; 2 * DIRECT_ALIGN];
         let tail_start = tail.as_ptr().align_offset(DIRECT_ALIGN);
-        Ok(FatWriter { place, plan, tail, tail_start, direct_bytes: 0 })
+        Ok(FatWriter { place, plan, tail, tail_start, direct_bytes: 0, direct_ok: true })
     }
 
     /// How many bytes of file data went through the direct handle.
@@ -589,8 +601,9 @@ impl FatWriter {
     fn write_metadata(&self) -> std::io::Result<()> {
         let g = &self.plan.geometry;
         let (dev, base) = (&self.place.file, self.place.offset);
-        // Directories first, then the FATs that make them reachable, then FSInfo: a stop in between leaves
-        // the filesystem as mkfs.fat made it, or complete.
+        // Directories first, then the FATs that make them reachable, then FSInfo. Until the root directory is
+        // written the filesystem reads as mkfs.fat made it; a stop after that and before the FATs leaves entries
+        // whose clusters the FAT still marks free (fsck.fat finds them); the Target state says it is incomplete.
         let cs = g.cluster_bytes() as usize;
         for (cluster, bytes) in &self.plan.dirs {
             let mut padded = bytes.clone();
@@ -633,6 +646,8 @@ struct PlannedWriter<'a> {
     file: &'a mut PlannedFile,
     tail: &'a mut [u8],
     direct_bytes: &'a mut u64,
+    /// False once a direct write was refused as misaligned.
+    direct_ok: &'a mut bool,
 }
 
 impl Write for PlannedWriter<'_> {
@@ -648,19 +663,25 @@ impl Write for PlannedWriter<'_> {
         }
         let pos = self.start + self.file.written;
         let mut done = 0;
-        if let Some(direct) = self.place.direct.as_ref().filter(|_| self.file.size >= DIRECT_MIN_FILE) {
+        let direct = self.place.direct.as_ref().filter(|_| *self.direct_ok && self.file.size >= DIRECT_MIN_FILE);
+        if let Some(direct) = direct {
             let last = buf.len() as u64 == room;
             let room_on_disk = self.allocated - self.file.written;
             let (n, padded) =
                 direct_split(pos, buf.as_ptr() as usize, buf.len(), room_on_disk, last, DIRECT_ALIGN as u64);
-            direct.write_all_at(&buf[..n], pos)?;
-            done = n;
-            if padded {
+            let mut wrote = direct.write_all_at(&buf[..n], pos).map(|()| n);
+            if padded && wrote.is_ok() {
                 let rest = &buf[n..];
                 self.tail.fill(0);
                 self.tail[..rest.len()].copy_from_slice(rest);
-                direct.write_all_at(self.tail, pos + n as u64)?;
-                done = buf.len();
+                wrote = direct.write_all_at(self.tail, pos + n as u64).map(|()| buf.len());
+            }
+            match wrote {
+                Ok(n) => done = n,
+                // The device wants another alignment (a logical block over 4 KiB): this write and the rest go
+                // through the page cache.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => *self.direct_ok = false,
+                Err(e) => return Err(e),
             }
             *self.direct_bytes += done as u64;
         }
@@ -706,8 +727,8 @@ impl TargetTree for FatWriter {
         let start = if file.first_cluster == 0 { 0 } else { self.place.offset + g.cluster_offset(file.first_cluster) };
         let allocated = file.size.div_ceil(g.cluster_bytes()) * g.cluster_bytes();
         let tail = &mut self.tail[self.tail_start..self.tail_start + DIRECT_ALIGN];
-        let direct_bytes = &mut self.direct_bytes;
-        Ok(Box::new(PlannedWriter { place: &self.place, start, allocated, file, tail, direct_bytes }))
+        let (direct_bytes, direct_ok) = (&mut self.direct_bytes, &mut self.direct_ok);
+        Ok(Box::new(PlannedWriter { place: &self.place, start, allocated, file, tail, direct_bytes, direct_ok }))
     }
 
     fn finish(&mut self, _entries: &[SourceEntry]) -> std::io::Result<()> {
@@ -947,7 +968,7 @@ mod tests {
                 }
             }
         };
-        let place = FatPlace { file: f, path: img.clone(), offset, direct: direct_handle };
+        let place = FatPlace { file: f, path: img.clone(), offset, size: fs_bytes, direct: direct_handle };
         let mut w = FatWriter::open_at(place, &entries).unwrap();
         for ent in &entries {
             if ent.is_dir {
@@ -1013,6 +1034,24 @@ mod tests {
         assert!(listing.contains("LONGFI~1 TXT"), "{listing}");
         assert!(listing.contains("PROGRA~1"), "{listing}");
         Some(direct_bytes)
+    }
+
+    /// A boot sector that claims more than the partition holds is refused: no write may land past it.
+    #[test]
+    fn a_filesystem_larger_than_its_partition_is_refused() {
+        if !have("mkfs.fat") {
+            crate::report_skip("a_filesystem_larger_than_its_partition_is_refused", "dosfstools missing");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let fs = dir.path().join("fs.img");
+        File::create(&fs).unwrap().set_len(48 << 20).unwrap();
+        let st = std::process::Command::new("mkfs.fat").args(["-F", "32", "--mbr=n"]).arg(&fs).output().unwrap();
+        assert!(st.status.success(), "{st:?}");
+        let place = |size| FatPlace { file: File::open(&fs).unwrap(), path: fs.clone(), offset: 0, size, direct: None };
+        let err = FatWriter::open_at(place((48 << 20) - 512), &[]).err().expect("refused");
+        assert!(err.to_string().contains("claims more sectors than the partition has"), "{err}");
+        FatWriter::open_at(place(48 << 20), &[]).expect("the exact size is fine");
     }
 
     #[test]
