@@ -61,6 +61,12 @@ fn random(s: &str, len: usize) -> bool {
     s.len() == len && all(s, |c| c.is_ascii_alphanumeric())
 }
 
+/// The random part of Python's `tempfile.mkdtemp` (WoeUSB-ng): 8 characters of `[a-z0-9_]`. The underscore
+/// counts: about one name in five has one (`WoeUSB._h8h1j42`, `WoeUSB.jl5z_ukj`, seen after real crashes).
+fn mkdtemp_random(s: &str) -> bool {
+    s.len() == 8 && all(s, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// `<epoch>_<pid>` as WoeUSB 3.x/4.x writes it.
 fn epoch_pid(rest: &str) -> Option<u32> {
     let (epoch, pid) = rest.split_once('_')?;
@@ -142,7 +148,7 @@ pub fn classify_in(path: &str, temp_parents: &[String]) -> Option<Match> {
         return m(Tool::WoeUsbLegacy, Role::TempDir, None);
     }
     if let Some(x) = name.strip_prefix("WoeUSB.")
-        && random(x, 8)
+        && mkdtemp_random(x)
     {
         return m(Tool::WoeUsbNg, Role::TempDir, None);
     }
@@ -179,6 +185,14 @@ mod tests {
         );
         assert_eq!(classify("/tmp/WoeUSB.abc123.tempdir").unwrap().tool, Tool::WoeUsbLegacy);
         assert_eq!(classify("/tmp/WoeUSB.abcd1234").unwrap().tool, Tool::WoeUsbNg);
+        // Python's mkdtemp draws from [a-z0-9_]: names with an underscore, anywhere, are WoeUSB-ng's too.
+        for name in ["/tmp/WoeUSB._h8h1j42", "/tmp/WoeUSB.jl5z_ukj", "/tmp/WoeUSB.abcdefg_"] {
+            assert_eq!(
+                classify(name).unwrap(),
+                Match { tool: Tool::WoeUsbNg, role: Role::TempDir, pid: None },
+                "{name}"
+            );
+        }
         let w = classify("/run/woesafe.1234").unwrap();
         assert_eq!((w.tool, w.role, w.pid), (Tool::Woesafe, Role::WorkDir, Some(1234)));
         assert_eq!(classify("/tmp/woesafe.99.3").unwrap().pid, Some(99));
@@ -195,6 +209,9 @@ mod tests {
             "/tmp/woeusb-source-2024011-120000-Monday.aB3xYz",
             "/tmp/WoeUSB.tempdir.abc12",
             "/tmp/WoeUSB.abc1234",
+            "/tmp/WoeUSB.Backup_1", // mkdtemp never draws capitals
+            "/tmp/WoeUSB.abc-1234",
+            "/tmp/WoeUSB.abc12345_",
             "/tmp/woesafe.",
             "/tmp/woesafe.12a",
             "/tmp/woesafe.1.2.3",
