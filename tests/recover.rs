@@ -170,6 +170,23 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     sh(&format!("mount -t tmpfs woeusb5 {v5}"));
     let v5_temp = format!("{tmp}/WoeUSB.tempdir.Qw3rTy");
     std::fs::create_dir_all(&v5_temp).unwrap();
+    // Its source as the legacy tools mount an ISO: `mount -o loop`, whose loop device is autoclear and goes by
+    // itself with the mount (recover's detach then finds it gone: done, not failed). An ext4 image stands in for
+    // the ISO: this kernel has no iso9660/udf.
+    let v5_src = format!("{tmp}/woeusb-source-20240101-120000-Monday.Lp0Op1");
+    std::fs::create_dir_all(&v5_src).unwrap();
+    let v5_img = store.path().join("legacy-source.img");
+    std::fs::File::create(&v5_img).unwrap().set_len(16 << 20).unwrap();
+    sh(&format!("mkfs.ext4 -q -F {}", v5_img.display()));
+    sh(&format!("mount -o loop,ro {} {v5_src}", v5_img.display()));
+    let autoclear_loop = sh(&format!("losetup -n -O NAME -j {}", v5_img.display()));
+    assert!(autoclear_loop.starts_with("/dev/loop"), "{autoclear_loop}");
+    let autoclear_name = autoclear_loop.trim_start_matches("/dev/");
+    assert_eq!(
+        std::fs::read_to_string(format!("/sys/block/{autoclear_name}/loop/autoclear")).unwrap().trim(),
+        "1",
+        "mount -o loop makes an autoclear loop device"
+    );
 
     // A daemonised FUSE helper keeping its own private mount namespace alive after its shell exited
     let hidden = &format!("{tmp}/woeusb-source-20240101-120000-Monday.zZ9yY8");
@@ -198,7 +215,10 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     let debris = format!("/run/woesafe.{killed}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !woesafe::sys::loopdev::attached().iter().all(|(_, b)| {
-        !b.starts_with(store.path().to_str().unwrap()) || b.ends_with("stick.img") || b.contains("gone.iso")
+        !b.starts_with(store.path().to_str().unwrap())
+            || b.ends_with("stick.img")
+            || b.contains("gone.iso")
+            || b.ends_with("legacy-source.img")
     }) {
         assert!(Instant::now() < deadline, "the killed write's loop devices stayed");
         std::thread::sleep(Duration::from_millis(20));
@@ -227,6 +247,8 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
         format!("unmount {src}"),
         format!("unmount {tgt}"),
         format!("unmount {v5}"),
+        format!("unmount {v5_src}"),
+        format!("detach {autoclear_loop}"),
         format!("unmount {hidden} (fuse"),
         format!("detach {stick_loop}"),
         format!("detach {gone_loop}"),
@@ -260,8 +282,18 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     assert_eq!(report["applied"], true);
     assert!(report["results"].as_array().unwrap().iter().all(|r| r["ok"] == true), "{report:#}");
     assert_eq!(report["remaining"].as_array().unwrap().len(), 0, "{report:#}");
+    // The autoclear loop: detached, or found gone by itself with its mount (the kernel lets it go lazily, so
+    // either can come first; `a_loop_gone_before_its_detach_is_done` pins the second), never a failure.
+    let detach = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"].as_str().is_some_and(|a| a.starts_with(&format!("detach {autoclear_loop} "))))
+        .unwrap_or_else(|| panic!("no result for {autoclear_loop}: {report:#}"));
+    assert_eq!(detach["ok"], true, "{detach:#}");
+    assert!(!woesafe::sys::loopdev::attached().iter().any(|(n, _)| n == autoclear_name), "{autoclear_loop} stayed");
     let mounts = thread_mounts();
-    for gone in [&src, &tgt, &v5.to_string()] {
+    for gone in [&src, &tgt, &v5.to_string(), &v5_src] {
         assert!(!mounts.contains(gone.as_str()), "{gone} still mounted");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -307,6 +339,42 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
 
     drop(loops);
     assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), host_before, "host mount table changed");
+}
+
+/// A planned detach whose loop device is gone by the time it comes (an autoclear loop that went with its mount,
+/// as after `mount -o loop` of the legacy tools) is done, with a note, not "FAILED … No such device or address";
+/// one attached to another file by then is left alone.
+#[test]
+fn a_loop_gone_before_its_detach_is_done() {
+    use woesafe::recover::plan::{Action, Reason};
+    let name = "a_loop_gone_before_its_detach_is_done";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !need_root(name) || !have("losetup") {
+        return;
+    }
+    let store = tempfile::tempdir_in(root().join("target")).unwrap();
+    let planned = store.path().join("planned.img");
+    let detach = |device: &str| Action::DetachLoop {
+        device: device.to_string(),
+        backing: planned.to_string_lossy().into_owned(),
+        reason: Reason::BacksLeftover { mount_point: "/media/woeusb_source_1_2".into() },
+    };
+    // Gone: a loop device with nothing attached.
+    let free = sh("losetup -f");
+    let out = woesafe::recover::apply::apply(&[detach(&free)], &|_| None);
+    assert!(out[0].ok, "{:?}", out[0]);
+    assert!(out[0].note.as_deref().is_some_and(|n| n.contains("autoclear")), "{:?}", out[0]);
+    // Reused by someone else: left alone.
+    let other = store.path().join("other.img");
+    std::fs::write(&other, vec![0u8; 1 << 20]).unwrap();
+    let mut loops = Loops(Vec::new());
+    let lo = sh(&format!("losetup -f --show {}", other.display()));
+    loops.0.push((lo.clone(), store.path().to_path_buf()));
+    let out = woesafe::recover::apply::apply(&[detach(&lo)], &|_| None);
+    assert!(!out[0].ok, "{:?}", out[0]);
+    assert!(out[0].error.as_deref().is_some_and(|e| e.contains("left alone")), "{:?}", out[0]);
+    let lo_name = lo.trim_start_matches("/dev/");
+    assert!(woesafe::sys::loopdev::attached().iter().any(|(n, _)| n == lo_name), "{lo} was detached");
 }
 
 /// A leftover FUSE mount whose daemon is stopped, with a process blocked on it: recover names the stuck

@@ -100,9 +100,28 @@ fn unmount(target: Option<(i32, &str)>, mount_point: &Path, dev: &str) -> Result
     if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
 }
 
-fn detach_loop(device: &str) -> Result<(), String> {
+/// LOOP_CLR_FD on a loop device the plan found attached to `backing`. One that is no longer attached is done,
+/// with a note: an autoclear loop (`mount -o loop` sets autoclear, as the legacy tools mount their ISO) goes by
+/// itself with its last mount, which this plan may just have taken away. One attached to another file by now
+/// is someone else's, and is left alone.
+fn detach_loop(device: &str, backing: &str) -> Result<Option<String>, String> {
+    const GONE: &str = "it had already gone by itself (an autoclear loop goes with its last mount)";
+    let name = device.strip_prefix("/dev/").unwrap_or(device);
+    match crate::sys::loopdev::backing_file(name) {
+        None => return Ok(Some(GONE.into())),
+        Some(now) if now != backing => {
+            return Err(format!(
+                "{device} is backed by {} now, not by what was planned: left alone",
+                crate::cli::term::escape(&now)
+            ));
+        }
+        Some(_) => {}
+    }
     let f = std::fs::File::open(device).map_err(|e| format!("cannot open {device}: {e}"))?;
-    crate::sys::loopdev::clear_fd(&f).map_err(|e| e.to_string())
+    match crate::sys::loopdev::clear_fd(&f) {
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(Some(GONE.into())),
+        r => r.map(|()| None).map_err(|e| e.to_string()),
+    }
 }
 
 /// A process that holds the mount namespace `id` now (read afresh: holders come and go while we act).
@@ -142,7 +161,10 @@ pub fn apply(actions: &[Action], namespace_pids: &dyn Fn(&str) -> Option<i32>) -
                         result
                     }
                 }
-                Action::DetachLoop { device, .. } => detach_loop(device),
+                Action::DetachLoop { device, backing, .. } => match detach_loop(device, backing) {
+                    Ok(note) => return Outcome { action: a.describe(), ok: true, error: None, note },
+                    Err(e) => Err(e),
+                },
                 Action::AbortFuse { connection, .. } => super::fuse::abort(*connection),
                 Action::Rmdir { path, after_unmount, .. } => match std::fs::remove_dir(path) {
                     Err(e) if *after_unmount && e.raw_os_error() == Some(libc::ENOTEMPTY) => {
