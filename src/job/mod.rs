@@ -13,7 +13,6 @@ pub mod survey;
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use nix::mount::MsFlags;
 
@@ -196,14 +195,9 @@ impl Job<'_> {
         self.link.send(&Up::Step(step))?;
         if let Some((name, ms)) = &self.req.pause_at
             && name == step.name()
+            && !crate::sys::stop::pause_unless_stopped(*ms)
         {
-            let until = Instant::now() + Duration::from_millis(*ms);
-            while Instant::now() < until {
-                if stop_requested() {
-                    return Err(WriteError::Stopped);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            return Err(WriteError::Stopped);
         }
         Ok(())
     }

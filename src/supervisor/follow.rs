@@ -15,9 +15,8 @@ use crate::protocol::{Down, Driver, Report, Step, TargetState, Up, WriteRequest}
 use crate::stick::choose::Fs;
 use crate::stick::disk::TargetFacts;
 use crate::stick::safety::{self, Inventory};
-use crate::sys::procfs;
 use crate::worker::spawn::{self as spawner, Worker};
-use crate::worker::watchdog;
+use crate::worker::watchdog::{self, Movement};
 
 /// How the worker's run ended, as far as its frames tell.
 enum Ending {
@@ -159,12 +158,11 @@ impl Follower<'_> {
         let mut ending = None;
         let mut stops_seen = 0;
         let mut torn_down: Option<Instant> = None;
-        let mut io_seen = None;
-        let mut last_move = Instant::now();
+        let mut movement = Movement::default();
         loop {
             match inbox.recv_timeout(Duration::from_millis(100)) {
                 Ok(spawner::Event::Frame(frame)) => {
-                    last_move = Instant::now();
+                    movement.moved();
                     match frame {
                         Up::Info(m) => self.info(m),
                         Up::Warning(message) => self.observer.event(&Event::Warning { message }),
@@ -174,7 +172,7 @@ impl Follower<'_> {
                             if let Some(e) = self.inventory(inv)? {
                                 ending = Some(e);
                             }
-                            last_move = Instant::now(); // the time spent at the prompt is no stall
+                            movement.moved(); // the time spent at the prompt is no stall
                         }
                         Up::Step(s) => self.step(s),
                         Up::Progress { done, total } => self.progress(done, total),
@@ -226,12 +224,7 @@ impl Follower<'_> {
             if torn_down.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
                 break;
             }
-            let io: u64 = self.devices.iter().filter_map(|d| procfs::block_io(d)).map(|(moved, _)| moved).sum();
-            if io_seen != Some(io) {
-                io_seen = Some(io);
-                last_move = Instant::now();
-            }
-            if last_move.elapsed() >= stall_after && ending.is_none() {
+            if movement.stalled(&self.devices, stall_after) && ending.is_none() {
                 // Said at once: closing our own handle on a hung target (the lock, or the image on a hung
                 // filesystem) may itself wait for the stuck I/O when the process exits.
                 let report = watchdog::stalled(

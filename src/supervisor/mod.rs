@@ -339,13 +339,13 @@ impl Write {
 /// Test builds only: hold the worker at the entry of a step (`WOESAFE_TEST_PAUSE_AT=step:ms`), so that a
 /// test can aim a signal or a stall at it. The binary users build with `--release` has no such hook.
 #[cfg(debug_assertions)]
-fn test_pause_at() -> Option<(String, u64)> {
+pub(crate) fn test_pause_at() -> Option<(String, u64)> {
     let v = std::env::var("WOESAFE_TEST_PAUSE_AT").ok()?;
     let (step, ms) = v.split_once(':')?;
     Some((step.to_string(), ms.parse().ok()?))
 }
 
 #[cfg(not(debug_assertions))]
-fn test_pause_at() -> Option<(String, u64)> {
+pub(crate) fn test_pause_at() -> Option<(String, u64)> {
     None
 }

@@ -31,7 +31,9 @@ pub fn in_worker(
         target: target.to_path_buf(),
         target_id,
         work_dir: work_dir.clone(),
-        pause_ms: test_pause_ms(),
+        // Test builds only: `WOESAFE_TEST_PAUSE_AT=verify:ms` holds the worker before it reads the stick, so that
+        // a test can hang the device under it.
+        pause_ms: super::test_pause_at().filter(|(step, _)| step == "verify").map(|(_, ms)| ms),
     };
     let (events, inbox) = mpsc::channel();
     let result = match spawner::spawn(events, None) {
@@ -41,19 +43,6 @@ pub fn in_worker(
     // The worker is gone, and with it its private mounts.
     let _ = std::fs::remove_dir(&work_dir);
     result
-}
-
-/// Test builds only: hold the worker before it reads the stick (`WOESAFE_TEST_PAUSE_AT=verify:ms`), so that a
-/// test can hang the device under it.
-#[cfg(debug_assertions)]
-fn test_pause_ms() -> Option<u64> {
-    let v = std::env::var("WOESAFE_TEST_PAUSE_AT").ok()?;
-    v.strip_prefix("verify:")?.parse().ok()
-}
-
-#[cfg(not(debug_assertions))]
-fn test_pause_ms() -> Option<u64> {
-    None
 }
 
 fn follow(
@@ -72,8 +61,7 @@ fn follow(
     let mut killed: Option<Instant> = None;
     let started = Instant::now();
     let mut devices: Vec<String> = Vec::new();
-    let mut io_seen = None;
-    let mut last_move = Instant::now();
+    let mut movement = crate::worker::watchdog::Movement::default();
     loop {
         // A worker stuck in the kernel keeps its pipe open even when killed: stop waiting for it.
         if killed.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -81,7 +69,7 @@ fn follow(
         }
         match inbox.recv_timeout(Duration::from_millis(100)) {
             Ok(spawner::Event::Frame(frame)) => {
-                last_move = Instant::now();
+                movement.moved();
                 match frame {
                     Up::Devices(d) => devices = d,
                     Up::Progress { done, total } => {
@@ -112,12 +100,7 @@ fn follow(
             Ok(spawner::Event::Closed) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        let io: u64 = devices.iter().filter_map(|d| crate::sys::procfs::block_io(d)).map(|(moved, _)| moved).sum();
-        if io_seen != Some(io) {
-            io_seen = Some(io);
-            last_move = Instant::now();
-        }
-        if last_move.elapsed() >= stall_after && ending.is_none() && killed.is_none() {
+        if movement.stalled(&devices, stall_after) && ending.is_none() && killed.is_none() {
             let report = crate::worker::watchdog::stalled(
                 worker,
                 Some(crate::protocol::Step::Verify),

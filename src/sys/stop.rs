@@ -10,6 +10,18 @@ pub fn stop_requested() -> bool {
     STOP.get().is_some_and(|f| f.load(Ordering::Relaxed))
 }
 
+/// Wait `ms` milliseconds (the test-only pauses), answering a stop within 10 ms. Returns false when a stop came.
+pub fn pause_unless_stopped(ms: u64) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    while std::time::Instant::now() < until {
+        if stop_requested() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 /// Install the handlers that set the flag. PID 1 of a namespace ignores signals left at their default action,
 /// so the worker needs its own. SIGPIPE stays ignored (Rust's default): a vanished supervisor shows as a write
 /// error on the frame pipe. The supervisor spawned the worker with these signals blocked (see

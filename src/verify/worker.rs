@@ -50,15 +50,11 @@ fn execute(req: &VerifyRequest, link: &mut dyn Channel) -> Result<VerifyReport, 
     let source = Source::open_userspace(&req.iso, &req.iso_id)?;
     let target = argfile::reopen(&req.target, Want::RegularOrBlock, false, 0, &req.target_id)
         .map_err(|e| setup("cannot open the target again")(e.to_string()))?;
-    if let Some(ms) = req.pause_ms {
-        // Test-only (see supervisor::verify): hold here, still answering a stop.
-        let until = Instant::now() + Duration::from_millis(ms);
-        while Instant::now() < until {
-            if crate::sys::stop::stop_requested() {
-                return Err(VerifyError::Stopped);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    // Test-only (see supervisor::verify): hold here, still answering a stop.
+    if let Some(ms) = req.pause_ms
+        && !crate::sys::stop::pause_unless_stopped(ms)
+    {
+        return Err(VerifyError::Stopped);
     }
     check_in_worker(&target, &req.target, &source, work.path(), link)
 }

@@ -1,12 +1,42 @@
-//! The stall watchdog's report and teardown: when no byte has moved for the stall timeout, name the step, every
-//! process of the worker's PID namespace with its state and wait channel, and the devices; then kill the
-//! namespace and say whether anything stayed in uninterruptible sleep.
+//! The stall watchdog: what counts as movement (`Movement`), and the report and teardown when no byte has moved
+//! for the stall timeout: name the step, every process of the worker's PID namespace with its state and wait
+//! channel, and the devices; then kill the namespace and say whether anything stayed in uninterruptible sleep.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::spawn::Worker;
 use crate::protocol::Step;
 use crate::sys::procfs::{self, ProcInfo};
+
+/// When the worker last moved: a frame from it, or the read/write counters of the block devices it uses.
+pub struct Movement {
+    io_seen: Option<u64>,
+    last: Instant,
+}
+
+impl Default for Movement {
+    /// Moved just now.
+    fn default() -> Movement {
+        Movement { io_seen: None, last: Instant::now() }
+    }
+}
+
+impl Movement {
+    /// A frame came (or time spent elsewhere, such as at a prompt, is no stall).
+    pub fn moved(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Look at the devices' counters; true when nothing has moved for `after`.
+    pub fn stalled(&mut self, devices: &[String], after: Duration) -> bool {
+        let io: u64 = devices.iter().filter_map(|d| procfs::block_io(d)).map(|(moved, _)| moved).sum();
+        if self.io_seen != Some(io) {
+            self.io_seen = Some(io);
+            self.moved();
+        }
+        self.last.elapsed() >= after
+    }
+}
 
 fn describe(p: &ProcInfo) -> String {
     let wchan = if p.wchan.is_empty() || p.wchan == "0" { String::new() } else { format!(", waiting in {}", p.wchan) };
