@@ -66,7 +66,7 @@ pub struct WriteArgs {
     /// Partition table: mbr (BIOS and UEFI) or gpt (UEFI only)
     #[arg(long, value_parser = choices::parser::<Table>(), default_value = "mbr", display_order = 12)]
     pub table: Table,
-    /// Allow a disk that is neither removable nor on USB; with --bypass, replace the ISO's own autounattend.xml
+    /// Allow a disk that is not removable (a fixed disk, on USB or not); with --bypass, replace the ISO's own autounattend.xml
     #[arg(long, display_order = 13)]
     pub force: bool,
     /// NTFS sticks: write this UEFI:NTFS image (a FAT image, e.g. Rufus's Secure Boot signed one) as the UEFI

@@ -469,7 +469,8 @@ mod tests {
         }
         let said = |n: &str| find(&disks, n).refusal.clone().unwrap_or_default();
         assert!(said("sdb").starts_with("/dev/sdb has mounted filesystems: /media/user/STICK ONE"), "{}", said("sdb"));
-        assert_eq!(find(&disks, "sdc").refusal, None, "a USB SSD saying removable=0 is fine");
+        assert!(said("sdc").starts_with("/dev/sdc (Portable SSD"), "{}", said("sdc"));
+        assert!(said("sdc").contains("is not removable: a fixed disk"), "a USB SSD saying removable=0 needs --force");
         assert_eq!(
             said("nvme0n1"),
             "/dev/nvme0n1 holds the running system's root filesystem (/); refusing to overwrite it"
@@ -478,7 +479,8 @@ mod tests {
             said("sdd"),
             "/dev/sdd is read-only (write-protect switch, or `blockdev --setro`); make it writable first"
         );
-        assert!(said("vda").contains("neither removable nor on USB; if you really mean this disk, add --force"));
+        assert!(said("vda").contains("is not removable: a fixed disk"), "{}", said("vda"));
+        assert!(said("vda").ends_with("if you really mean this disk, add --force"), "{}", said("vda"));
         assert!(said("vda").starts_with("/dev/vda (unknown, virtio)"), "{}", said("vda"));
         assert_eq!(said("sda"), "/dev/sda is in use by dm-0; stop using it (e.g. `dmsetup remove`) first");
         assert_eq!(find(&disks, "loop3").refusal, None);

@@ -23,7 +23,10 @@ pub enum Refusal {
     IsoIsTarget { path: PathBuf },
     #[error("{path} is read-only (write-protect switch, or `blockdev --setro`); make it writable first")]
     ReadOnly { path: PathBuf },
-    #[error("{path} ({model}, {transport}) is neither removable nor on USB; if you really mean this disk, add --force")]
+    #[error(
+        "{path} ({model}, {transport}) is not removable: a fixed disk (an external hard disk or SSD keeps backups; \
+         an internal disk keeps a system); if you really mean this disk, add --force"
+    )]
     NotRemovable { path: PathBuf, model: String, transport: String },
     #[error("{path} is in use by {}; stop using it (e.g. `dmsetup remove`) first", .holders.join(", "))]
     Held { path: PathBuf, holders: Vec<String> },
@@ -134,10 +137,11 @@ pub fn check_disk(b: &BlockFacts, host: &HostFacts, iso: Option<&Path>, force: b
     Ok(())
 }
 
-/// Disks woesafe writes without --force: removable ones, USB disks (most USB SSDs say removable=0) and loop
-/// devices.
+/// Disks woesafe writes without --force: removable ones and loop devices. A USB disk that says removable=0 is
+/// an external hard disk or SSD, where people keep their backups: it needs --force, as Rufus hides such disks
+/// unless asked.
 pub fn removable_like(b: &BlockFacts) -> bool {
-    b.removable || b.transport == "usb" || b.transport == "loop"
+    b.removable || b.transport == "loop"
 }
 
 /// What the worker learned about the ISO, sent up before anything is written.
@@ -395,10 +399,11 @@ mod tests {
         b.transport = "ata/scsi".into();
         assert!(matches!(check(b.clone(), &host(), false), Err(Refusal::NotRemovable { .. })));
         assert_eq!(check(b, &host(), true), Ok(()));
-        // A USB disk that reports removable=0 (most USB SSDs) is still fine.
+        // A USB disk that reports removable=0 (an external hard disk or SSD) needs --force too.
         let mut u = stick();
         u.removable = false;
-        assert_eq!(check(u, &host(), false), Ok(()));
+        assert!(matches!(check(u.clone(), &host(), false), Err(Refusal::NotRemovable { .. })));
+        assert_eq!(check(u, &host(), true), Ok(()));
     }
 
     #[test]

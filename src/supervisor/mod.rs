@@ -40,7 +40,7 @@ pub struct WriteOptions {
     pub table: Table,
     pub source_driver: Driver,
     pub target_driver: Driver,
-    /// Allow a disk that is neither removable nor on USB; with `bypass`, replace the ISO's own answer file.
+    /// Allow a disk that is not removable (a fixed disk, on USB or not); with `bypass`, replace the ISO's own answer file.
     pub force: bool,
     pub bypass: Vec<Bypass>,
     /// No byte moving for this long is a stall.
