@@ -100,6 +100,9 @@ pub struct WriteRequest {
     pub target_is_image: bool,
     /// Size of the target disk in bytes (for a new image: the --size).
     pub target_size: u64,
+    /// The target's logical sector size, which the partition table and filesystem count in: the disk's (512 or
+    /// 4096), 512 for an image file.
+    pub sector_size: u64,
     /// Label given with --label (already validated), or None to derive it from the ISO.
     pub label: Option<String>,
     pub boot: BootMode,
@@ -426,6 +429,7 @@ mod tests {
             target: "/var/tmp/out.img".into(),
             target_is_image: true,
             target_size: 1 << 30,
+            sector_size: 512,
             label: None,
             boot: BootMode::Both,
             table: Table::Mbr,

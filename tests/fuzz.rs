@@ -776,6 +776,7 @@ fn frame_seeds() -> Vec<Seed> {
         target: "/dev/sdb".into(),
         target_is_image: false,
         target_size: 32_017_047_552,
+        sector_size: 512,
         label: Some("WIN11".into()),
         boot: woesafe::boot::BootMode::Both,
         table: Table::Mbr,

@@ -226,7 +226,7 @@ fn the_survey_runs_in_process_with_the_same_partitions_as_the_partition_step() {
         opts.label = Some("MYSTICK".into());
         let (s, _notes) = survey(&source, &opts).unwrap();
         let inv = &s.inventory;
-        let plan = plan_partitions(table, size, 0).unwrap();
+        let plan = plan_partitions(table, size, 0, 512).unwrap();
         assert_eq!(s.partitions, plan);
         assert_eq!(inv.layout.partitions.len(), 1);
         assert_eq!(

@@ -102,13 +102,18 @@ impl Job<'_> {
         std::fs::write(&cfg, uefi::bridge_cfg(&uuid))
             .map_err(|source| WriteError::Scratch { what: "writing the bridge configuration".into(), source })?;
         helper::run("grub-mkstandalone", &uefi::bridge_mkstandalone_args(&efi, &cfg), "grub-efi-amd64-bin")?;
-        let lo = LoopDevice::attach(
+        // In the disk's sectors: firmware reads a FAT whose sectors are at least the disk's.
+        let sector = self.sector();
+        let lo = LoopDevice::attach_with_block_size(
             disk,
             disk_path,
             LoopWindow { offset: bridge.offset, size: bridge.size, read_only: false, direct_io: false },
+            sector as u32,
         )?;
         let dev = lo.path().as_os_str();
-        helper::run("mkfs.fat", &["-n".as_ref(), "UEFI_NTFS".as_ref(), dev], "dosfstools")?;
+        let sector = sector.to_string();
+        let args = ["-S".as_ref(), sector.as_ref(), "-n".as_ref(), "UEFI_NTFS".as_ref(), dev];
+        helper::run("mkfs.fat", &args, "dosfstools")?;
         helper::run("mmd", &["-i".as_ref(), dev, "::/EFI".as_ref(), "::/EFI/BOOT".as_ref()], "mtools")?;
         let to = OsStr::new("::/EFI/BOOT/BOOTX64.EFI");
         helper::run("mcopy", &[OsStr::new("-i"), dev, efi.as_os_str(), to], "mtools")?;

@@ -27,12 +27,12 @@ pub struct Partitions {
     pub bridge: Option<PartitionSpan>,
 }
 
-/// The partitions for a disk of `disk_bytes` under `table`, with a bridge of `bridge_bytes` (0: none) cut off
-/// the end. None when the disk has no room for them.
-pub fn plan_partitions(table: Table, disk_bytes: u64, bridge_bytes: u64) -> Option<Partitions> {
+/// The partitions for a disk of `disk_bytes` with `sector`-byte logical sectors under `table`, with a bridge of
+/// `bridge_bytes` (0: none) cut off the end. None when the disk has no room for them.
+pub fn plan_partitions(table: Table, disk_bytes: u64, bridge_bytes: u64, sector: u64) -> Option<Partitions> {
     let span = match table {
-        Table::Mbr => mbr::partition_span(disk_bytes),
-        Table::Gpt => gpt::partition_span(disk_bytes),
+        Table::Mbr => mbr::partition_span(disk_bytes, sector),
+        Table::Gpt => gpt::partition_span(disk_bytes, sector),
     }?;
     if bridge_bytes == 0 {
         return Some(Partitions { span, main: span, bridge: None });
@@ -135,7 +135,8 @@ impl Job<'_> {
                 };
                 let mut list = vec![(parts.main, main_type)];
                 list.extend(parts.bridge.map(|b| (b, mbr::PART_TYPE_EFI)));
-                disk.file.write_all_at(&mbr::build(&list, random_u32()), 0).map_err(&dev_err)?;
+                let table = mbr::build(&list, random_u32(), self.sector());
+                disk.file.write_all_at(&table, 0).map_err(&dev_err)?;
             }
             Table::Gpt => {
                 let guid = || {
@@ -150,7 +151,7 @@ impl Job<'_> {
                 if let Some(b) = parts.bridge {
                     list.push(gpt::GptPart { span: b, type_guid: gpt::EFI_SYSTEM, guid: guid(), name: "UEFI:NTFS" });
                 }
-                for (offset, bytes) in gpt::build(disk.size, &list, guid()) {
+                for (offset, bytes) in gpt::build(disk.size, &list, guid(), self.sector()) {
                     disk.file.write_all_at(&bytes, offset).map_err(&dev_err)?;
                 }
             }
@@ -171,25 +172,30 @@ impl Job<'_> {
         scratch_dev: &[String],
     ) -> Result<(LoopDevice, String), WriteError> {
         self.enter(Step::Format)?;
-        let part = LoopDevice::attach(
+        let part = LoopDevice::attach_with_block_size(
             &disk.file,
             &disk.path,
             // Buffered: with direct I/O onto a hung stick, its pages would stay under writeback, and whoever
             // drops the last reference (the supervisor releasing the worker's mount namespace after a stall)
             // would hang in the kernel with them. Buffered, they land in the disk's page cache at once.
             LoopWindow { offset: main.offset, size: main.size, read_only: false, direct_io: false },
+            // In the disk's sectors, as the filesystem on it counts.
+            self.sector() as u32,
         )?;
         self.link.send(&Up::Devices([vec![disk.name(), part.name()], scratch_dev.to_vec()].concat()))?;
-        let hidden = main.offset / mbr::SECTOR;
+        // The filesystem counts in the disk's sectors: its sector size, and the partition's start (hidden
+        // sectors) in them.
+        let sector = self.sector();
+        let hidden = main.offset / sector;
         let serial = match fs {
             Fs::Fat32 => {
                 let serial = random_u32();
-                let args = fat::mkfs_args(part.path(), main.size, label, serial, hidden);
+                let args = fat::mkfs_args(part.path(), main.size, label, serial, hidden, sector);
                 helper::run("mkfs.fat", &args, "dosfstools")?;
                 format!("{:04X}-{:04X}", serial >> 16, serial & 0xFFFF)
             }
             Fs::Ntfs => {
-                helper::run("mkntfs", &ntfs::mkntfs_args(part.path(), label, hidden), "ntfs-3g")?;
+                helper::run("mkntfs", &ntfs::mkntfs_args(part.path(), label, hidden, sector), "ntfs-3g")?;
                 ntfs::volume_uuid(part.file(), part.path())?.to_uppercase()
             }
         };
@@ -206,11 +212,11 @@ mod tests {
 
     #[test]
     fn mbr_without_bridge_fills_the_disk_from_1_mib_to_the_last_whole_mib() {
-        let p = plan_partitions(Table::Mbr, 8 << 30, 0).unwrap();
+        let p = plan_partitions(Table::Mbr, 8 << 30, 0, 512).unwrap();
         assert_eq!(p.main, PartitionSpan { offset: MIB, size: (8 << 30) - MIB });
         assert_eq!((p.span, p.bridge), (p.main, None));
         // A disk that is not a whole number of MiB: the partition ends at the last whole MiB.
-        let odd = plan_partitions(Table::Mbr, (8 << 30) + 12345, 0).unwrap();
+        let odd = plan_partitions(Table::Mbr, (8 << 30) + 12345, 0, 512).unwrap();
         assert_eq!(odd.main, p.main);
         let planned = p.planned(Table::Mbr, Fs::Fat32);
         assert_eq!(planned.len(), 1);
@@ -228,7 +234,7 @@ mod tests {
 
     #[test]
     fn a_bridge_is_cut_off_the_end() {
-        let p = plan_partitions(Table::Mbr, 16 << 30, 2 * MIB).unwrap();
+        let p = plan_partitions(Table::Mbr, 16 << 30, 2 * MIB, 512).unwrap();
         assert_eq!(p.main, PartitionSpan { offset: MIB, size: (16 << 30) - 3 * MIB });
         assert_eq!(p.bridge, Some(PartitionSpan { offset: (16 << 30) - 2 * MIB, size: 2 * MIB }));
         let planned = p.planned(Table::Mbr, Fs::Ntfs);
@@ -238,16 +244,16 @@ mod tests {
             (2, PartitionRole::UefiBridge, "0xEF")
         );
         // A bridge that is not whole MiB, or leaves no main partition: no plan.
-        assert_eq!(plan_partitions(Table::Mbr, 16 << 30, MIB + 1), None);
-        assert_eq!(plan_partitions(Table::Mbr, 3 * MIB, 2 * MIB), None);
+        assert_eq!(plan_partitions(Table::Mbr, 16 << 30, MIB + 1, 512), None);
+        assert_eq!(plan_partitions(Table::Mbr, 3 * MIB, 2 * MIB, 512), None);
     }
 
     #[test]
     fn gpt_leaves_room_for_the_backup_table() {
-        let p = plan_partitions(Table::Gpt, 8 << 30, 0).unwrap();
+        let p = plan_partitions(Table::Gpt, 8 << 30, 0, 512).unwrap();
         // The backup GPT takes the last 33 sectors: the partition ends one MiB earlier than under MBR.
         assert_eq!(p.main, PartitionSpan { offset: MIB, size: (8 << 30) - 2 * MIB });
-        let with_bridge = plan_partitions(Table::Gpt, 8 << 30, 2 * MIB).unwrap();
+        let with_bridge = plan_partitions(Table::Gpt, 8 << 30, 2 * MIB, 512).unwrap();
         assert_eq!(with_bridge.bridge, Some(PartitionSpan { offset: (8 << 30) - 3 * MIB, size: 2 * MIB }));
         let planned = with_bridge.planned(Table::Gpt, Fs::Ntfs);
         assert_eq!(planned[0].type_name, "Microsoft basic data");
@@ -255,10 +261,17 @@ mod tests {
     }
 
     #[test]
+    fn four_k_sectors_give_the_same_bytes() {
+        for table in [Table::Mbr, Table::Gpt] {
+            assert_eq!(plan_partitions(table, 8 << 30, 2 * MIB, 4096), plan_partitions(table, 8 << 30, 2 * MIB, 512));
+        }
+    }
+
+    #[test]
     fn tiny_disks_have_no_room() {
-        assert_eq!(plan_partitions(Table::Mbr, 2 * MIB - 1, 0), None);
-        assert!(plan_partitions(Table::Mbr, 2 * MIB, 0).is_some());
-        assert_eq!(plan_partitions(Table::Gpt, 2 * MIB, 0), None);
-        assert_eq!(plan_partitions(Table::Mbr, 0, 0), None);
+        assert_eq!(plan_partitions(Table::Mbr, 2 * MIB - 1, 0, 512), None);
+        assert!(plan_partitions(Table::Mbr, 2 * MIB, 0, 512).is_some());
+        assert_eq!(plan_partitions(Table::Gpt, 2 * MIB, 0, 512), None);
+        assert_eq!(plan_partitions(Table::Mbr, 0, 0, 512), None);
     }
 }

@@ -48,6 +48,8 @@ pub enum WriteError {
     TargetReplaced { path: PathBuf },
     #[error("the target {path} changed size while we were preparing ({expected} → {found} bytes)")]
     SizeChanged { path: std::path::PathBuf, expected: u64, found: u64 },
+    #[error("the target {path} changed its sector size while we were preparing ({expected} → {found} bytes)")]
+    SectorSizeChanged { path: std::path::PathBuf, expected: u64, found: u64 },
     #[error(transparent)]
     Loop(#[from] crate::sys::loopdev::LoopError),
     #[error("cannot write to {path}: {source}")]
@@ -186,6 +188,11 @@ impl From<SurveyError> for WriteError {
 }
 
 impl Job<'_> {
+    /// The logical sector size the stick is laid out in.
+    fn sector(&self) -> u64 {
+        self.req.sector_size
+    }
+
     /// Start a step: stop here if a stop was asked for; announce it; hold it for the test-only pause.
     fn enter(&mut self, step: Step) -> Result<(), WriteError> {
         if stop_requested() {
@@ -311,6 +318,7 @@ impl Job<'_> {
         let opts = SurveyOptions {
             target: req.target.clone(),
             target_size: req.target_size,
+            sector_size: req.sector_size,
             fs: req.fs,
             boot: req.boot,
             table: req.table,
@@ -355,6 +363,17 @@ impl Job<'_> {
         let found = device_size(&disk.file).map_err(disk.err())?;
         if found != req.target_size {
             return Err(WriteError::SizeChanged { path: req.target.clone(), expected: req.target_size, found });
+        }
+        // An image is laid out in 512-byte sectors whatever its loop device says; a disk in its own.
+        if !req.target_is_image {
+            let sector = crate::sys::loopdev::logical_sector_size(&disk.file).map_err(disk.err())?;
+            if sector != req.sector_size {
+                return Err(WriteError::SectorSizeChanged {
+                    path: req.target.clone(),
+                    expected: req.sector_size,
+                    found: sector,
+                });
+            }
         }
         Ok(Disk { size: found, ..disk })
     }

@@ -98,7 +98,8 @@ impl Job<'_> {
     pub(super) fn check_prepared(&self, s: &Survey, plan: &StickTree) -> Result<(), WriteError> {
         names::check_names(s.names_target, plan)?;
         if !s.repack.is_empty() {
-            let needed = needed_bytes(s.fs, &plan.entries, s.partitions.main.size) + s.bridge_bytes;
+            let needed =
+                needed_bytes(s.fs, &plan.entries, s.partitions.main.size, self.req.sector_size) + s.bridge_bytes;
             if needed > self.req.target_size {
                 return Err(WriteError::TooSmallAfterRepack {
                     path: self.req.target.clone(),

@@ -34,6 +34,8 @@ pub struct SurveyOptions {
     pub target: PathBuf,
     /// The target's size in bytes (the partitions and FAT32's cluster size depend on it).
     pub target_size: u64,
+    /// The target's logical sector size (512 or 4096): what the tables and filesystems count in.
+    pub sector_size: u64,
     pub fs: FsRequest,
     pub boot: BootMode,
     pub table: Table,
@@ -56,6 +58,7 @@ impl SurveyOptions {
         SurveyOptions {
             target,
             target_size,
+            sector_size: 512,
             fs: FsRequest::Auto,
             boot: BootMode::Both,
             table: Table::Mbr,
@@ -310,7 +313,7 @@ pub fn survey_with<E: From<SurveyError>>(
     let bridge_wanted = fs == Fs::Ntfs && opts.boot.uefi() && (layout.has_uefi_loader || win7.is_some());
     let no_room = || SurveyError::NoRoom { path: opts.target.clone(), size: opts.target_size };
     // Without room even for the main partition, the write cannot start (checked before the bridge image).
-    if plan_partitions(opts.table, opts.target_size, 0).is_none() {
+    if plan_partitions(opts.table, opts.target_size, 0, opts.sector_size).is_none() {
         return Err(no_room().into());
     }
     let bridge_bytes = match (&opts.uefi_ntfs_image, bridge_wanted) {
@@ -318,7 +321,8 @@ pub fn survey_with<E: From<SurveyError>>(
         (Some(img), true) => uefi::check_uefi_ntfs_image(img).map_err(SurveyError::from)?,
         (None, true) => uefi::BRIDGE_BYTES,
     };
-    let partitions = plan_partitions(opts.table, opts.target_size, bridge_bytes).ok_or_else(no_room)?;
+    let partitions =
+        plan_partitions(opts.table, opts.target_size, bridge_bytes, opts.sector_size).ok_or_else(no_room)?;
 
     let answer_file = unattend::answer_file(&opts.bypass, unattend::architecture(entries));
     if answer_file.is_some() {
@@ -390,7 +394,7 @@ pub fn survey_with<E: From<SurveyError>>(
         is_windows: layout.is_windows,
         has_bootmgr: layout.has_bootmgr,
         has_uefi_loader: layout.has_uefi_loader,
-        needed_bytes: needed_bytes(fs, &planned.entries, main.size) + bridge_bytes,
+        needed_bytes: needed_bytes(fs, &planned.entries, main.size, opts.sector_size) + bridge_bytes,
         fat_problem: crate::stick::fatwrite::check_tree(&planned.entries).err().map(|e| e.to_string()),
         name_problem: names::check_names(names_target, &planned).err().map(|e| e.to_string()),
         loader_problem,
@@ -638,10 +642,11 @@ pub(crate) fn split_summary(plan: &wimsplit::SplitPlan) -> String {
     format!("is split into {} parts while it is copied ({})", plan.parts.len(), sizes.join(", "))
 }
 
-/// The disk bytes a tree takes on the stick's main partition (`partition` bytes) with this filesystem.
-pub(crate) fn needed_bytes(fs: Fs, entries: &[SourceEntry], partition: u64) -> u64 {
+/// The disk bytes a tree takes on the stick's main partition (`partition` bytes, `sector`-byte sectors) with
+/// this filesystem.
+pub(crate) fn needed_bytes(fs: Fs, entries: &[SourceEntry], partition: u64, sector: u64) -> u64 {
     match fs {
-        Fs::Fat32 => fat::estimate_disk_bytes(entries, partition),
+        Fs::Fat32 => fat::estimate_disk_bytes(entries, partition, sector),
         Fs::Ntfs => ntfs::estimate_disk_bytes(entries),
     }
 }
@@ -698,7 +703,7 @@ mod tests {
         let entries = [entry("bootmgr", 10), entry(uefi::UEFI_LOADER, 20)];
         let added = [bytes_file(bios::GRUB_CFG_PATH, b"cfg", 0)];
         let tree = StickTree::build(&entries, &[], &added);
-        let parts = plan_partitions(Table::Mbr, 8 << 30, 0).unwrap();
+        let parts = plan_partitions(Table::Mbr, 8 << 30, 0, 512).unwrap();
         let l = planned_layout(facts(&opts, &parts, &tree, &entries, &added));
         assert_eq!(l.table, PlannedTable::Mbr);
         assert_eq!(l.partitions, parts.planned(Table::Mbr, Fs::Fat32));
@@ -717,7 +722,7 @@ mod tests {
         opts.uefi_ntfs_image = Some("/srv/uefi-ntfs.img".into());
         let entries = [entry("bootmgr", 10), entry(uefi::UEFI_LOADER, 20), entry("extra/disk.vhd", 5 << 30)];
         let tree = StickTree::build(&entries, &[], &[]);
-        let parts = plan_partitions(Table::Gpt, 16 << 30, uefi::BRIDGE_BYTES).unwrap();
+        let parts = plan_partitions(Table::Gpt, 16 << 30, uefi::BRIDGE_BYTES, 512).unwrap();
         let mut f = facts(&opts, &parts, &tree, &entries, &[]);
         f.fs = Some(Fs::Ntfs);
         let l = planned_layout(f);
@@ -744,7 +749,7 @@ mod tests {
         let estimates = vec![estimated_parts(&esd, esd.size)];
         let paths = vec![esd.path.clone()];
         let tree = StickTree::build(&entries, std::slice::from_ref(&esd.path), &estimates[0]);
-        let parts = plan_partitions(Table::Mbr, 16 << 30, 0).unwrap();
+        let parts = plan_partitions(Table::Mbr, 16 << 30, 0, 512).unwrap();
         let mut f = facts(&opts, &parts, &tree, &entries, &[]);
         f.repack_estimates = &estimates;
         f.repack_paths = &paths;

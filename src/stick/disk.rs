@@ -46,6 +46,17 @@ pub enum TargetFacts {
     Image { path: PathBuf, exists: bool, size: u64, dev: u64, ino: u64 },
 }
 
+impl TargetFacts {
+    /// The logical sector size the stick is laid out in: the disk's (512 when sysfs does not say), 512 for an
+    /// image file.
+    pub fn sector_size(&self) -> u64 {
+        match self {
+            TargetFacts::Block(b) if b.logical_block_size != 0 => u64::from(b.logical_block_size),
+            _ => 512,
+        }
+    }
+}
+
 /// Host state relevant to the checks.
 #[derive(Debug, Clone, Default)]
 pub struct HostFacts {

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use crate::copy::TargetTree;
 use crate::media::SourceEntry;
 
-/// Cluster size for a FAT32 volume of `bytes`, as Windows' format chooses it.
-pub fn cluster_size(bytes: u64) -> u64 {
+/// Cluster size for a FAT32 volume of `bytes` on a disk of `sector`-byte sectors, as Windows' format chooses it
+/// (never smaller than a sector).
+pub fn cluster_size(bytes: u64, sector: u64) -> u64 {
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
-    match bytes {
+    let windows = match bytes {
         b if b <= 64 * MIB => 512,
         b if b <= 128 * MIB => 1024,
         b if b <= 256 * MIB => 2048,
@@ -20,13 +21,15 @@ pub fn cluster_size(bytes: u64) -> u64 {
         b if b <= 16 * GIB => 8192,
         b if b <= 32 * GIB => 16384,
         _ => 32768,
-    }
+    };
+    windows.max(sector)
 }
 
-/// Bytes the whole disk needs to hold `entries` in FAT32 on a partition of `partition_bytes`: the MBR gap,
-/// reserved sectors, both FATs, every file and directory rounded up to whole clusters, and a margin.
-pub fn estimate_disk_bytes(entries: &[SourceEntry], partition_bytes: u64) -> u64 {
-    let cs = cluster_size(partition_bytes);
+/// Bytes the whole disk needs to hold `entries` in FAT32 on a partition of `partition_bytes` (`sector`-byte
+/// sectors): the MBR gap, reserved sectors, both FATs, every file and directory rounded up to whole clusters,
+/// and a margin.
+pub fn estimate_disk_bytes(entries: &[SourceEntry], partition_bytes: u64, sector: u64) -> u64 {
+    let cs = cluster_size(partition_bytes, sector);
     let round = |n: u64| n.div_ceil(cs).max(1) * cs;
     let mut data = round(0); // root directory
     let mut children: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
@@ -46,12 +49,18 @@ pub fn estimate_disk_bytes(entries: &[SourceEntry], partition_bytes: u64) -> u64
     let clusters = data / cs;
     let fats = 2 * (clusters + 2) * 4;
     let margin = 4 << 20;
-    ((1 << 20) + 32 * 512 + fats + data + margin).max(MIN_FAT32_DISK)
+    ((1 << 20) + 32 * sector + fats + data + margin).max(min_fat32_disk(sector))
 }
 
 /// The smallest disk that holds a FAT32 filesystem: FAT32 needs at least 65525 clusters (of 512 bytes here),
 /// plus the MBR gap, reserved sectors and two FATs.
 pub const MIN_FAT32_DISK: u64 = 36 << 20;
+
+/// The smallest disk of `sector`-byte sectors that holds FAT32: with 4096-byte sectors a cluster is at least
+/// 4 KiB, and 65525 of them take 256 MiB.
+pub fn min_fat32_disk(sector: u64) -> u64 {
+    if sector > 512 { 260 << 20 } else { MIN_FAT32_DISK }
+}
 
 /// A calendar date and time (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,15 +98,23 @@ pub fn fat_datetime(unix: i64) -> CivilTime {
     }
 }
 
-/// Arguments for mkfs.fat on the partition device.
-pub fn mkfs_args(device: &Path, partition_bytes: u64, label: &str, serial: u32, hidden_sectors: u64) -> Vec<String> {
+/// Arguments for mkfs.fat on the partition device, for a disk of `sector`-byte sectors (the filesystem's
+/// sectors are the disk's: Windows and Linux mount FAT only in sectors at least as large as the disk's).
+pub fn mkfs_args(
+    device: &Path,
+    partition_bytes: u64,
+    label: &str,
+    serial: u32,
+    hidden_sectors: u64,
+    sector: u64,
+) -> Vec<String> {
     vec![
         "-F".into(),
         "32".into(),
         "-S".into(),
-        "512".into(),
+        sector.to_string(),
         "-s".into(),
-        (cluster_size(partition_bytes) / 512).to_string(),
+        (cluster_size(partition_bytes, sector) / sector).to_string(),
         "-h".into(),
         hidden_sectors.to_string(),
         "-n".into(),
@@ -171,10 +188,13 @@ mod tests {
 
     #[test]
     fn cluster_sizes_follow_windows() {
-        assert_eq!(cluster_size(200 << 20), 2048);
-        assert_eq!(cluster_size(2 << 30), 4096);
-        assert_eq!(cluster_size(15 << 30), 8192);
-        assert_eq!(cluster_size(64 << 30), 32768);
+        assert_eq!(cluster_size(200 << 20, 512), 2048);
+        assert_eq!(cluster_size(2 << 30, 512), 4096);
+        assert_eq!(cluster_size(15 << 30, 512), 8192);
+        assert_eq!(cluster_size(64 << 30, 512), 32768);
+        // Never below the disk's sector.
+        assert_eq!(cluster_size(200 << 20, 4096), 4096);
+        assert_eq!(cluster_size(15 << 30, 4096), 8192);
     }
 
     #[test]
@@ -194,21 +214,24 @@ mod tests {
     fn estimate_rounds_to_clusters() {
         let e = |p: &str, d: bool, s: u64| SourceEntry { path: p.into(), is_dir: d, size: s, mtime: 0 };
         let entries = vec![e("a", true, 0), e("a/x", false, 1), e("a/y", false, 4097), e("z", false, 0)];
-        let est = estimate_disk_bytes(&entries, 2 << 30);
+        let est = estimate_disk_bytes(&entries, 2 << 30, 512);
         // 1 + 2 clusters of data for files, one for dir a, root: at least 4 clusters of 4 KiB beyond overhead
         assert!(est >= (1 << 20) + 4 * 4096 + (4 << 20));
         assert_eq!(est, MIN_FAT32_DISK, "tiny content still needs FAT32's minimum");
         let big = vec![e("big", false, 100 << 20)];
-        let est = estimate_disk_bytes(&big, 2 << 30);
+        let est = estimate_disk_bytes(&big, 2 << 30, 512);
         assert!(((105 << 20)..(106 << 20)).contains(&est), "{est}");
         let many: Vec<SourceEntry> = (0..1000).map(|i| e(&format!("f{i}"), false, 10)).collect();
-        assert!(estimate_disk_bytes(&many, 2 << 30) >= 1000 * 4096);
+        assert!(estimate_disk_bytes(&many, 2 << 30, 512) >= 1000 * 4096);
+        assert_eq!(estimate_disk_bytes(&[], 2 << 30, 4096), 260 << 20, "4K sectors: FAT32 needs 256 MiB of clusters");
     }
 
     #[test]
     fn mkfs_arguments() {
-        let a = mkfs_args(Path::new("/dev/loop9"), 2 << 30, "CCCOMA_X64F", 0x1234ABCD, 2048);
+        let a = mkfs_args(Path::new("/dev/loop9"), 2 << 30, "CCCOMA_X64F", 0x1234ABCD, 2048, 512);
         let s = a.join(" ");
         assert_eq!(s, "-F 32 -S 512 -s 8 -h 2048 -n CCCOMA_X64F -i 1234ABCD --mbr=n /dev/loop9");
+        let a = mkfs_args(Path::new("/dev/loop9"), 16 << 30, "W", 1, 256, 4096);
+        assert_eq!(a.join(" "), "-F 32 -S 4096 -s 2 -h 256 -n W -i 00000001 --mbr=n /dev/loop9");
     }
 }

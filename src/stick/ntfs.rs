@@ -40,11 +40,14 @@ pub enum NtfsError {
     },
 }
 
-/// `mkntfs` arguments: quick format, the label, and the partition's place on the disk (hidden sectors and a
-/// 255/63 geometry, as Windows writes them, so boot code that reads the boot sector finds its partition).
-pub fn mkntfs_args(device: &Path, label: &str, hidden_sectors: u64) -> Vec<String> {
+/// `mkntfs` arguments: quick format, the disk's sector size, the label, and the partition's place on the disk
+/// (hidden sectors, in the disk's sectors, and a 255/63 geometry, as Windows writes them, so boot code that
+/// reads the boot sector finds its partition).
+pub fn mkntfs_args(device: &Path, label: &str, hidden_sectors: u64, sector: u64) -> Vec<String> {
     vec![
         "-Q".into(),
+        "-s".into(),
+        sector.to_string(),
         "-F".into(),
         "-q".into(),
         "-L".into(),
@@ -209,8 +212,10 @@ mod tests {
 
     #[test]
     fn mkntfs_arguments() {
-        let a = mkntfs_args(Path::new("/dev/loop9"), "CCCOMA_X64", 2048);
-        assert_eq!(a.join(" "), "-Q -F -q -L CCCOMA_X64 -p 2048 -H 255 -S 63 /dev/loop9");
+        let a = mkntfs_args(Path::new("/dev/loop9"), "CCCOMA_X64", 2048, 512);
+        assert_eq!(a.join(" "), "-Q -s 512 -F -q -L CCCOMA_X64 -p 2048 -H 255 -S 63 /dev/loop9");
+        let a = mkntfs_args(Path::new("/dev/loop9"), "CCCOMA_X64", 256, 4096);
+        assert_eq!(a.join(" "), "-Q -s 4096 -F -q -L CCCOMA_X64 -p 256 -H 255 -S 63 /dev/loop9");
     }
 
     #[test]

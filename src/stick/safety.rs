@@ -28,6 +28,11 @@ pub enum Refusal {
          an internal disk keeps a system); if you really mean this disk, add --force"
     )]
     NotRemovable { path: PathBuf, model: String, transport: String },
+    #[error(
+        "{path} has {size}-byte logical sectors; woesafe lays sticks out in 512- or 4096-byte sectors only (neither \
+         FAT32 nor Windows Setup is known to work on others)"
+    )]
+    SectorSize { path: PathBuf, size: u32 },
     #[error("{path} is in use by {}; stop using it (e.g. `dmsetup remove`) first", .holders.join(", "))]
     Held { path: PathBuf, holders: Vec<String> },
     #[error("{path} is a loop device with nothing attached; attach an image (`losetup`) or give the image file")]
@@ -130,6 +135,9 @@ pub fn check_disk(b: &BlockFacts, host: &HostFacts, iso: Option<&Path>, force: b
     }
     if b.read_only {
         return Err(Refusal::ReadOnly { path });
+    }
+    if b.logical_block_size != 0 && !super::mbr::sector_size_supported(u64::from(b.logical_block_size)) {
+        return Err(Refusal::SectorSize { path, size: b.logical_block_size });
     }
     if !removable_like(b) && !force {
         return Err(Refusal::NotRemovable { path, model: b.model.clone(), transport: b.transport.clone() });
@@ -404,6 +412,20 @@ mod tests {
         u.removable = false;
         assert!(matches!(check(u.clone(), &host(), false), Err(Refusal::NotRemovable { .. })));
         assert_eq!(check(u, &host(), true), Ok(()));
+    }
+
+    #[test]
+    fn odd_sector_sizes_are_refused() {
+        for (size, ok) in [(0, true), (512, true), (4096, true), (2048, false), (1024, false), (8192, false)] {
+            let mut b = stick();
+            b.logical_block_size = size;
+            let got = check(b, &host(), false);
+            if ok {
+                assert_eq!(got, Ok(()), "{size}");
+            } else {
+                assert_eq!(got, Err(Refusal::SectorSize { path: "/dev/sdb".into(), size }), "{size}");
+            }
+        }
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl Follower<'_> {
                     crate::protocol::Table::Mbr => "mbr",
                     crate::protocol::Table::Gpt => "gpt",
                 },
-                boot: match opts.boot_mode() {
+                boot: match opts.boot_mode_for(self.facts) {
                     BootMode::Bios => "bios",
                     BootMode::Uefi => "uefi",
                     BootMode::Both => "both",
@@ -358,7 +358,7 @@ impl Follower<'_> {
                  or leave out --bypass to keep it",
             ));
         }
-        if opts.boot_mode() == BootMode::Uefi && !inv.has_uefi_loader && inv.win7_image.is_none() {
+        if opts.boot_mode_for(self.facts) == BootMode::Uefi && !inv.has_uefi_loader && inv.win7_image.is_none() {
             return Err(fail(
                 exit::REFUSED,
                 "--boot uefi: the ISO has no efi/boot/bootx64.efi and is not a Windows 7 ISO (whose install.wim \

@@ -79,6 +79,28 @@ impl WriteOptions {
             Table::Gpt => BootMode::Uefi,
         })
     }
+
+    /// The boot mode for this target: as `boot_mode`, but uefi by default on a disk whose sectors are not 512
+    /// bytes (BIOS firmware reads 512-byte sectors only; see `bios_refusal`).
+    pub fn boot_mode_for(&self, facts: &TargetFacts) -> BootMode {
+        match (self.boot, facts.sector_size()) {
+            (None, s) if s != 512 => BootMode::Uefi,
+            _ => self.boot_mode(),
+        }
+    }
+}
+
+/// Why BIOS boot cannot be asked for on a disk of `sector`-byte sectors, if it cannot: SeaBIOS drops a disk
+/// whose block size is not 512 ("unsupported block size"), PC BIOSes' INT 13h reads 512-byte sectors, and
+/// GRUB's core image sits in 512-byte sectors of the MBR gap.
+pub fn bios_refusal(boot: Option<BootMode>, sector: u64, path: &Path) -> Option<String> {
+    (sector != 512 && boot.is_some_and(BootMode::bios)).then(|| {
+        format!(
+            "{} has {sector}-byte sectors, which BIOS firmware cannot boot from (it reads 512-byte sectors only): \
+             use --boot uefi, or a stick with 512-byte sectors for BIOS",
+            term::path(path)
+        )
+    })
 }
 
 /// How a write that did not fail ended.
@@ -134,6 +156,7 @@ impl Write {
     pub fn run(&self, observer: &mut dyn Observer, stop: &StopHandle) -> Result<Outcome, Exit> {
         let started = Instant::now();
         let boot = self.options.boot_mode();
+        // (recounted once the target is known: a 4096-byte-sector disk drops BIOS boot by default)
         let mut progress = Progress {
             last_step: None,
             step_no: 0,
@@ -178,6 +201,18 @@ impl Write {
     ) -> Result<Outcome, Exit> {
         let opts = &self.options;
         let (facts, target_size, iso_id, label) = self.check_arguments(observer)?;
+        let boot = opts.boot_mode_for(&facts);
+        if boot != opts.boot_mode() {
+            progress.steps -= 1;
+            observer.event(&Event::Note {
+                message: format!(
+                    "Note: {} has {}-byte sectors, which BIOS firmware cannot boot from: the stick boots under UEFI \
+                     only",
+                    term::path(&self.target),
+                    facts.sector_size()
+                ),
+            });
+        }
         let access = if opts.dry_run { Access::Look } else { Access::Write };
         // An existing image file is locked first, so that a second writer hears "busy" rather than a complaint
         // about the first writer's loop device; a block device is checked first (opening it exclusively would
@@ -191,7 +226,7 @@ impl Write {
         let host = disk::host_facts(&self.iso).map_err(|e| fail(exit::FAILED, e))?;
         safety::check_target(&facts, &host, &crate::sys::loopdev::attached_paths(), &self.iso, opts.force)
             .map_err(|e| fail(exit::REFUSED, e))?;
-        if opts.boot_mode().bios() {
+        if boot.bios() {
             crate::boot::bios::check_grub_installed().map_err(|e| fail(exit::FAILED, e))?;
         }
         if let TargetFacts::Block(_) = facts {
@@ -259,6 +294,9 @@ impl Write {
         // The worker opens the ISO again and must find this very file.
         let iso_id = target::check_iso(&self.iso)?;
         let facts = disk::target_facts(&self.target).map_err(|e| fail(exit::USAGE, e))?;
+        if let Some(why) = bios_refusal(opts.boot, facts.sector_size(), &self.target) {
+            return Err(fail(exit::REFUSED, why));
+        }
         let target_size = match (&facts, opts.size) {
             (TargetFacts::Block(_), Some(_)) => {
                 return Err(fail(exit::USAGE, "--size applies to image files only; a block device keeps its size"));
@@ -317,8 +355,9 @@ impl Write {
             target: self.target.clone(),
             target_is_image: matches!(facts, TargetFacts::Image { .. }),
             target_size,
+            sector_size: facts.sector_size(),
             label,
-            boot: opts.boot_mode(),
+            boot: opts.boot_mode_for(facts),
             table: opts.table,
             source_driver: opts.source_driver,
             target_driver: opts.target_driver,

@@ -14,6 +14,8 @@ nix::ioctl_none_bad!(loop_clr_fd, 0x4C01);
 nix::ioctl_read_bad!(blk_getsize64, nix::request_code_read!(0x12, 114, std::mem::size_of::<libc::size_t>()), u64);
 nix::ioctl_none!(blk_rrpart, 0x12, 95);
 nix::ioctl_none!(blk_flsbuf, 0x12, 97);
+// BLKSSZGET is _IO(0x12, 104) and writes an int.
+nix::ioctl_read_bad!(blk_sszget, nix::request_code_none!(0x12, 104), libc::c_int);
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
@@ -91,6 +93,17 @@ impl LoopDevice {
     /// Attach `backing` (an open file or block device) with LOOP_CONFIGURE + autoclear. Retries when another
     /// process grabs the free device between LOOP_CTL_GET_FREE and LOOP_CONFIGURE (EBUSY), as systemd does.
     pub fn attach(backing: &File, backing_path: &Path, window: LoopWindow) -> Result<LoopDevice, LoopError> {
+        Self::attach_with_block_size(backing, backing_path, window, 0)
+    }
+
+    /// `attach` with the device's logical block size set (512, 1024, 2048 or 4096; 0: the kernel's default,
+    /// 512): a partition window of a 4096-byte-sector disk is a 4096-byte-sector device too.
+    pub fn attach_with_block_size(
+        backing: &File,
+        backing_path: &Path,
+        window: LoopWindow,
+        block_size: u32,
+    ) -> Result<LoopDevice, LoopError> {
         let control =
             OpenOptions::new().read(true).write(true).open("/dev/loop-control").map_err(LoopError::OpenControl)?;
         const ATTEMPTS: u32 = 64;
@@ -117,7 +130,7 @@ impl LoopDevice {
             }
             let config = LoopConfig {
                 fd: backing.as_raw_fd() as u32,
-                block_size: 0,
+                block_size,
                 info: LoopInfo64 {
                     lo_device: 0,
                     lo_inode: 0,
@@ -189,6 +202,19 @@ pub fn device_size(file: &File) -> std::io::Result<u64> {
     } else {
         Ok(meta.len())
     }
+}
+
+/// The logical sector size of an open block device (BLKSSZGET); 512 for a regular file (an image is laid out in
+/// 512-byte sectors).
+pub fn logical_sector_size(file: &File) -> std::io::Result<u64> {
+    let meta = file.metadata()?;
+    if !std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+        return Ok(512);
+    }
+    let mut size: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int through the pointer, which points at a live local; the fd is open.
+    unsafe { blk_sszget(file.as_raw_fd(), &mut size) }?;
+    Ok(u64::try_from(size).unwrap_or(0))
 }
 
 /// Detach a loop device (LOOP_CLR_FD; the kernel detaches lazily while the device is still busy).

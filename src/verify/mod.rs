@@ -166,8 +166,9 @@ pub fn drop_cached(device: &File) -> Result<(), String> {
 pub fn probe(device: &File, device_path: &Path) -> Result<(Option<StickLayout>, Vec<Mismatch>), VerifyError> {
     let dev_err = |source| VerifyError::Device { path: device_path.to_path_buf(), source };
     let size = crate::sys::loopdev::device_size(device).map_err(dev_err)?;
+    let sector = crate::sys::loopdev::logical_sector_size(device).map_err(dev_err)?;
     let read = reader(device, size);
-    table::check_table(&read, size).map_err(dev_err)
+    table::check_table(&read, size, sector).map_err(dev_err)
 }
 
 /// Reads of the device, bounded by its size.
@@ -204,7 +205,8 @@ pub fn mkfs_fat_reference(scratch: &Path) -> Result<Vec<u8>, String> {
     let f =
         std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| e.to_string())?;
     f.set_len(crate::stick::fat::MIN_FAT32_DISK + (4 << 20)).map_err(|e| e.to_string())?;
-    let args = crate::stick::fat::mkfs_args(&path, crate::stick::fat::MIN_FAT32_DISK + (4 << 20), "REFERENCE", 1, 0);
+    let args =
+        crate::stick::fat::mkfs_args(&path, crate::stick::fat::MIN_FAT32_DISK + (4 << 20), "REFERENCE", 1, 0, 512);
     let result = crate::sys::helper::run("mkfs.fat", &args, "dosfstools").map_err(|e| e.to_string());
     let mut bs = vec![0u8; 512];
     let read = f.read_exact_at(&mut bs, 0).map_err(|e| e.to_string());
@@ -441,8 +443,9 @@ pub fn check_stick(
     let cache = drop_cached(device);
     let dev_err = |source| VerifyError::Device { path: device_path.to_path_buf(), source };
     let size = crate::sys::loopdev::device_size(device).map_err(dev_err)?;
+    let sector = crate::sys::loopdev::logical_sector_size(device).map_err(dev_err)?;
     let read = reader(device, size);
-    let (layout, mut mismatches) = table::check_table(&read, size).map_err(dev_err)?;
+    let (layout, mut mismatches) = table::check_table(&read, size, sector).map_err(dev_err)?;
     let mut report = VerifyReport {
         table: layout.map(|l| l.table),
         fs: layout.map(|l| l.fs),
@@ -491,9 +494,14 @@ pub fn check_stick(
                     None
                 }
             };
-            mismatches.extend(table::check_fat_boot_sector(&read, layout.main, reference.as_deref()).map_err(dev_err)?);
+            mismatches.extend(
+                table::check_fat_boot_sector(&read, layout.main, layout.sector, reference.as_deref())
+                    .map_err(dev_err)?,
+            );
         }
-        Fs::Ntfs => mismatches.extend(table::check_ntfs_boot_sector(&read, layout.main).map_err(dev_err)?),
+        Fs::Ntfs => {
+            mismatches.extend(table::check_ntfs_boot_sector(&read, layout.main, layout.sector).map_err(dev_err)?)
+        }
     }
 
     // The files.

@@ -5,7 +5,7 @@
 use super::{Mismatch, Problem};
 use crate::protocol::Table;
 use crate::stick::choose::Fs;
-use crate::stick::mbr::{self, PartitionSpan, SECTOR};
+use crate::stick::mbr::{self, PartitionSpan};
 use crate::stick::{fat, gpt};
 
 /// How the stick is laid out, as its partition table says.
@@ -13,6 +13,8 @@ use crate::stick::{fat, gpt};
 pub struct StickLayout {
     pub table: Table,
     pub disk_bytes: u64,
+    /// The disk's logical sector size, which the table and the filesystem count in.
+    pub sector: u64,
     pub main: PartitionSpan,
     pub fs: Fs,
     /// The UEFI bridge partition (NTFS sticks).
@@ -53,9 +55,14 @@ fn fs_of(boot: &[u8]) -> Option<Fs> {
     }
 }
 
-/// Check the partition table against what woesafe writes for a disk of `disk_bytes`. Returns the layout when
-/// the table is usable enough to go on (its partitions lie inside the disk), and every difference found.
-pub fn check_table(read: ReadAt, disk_bytes: u64) -> std::io::Result<(Option<StickLayout>, Vec<Mismatch>)> {
+/// Check the partition table against what woesafe writes for a disk of `disk_bytes` with `sector`-byte logical
+/// sectors. Returns the layout when the table is usable enough to go on (its partitions lie inside the disk),
+/// and every difference found.
+pub fn check_table(
+    read: ReadAt,
+    disk_bytes: u64,
+    sector: u64,
+) -> std::io::Result<(Option<StickLayout>, Vec<Mismatch>)> {
     let mut bad = Vec::new();
     let s0 = read(0, 512)?;
     if s0[510..512] != [0x55, 0xAA] {
@@ -64,10 +71,10 @@ pub fn check_table(read: ReadAt, disk_bytes: u64) -> std::io::Result<(Option<Sti
     }
     let entry = |i: usize| &s0[446 + 16 * i..462 + 16 * i];
     let span_of =
-        |e: &[u8]| PartitionSpan { offset: u64::from(u32_at(e, 8)) * SECTOR, size: u64::from(u32_at(e, 12)) * SECTOR };
+        |e: &[u8]| PartitionSpan { offset: u64::from(u32_at(e, 8)) * sector, size: u64::from(u32_at(e, 12)) * sector };
     let inside = |p: &PartitionSpan| p.size > 0 && p.offset.checked_add(p.size).is_some_and(|end| end <= disk_bytes);
     if entry(0)[4] == 0xEE {
-        return check_gpt(read, disk_bytes, &s0);
+        return check_gpt(read, disk_bytes, sector);
     }
     let main = span_of(entry(0));
     let fs = match entry(0)[4] {
@@ -84,8 +91,9 @@ pub fn check_table(read: ReadAt, disk_bytes: u64) -> std::io::Result<(Option<Sti
         return Ok((None, bad));
     }
     // Where woesafe's Partition step puts them (the same pure plan).
-    let expected_spans = crate::job::layout::plan_partitions(Table::Mbr, disk_bytes, bridge.map_or(0, |b| b.size))
-        .map(|p| (p.main, p.bridge));
+    let expected_spans =
+        crate::job::layout::plan_partitions(Table::Mbr, disk_bytes, bridge.map_or(0, |b| b.size), sector)
+            .map(|p| (p.main, p.bridge));
     if expected_spans != Some((main, bridge)) {
         bad.push(wrong(
             MBR_PATH,
@@ -103,7 +111,7 @@ pub fn check_table(read: ReadAt, disk_bytes: u64) -> std::io::Result<(Option<Sti
     }
     let mut parts = vec![(main, entry(0)[4])];
     parts.extend(bridge.map(|b| (b, mbr::PART_TYPE_EFI)));
-    let expected = mbr::build(&parts, u32_at(&s0, 440));
+    let expected = mbr::build(&parts, u32_at(&s0, 440), sector);
     if let Some(at) = super::compare::first_difference(&s0[440..], &expected[440..]) {
         bad.push(differs(MBR_PATH, 440 + at as u64));
     }
@@ -114,19 +122,19 @@ pub fn check_table(read: ReadAt, disk_bytes: u64) -> std::io::Result<(Option<Sti
             format!("partition 1 has type 0x{:02X}, but its boot sector is not {}", entry(0)[4], fs.name()),
         ));
     }
-    Ok((Some(StickLayout { table: Table::Mbr, disk_bytes, main, fs, bridge }), bad))
+    Ok((Some(StickLayout { table: Table::Mbr, disk_bytes, sector, main, fs, bridge }), bad))
 }
 
 /// GPT: the primary header and entries, their backup at the end and the protective MBR, rebuilt with the
 /// GUIDs and names found, must be exactly what woesafe writes.
-fn check_gpt(read: ReadAt, disk_bytes: u64, s0: &[u8]) -> std::io::Result<(Option<StickLayout>, Vec<Mismatch>)> {
+fn check_gpt(read: ReadAt, disk_bytes: u64, sector: u64) -> std::io::Result<(Option<StickLayout>, Vec<Mismatch>)> {
     let mut bad = Vec::new();
-    let h = read(SECTOR, 512)?;
+    let h = read(sector, 512)?;
     if &h[..8] != b"EFI PART" {
         bad.push(wrong(GPT_PATH, "the primary GPT header has no EFI PART signature".into()));
         return Ok((None, bad));
     }
-    let entries = read(2 * SECTOR, 128 * 128)?;
+    let entries = read(2 * sector, 128 * 128)?;
     let disk_guid: [u8; 16] = h[56..72].try_into().unwrap_or_default();
     let mut found = Vec::new();
     for e in entries.chunks_exact(128).take(2) {
@@ -137,11 +145,11 @@ fn check_gpt(read: ReadAt, disk_bytes: u64, s0: &[u8]) -> std::io::Result<(Optio
         let (first, last) = (u64_at(e, 32), u64_at(e, 40));
         let units: Vec<u16> =
             e[56..128].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
-        let size = last.checked_add(1).and_then(|n| n.checked_sub(first)).unwrap_or(0).saturating_mul(SECTOR);
+        let size = last.checked_add(1).and_then(|n| n.checked_sub(first)).unwrap_or(0).saturating_mul(sector);
         found.push((
             type_guid,
             <[u8; 16]>::try_from(&e[16..32]).unwrap_or_default(),
-            PartitionSpan { offset: first.saturating_mul(SECTOR), size },
+            PartitionSpan { offset: first.saturating_mul(sector), size },
             String::from_utf16_lossy(&units),
         ));
     }
@@ -155,8 +163,9 @@ fn check_gpt(read: ReadAt, disk_bytes: u64, s0: &[u8]) -> std::io::Result<(Optio
         bad.push(wrong(GPT_PATH, "partition 2 is not an EFI system partition inside the disk".into()));
     }
     // Where woesafe's Partition step puts them (the same pure plan).
-    let expected_spans = crate::job::layout::plan_partitions(Table::Gpt, disk_bytes, bridge.map_or(0, |b| b.size))
-        .map(|p| (p.main, p.bridge));
+    let expected_spans =
+        crate::job::layout::plan_partitions(Table::Gpt, disk_bytes, bridge.map_or(0, |b| b.size), sector)
+            .map(|p| (p.main, p.bridge));
     if expected_spans != Some((main, bridge)) {
         bad.push(wrong(
             GPT_PATH,
@@ -169,8 +178,8 @@ fn check_gpt(read: ReadAt, disk_bytes: u64, s0: &[u8]) -> std::io::Result<(Optio
         .collect();
     let names =
         ["protective MBR", "primary GPT header", "primary GPT entries", "backup GPT entries", "backup GPT header"];
-    for ((offset, bytes), name) in gpt::build(disk_bytes, &parts, disk_guid).into_iter().zip(names) {
-        let got = if offset == 0 { s0.to_vec() } else { read(offset, bytes.len())? };
+    for ((offset, bytes), name) in gpt::build(disk_bytes, &parts, disk_guid, sector).into_iter().zip(names) {
+        let got = read(offset, bytes.len())?;
         if let Some(at) = super::compare::first_difference(&got, &bytes) {
             bad.push(wrong(
                 GPT_PATH,
@@ -183,7 +192,7 @@ fn check_gpt(read: ReadAt, disk_bytes: u64, s0: &[u8]) -> std::io::Result<(Optio
         bad.push(wrong(GPT_PATH, "partition 1 holds neither FAT32 nor NTFS".into()));
         return Ok((None, bad));
     };
-    Ok((Some(StickLayout { table: Table::Gpt, disk_bytes, main, fs, bridge }), bad))
+    Ok((Some(StickLayout { table: Table::Gpt, disk_bytes, sector, main, fs, bridge }), bad))
 }
 
 /// What the boot code check needs from GRUB: its boot.img and the core image woesafe builds (None: GRUB for
@@ -210,8 +219,8 @@ pub fn check_boot_code(
         return Ok((false, bad));
     }
     let s0: [u8; 512] = read(0, 512)?.try_into().unwrap_or([0; 512]);
-    let gap_len = (layout.main.offset.min(1 << 20)).saturating_sub(SECTOR) as usize;
-    let gap = read(SECTOR, gap_len)?;
+    let gap_len = (layout.main.offset.min(1 << 20)).saturating_sub(layout.sector) as usize;
+    let gap = read(layout.sector, gap_len)?;
     let bios = s0[..440].iter().any(|&b| b != 0);
     let (code, core): (Vec<u8>, &[u8]) = if !bios {
         (vec![0; 440], &[])
@@ -226,7 +235,7 @@ pub fn check_boot_code(
     let mut expected_gap = core.to_vec();
     expected_gap.resize(gap_len.max(core.len()), 0);
     if let Some(at) = super::compare::first_difference(&gap, &expected_gap) {
-        bad.push(differs(CORE_PATH, SECTOR + at as u64));
+        bad.push(differs(CORE_PATH, layout.sector + at as u64));
     }
     Ok((bios, bad))
 }
@@ -237,12 +246,13 @@ pub fn check_boot_code(
 pub fn check_fat_boot_sector(
     read: ReadAt,
     main: PartitionSpan,
+    sector: u64,
     reference: Option<&[u8]>,
 ) -> std::io::Result<Vec<Mismatch>> {
     let mut bad = Vec::new();
     let bs = read(main.offset, 512)?;
     let backup_sector = u64::from(u16::from_le_bytes([bs[50], bs[51]]));
-    let backup = read(main.offset + 6 * SECTOR, 512)?;
+    let backup = read(main.offset + 6 * sector, 512)?;
     if backup_sector != 6 {
         bad.push(wrong(FAT_BOOT_PATH, format!("the backup boot sector is at sector {backup_sector}, not 6")));
     }
@@ -252,10 +262,10 @@ pub fn check_fat_boot_sector(
     let u16_at = |o: usize| u64::from(u16::from_le_bytes([bs[o], bs[o + 1]]));
     let expect = [
         ("the signature", u64::from(u16::from_le_bytes([bs[510], bs[511]])), 0xAA55),
-        ("bytes per sector", u16_at(11), 512),
-        ("sectors per cluster", u64::from(bs[13]), fat::cluster_size(main.size) / 512),
+        ("bytes per sector", u16_at(11), sector),
+        ("sectors per cluster", u64::from(bs[13]), fat::cluster_size(main.size, sector) / sector),
         ("the number of FATs", u64::from(bs[16]), 2),
-        ("hidden sectors", u64::from(u32_at(&bs, 28)), main.offset / SECTOR),
+        ("hidden sectors", u64::from(u32_at(&bs, 28)), main.offset / sector),
         ("the extended boot signature", u64::from(bs[66]), 0x29),
     ];
     for (what, found, want) in expect {
@@ -264,7 +274,7 @@ pub fn check_fat_boot_sector(
         }
     }
     // mkfs.fat ends the volume at a whole track (the BPB's sectors per track) within the partition.
-    let (total, sectors) = (u64::from(u32_at(&bs, 32)), main.size / SECTOR);
+    let (total, sectors) = (u64::from(u32_at(&bs, 32)), main.size / sector);
     let track = u16_at(24).max(1);
     if total > sectors || total + track <= sectors {
         bad.push(wrong(
@@ -291,15 +301,15 @@ pub fn check_fat_boot_sector(
 
 /// The NTFS boot sector: identical to its backup (the sector after the volume), with the partition's place
 /// and size.
-pub fn check_ntfs_boot_sector(read: ReadAt, main: PartitionSpan) -> std::io::Result<Vec<Mismatch>> {
+pub fn check_ntfs_boot_sector(read: ReadAt, main: PartitionSpan, sector: u64) -> std::io::Result<Vec<Mismatch>> {
     let mut bad = Vec::new();
     let bs = read(main.offset, 512)?;
     let total = u64_at(&bs, 0x28);
     let expect = [
         ("the signature", u64::from(u16::from_le_bytes([bs[510], bs[511]])), 0xAA55),
-        ("bytes per sector", u64::from(u16::from_le_bytes([bs[11], bs[12]])), 512),
-        ("hidden sectors", u64::from(u32_at(&bs, 0x1C)), main.offset / SECTOR),
-        ("total sectors", total, main.size / SECTOR - 1),
+        ("bytes per sector", u64::from(u16::from_le_bytes([bs[11], bs[12]])), sector),
+        ("hidden sectors", u64::from(u32_at(&bs, 0x1C)), main.offset / sector),
+        ("total sectors", total, main.size / sector - 1),
     ];
     for (what, found, want) in expect {
         if found != want {
@@ -309,8 +319,8 @@ pub fn check_ntfs_boot_sector(read: ReadAt, main: PartitionSpan) -> std::io::Res
     if &bs[3..11] != b"NTFS    " {
         bad.push(wrong(NTFS_BOOT_PATH, "the OEM name is not NTFS".into()));
     }
-    if total < main.size / SECTOR {
-        let backup = read(main.offset + total * SECTOR, 512)?;
+    if total < main.size / sector {
+        let backup = read(main.offset + total * sector, 512)?;
         if let Some(at) = super::compare::first_difference(&bs, &backup) {
             bad.push(wrong(
                 NTFS_BOOT_PATH,
@@ -345,11 +355,11 @@ mod tests {
     #[test]
     fn mbr_as_woesafe_writes_it_and_damaged() {
         let size = 64usize << 20;
-        let span = mbr::partition_span(size as u64).unwrap();
-        let table = mbr::build(&[(span, mbr::PART_TYPE_FAT32_LBA)], 0x1234_5678).to_vec();
+        let span = mbr::partition_span(size as u64, 512).unwrap();
+        let table = mbr::build(&[(span, mbr::PART_TYPE_FAT32_LBA)], 0x1234_5678, 512).to_vec();
         let disk = disk_with(&[(0, table.clone()), (span.offset, fat_boot())], size);
         let read = |o: u64, n: usize| Ok(disk[o as usize..o as usize + n].to_vec());
-        let (layout, bad) = check_table(&read, size as u64).unwrap();
+        let (layout, bad) = check_table(&read, size as u64, 512).unwrap();
         assert!(bad.is_empty(), "{bad:?}");
         let layout = layout.unwrap();
         assert_eq!((layout.table, layout.fs, layout.main, layout.bridge), (Table::Mbr, Fs::Fat32, span, None));
@@ -373,36 +383,42 @@ mod tests {
         let mut moved = disk.clone();
         moved[454] = 1;
         let read4 = |o: u64, n: usize| Ok(moved[o as usize..o as usize + n].to_vec());
-        let (_, bad) = check_table(&read4, size as u64).unwrap();
+        let (_, bad) = check_table(&read4, size as u64, 512).unwrap();
         assert!(bad.iter().any(|m| m.path == MBR_PATH), "{bad:?}");
     }
 
     #[test]
     fn gpt_with_a_bridge_round_trips() {
-        let size = 64u64 << 20;
-        let (main, bridge) = mbr::split_off_bridge(gpt::partition_span(size).unwrap(), 2 << 20).unwrap();
-        let parts = [
-            gpt::GptPart { span: main, type_guid: gpt::BASIC_DATA, guid: [5; 16], name: "WIN" },
-            gpt::GptPart { span: bridge, type_guid: gpt::EFI_SYSTEM, guid: [6; 16], name: "UEFI:NTFS" },
-        ];
-        let mut ntfs = vec![0u8; 512];
-        ntfs[3..11].copy_from_slice(b"NTFS    ");
-        let mut writes = gpt::build(size, &parts, [9; 16]);
-        writes.push((main.offset, ntfs));
-        let mut disk = disk_with(&writes, size as usize);
-        let read = |o: u64, n: usize| Ok(disk[o as usize..o as usize + n].to_vec());
-        let (layout, bad) = check_table(&read, size).unwrap();
-        assert!(bad.is_empty(), "{bad:?}");
-        let layout = layout.unwrap();
-        assert_eq!((layout.fs, layout.main, layout.bridge), (Fs::Ntfs, main, Some(bridge)));
-        let last = size as usize - 512;
-        disk[last + 100] ^= 1;
-        let read = |o: u64, n: usize| Ok(disk[o as usize..o as usize + n].to_vec());
-        let (_, bad) = check_table(&read, size).unwrap();
-        assert!(
-            matches!(&bad[..], [Mismatch { problem: Problem::Wrong { what }, .. }] if what.contains("backup GPT header")),
-            "{bad:?}"
-        );
+        for sector in [512u64, 4096] {
+            let size = 64u64 << 20;
+            let (main, bridge) = mbr::split_off_bridge(gpt::partition_span(size, sector).unwrap(), 2 << 20).unwrap();
+            let parts = [
+                gpt::GptPart { span: main, type_guid: gpt::BASIC_DATA, guid: [5; 16], name: "WIN" },
+                gpt::GptPart { span: bridge, type_guid: gpt::EFI_SYSTEM, guid: [6; 16], name: "UEFI:NTFS" },
+            ];
+            let mut ntfs = vec![0u8; 512];
+            ntfs[3..11].copy_from_slice(b"NTFS    ");
+            let mut writes = gpt::build(size, &parts, [9; 16], sector);
+            writes.push((main.offset, ntfs));
+            let mut disk = disk_with(&writes, size as usize);
+            let read = |o: u64, n: usize| Ok(disk[o as usize..o as usize + n].to_vec());
+            let (layout, bad) = check_table(&read, size, sector).unwrap();
+            assert!(bad.is_empty(), "{sector}: {bad:?}");
+            let layout = layout.unwrap();
+            assert_eq!((layout.fs, layout.main, layout.bridge, layout.sector), (Fs::Ntfs, main, Some(bridge), sector));
+            // Read as the other sector size, the same bytes are no table woesafe writes.
+            let other = if sector == 512 { 4096 } else { 512 };
+            let (_, bad) = check_table(&read, size, other).unwrap();
+            assert!(!bad.is_empty(), "{sector} read as {other}");
+            let last = size as usize - sector as usize;
+            disk[last + 100] ^= 1;
+            let read = |o: u64, n: usize| Ok(disk[o as usize..o as usize + n].to_vec());
+            let (_, bad) = check_table(&read, size, sector).unwrap();
+            assert!(
+                matches!(&bad[..], [Mismatch { problem: Problem::Wrong { what }, .. }] if what.contains("backup GPT header")),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -410,7 +426,7 @@ mod tests {
         let main = PartitionSpan { offset: 1 << 20, size: 63 << 20 };
         let mut bs = fat_boot();
         bs[11..13].copy_from_slice(&512u16.to_le_bytes());
-        bs[13] = (fat::cluster_size(main.size) / 512) as u8;
+        bs[13] = (fat::cluster_size(main.size, 512) / 512) as u8;
         bs[16] = 2;
         bs[28..32].copy_from_slice(&2048u32.to_le_bytes());
         bs[24] = 63;
@@ -419,10 +435,10 @@ mod tests {
         bs[66] = 0x29;
         let mut disk = disk_with(&[(main.offset, bs.clone()), (main.offset + 6 * 512, bs.clone())], 2 << 20);
         let read = |o: u64, n: usize| Ok(disk[o as usize..o as usize + n].to_vec());
-        assert_eq!(check_fat_boot_sector(&read, main, Some(&bs)).unwrap(), vec![]);
+        assert_eq!(check_fat_boot_sector(&read, main, 512, Some(&bs)).unwrap(), vec![]);
         disk[(1 << 20) + 200] ^= 0xFF;
         let read = |o: u64, n: usize| Ok(disk[o as usize..o as usize + n].to_vec());
-        let bad = check_fat_boot_sector(&read, main, Some(&bs)).unwrap();
+        let bad = check_fat_boot_sector(&read, main, 512, Some(&bs)).unwrap();
         assert_eq!(bad.len(), 2, "{bad:?}");
         assert!(bad.iter().all(|m| m.path == FAT_BOOT_PATH));
     }
