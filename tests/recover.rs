@@ -275,13 +275,21 @@ fn recover_finds_and_cleans_every_leftover_and_nothing_else() {
     assert_eq!(thread_mounts(), mounts_before, "a plan without --yes changed the mount table");
     assert_eq!(woesafe::sys::loopdev::attached(), loops_before, "a plan without --yes changed loop devices");
 
-    // --yes: everything goes, the FUSE daemons exit by themselves (not stuck in D), the rest stays
+    // --yes: everything goes, the FUSE daemons exit by themselves (not stuck in D), the rest stays. The
+    // holder still keeps the target's filesystem alive, unmounted everywhere: said, and exit 1 (the stick is
+    // still busy; `write` to it would be refused).
     let out = woesafe(&["recover", "--yes", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["applied"], true);
     assert!(report["results"].as_array().unwrap().iter().all(|r| r["ok"] == true), "{report:#}");
     assert_eq!(report["remaining"].as_array().unwrap().len(), 0, "{report:#}");
+    let alive: Vec<&str> = report["still_alive"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert!(
+        matches!(&alive[..], [one] if one.starts_with(&format!("{stick_loop} ")) && one.contains(&format!("kill {holder_pid}"))),
+        "{report:#}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("D state"), "{}", text(&out));
     // The autoclear loop: detached, or found gone by itself with its mount (the kernel lets it go lazily, so
     // either can come first; `a_loop_gone_before_its_detach_is_done` pins the second), never a failure.
     let detach = report["results"]
@@ -631,4 +639,79 @@ fn mount_points_that_are_not_utf8_are_recovered() {
     let table = woesafe::sys::mountinfo::parse(std::fs::read("/proc/thread-self/mountinfo").unwrap());
     assert!(!table.iter().any(|m| m.source == "mine"), "still mounted: {table:?}\n{}", text(&out));
     assert!(!named.exists() && !Path::new(&tool).exists(), "the emptied mount points are removed\n{}", text(&out));
+}
+
+/// After `--yes` lazily unmounts a leftover that a process still holds (a shell's cwd inside, a deleted file
+/// open), the filesystem is unmounted everywhere but alive: a second `recover` still finds it, with its holder
+/// and the space its deleted files keep, instead of "Nothing to recover"; `--yes` exits 1 without the D-state
+/// hint (no process is in D); `write` refuses the device naming the holder; once the holder ends, it is gone.
+#[test]
+fn a_held_filesystem_is_found_after_its_lazy_unmount() {
+    let name = "a_held_filesystem_is_found_after_its_lazy_unmount";
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run(name, &["losetup", "mkfs.ext4"]) {
+        return;
+    }
+    let fx = fixture();
+    let store = tempfile::tempdir_in(root().join("target")).unwrap();
+    let img = store.path().join("stick.img");
+    std::fs::write(&img, vec![0u8; 64 << 20]).unwrap();
+    sh(&format!("mkfs.ext4 -q -F {}", img.display()));
+    let mut loops = Loops(Vec::new());
+    let lo = sh(&format!("losetup -f --show {}", img.display()));
+    loops.0.push((lo.clone(), store.path().to_path_buf()));
+    private_mount_namespace();
+    cover_with_tmpfs("/media");
+    let tgt = format!("/media/woeusb_target_1690000001_{DEAD_PID}");
+    std::fs::create_dir_all(&tgt).unwrap();
+    sh(&format!("mount {lo} {tgt}"));
+    // A shell's cwd inside, and a deleted 3 MiB file it keeps open.
+    let holder = Holder(
+        Command::new("sh")
+            .arg("-c")
+            .arg("cd \"$1\" && exec 3>big && head -c 3145728 /dev/zero >&3 && rm big && exec sleep 300")
+            .arg("sh")
+            .arg(&tgt)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = holder.0.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("{tgt}/big")).exists() || !sh(&format!("readlink /proc/{pid}/exe")).ends_with("sleep") {
+        assert!(Instant::now() < deadline, "the holder did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let out = woesafe(&["recover", "--yes"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("still alive: {lo}")), "{said}");
+    assert!(!said.contains("D state"), "no process is in D, so no D-state hint: {said}");
+    assert!(said.contains("End the processes named above"), "{said}");
+    assert!(!thread_mounts().contains(&tgt), "the leftover mount is gone from the table");
+
+    // The next look still finds it, with its holder and its space.
+    let out = woesafe(&["recover"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("Nothing to recover"), "{said}");
+    assert!(said.contains(&format!("unmounted but alive: {lo}")), "{said}");
+    assert!(
+        said.contains(&format!("held by process {pid} (sleep) through its working directory, 1 open file")),
+        "{said}"
+    );
+    assert!(said.contains("1 deleted file(s) of 3.0 MiB on it are still open"), "{said}");
+
+    // write refuses the device, naming the holder.
+    let out = woesafe(&["write", fx.iso.to_str().unwrap(), &lo, "--yes"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains(&format!("busy: {lo} is in use: process {pid} (sleep) has its working directory")), "{said}");
+    assert!(said.contains("which no mount shows (lazily unmounted)"), "{said}");
+
+    // Once the holder ends, nothing is left of it.
+    drop(holder);
+    let out = woesafe(&["recover"]);
+    assert!(!text(&out).contains("unmounted but alive"), "{}", text(&out));
+    drop(loops);
 }

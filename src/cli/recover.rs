@@ -32,6 +32,8 @@ struct Report<'a> {
     results: Vec<apply::Outcome>,
     /// What a fresh look still finds after acting.
     remaining: Vec<String>,
+    /// Filesystems a fresh look finds unmounted everywhere but still held by processes.
+    still_alive: Vec<String>,
     /// Free space of the filesystems involved, before and (when acting) after.
     space: Vec<Space>,
     /// Files hidden under leftover mounts.
@@ -46,6 +48,19 @@ struct Space {
     used: Option<u64>,
     free_before: Option<u64>,
     free_after: Option<u64>,
+}
+
+/// What waits on a leftover filesystem's last holder: its space and loop device when it lives on one, the
+/// device itself (a USB partition) otherwise.
+fn what_comes_back(device: &str) -> String {
+    if device.starts_with("/dev/loop") {
+        format!("its space and its loop device {} come back when the process lets go", term::escape(device))
+    } else {
+        format!(
+            "{} stays busy (cannot be written or unplugged cleanly) until the process lets go",
+            term::escape(device)
+        )
+    }
 }
 
 fn statvfs(path: &Path) -> Option<(u64, u64)> {
@@ -135,6 +150,7 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
         applied: false,
         results: Vec::new(),
         remaining: Vec::new(),
+        still_alive: Vec::new(),
         space: Vec::new(),
         shadowed: Vec::new(),
         moved: Vec::new(),
@@ -184,8 +200,12 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
             crate::say!("{line}");
         }
     };
-    if the_plan.actions.is_empty() {
+    if the_plan.actions.is_empty() && the_plan.detached.is_empty() {
         say("Nothing to recover: no leftovers of WoeUSB, WoeUSB-ng or woesafe were found.");
+    } else if the_plan.actions.is_empty() {
+        say(
+            "No leftover mounts, loop devices or directories to clean; but filesystems that no mount shows are still alive:",
+        );
     } else {
         say(if args.yes { "Recovering:" } else { "Found leftovers; `woesafe recover --yes` would:" });
         for a in &the_plan.actions {
@@ -197,6 +217,22 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
     }
     for h in &the_plan.holders {
         say(&format!("  holder: {}", h.describe()));
+    }
+    for d in &the_plan.detached {
+        say(&format!("  unmounted but alive: {}", d.describe()));
+        for h in &d.holders {
+            say(&format!(
+                "      held by process {} ({}) through its {}{}",
+                h.pid,
+                term::escape(&h.comm),
+                h.how.join(", "),
+                if h.state == 'D' {
+                    " (in uninterruptible sleep, D: it ends only when its I/O completes or the device is removed)"
+                } else {
+                    ""
+                }
+            ));
+        }
     }
     for d in &the_plan.deleted_open {
         say(&format!(
@@ -222,7 +258,7 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
     for sp in report.space.iter().filter(|s| s.used.is_some()) {
         say(&format!("  {} holds {}", term::escape(&sp.mount_point), human(sp.used.unwrap_or(0))));
     }
-    if args.yes && (!the_plan.actions.is_empty() || args.move_shadowed.is_some()) {
+    if args.yes && (!the_plan.actions.is_empty() || !the_plan.detached.is_empty() || args.move_shadowed.is_some()) {
         report.applied = true;
         report.results = apply::apply(&the_plan.actions, &apply::namespace_holder);
         for r in &report.results {
@@ -276,13 +312,14 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
         }
         for h in the_plan.holders.iter().filter(|h| std::path::Path::new(&format!("/proc/{}", h.pid)).exists()) {
             say(&format!(
-                "  still held: process {} ({}) keeps the detached filesystem of {} alive; its space and its loop \
-                 device come back when the process lets go",
+                "  still held: process {} ({}) keeps the detached filesystem of {} alive; {}",
                 h.pid,
                 term::escape(&h.comm),
-                h.mount_point
+                h.mount_point,
+                what_comes_back(&h.device)
             ));
         }
+        report.still_alive = again.detached.iter().map(plan::Detached::describe).collect();
     }
     if args.json {
         let text =
@@ -290,17 +327,34 @@ pub fn run(args: &RecoverArgs, quiet: bool) -> Result<u8, Exit> {
         use std::io::Write;
         let _ = writeln!(std::io::stdout(), "{text}");
     }
-    if report.applied && (!report.remaining.is_empty() || report.results.iter().any(|r| !r.ok)) {
+    if report.applied
+        && (!report.remaining.is_empty() || !report.still_alive.is_empty() || report.results.iter().any(|r| !r.ok))
+    {
         for r in &report.remaining {
             say(&format!("  still there: {r}"));
         }
-        return Err(Exit {
-            code: exit::FAILED,
-            message: "some leftovers could not be cleaned (see above). A process stuck in the kernel (D state) \
-                      keeps its mounts until its I/O ends or the device is removed; then run `woesafe recover \
-                      --yes` again, and check the filesystem (e.g. `fsck -f /dev/sdX1`)."
-                .into(),
-        });
+        for r in &report.still_alive {
+            say(&format!("  still alive: {r}"));
+        }
+        // The D-state hint only where a process really is in D.
+        let in_d = the_plan
+            .holders
+            .iter()
+            .chain(the_plan.detached.iter().flat_map(|d| &d.holders))
+            .any(|h| crate::sys::procfs::read_proc(h.pid).is_some_and(|p| p.state == 'D'));
+        let mut message = String::from("some leftovers could not be cleaned (see above).");
+        if in_d {
+            message.push_str(
+                " A process stuck in the kernel (D state) keeps its mounts until its I/O ends or the device is \
+                 removed; then run `woesafe recover --yes` again, and check the filesystem (e.g. `fsck -f \
+                 /dev/sdX1`).",
+            );
+        } else if !report.still_alive.is_empty() {
+            message.push_str(
+                " End the processes named above (or have them leave the filesystem), then run `woesafe recover` again.",
+            );
+        }
+        return Err(Exit { code: exit::FAILED, message });
     }
     Ok(exit::OK)
 }

@@ -83,6 +83,17 @@ pub fn all_waiting(gap: std::time::Duration) -> Vec<(u32, u64)> {
     waiting(&ids, gap)
 }
 
+/// Every FUSE connection the kernel has (one look, no sampling).
+pub fn connections() -> Vec<u32> {
+    run_child(&["list".to_string()]).keys().filter_map(|k| k.parse().ok()).collect()
+}
+
+/// The device number a FUSE connection's filesystem shows: fuseblk's is its block device's, others' an
+/// anonymous (0, id).
+pub fn connection_dev(id: u32) -> (u32, u32) {
+    (id >> 20, id & 0xF_FFFF)
+}
+
 /// Abort a connection: every waiting request fails, the daemon's reads fail, and whoever was blocked is
 /// free. Never kills the daemon.
 pub fn abort(id: u32) -> Result<(), String> {
@@ -99,5 +110,7 @@ mod tests {
     fn connection_ids() {
         assert_eq!(super::connection_id(0, 52), 52);
         assert_eq!(super::connection_id(7, 3), (7 << 20) | 3);
+        assert_eq!(super::connection_dev(super::connection_id(8, 17)), (8, 17));
+        assert_eq!(super::connection_dev(52), (0, 52));
     }
 }

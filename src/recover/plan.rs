@@ -59,6 +59,8 @@ pub struct Proc {
     pub maps: Vec<(u32, u32)>,
     /// Open files whose name was deleted: (path as the kernel shows it, size, device).
     pub deleted: Vec<(String, u64, (u32, u32))>,
+    /// Block devices it holds open (a FUSE daemon's device, a writer's disk).
+    pub block_fds: Vec<(u32, u32)>,
 }
 
 /// A process that keeps a leftover filesystem alive.
@@ -125,6 +127,119 @@ pub struct Snapshot {
     /// processes stuck in uninterruptible sleep sending FUSE's DESTROY (a daemon waiting on its own answer).
     pub fuse_orphans: Vec<(u32, u64)>,
     pub destroy_waiters: Vec<(i32, String)>,
+    /// Block devices by number, with their /dev names.
+    pub devices: Vec<((u32, u32), String)>,
+    /// Every FUSE connection the kernel has.
+    pub fuse_connections: Vec<u32>,
+}
+
+/// A filesystem that no mount in any namespace shows (lazily unmounted: by `recover --yes`, `umount -l`, or its
+/// namespace's end) but that processes keep alive: its device stays busy and its space taken until they let go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Detached {
+    /// The device it lives on ("/dev/sdb1"), or "FUSE connection N" for a FUSE filesystem without a block
+    /// device.
+    pub device: String,
+    /// "MAJ:MIN"
+    pub dev: String,
+    pub holders: Vec<Holder>,
+    /// Deleted files still open on it: how many, and their bytes.
+    pub deleted_files: usize,
+    pub deleted_bytes: u64,
+}
+
+impl Detached {
+    pub fn describe(&self) -> String {
+        let space = if self.deleted_files > 0 {
+            format!(
+                "; {} deleted file(s) of {} on it are still open",
+                self.deleted_files,
+                crate::stick::units::human(self.deleted_bytes)
+            )
+        } else {
+            String::new()
+        };
+        let pids: Vec<String> = self.holders.iter().map(|h| h.pid.to_string()).collect();
+        format!(
+            "{} ({}) is unmounted everywhere but still alive{space}: the device stays busy until {} let(s) go (end \
+             them, e.g. `kill {}`, or have them leave it)",
+            term::escape(&self.device),
+            self.dev,
+            if pids.len() == 1 { format!("process {}", pids[0]) } else { format!("processes {}", pids.join(", ")) },
+            pids.join(" ")
+        )
+    }
+}
+
+/// Filesystems that no mount in any namespace shows but that processes still hold (cwd, root, open files, memory
+/// maps), or whose FUSE connection still lives, each with its holders. Only devices the kernel lists (block
+/// devices, FUSE connections) count: kernel-internal filesystems (memfd, SysV shm, pipes) have no mount either.
+pub fn detached(snap: &Snapshot) -> Vec<Detached> {
+    let mounted: Vec<(u32, u32)> = snap.namespaces.iter().flat_map(|n| &n.mounts).map(|m| (m.major, m.minor)).collect();
+    let name_of = |dev: (u32, u32)| -> Option<String> {
+        if let Some((_, name)) = snap.devices.iter().find(|(d, _)| *d == dev) {
+            return Some(name.clone());
+        }
+        let id = super::fuse::connection_id(dev.0, dev.1);
+        snap.fuse_connections.contains(&id).then(|| format!("FUSE connection {id}"))
+    };
+    let mut devs: Vec<(u32, u32)> = snap
+        .procs
+        .iter()
+        .flat_map(|p| p.cwd.iter().chain(&p.root).chain(&p.fds).chain(&p.maps).copied())
+        .chain(snap.fuse_connections.iter().map(|&id| super::fuse::connection_dev(id)))
+        .filter(|d| !mounted.contains(d))
+        .collect();
+    devs.sort();
+    devs.dedup();
+    let mut out = Vec::new();
+    for dev in devs {
+        let Some(device) = name_of(dev) else { continue };
+        let mut holders = Vec::new();
+        let (mut deleted_files, mut deleted_bytes) = (0, 0);
+        for p in &snap.procs {
+            let mut how = Vec::new();
+            if p.cwd == Some(dev) {
+                how.push("working directory".to_string());
+            }
+            if p.root == Some(dev) {
+                how.push("root directory".to_string());
+            }
+            let n = p.fds.iter().filter(|d| **d == dev).count();
+            if n > 0 {
+                how.push(format!("{n} open file{}", if n == 1 { "" } else { "s" }));
+            }
+            if p.maps.contains(&dev) {
+                how.push("memory-mapped files".to_string());
+            }
+            // A FUSE daemon serving a block device's filesystem holds the device itself open.
+            if p.block_fds.contains(&dev) && snap.fuse_connections.contains(&super::fuse::connection_id(dev.0, dev.1)) {
+                how.push("FUSE daemon serving it (the device is open)".to_string());
+            }
+            for (_, size, d) in &p.deleted {
+                if *d == dev {
+                    deleted_files += 1;
+                    deleted_bytes += size;
+                }
+            }
+            if !how.is_empty() {
+                holders.push(Holder {
+                    pid: p.pid,
+                    comm: p.comm.clone(),
+                    state: p.state,
+                    wchan: p.wchan.clone(),
+                    how,
+                    mount_point: "(no mount point: unmounted everywhere)".into(),
+                    device: device.clone(),
+                });
+            }
+        }
+        if holders.is_empty() {
+            continue;
+        }
+        out.push(Detached { device, dev: format!("{}:{}", dev.0, dev.1), holders, deleted_files, deleted_bytes });
+    }
+    out
 }
 
 /// The plan, and what was deliberately left alone.
@@ -134,6 +249,8 @@ pub struct CleanupPlan {
     pub left_alone: Vec<String>,
     pub holders: Vec<Holder>,
     pub deleted_open: Vec<DeletedOpen>,
+    /// Filesystems unmounted everywhere that processes keep alive (reported; never acted on).
+    pub detached: Vec<Detached>,
     /// Tools' mount-point directories that are not mounted but hold files (what a mount once hid): kept.
     #[serde(serialize_with = "term::serialize_paths")]
     pub nonempty_dirs: Vec<PathBuf>,
@@ -460,7 +577,7 @@ pub fn plan(snap: &Snapshot, named: &[PathBuf]) -> CleanupPlan {
         }
     }
     left_alone.dedup();
-    CleanupPlan { actions, left_alone, holders, deleted_open, nonempty_dirs }
+    CleanupPlan { actions, left_alone, holders, deleted_open, detached: detached(snap), nonempty_dirs }
 }
 
 #[cfg(test)]
@@ -776,9 +893,72 @@ mod tests {
                 woeusb_running: vec![],
                 fuse_orphans: vec![],
                 destroy_waiters: vec![],
+                devices: vec![],
+                fuse_connections: vec![],
             };
             let a = plan(&snap, &[]);
             assert_eq!(a, CleanupPlan::default(), "planned something on an unrelated system:\n{text}");
         }
+    }
+}
+
+#[cfg(test)]
+mod detached_tests {
+    use super::*;
+    use crate::sys::mountinfo::parse;
+
+    #[test]
+    fn held_filesystems_without_a_mount_are_found_with_their_holders() {
+        let host = Namespace {
+            id: "mnt:[1]".into(),
+            is_host: true,
+            pids: vec![1],
+            mounts: parse(b"22 1 254:0 / / rw - ext4 /dev/vda rw\n24 22 0:25 / /tmp rw - tmpfs tmpfs rw\n"),
+        };
+        let snap = Snapshot {
+            namespaces: vec![host],
+            devices: vec![((8, 17), "/dev/sdb1".into()), ((8, 33), "/dev/sdc1".into()), ((254, 0), "/dev/vda".into())],
+            fuse_connections: vec![(8 << 20) | 33],
+            procs: vec![
+                // cwd on a stick's vfat that no mount shows, a deleted file open on it
+                Proc {
+                    pid: 10,
+                    comm: "bash".into(),
+                    state: 'S',
+                    cwd: Some((8, 17)),
+                    fds: vec![(8, 17)],
+                    deleted: vec![("/x (deleted)".into(), 5 << 20, (8, 17))],
+                    ..Default::default()
+                },
+                // a FUSE daemon (fuseblk on sdc1) whose connection no mount uses
+                Proc {
+                    pid: 11,
+                    comm: "mount.ntfs-3g".into(),
+                    state: 'S',
+                    block_fds: vec![(8, 33)],
+                    ..Default::default()
+                },
+                // a memfd map (kernel-internal tmpfs, dev 0:1) and a mounted tmpfs: neither counts
+                Proc { pid: 12, comm: "app".into(), state: 'S', maps: vec![(0, 1), (0, 25)], ..Default::default() },
+                // a writer with a disk open that is not a FUSE device: not a filesystem
+                Proc { pid: 13, comm: "dd".into(), state: 'D', block_fds: vec![(8, 17)], ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let d = detached(&snap);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert_eq!((d[0].device.as_str(), d[0].dev.as_str()), ("/dev/sdb1", "8:17"));
+        assert_eq!(d[0].holders.len(), 1);
+        assert_eq!(d[0].holders[0].how, ["working directory", "1 open file"]);
+        assert_eq!((d[0].deleted_files, d[0].deleted_bytes), (1, 5 << 20));
+        assert!(d[0].describe().contains("still alive; 1 deleted file(s) of 5.0 MiB"), "{}", d[0].describe());
+        assert!(d[0].describe().ends_with("`kill 10`, or have them leave it)"), "{}", d[0].describe());
+        assert_eq!((d[1].device.as_str(), d[1].dev.as_str()), ("/dev/sdc1", "8:33"));
+        assert_eq!(d[1].holders[0].pid, 11);
+        assert_eq!(d[1].holders[0].how, ["FUSE daemon serving it (the device is open)"]);
+        // The same filesystem mounted somewhere (any namespace): not detached.
+        let mut mounted = snap.clone();
+        mounted.namespaces[0].mounts.extend(parse(b"30 22 8:17 / /mnt rw - vfat /dev/sdb1 rw\n"));
+        assert!(detached(&mounted).iter().all(|d| d.dev != "8:17"));
     }
 }

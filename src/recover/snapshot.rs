@@ -215,37 +215,91 @@ fn link_mnt_id(link: &str) -> Option<u32> {
     fdinfo_mnt_id(&format!("/proc/self/fdinfo/{}", f.as_raw_fd()))
 }
 
+/// A file as the kernel's cache knows it: the device it lives on, the device it is (a block device), its
+/// mode and its size.
+#[derive(Debug, Clone, Copy)]
+pub struct Cached {
+    pub dev: (u32, u32),
+    pub rdev: Option<(u32, u32)>,
+    pub mode: u32,
+    pub size: u64,
+}
+
+/// What the kernel already knows of a file, without asking its filesystem: statx with AT_STATX_DONT_SYNC,
+/// which FUSE answers from its cache (a stuck daemon is never asked) and other filesystems from the inode.
+/// `path` is a /proc magic link (cwd, root, fd/N), which the kernel follows without a lookup.
+pub fn stat_cached(path: &str) -> Option<Cached> {
+    let c = std::ffi::CString::new(path).ok()?;
+    // SAFETY: statx is all zeros when valid (plain integers); the kernel fills it.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` is a live, writable statx.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_SIZE,
+            &mut st,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let mode = u32::from(st.stx_mode);
+    let is_block = mode & libc::S_IFMT == libc::S_IFBLK;
+    Some(Cached {
+        dev: (st.stx_dev_major, st.stx_dev_minor),
+        rdev: is_block.then_some((st.stx_rdev_major, st.stx_rdev_minor)),
+        mode,
+        size: st.stx_size,
+    })
+}
+
 fn read_proc(pid: i32, mounts: &MountMap) -> Option<Proc> {
     let info = crate::sys::procfs::read_proc(pid)?;
     let base = format!("/proc/{pid}");
-    let dev = |id: Option<u32>| id.and_then(|i| mounts.get(&i)).map(|(d, _)| *d);
+    // The device a cwd or root lies on: through its mount when a mount table shows it; otherwise (a filesystem
+    // lazily unmounted everywhere) from the kernel's cached stat.
+    let dev_of_link = |link: String| {
+        link_mnt_id(&link).and_then(|i| mounts.get(&i)).map(|(d, _)| *d).or_else(|| stat_cached(&link).map(|s| s.dev))
+    };
     let mut p = Proc {
         pid,
         comm: info.comm,
         state: info.state,
         wchan: if info.wchan == "0" { String::new() } else { info.wchan },
-        cwd: dev(link_mnt_id(&format!("{base}/cwd"))),
-        root: dev(link_mnt_id(&format!("{base}/root"))),
+        cwd: dev_of_link(format!("{base}/cwd")),
+        root: dev_of_link(format!("{base}/root")),
         ..Default::default()
     };
     if let Ok(d) = std::fs::read_dir(format!("{base}/fd")) {
         for e in d.flatten() {
             let Ok(target) = std::fs::read_link(e.path()) else { continue };
             let target = target.to_string_lossy().into_owned();
+            let link = e.path().to_string_lossy().into_owned();
+            if target.starts_with("/dev/") {
+                // A block device held open (a FUSE daemon's, or a writer's): by its device number.
+                if let Some(Cached { rdev: Some(rdev), .. }) = stat_cached(&link) {
+                    p.block_fds.push(rdev);
+                }
+                continue;
+            }
             // sockets, pipes, anonymous inodes and memfds hold no filesystem space anyone can find
-            if !target.starts_with('/') || target.starts_with("/memfd:") || target.starts_with("/dev/") {
+            if !target.starts_with('/') || target.starts_with("/memfd:") {
                 continue;
             }
             let fdinfo = format!("{base}/fdinfo/{}", e.file_name().to_string_lossy());
-            let Some((d, fstype)) = fdinfo_mnt_id(&fdinfo).and_then(|i| mounts.get(&i)) else { continue };
-            p.fds.push(*d);
-            // The size of a deleted file needs a stat, which a stuck FUSE daemon would never answer.
+            let mounted = fdinfo_mnt_id(&fdinfo).and_then(|i| mounts.get(&i)).map(|(d, _)| *d);
+            // Cached only: a stuck FUSE daemon is never asked (the size of a deleted file on FUSE is the last one
+            // the kernel heard of).
+            let cached = stat_cached(&link);
+            let Some(d) = mounted.or(cached.map(|c| c.dev)) else { continue };
+            p.fds.push(d);
             if target.ends_with(" (deleted)")
-                && !fstype.starts_with("fuse")
-                && let Ok(meta) = std::fs::metadata(e.path())
-                && meta.is_file()
+                && let Some(c) = cached
+                && c.mode & libc::S_IFMT == libc::S_IFREG
             {
-                p.deleted.push((target, meta.len(), *d));
+                p.deleted.push((target, c.size, d));
             }
         }
     }
@@ -290,6 +344,65 @@ fn read_destroy_waiters(procs: &[Proc]) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// Who holds the block devices `devs` (a disk and its partitions): processes with one of them open, and
+/// processes whose cwd, root, open files or memory maps lie on a filesystem on one of them, mounted or not.
+/// For `write`'s "busy": a stick whose filesystem was lazily unmounted but is still held answers EBUSY with no
+/// mount to show for it.
+pub fn holders_of(devs: &[(u32, u32)]) -> Vec<String> {
+    let namespaces = read_namespaces();
+    let devices = read_devices();
+    let mounted: Vec<(u32, u32)> = namespaces.iter().flat_map(|n| &n.mounts).map(|m| (m.major, m.minor)).collect();
+    let name = |d: (u32, u32)| {
+        devices.iter().find(|(x, _)| *x == d).map_or_else(|| format!("{}:{}", d.0, d.1), |(_, n)| n.clone())
+    };
+    let mut out = Vec::new();
+    for p in read_procs(&namespaces) {
+        let who = format!("process {} ({})", p.pid, crate::cli::term::escape(&p.comm));
+        for d in devs.iter().filter(|d| p.block_fds.contains(d)) {
+            out.push(format!("{who} has {} open", name(*d)));
+        }
+        for &d in devs {
+            let mut how = Vec::new();
+            if p.cwd == Some(d) {
+                how.push("its working directory");
+            }
+            if p.root == Some(d) {
+                how.push("its root directory");
+            }
+            if p.fds.contains(&d) {
+                how.push("open files");
+            }
+            if p.maps.contains(&d) {
+                how.push("memory-mapped files");
+            }
+            if !how.is_empty() {
+                let unmounted = if mounted.contains(&d) { "" } else { ", which no mount shows (lazily unmounted)" };
+                out.push(format!("{who} has {} on the filesystem of {}{unmounted}", how.join(" and "), name(d)));
+            }
+        }
+    }
+    out
+}
+
+/// The block devices the kernel has, by number, with their /dev names.
+fn read_devices() -> Vec<((u32, u32), String)> {
+    let mut out: Vec<((u32, u32), String)> = std::fs::read_dir("/sys/dev/block")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_str()?.to_string();
+                    let (a, b) = name.split_once(':')?;
+                    let uevent = std::fs::read_to_string(e.path().join("uevent")).ok()?;
+                    let dev = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+                    Some(((a.parse().ok()?, b.parse().ok()?), format!("/dev/{dev}")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
 /// Read everything `plan` needs. `named`: paths the user gave.
 pub fn take(named: &[PathBuf]) -> Snapshot {
     let namespaces = read_namespaces();
@@ -331,6 +444,8 @@ pub fn take(named: &[PathBuf]) -> Snapshot {
         dirs: read_dirs(named, &host_points, &host_fuse_points),
         namespaces,
         loops: read_loops(),
+        devices: read_devices(),
+        fuse_connections: super::fuse::connections(),
         live: read_live(),
         parent_devs: read_parent_devs(),
     }

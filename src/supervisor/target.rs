@@ -44,7 +44,26 @@ pub fn open_and_lock(t: &TargetFacts, path: &Path, create_size: u64, access: Acc
     let replaced = || fail(exit::FAILED, format!("{} was replaced while woesafe checked it", term::path(path)));
     let open_err = |e| match e {
         ArgFileError::Open { source, .. } if source.raw_os_error() == Some(libc::EBUSY) => {
-            fail(exit::REFUSED, format!("busy: {} is in use (mounted, or held by another program)", term::path(path)))
+            // Name who holds it, where /proc tells: a lazily unmounted filesystem still held shows no mount.
+            let holders = match t {
+                TargetFacts::Block(b) => crate::recover::snapshot::holders_of(&b.devnums),
+                TargetFacts::Image { .. } => Vec::new(),
+            };
+            if holders.is_empty() {
+                fail(
+                    exit::REFUSED,
+                    format!("busy: {} is in use (mounted, or held by another program)", term::path(path)),
+                )
+            } else {
+                fail(
+                    exit::REFUSED,
+                    format!(
+                        "busy: {} is in use: {}; end those processes (or have them leave it), or see `woesafe recover`",
+                        term::path(path),
+                        holders.join("; ")
+                    ),
+                )
+            }
         }
         ArgFileError::Open { source, .. } => fail(exit::FAILED, format!("cannot open {}: {source}", term::path(path))),
         ArgFileError::ReplacedSinceCheck { .. } => replaced(),
