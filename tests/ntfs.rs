@@ -4,78 +4,7 @@
 
 mod common;
 use common::*;
-use std::path::Path;
 use std::process::Command;
-
-/// The partitions as sfdisk sees them: (start sector, sectors, type, bootable).
-fn partitions(image: &Path) -> (String, Vec<(u64, u64, String, bool)>) {
-    let out = Command::new("sfdisk").arg("--json").arg(image).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let pt = &json["partitiontable"];
-    let parts = pt["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["start"].as_u64().unwrap(),
-                p["size"].as_u64().unwrap(),
-                p["type"].as_str().unwrap().to_string(),
-                p["bootable"].as_bool().unwrap_or(false),
-            )
-        })
-        .collect();
-    (pt["label"].as_str().unwrap().to_string(), parts)
-}
-
-/// Mount the NTFS partition read-only with ntfs-3g in this thread's private mount namespace, compare every
-/// file of the fixture byte for byte and its modification time, and count what else is there.
-fn verify_ntfs(image: &Path, start: u64, sectors: u64, fx: &Fixture, work: &Path, extra: &[&str]) {
-    let (_f, lo) = test_loop(image, start * 512, sectors * 512, true);
-    let mnt = work.join("ntfs");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let out = Command::new("ntfs-3g").args(["-o", "ro"]).arg(lo.path()).arg(&mnt).output().unwrap();
-    assert!(out.status.success(), "ntfs-3g could not mount the stick's NTFS: {}", text(&out));
-    let check =
-        Command::new("sha256sum").arg("--quiet").arg("-c").arg(&fx.manifest).current_dir(&mnt).output().unwrap();
-    let listed = std::fs::read_to_string(&fx.manifest).unwrap().lines().count();
-    let files: Vec<String> = walk_files(&mnt)
-        .iter()
-        .map(|p| p.strip_prefix(&mnt).unwrap().to_string_lossy().into_owned())
-        .filter(|p| !p.starts_with("$") && !p.starts_with("System Volume Information"))
-        .collect();
-    use std::os::unix::fs::MetadataExt;
-    let mut mtime_errors = Vec::new();
-    for line in std::fs::read_to_string(&fx.manifest).unwrap().lines() {
-        let rel = line.split_once("  ").unwrap().1;
-        let want = std::fs::metadata(fx.tree.join(rel)).unwrap().mtime();
-        if let Ok(m) = std::fs::metadata(mnt.join(rel))
-            && m.mtime() != want
-        {
-            mtime_errors.push(format!("{rel}: {} != {want}", m.mtime()));
-        }
-    }
-    let extras: Vec<String> = extra.iter().filter(|e| !mnt.join(e).is_file()).map(|e| e.to_string()).collect();
-    nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH).unwrap();
-    drop(lo);
-    assert!(check.status.success(), "files differ from the ISO's:\n{}", text(&check));
-    assert_eq!(files.len(), listed + extra.len(), "files on the stick: the ISO's {listed} + {extra:?}");
-    assert!(extras.is_empty(), "missing on the stick: {extras:?}");
-    assert!(mtime_errors.is_empty(), "modification times differ: {mtime_errors:?}");
-}
-
-/// The bridge partition: a FAT filesystem with EFI/BOOT/BOOTX64.EFI (a GRUB EFI image).
-fn verify_bridge(image: &Path, start: u64) {
-    let out = Command::new("mdir")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(format!("{}@@{}", image.display(), start * 512))
-        .arg("::/EFI/BOOT")
-        .output()
-        .unwrap();
-    assert!(out.status.success() && text(&out).contains("BOOTX64  EFI"), "bridge: {}", text(&out));
-}
 
 fn ntfs_tools() -> bool {
     have("ntfs-3g") && have("mkntfs")
