@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the deterministic parts of the woesafe test ISO tree.
 
-Usage: make_test_tree.py TREE_DIR WIMSRC_DIR [--big-file-mib N] [--win7]
+Usage: make_test_tree.py TREE_DIR WIMSRC_DIR [--big-file-mib N] [--win7] [--support-files N]
                          [--big-wim-mib N [--big-wim-one-resource]]
 
 Writes every file of the Windows-installer-like tree except the ones built by
@@ -74,6 +74,11 @@ def main():
     if "--big-wim-mib" in args:
         i = args.index("--big-wim-mib")
         big_wim_mib = int(args[i + 1])
+        del args[i : i + 2]
+    support_files = 3000
+    if "--support-files" in args:
+        i = args.index("--support-files")
+        support_files = int(args[i + 1])
         del args[i : i + 2]
     one_resource = "--big-wim-one-resource" in args
     if one_resource:
@@ -150,7 +155,7 @@ def main():
                 dirs.append(f"support/{t}/{m}/{l}")
     exts = [".dll", ".mui", ".xml", ".inf", ".cat", ".txt", ".EXE", ".Sys"]
     stems = ["file", "Component", "lib", "RESOURCE", "setupapi", "x"]
-    for n in range(3000):
+    for n in range(support_files):
         d = dirs[n % len(dirs)]
         stem = stems[n % len(stems)]
         ext = exts[(n // 7) % len(exts)]
