@@ -107,9 +107,10 @@ fn run_guest(kernel: &str, sticks: &[Stick], cases: &[&str], udev: bool, dir: &P
     let out_dir = dir.join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
     let cmd = format!(
-        "UDEV={} NSTICKS={} bash {} {} {} {}",
+        "UDEV={} NSTICKS={} WIN_ISO={} bash {} {} {} {}",
         u8::from(udev),
         sticks.len(),
+        fixture().iso.display(),
         root().join("tests/vm/cases.sh").display(),
         bin().display(),
         fx.iso.display(),
@@ -203,14 +204,16 @@ fn vm_debian_6_12() {
         stick(1050),                                        // / on device-mapper
         stick(1060),                                        // udev's flock convention
         Stick { mib: 1070, removable: true, sector: 4096 }, // 4096-byte sectors
-        stick(1080),                                        // kill matrix
     ];
-    let mut cases = vec!["kernel", "fixed", "virtio", "root_dm", "udev", "4k", "kill"];
+    let mut cases = vec!["kernel", "fixed", "virtio", "root_dm", "udev", "4k"];
     if extended() {
-        sticks.extend([stick(1000), stick(1020), stick(1030)]);
-        cases.extend(["defaults", "ntfs3g", "ntfs3"]);
+        sticks.extend([stick(1000), stick(1020), stick(1030), stick(1080), stick(1090), stick(1100)]);
+        cases.extend(["defaults", "ntfs3g", "ntfs3", "kill", "woeusb_ntfs_held", "woeusb_fat"]);
     } else {
-        append_times("  (extended set not run: defaults, ntfs3g, ntfs3 and the 6.1 kernel; WOESAFE_VM_EXTENDED=1)\n");
+        append_times(
+            "  (extended set not run: defaults, ntfs3g, ntfs3, kill, woeusb_ntfs_held, woeusb_fat and the 6.1 \
+             kernel; WOESAFE_VM_EXTENDED=1)\n",
+        );
     }
     // systemd-udevd runs in this guest while every case writes.
     let (results, console) = run_guest("6.12.", &sticks, &cases, true, dir.path());
@@ -222,7 +225,8 @@ fn vm_debian_6_12() {
     let work = dir.path().join("work");
     let mut fat = vec![1010, 1040, 1060];
     if extended() {
-        fat.push(1000);
+        // (the WoeUSB-ng sticks as woesafe wrote them after recover)
+        fat.extend([1000, 1090, 1100]);
     }
     for &mib in &fat {
         let w = work.join(mib.to_string());

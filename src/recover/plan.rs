@@ -159,17 +159,41 @@ impl Detached {
         } else {
             String::new()
         };
-        let pids: Vec<String> = self.holders.iter().map(|h| h.pid.to_string()).collect();
+        // A FUSE daemon serving it is not to be killed: it ends by itself once the others let go.
+        let is_daemon = |h: &&Holder| h.how.iter().any(|w| w.starts_with(FUSE_DAEMON));
+        let pids: Vec<String> = self.holders.iter().filter(|h| !is_daemon(h)).map(|h| h.pid.to_string()).collect();
+        let daemons: Vec<String> =
+            self.holders.iter().filter(is_daemon).map(|h| format!("{} ({})", h.pid, term::escape(&h.comm))).collect();
+        let daemon_note = if daemons.is_empty() {
+            String::new()
+        } else {
+            format!("; its FUSE daemon {} ends by itself then", daemons.join(", "))
+        };
+        let who = match pids.len() {
+            0 => {
+                return format!(
+                    "{} ({}) is unmounted everywhere but still served by its FUSE daemon {}{space}: nothing else holds \
+                 it; a daemon that does not end by itself is stuck (see the FUSE connections above)",
+                    term::escape(&self.device),
+                    self.dev,
+                    daemons.join(", ")
+                );
+            }
+            1 => format!("process {}", pids[0]),
+            _ => format!("processes {}", pids.join(", ")),
+        };
         format!(
-            "{} ({}) is unmounted everywhere but still alive{space}: the device stays busy until {} let(s) go (end \
-             them, e.g. `kill {}`, or have them leave it)",
+            "{} ({}) is unmounted everywhere but still alive{space}: the device stays busy until {who} let(s) go (end \
+             them, e.g. `kill {}`, or have them leave it){daemon_note}",
             term::escape(&self.device),
             self.dev,
-            if pids.len() == 1 { format!("process {}", pids[0]) } else { format!("processes {}", pids.join(", ")) },
             pids.join(" ")
         )
     }
 }
+
+/// How a FUSE daemon holds the filesystem it serves.
+const FUSE_DAEMON: &str = "FUSE daemon serving it";
 
 /// Filesystems that no mount in any namespace shows but that processes still hold (cwd, root, open files, memory
 /// maps), or whose FUSE connection still lives, each with its holders. Only devices the kernel lists (block
@@ -214,7 +238,7 @@ pub fn detached(snap: &Snapshot) -> Vec<Detached> {
             }
             // A FUSE daemon serving a block device's filesystem holds the device itself open.
             if p.block_fds.contains(&dev) && snap.fuse_connections.contains(&super::fuse::connection_id(dev.0, dev.1)) {
-                how.push("FUSE daemon serving it (the device is open)".to_string());
+                how.push(format!("{FUSE_DAEMON} (the device is open)"));
             }
             for (_, size, d) in &p.deleted {
                 if *d == dev {
@@ -953,6 +977,17 @@ mod detached_tests {
         assert_eq!((d[0].deleted_files, d[0].deleted_bytes), (1, 5 << 20));
         assert!(d[0].describe().contains("still alive; 1 deleted file(s) of 5.0 MiB"), "{}", d[0].describe());
         assert!(d[0].describe().ends_with("`kill 10`, or have them leave it)"), "{}", d[0].describe());
+        // The daemon alone: never offered for killing.
+        assert!(d[1].describe().contains("still served by its FUSE daemon 11 (mount.ntfs-3g)"), "{}", d[1].describe());
+        assert!(!d[1].describe().contains("kill"), "{}", d[1].describe());
+        // A holder and the daemon: only the holder is offered.
+        let mut both = snap.clone();
+        both.procs[1].cwd = None;
+        both.procs.push(Proc { pid: 14, comm: "sh".into(), state: 'S', cwd: Some((8, 33)), ..Default::default() });
+        let d = detached(&both);
+        let text = d.iter().find(|d| d.dev == "8:33").unwrap().describe();
+        assert!(text.contains("until process 14 let(s) go (end them, e.g. `kill 14`"), "{text}");
+        assert!(text.ends_with("its FUSE daemon 11 (mount.ntfs-3g) ends by itself then"), "{text}");
         assert_eq!((d[1].device.as_str(), d[1].dev.as_str()), ("/dev/sdc1", "8:33"));
         assert_eq!(d[1].holders[0].pid, 11);
         assert_eq!(d[1].holders[0].how, ["FUSE daemon serving it (the device is open)"]);

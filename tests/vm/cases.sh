@@ -2,7 +2,7 @@
 # The VM tier's cases, run as root inside a guest (tests/vm.rs boots it through scripts/vm-run): woesafe on a
 # Debian kernel with real USB sticks, real sysfs, kernel filesystem drivers and (with udev=1) systemd-udevd.
 #
-#   [UDEV=1] [NSTICKS=N] cases.sh WOESAFE ISO CASE...
+#   [UDEV=1] [NSTICKS=N] [WIN_ISO=ISO] cases.sh WOESAFE ISO CASE...
 #
 # Sticks are told apart by size (the host gives each case its own): `stick MiB` names the disk. Each case
 # appends one line to $VM_OUT/results: "CASE NAME ok|FAILED SECONDS [what failed]", and its transcript to
@@ -247,6 +247,107 @@ case_kill() {
     # a SIGKILLed supervisor leaves at most its empty directory, which recover removes
     "$W" recover --yes >/dev/null 2>&1
   done
+}
+
+# WoeUSB-ng 0.2.12 (installed by name from the sdist scripts/install-vm-deps fetched from PyPI, into its venv,
+# inside this guest only: its setup.py's copies into /usr/share and /usr/local/bin land in the guest's overlay).
+woeusb_venv=$VM_TOOLS/../woeusb-venv
+woeusb_install() {
+  [ -x "$woeusb_venv/bin/woeusb" ] && return 0
+  mkdir -p /usr/share/polkit-1/actions /usr/share/applications /usr/local/bin
+  "$woeusb_venv/bin/pip" install -q --no-index --find-links "$VM_TOOLS/../pip" termcolor || fail "pip install termcolor"
+  "$woeusb_venv/bin/pip" install -q --no-index --find-links "$VM_TOOLS/../pip" --no-deps woeusb-ng==0.2.12 \
+    || fail "pip install woeusb-ng==0.2.12"
+}
+
+# recover after a real WoeUSB-ng crash: WoeUSB-ng writes the 3031-file test ISO (WIN_ISO) to a stick and is
+# SIGKILLed while it copies (with HOLD=1 a shell sits in its target mount, keeping a deleted file open).
+# recover must name its mounts, loop device and temp directory, clean them with --yes, touch none of the
+# decoys, find the held filesystem after its lazy unmount, and leave the stick writable again.
+woeusb_crash() { # MIB FS HOLD
+  local d fs=$2 hold=$3 wp m i hp="" n
+  d=$(stick "$1")
+  woeusb_install
+  mkdir -p /media/decoy-dir /tmp/WoeUSB-notes /mnt/decoy
+  echo keep >/tmp/WoeUSB-notes/x
+  truncate -s 64M /tmp/decoy.img
+  mkfs.ext4 -q /tmp/decoy.img
+  mount -o loop /tmp/decoy.img /mnt/decoy
+  PYTHONUNBUFFERED=1 "$woeusb_venv/bin/woeusb" --device "$WIN_ISO" "/dev/$d" --target-filesystem "$fs" --no-color \
+    >/tmp/woeusb.log 2>&1 &
+  wp=$!
+  for i in $(seq 1800); do grep -q woeusb_target /proc/self/mountinfo && break; kill -0 $wp 2>/dev/null || break; sleep 0.1; done
+  m=$(awk '$5 ~ /woeusb_target/ { print $5 }' /proc/self/mountinfo | head -n 1)
+  [ -n "$m" ] || fail "WoeUSB-ng never mounted its target"
+  for i in $(seq 1200); do
+    n=$(find "$m" -type f 2>/dev/null | wc -l)
+    [ "$n" -ge 100 ] && break
+    kill -0 $wp 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ "$hold" = 1 ]; then
+    (cd "$m" && exec 3>"$m/open-deleted.bin" && head -c 1048576 /dev/urandom >&3 && rm "$m/open-deleted.bin" && exec sleep 100000) &
+    hp=$!
+    sleep 0.5
+  fi
+  kill -0 $wp 2>/dev/null || fail "WoeUSB-ng ended before it could be killed"
+  echo "SIGKILL WoeUSB-ng ($wp) with $(find "$m" -type f | wc -l) files on its target $m"
+  kill -KILL $wp
+  wait $wp
+  tr -d '\033' </tmp/woeusb.log | grep -Ev '%|^ *$' | tail -n 12
+  echo "-- left: $(grep -E 'woeusb|/dev/loop' /proc/self/mountinfo | awk '{ print $5 }' | tr '\n' ' ')$(ls -d /tmp/WoeUSB.* 2>/dev/null | tr '\n' ' ')"
+
+  "$W" recover >/tmp/r1.log 2>&1
+  expect_rc 0 $? "recover"
+  cat /tmp/r1.log
+  for what in "unmount $m (" "unmount /media/woeusb_source_" "detach /dev/loop" "remove the empty directory /tmp/WoeUSB."; do
+    expect_in /tmp/r1.log "$what" "recover's plan"
+  done
+  "$W" recover --yes >/tmp/r2.log 2>&1
+  rc=$?
+  cat /tmp/r2.log
+  grep -q "FAILED" /tmp/r2.log && fail "an action of recover --yes FAILED"
+  if [ "$hold" = 1 ]; then
+    expect_rc 1 $rc "recover --yes with the target still held"
+    expect_in /tmp/r2.log "still alive: /dev/${d}1 " "the held filesystem after --yes"
+  else
+    expect_rc 0 $rc "recover --yes"
+  fi
+  grep -E " (/dev/${d}1|/dev/loop[0-9]+) " /proc/self/mountinfo | grep -v /mnt/decoy && fail "a mount of WoeUSB-ng is left"
+  ls -d /media/woeusb_* /tmp/WoeUSB.* 2>/dev/null && fail "a directory of WoeUSB-ng is left"
+  grep -l "$WIN_ISO" /sys/block/loop*/loop/backing_file 2>/dev/null && fail "the ISO's loop device is left"
+  [ -d /media/decoy-dir ] && [ -f /tmp/WoeUSB-notes/x ] && grep -q " /mnt/decoy " /proc/self/mountinfo \
+    || fail "recover touched a decoy"
+  if [ -n "$hp" ]; then
+    "$W" recover >/tmp/r3.log 2>&1
+    expect_rc 0 $? "recover after --yes"
+    cat /tmp/r3.log
+    expect_in /tmp/r3.log "unmounted but alive: /dev/${d}1 " "the held filesystem found again"
+    expect_in /tmp/r3.log "held by process $hp (sleep) through its working directory, 1 open file" "its holder"
+    expect_in /tmp/r3.log "1 deleted file(s) of 1.0 MiB" "the space it keeps"
+    "$W" write "$ISO" "/dev/$d" --yes >/tmp/w1.log 2>&1
+    expect_rc 3 $? "write to the held stick"
+    cat /tmp/w1.log
+    expect_in /tmp/w1.log "busy: /dev/$d is in use: " "the refusal"
+    expect_in /tmp/w1.log "process $hp (sleep) has its working directory and open files on the filesystem of /dev/${d}1" "the holder named"
+    kill $hp
+    wait $hp 2>/dev/null
+    for i in $(seq 100); do pgrep -f "mount.ntfs.*/dev/${d}1" >/dev/null || break; sleep 0.1; done
+    "$W" recover >/tmp/r4.log 2>&1
+    expect_in /tmp/r4.log "Nothing to recover" "recover once the holder is gone"
+  fi
+  write "$d"
+  expect_rc 0 "$rc" "woesafe write to the stick WoeUSB-ng left"
+  umount /mnt/decoy
+  rm -rf /media/decoy-dir /tmp/WoeUSB-notes /tmp/decoy.img
+}
+
+case_woeusb_ntfs_held() {
+  woeusb_crash 1090 NTFS 1
+}
+
+case_woeusb_fat() {
+  woeusb_crash 1100 FAT 0
 }
 
 case_udev_start() {
