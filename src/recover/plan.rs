@@ -61,6 +61,10 @@ pub struct Proc {
     pub deleted: Vec<(String, u64, (u32, u32))>,
     /// Block devices it holds open (a FUSE daemon's device, a writer's disk).
     pub block_fds: Vec<(u32, u32)>,
+    /// Its command line, arguments joined by spaces (at most 4 KiB).
+    pub cmdline: String,
+    /// It has /dev/fuse open: a FUSE daemon (naming its mount point is how it serves it).
+    pub fuse_daemon: bool,
 }
 
 /// A process that keeps a leftover filesystem alive.
@@ -131,6 +135,8 @@ pub struct Snapshot {
     pub devices: Vec<((u32, u32), String)>,
     /// Every FUSE connection the kernel has.
     pub fuse_connections: Vec<u32>,
+    /// `recover` itself and its ancestors (the shell, sudo), whose command lines name the paths the user gave.
+    pub ours: Vec<i32>,
 }
 
 /// A filesystem that no mount in any namespace shows (lazily unmounted: by `recover --yes`, `umount -l`, or its
@@ -410,6 +416,21 @@ fn live_owner<'a>(snap: &'a Snapshot, reason: &Reason) -> Option<&'a (u32, Strin
     }
 }
 
+/// A process, other than a FUSE daemon serving it, whose command line names `mount_point` (or a path below it)
+/// as an argument: a helper a crashed tool left running on its mount (WoeUSB-ng's `grub-install
+/// --boot-directory=/media/woeusb_target_…`), which may still write there.
+fn works_on<'a>(snap: &'a Snapshot, mount_point: &Path) -> Option<&'a Proc> {
+    let mp = mount_point.to_str()?;
+    snap.procs.iter().find(|p| {
+        !p.fuse_daemon
+            && !snap.ours.contains(&p.pid)
+            && p.cmdline.split(' ').any(|arg| {
+                let path = arg.rsplit_once('=').map_or(arg, |(_, v)| v);
+                path.strip_prefix(mp).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+    })
+}
+
 /// Plan the recovery. `named` holds paths the user gave on the command line.
 pub fn plan(snap: &Snapshot, named: &[PathBuf]) -> CleanupPlan {
     let mut actions = Vec::new();
@@ -458,6 +479,17 @@ pub fn plan(snap: &Snapshot, named: &[PathBuf]) -> CleanupPlan {
                         "{}: process {pid} ({}) is still running",
                         term::path(&m.mount_point),
                         term::escape(comm)
+                    ));
+                    continue;
+                }
+                if let Some(p) = works_on(snap, &m.mount_point) {
+                    left_alone.push(format!(
+                        "{}: process {} ({}) still works on it ({}): a helper of the crashed run, orphaned; left \
+                         alone until it ends (or you end it)",
+                        term::path(&m.mount_point),
+                        p.pid,
+                        term::escape(&p.comm),
+                        term::escape(&p.cmdline)
                     ));
                     continue;
                 }
@@ -919,6 +951,7 @@ mod tests {
                 destroy_waiters: vec![],
                 devices: vec![],
                 fuse_connections: vec![],
+                ours: vec![],
             };
             let a = plan(&snap, &[]);
             assert_eq!(a, CleanupPlan::default(), "planned something on an unrelated system:\n{text}");
@@ -991,9 +1024,70 @@ mod detached_tests {
         assert_eq!((d[1].device.as_str(), d[1].dev.as_str()), ("/dev/sdc1", "8:33"));
         assert_eq!(d[1].holders[0].pid, 11);
         assert_eq!(d[1].holders[0].how, ["FUSE daemon serving it (the device is open)"]);
+        // (below)
         // The same filesystem mounted somewhere (any namespace): not detached.
         let mut mounted = snap.clone();
         mounted.namespaces[0].mounts.extend(parse(b"30 22 8:17 / /mnt rw - vfat /dev/sdb1 rw\n"));
         assert!(detached(&mounted).iter().all(|d| d.dev != "8:17"));
+    }
+}
+
+#[cfg(test)]
+mod helper_tests {
+    use super::*;
+    use crate::sys::mountinfo::parse;
+
+    /// An orphaned helper of WoeUSB-ng (grub-install naming the target mount) keeps its mount from being
+    /// unmounted under it; a FUSE daemon naming its mount point (that is how it serves it) does not, nor does a
+    /// path that merely starts with the same characters.
+    #[test]
+    fn a_helper_still_working_on_a_leftover_mount_keeps_it() {
+        let text = b"22 1 254:0 / / rw - ext4 /dev/vda rw\n\
+            40 22 8:33 / /media/woeusb_target_1690000001_4190001 rw - vfat /dev/sdc1 rw\n\
+            41 22 0:60 / /media/woeusb_source_1690000000_4190001 ro - fuse.fuseiso fuseiso ro\n";
+        let host = Namespace { id: "mnt:[1]".into(), is_host: true, pids: vec![1], mounts: parse(text) };
+        let grub = Proc {
+            pid: 50,
+            comm: "grub-install".into(),
+            state: 'S',
+            cmdline: "grub-install --boot-directory=/media/woeusb_target_1690000001_4190001 --force /dev/sdc".into(),
+            ..Default::default()
+        };
+        let fuseiso = Proc {
+            pid: 51,
+            comm: "fuseiso".into(),
+            state: 'S',
+            cmdline: "fuseiso /isos/w.iso /media/woeusb_source_1690000000_4190001".into(),
+            fuse_daemon: true,
+            ..Default::default()
+        };
+        let other = Proc {
+            pid: 52,
+            comm: "ls".into(),
+            state: 'S',
+            cmdline: "ls /media/woeusb_target_1690000001_41900012".into(),
+            ..Default::default()
+        };
+        let mut snap = Snapshot { namespaces: vec![host], procs: vec![grub, fuseiso, other], ..Default::default() };
+        let p = plan(&snap, &[]);
+        let unmounts: Vec<String> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Unmount { mount_point, .. } => Some(mount_point.display().to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(unmounts, ["/media/woeusb_source_1690000000_4190001"], "{p:#?}");
+        assert!(
+            p.left_alone
+                .iter()
+                .any(|l| l.starts_with("/media/woeusb_target_1690000001_4190001: process 50 (grub-install)")),
+            "{:?}",
+            p.left_alone
+        );
+        // recover's own ancestors (sudo naming the path) do not count.
+        snap.ours = vec![50];
+        assert_eq!(plan(&snap, &[]).actions.iter().filter(|a| matches!(a, Action::Unmount { .. })).count(), 2);
     }
 }

@@ -277,6 +277,10 @@ fn read_proc(pid: i32, mounts: &MountMap) -> Option<Proc> {
             let Ok(target) = std::fs::read_link(e.path()) else { continue };
             let target = target.to_string_lossy().into_owned();
             let link = e.path().to_string_lossy().into_owned();
+            if target == "/dev/fuse" {
+                p.fuse_daemon = true;
+                continue;
+            }
             if target.starts_with("/dev/") {
                 // A block device held open (a FUSE daemon's, or a writer's): by its device number.
                 if let Some(Cached { rdev: Some(rdev), .. }) = stat_cached(&link) {
@@ -304,7 +308,31 @@ fn read_proc(pid: i32, mounts: &MountMap) -> Option<Proc> {
         }
     }
     p.maps = std::fs::read_to_string(format!("{base}/maps")).map(|m| parse_map_devs(&m)).unwrap_or_default();
+    let mut cmdline = std::fs::read(format!("{base}/cmdline")).unwrap_or_default();
+    cmdline.truncate(4096);
+    p.cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_string();
     Some(p)
+}
+
+/// This process and its ancestors (the shell, sudo): their command lines name the paths the user gave, so they
+/// are never taken for a crashed tool's helper still working on them.
+fn self_and_ancestors() -> Vec<i32> {
+    let mut out = vec![std::process::id() as i32];
+    let mut pid = out[0];
+    for _ in 0..64 {
+        let Some(ppid) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PPid:"))?.trim().parse::<i32>().ok())
+        else {
+            break;
+        };
+        if ppid <= 1 {
+            break;
+        }
+        out.push(ppid);
+        pid = ppid;
+    }
+    out
 }
 
 fn read_procs(namespaces: &[Namespace]) -> Vec<Proc> {
@@ -445,6 +473,7 @@ pub fn take(named: &[PathBuf]) -> Snapshot {
         namespaces,
         loops: read_loops(),
         devices: read_devices(),
+        ours: self_and_ancestors(),
         fuse_connections: super::fuse::connections(),
         live: read_live(),
         parent_devs: read_parent_devs(),
