@@ -199,19 +199,7 @@ pub fn verify_written_as(image: &Path, fx: &Fixture, work: &Path, gpt: bool) {
     // Every file byte for byte: extract with mcopy and compare with the tree the ISO was built from
     let ext = work.join("extracted");
     std::fs::create_dir_all(&ext).unwrap();
-    let out = Command::new("mcopy")
-        .env("LC_ALL", "C.UTF-8")
-        .env("TZ", "UTC")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(format!("{}@@1M", image.display()))
-        .args(["-s", "-n", "-m", "::/*"])
-        .arg(&ext)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mcopy failed: {}", text(&out));
-    let out = Command::new("sha256sum").arg("--quiet").arg("-c").arg(&fx.manifest).current_dir(&ext).output().unwrap();
-    assert!(out.status.success(), "files differ from the ISO's:\n{}", text(&out));
+    extract_and_compare(image, fx, &ext);
     // Nothing extra but GRUB's config; nothing missing (sha256sum -c checks presence of every manifest line).
     let listed = std::fs::read_to_string(&fx.manifest).unwrap().lines().count();
     let found = walk_files(&ext).len();
@@ -235,6 +223,24 @@ pub fn verify_written_as(image: &Path, fx: &Fixture, work: &Path, gpt: bool) {
         let rel = d.strip_prefix(&fx.tree).unwrap();
         assert!(ext.join(rel).is_dir(), "directory {} missing on the stick", rel.display());
     }
+}
+
+/// Every file of the FAT partition at 1 MiB of `image` extracted with mtools (an independent FAT reader, which
+/// takes the sector size from the boot sector) into `ext`, and checked against the fixture's sha256 manifest.
+pub fn extract_and_compare(image: &Path, fx: &Fixture, ext: &Path) {
+    let out = Command::new("mcopy")
+        .env("LC_ALL", "C.UTF-8")
+        .env("TZ", "UTC")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@1M", image.display()))
+        .args(["-s", "-n", "-m", "::/*"])
+        .arg(ext)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mcopy failed: {}", text(&out));
+    let out = Command::new("sha256sum").arg("--quiet").arg("-c").arg(&fx.manifest).current_dir(ext).output().unwrap();
+    assert!(out.status.success(), "files differ from the ISO's:\n{}", text(&out));
 }
 
 pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
