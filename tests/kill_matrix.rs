@@ -126,7 +126,7 @@ fn run_case_at(fx: &Fixture, kill: Kill, step: &str, line: &str, driver: &str, f
         assert!(!image.exists(), "{case}: the untouched new image file was left:\n{err}");
     }
     // Nothing left: mounts, loops, processes of the worker's namespace.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10) * time_scale();
     loop {
         let now = host_state(work.path());
         let left = processes_in(&ns);
@@ -207,7 +207,7 @@ fn every_kill_while_repacking() {
     for kill in kills {
         // At the re-pack's first progress line: wimlib-imagex is running then.
         run_case_at(&fx, kill, "prepare", "%  ", "userspace", "fat32", "6G", false);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10) * time_scale();
         while woesafe::sys::loopdev::attached().iter().any(|(_, b)| *b == iso) {
             assert!(Instant::now() < deadline, "{kill:?}: a loop device over the ISO was left");
             std::thread::sleep(Duration::from_millis(20));
@@ -245,9 +245,7 @@ fn kernel_drivers_every_kill_in_every_phase() {
     if !need_root(name) {
         return;
     }
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !["vfat", "udf"].iter().all(|f| fs.lines().any(|l| l.split_whitespace().last() == Some(*f))) {
-        woesafe::report_skip(name, "this kernel lacks vfat or udf (/proc/filesystems)");
+    if !kernel_has(name, &["vfat", "udf"]) {
         return;
     }
     every_kill_in_every_phase("kernel", "fat32");
@@ -343,7 +341,7 @@ fn signal_during_startup_is_never_lost() {
         &[("WOESAFE_TEST_WORKER_START_DELAY_MS", "1500")],
     );
     let sup = run.child.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10) * time_scale();
     while worker_of(sup).is_none() {
         assert!(Instant::now() < deadline, "no worker");
         std::thread::sleep(Duration::from_millis(5));

@@ -138,9 +138,7 @@ fn kernel_ntfs3_where_available() {
     if !need_root(name) {
         return;
     }
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !fs.lines().any(|l| l.split_whitespace().last() == Some("ntfs3")) {
-        woesafe::report_skip(name, "this kernel lacks ntfs3 (/proc/filesystems)");
+    if !kernel_has(name, &["ntfs3"]) {
         return;
     }
     let fx = fixture();

@@ -107,10 +107,11 @@ fn run_guest(kernel: &str, sticks: &[Stick], cases: &[&str], udev: bool, dir: &P
     let out_dir = dir.join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
     let cmd = format!(
-        "UDEV={} NSTICKS={} WIN_ISO={} bash {} {} {} {}",
+        "UDEV={} NSTICKS={} WIN_ISO={} HOST_TESTS='{}' bash {} {} {} {}",
         u8::from(udev),
         sticks.len(),
         fixture().iso.display(),
+        host_tests().join(" "),
         root().join("tests/vm/cases.sh").display(),
         bin().display(),
         fx.iso.display(),
@@ -142,6 +143,34 @@ fn run_guest(kernel: &str, sticks: &[Stick], cases: &[&str], udev: bool, dir: &P
     }
     append_times(&times);
     (results, console)
+}
+
+/// The host's kernel-driver tests (`kernel_has`), as BINARY::TEST for the guest's `host_tests` case: the test
+/// binaries cargo built beside this one (the newest of each name).
+fn host_tests() -> Vec<String> {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let newest = |name: &str| -> PathBuf {
+        let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&deps)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let f = p.file_name().unwrap().to_string_lossy();
+                f.strip_prefix(&format!("{name}-")).is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
+            })
+            .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+            .collect();
+        found.sort();
+        found.pop().unwrap_or_else(|| panic!("no test binary {name} in {}", deps.display())).1
+    };
+    [
+        ("write_image", "kernel_drivers_where_available"),
+        ("ntfs", "kernel_ntfs3_where_available"),
+        ("kill_matrix", "kernel_drivers_every_kill_in_every_phase"),
+    ]
+    .iter()
+    .map(|(bin, test)| format!("{}::{test}", newest(bin).display()))
+    .collect()
 }
 
 fn append_times(text: &str) {
@@ -208,11 +237,11 @@ fn vm_debian_6_12() {
     let mut cases = vec!["kernel", "fixed", "virtio", "root_dm", "udev", "4k"];
     if extended() {
         sticks.extend([stick(1000), stick(1020), stick(1030), stick(1080), stick(1090), stick(1100)]);
-        cases.extend(["defaults", "ntfs3g", "ntfs3", "kill", "woeusb_ntfs_held", "woeusb_fat"]);
+        cases.extend(["defaults", "ntfs3g", "ntfs3", "kill", "woeusb_ntfs_held", "woeusb_fat", "host_tests"]);
     } else {
         append_times(
-            "  (extended set not run: defaults, ntfs3g, ntfs3, kill, woeusb_ntfs_held, woeusb_fat and the 6.1 \
-             kernel; WOESAFE_VM_EXTENDED=1)\n",
+            "  (extended set not run: defaults, ntfs3g, ntfs3, kill, woeusb_ntfs_held, woeusb_fat, host_tests and \
+             the 6.1 kernel; WOESAFE_VM_EXTENDED=1)\n",
         );
     }
     // systemd-udevd runs in this guest while every case writes.

@@ -48,10 +48,7 @@ fn image_file_auto_drivers_say_what_they_chose() {
 
 #[test]
 fn kernel_drivers_where_available() {
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    let have = |f: &str| fs.lines().any(|l| l.split_whitespace().last() == Some(f));
-    if !have("vfat") || !have("udf") {
-        woesafe::report_skip("kernel_drivers_where_available", "this kernel lacks vfat or udf (/proc/filesystems)");
+    if !kernel_has("kernel_drivers_where_available", &["vfat", "udf"]) {
         return;
     }
     write_and_verify(&["--source-driver", "kernel", "--target-driver", "kernel"], "kernel_drivers_where_available");

@@ -27,6 +27,34 @@ pub fn need_root(test: &str) -> bool {
     false
 }
 
+/// Whether this kernel has every filesystem of `fss` (/proc/filesystems), for a test of the kernel drivers.
+/// Where it lacks one:
+/// - inside the VM tier's guest (WOESAFE_IN_VM=1, which loads them first) that is a failure;
+/// - with the VM tier's extended set on (WOESAFE_VM_EXTENDED=1, as CI runs it) and the tier available, the test
+///   runs in Debian 6.12's guest instead (tests/vm.rs, case `host_tests`): a note says so;
+/// - otherwise a SKIPPED line says what is missing and where the test runs.
+pub fn kernel_has(test: &str, fss: &[&str]) -> bool {
+    let have = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    let missing: Vec<&str> =
+        fss.iter().copied().filter(|f| !have.lines().any(|l| l.split_whitespace().last() == Some(*f))).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let what = format!("this kernel lacks {} (/proc/filesystems)", missing.join(" and "));
+    assert!(!in_vm(), "{test}: {what}, in the VM tier's guest");
+    let vm = root().join("target/vm");
+    let tier = vm.join("KERNELS").exists() && !vm.join("unavailable.txt").exists();
+    if tier && std::env::var_os("WOESAFE_VM_EXTENDED").is_some_and(|v| v == "1") {
+        eprintln!("note: {test}: {what}; it runs in the VM tier's Debian 6.12 guest instead (tests/vm.rs, host_tests)");
+    } else {
+        woesafe::report_skip(
+            test,
+            &format!("{what}; WOESAFE_VM_EXTENDED=1 runs it in the VM tier's Debian 6.12 guest (tests/vm.rs)"),
+        );
+    }
+    false
+}
+
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")
@@ -45,7 +73,21 @@ pub struct Fixture {
 }
 
 pub fn fixture() -> Fixture {
+    if in_vm() {
+        // The VM tier's ISO (100 small files instead of 3000): emulated USB and CPU under TCG are slow.
+        return fixture_with("win-vm", &["--support-files", "100"]);
+    }
     fixture_with("win", &[])
+}
+
+/// Whether this test runs inside the VM tier's guest (tests/vm.rs, case `host_tests`).
+pub fn in_vm() -> bool {
+    std::env::var_os("WOESAFE_IN_VM").is_some()
+}
+
+/// How much longer a wait may take here: 6 times in the VM tier's guest (software emulation), else 1.
+pub fn time_scale() -> u32 {
+    if in_vm() { 6 } else { 1 }
 }
 
 /// A fixture ISO built by `scripts/make-test-iso target/test-fixtures/NAME.iso ARGS` (once, under the lock).
@@ -317,7 +359,7 @@ impl Run {
 
     /// Wait until a line contains `marker`; panics with the log so far after `within`.
     pub fn wait_line(&mut self, marker: &str, within: std::time::Duration) -> std::time::Instant {
-        let deadline = std::time::Instant::now() + within;
+        let deadline = std::time::Instant::now() + within * time_scale();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
@@ -335,7 +377,7 @@ impl Run {
 
     /// Wait for the exit (panics after `within`), then collect the rest of stderr.
     pub fn wait_exit(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + within;
+        let deadline = std::time::Instant::now() + within * time_scale();
         let status = loop {
             if let Some(st) = self.child.try_wait().unwrap() {
                 break st;
