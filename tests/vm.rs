@@ -118,8 +118,15 @@ fn run_guest(kernel: &str, sticks: &[Stick], cases: &[&str], udev: bool, dir: &P
         cases.join(" ")
     );
     let t0 = Instant::now();
-    let out =
-        Command::new(root().join("scripts/vm-run")).arg(kernel).arg(&out_dir).arg(&cmd).args(&qemu).output().unwrap();
+    // Each case is bounded in the guest (300 s, host_tests 2400 s); the whole guest here, above their sum.
+    let out = Command::new(root().join("scripts/vm-run"))
+        .env("VM_TIMEOUT", "6000")
+        .arg(kernel)
+        .arg(&out_dir)
+        .arg(&cmd)
+        .args(&qemu)
+        .output()
+        .unwrap();
     let console = text(&out);
     let guest_seconds = t0.elapsed().as_secs_f64();
     assert!(out.status.success(), "the guest ({kernel}) did not finish its cases:\n{console}");

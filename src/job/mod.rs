@@ -352,7 +352,14 @@ impl Job<'_> {
         })?;
         let (file, path, loop_dev, image) = if req.target_is_image {
             let l =
-                LoopDevice::attach(&target_file, &req.target, LoopWindow { direct_io: true, ..Default::default() })?;
+                // 512-byte sectors, as an image is laid out: with direct I/O the kernel would otherwise give the
+                // loop device the sector size of the disk under the image (4096 on a 4Kn drive).
+                LoopDevice::attach_with_block_size(
+                    &target_file,
+                    &req.target,
+                    LoopWindow { direct_io: true, ..Default::default() },
+                    512,
+                )?;
             let file = l.file().try_clone().map_err(|source| WriteError::Device { path: l.path().into(), source })?;
             let path = l.path().to_path_buf();
             (file, path, Some(l), Some(target_file))

@@ -131,8 +131,11 @@ pub struct Snapshot {
     /// processes stuck in uninterruptible sleep sending FUSE's DESTROY (a daemon waiting on its own answer).
     pub fuse_orphans: Vec<(u32, u64)>,
     pub destroy_waiters: Vec<(i32, String)>,
-    /// Block devices by number, with their /dev names.
+    /// The block devices a stick or an image can be (loop devices, removable and USB disks, their partitions),
+    /// by number, with their /dev names.
     pub devices: Vec<((u32, u32), String)>,
+    /// Device numbers mounted anywhere by the time the processes were read (a second look at the mount tables).
+    pub late_mounts: Vec<(u32, u32)>,
     /// Every FUSE connection the kernel has.
     pub fuse_connections: Vec<u32>,
     /// `recover` itself and its ancestors (the shell, sudo), whose command lines name the paths the user gave.
@@ -202,10 +205,17 @@ impl Detached {
 const FUSE_DAEMON: &str = "FUSE daemon serving it";
 
 /// Filesystems that no mount in any namespace shows but that processes still hold (cwd, root, open files, memory
-/// maps), or whose FUSE connection still lives, each with its holders. Only devices the kernel lists (block
-/// devices, FUSE connections) count: kernel-internal filesystems (memfd, SysV shm, pipes) have no mount either.
+/// maps), or whose FUSE connection still lives, each with its holders. Only sticks and images count (loop
+/// devices, removable and USB disks: `Snapshot::devices`) and FUSE connections: kernel-internal filesystems
+/// (memfd, SysV shm, pipes) have no mount either, nor do an internal disk's layers under systemd-sysext.
 pub fn detached(snap: &Snapshot) -> Vec<Detached> {
-    let mounted: Vec<(u32, u32)> = snap.namespaces.iter().flat_map(|n| &n.mounts).map(|m| (m.major, m.minor)).collect();
+    let mounted: Vec<(u32, u32)> = snap
+        .namespaces
+        .iter()
+        .flat_map(|n| &n.mounts)
+        .map(|m| (m.major, m.minor))
+        .chain(snap.late_mounts.iter().copied())
+        .collect();
     let name_of = |dev: (u32, u32)| -> Option<String> {
         if let Some((_, name)) = snap.devices.iter().find(|(d, _)| *d == dev) {
             return Some(name.clone());
@@ -216,7 +226,8 @@ pub fn detached(snap: &Snapshot) -> Vec<Detached> {
     let mut devs: Vec<(u32, u32)> = snap
         .procs
         .iter()
-        .flat_map(|p| p.cwd.iter().chain(&p.root).chain(&p.fds).chain(&p.maps).copied())
+        // (memory maps alone never make one: through overlayfs they may name a lower layer's device)
+        .flat_map(|p| p.cwd.iter().chain(&p.root).chain(&p.fds).copied())
         .chain(snap.fuse_connections.iter().map(|&id| super::fuse::connection_dev(id)))
         .filter(|d| !mounted.contains(d))
         .collect();
@@ -416,13 +427,31 @@ fn live_owner<'a>(snap: &'a Snapshot, reason: &Reason) -> Option<&'a (u32, Strin
     }
 }
 
-/// A process, other than a FUSE daemon serving it, whose command line names `mount_point` (or a path below it)
-/// as an argument: a helper a crashed tool left running on its mount (WoeUSB-ng's `grub-install
-/// --boot-directory=/media/woeusb_target_…`), which may still write there.
+/// The programs the legacy tools run on their mounts, which go on by themselves when the tool is killed.
+const TOOL_HELPERS: [&str; 12] = [
+    "grub-install",
+    "grub2-install",
+    "mkntfs",
+    "mkfs.fat",
+    "mkfs.vfat",
+    "mkdosfs",
+    "mkfs.ntfs",
+    "parted",
+    "wipefs",
+    "7z",
+    "rsync",
+    "ntfslabel",
+];
+
+/// A helper program of the legacy tools (`TOOL_HELPERS`) whose command line names `mount_point` (or a path below
+/// it) as an argument: left running on the mount by a crashed tool (WoeUSB-ng's `grub-install
+/// --boot-directory=/media/woeusb_target_…`), it may still write there. Any other process naming the path (a
+/// user's shell command, a writer blocked on a stuck FUSE mount) is no reason to keep a leftover.
 fn works_on<'a>(snap: &'a Snapshot, mount_point: &Path) -> Option<&'a Proc> {
     let mp = mount_point.to_str()?;
     snap.procs.iter().find(|p| {
         !p.fuse_daemon
+            && TOOL_HELPERS.contains(&p.comm.as_str())
             && !snap.ours.contains(&p.pid)
             && p.cmdline.split(' ').any(|arg| {
                 let path = arg.rsplit_once('=').map_or(arg, |(_, v)| v);
@@ -565,6 +594,10 @@ pub fn plan(snap: &Snapshot, named: &[PathBuf]) -> CleanupPlan {
     dirs.sort_by_key(|d| std::cmp::Reverse(depth(&d.path)));
     for d in dirs {
         let Some(reason) = reason_for(&d.path, named) else { continue };
+        if works_on(snap, &d.path).is_some() {
+            // (said with its mount above, or a helper working in the bare directory: left alone either way)
+            continue;
+        }
         if let Some((pid, comm)) = live_owner(snap, &reason) {
             left_alone.push(format!(
                 "{}: process {pid} ({}) is still running",
@@ -952,6 +985,7 @@ mod tests {
                 devices: vec![],
                 fuse_connections: vec![],
                 ours: vec![],
+                late_mounts: vec![],
             };
             let a = plan(&snap, &[]);
             assert_eq!(a, CleanupPlan::default(), "planned something on an unrelated system:\n{text}");
@@ -1068,7 +1102,16 @@ mod helper_tests {
             cmdline: "ls /media/woeusb_target_1690000001_41900012".into(),
             ..Default::default()
         };
-        let mut snap = Snapshot { namespaces: vec![host], procs: vec![grub, fuseiso, other], ..Default::default() };
+        // A writer blocked on the mount, naming it: no helper of the tool.
+        let writer = Proc {
+            pid: 53,
+            comm: "sh".into(),
+            state: 'S',
+            cmdline: "sh -c echo data > /media/woeusb_source_1690000000_4190001/file".into(),
+            ..Default::default()
+        };
+        let mut snap =
+            Snapshot { namespaces: vec![host], procs: vec![grub, fuseiso, other, writer], ..Default::default() };
         let p = plan(&snap, &[]);
         let unmounts: Vec<String> = p
             .actions

@@ -294,12 +294,14 @@ fn read_proc(pid: i32, mounts: &MountMap) -> Option<Proc> {
             }
             let fdinfo = format!("{base}/fdinfo/{}", e.file_name().to_string_lossy());
             let mounted = fdinfo_mnt_id(&fdinfo).and_then(|i| mounts.get(&i)).map(|(d, _)| *d);
-            // Cached only: a stuck FUSE daemon is never asked (the size of a deleted file on FUSE is the last one
-            // the kernel heard of).
-            let cached = stat_cached(&link);
+            // Only where the mount table cannot tell (a filesystem no mount shows) or for a deleted file's size,
+            // and from the kernel's cache: a stuck FUSE daemon is never asked (the size of a deleted file on
+            // FUSE is the last one the kernel heard of). Other files are not looked at at all.
+            let deleted = target.ends_with(" (deleted)");
+            let cached = if mounted.is_none() || deleted { stat_cached(&link) } else { None };
             let Some(d) = mounted.or(cached.map(|c| c.dev)) else { continue };
             p.fds.push(d);
-            if target.ends_with(" (deleted)")
+            if deleted
                 && let Some(c) = cached
                 && c.mode & libc::S_IFMT == libc::S_IFREG
             {
@@ -412,11 +414,24 @@ pub fn holders_of(devs: &[(u32, u32)]) -> Vec<String> {
     out
 }
 
-/// The block devices the kernel has, by number, with their /dev names.
+/// The block devices a stick or an image can be, by number, with their /dev names: loop devices, removable
+/// disks and disks on USB, and their partitions. (A filesystem of an internal disk that no mount shows is
+/// another story: systemd-sysext layers, open_tree mounts, a chroot's hidden mounts; never ours to report.)
 fn read_devices() -> Vec<((u32, u32), String)> {
+    let stick_like = |sys: &Path| -> bool {
+        let Ok(real) = std::fs::canonicalize(sys) else { return false };
+        let disk =
+            if real.join("partition").exists() { real.parent().map(Path::to_path_buf) } else { Some(real.clone()) };
+        let Some(disk) = disk else { return false };
+        let name = disk.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        name.starts_with("loop")
+            || std::fs::read_to_string(disk.join("removable")).is_ok_and(|r| r.trim() == "1")
+            || real.to_string_lossy().contains("/usb")
+    };
     let mut out: Vec<((u32, u32), String)> = std::fs::read_dir("/sys/dev/block")
         .map(|d| {
             d.flatten()
+                .filter(|e| stick_like(&e.path()))
                 .filter_map(|e| {
                     let name = e.file_name().to_str()?.to_string();
                     let (a, b) = name.split_once(':')?;
@@ -473,6 +488,9 @@ pub fn take(named: &[PathBuf]) -> Snapshot {
         namespaces,
         loops: read_loops(),
         devices: read_devices(),
+        // What was mounted by the time the processes were read too: a stick mounted meanwhile is not taken
+        // for a detached one.
+        late_mounts: read_namespaces().iter().flat_map(|n| &n.mounts).map(|m| (m.major, m.minor)).collect(),
         ours: self_and_ancestors(),
         fuse_connections: super::fuse::connections(),
         live: read_live(),
