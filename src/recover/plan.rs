@@ -67,6 +67,28 @@ pub struct Proc {
     pub fuse_daemon: bool,
 }
 
+impl Proc {
+    /// How this process holds the filesystem on `dev`: working directory, root directory, open files, memory
+    /// maps (empty: not at all).
+    pub fn holds(&self, dev: (u32, u32)) -> Vec<String> {
+        let mut how = Vec::new();
+        if self.cwd == Some(dev) {
+            how.push("working directory".to_string());
+        }
+        if self.root == Some(dev) {
+            how.push("root directory".to_string());
+        }
+        let n = self.fds.iter().filter(|d| **d == dev).count();
+        if n > 0 {
+            how.push(format!("{n} open file{}", if n == 1 { "" } else { "s" }));
+        }
+        if self.maps.contains(&dev) {
+            how.push("memory-mapped files".to_string());
+        }
+        how
+    }
+}
+
 /// A process that keeps a leftover filesystem alive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Holder {
@@ -239,20 +261,7 @@ pub fn detached(snap: &Snapshot) -> Vec<Detached> {
         let mut holders = Vec::new();
         let (mut deleted_files, mut deleted_bytes) = (0, 0);
         for p in &snap.procs {
-            let mut how = Vec::new();
-            if p.cwd == Some(dev) {
-                how.push("working directory".to_string());
-            }
-            if p.root == Some(dev) {
-                how.push("root directory".to_string());
-            }
-            let n = p.fds.iter().filter(|d| **d == dev).count();
-            if n > 0 {
-                how.push(format!("{n} open file{}", if n == 1 { "" } else { "s" }));
-            }
-            if p.maps.contains(&dev) {
-                how.push("memory-mapped files".to_string());
-            }
+            let mut how = p.holds(dev);
             // A FUSE daemon serving a block device's filesystem holds the device itself open.
             if p.block_fds.contains(&dev) && snap.fuse_connections.contains(&super::fuse::connection_id(dev.0, dev.1)) {
                 how.push(format!("{FUSE_DAEMON} (the device is open)"));
@@ -631,20 +640,7 @@ pub fn plan(snap: &Snapshot, named: &[PathBuf]) -> CleanupPlan {
     let mut deleted_open = Vec::new();
     for p in &snap.procs {
         for ((dev, mp), device) in leftover_devs.iter().zip(&leftover_sources) {
-            let mut how = Vec::new();
-            if p.cwd == Some(*dev) {
-                how.push("working directory".to_string());
-            }
-            if p.root == Some(*dev) {
-                how.push("root directory".to_string());
-            }
-            let n = p.fds.iter().filter(|d| *d == dev).count();
-            if n > 0 {
-                how.push(format!("{n} open file{}", if n == 1 { "" } else { "s" }));
-            }
-            if p.maps.contains(dev) {
-                how.push("memory-mapped files".to_string());
-            }
+            let how = p.holds(*dev);
             if !how.is_empty() && !holders.iter().any(|h: &Holder| h.pid == p.pid && h.mount_point == term::path(mp)) {
                 holders.push(Holder {
                     pid: p.pid,
