@@ -106,6 +106,10 @@ pub struct WriteRequest {
     /// Label given with --label (already validated), or None to derive it from the ISO.
     pub label: Option<String>,
     pub boot: BootMode,
+    /// Whether --boot was given (a default drops BIOS boot for an ISO without /bootmgr).
+    pub boot_asked: bool,
+    /// --ca2023: boot.wim's CA 2023 boot managers replace the ISO's.
+    pub ca2023: bool,
     pub table: Table,
     pub source_driver: Driver,
     pub target_driver: Driver,
@@ -284,6 +288,12 @@ pub struct Report {
     pub bridge: Option<(u64, u64)>,
     /// Windows 7: the UEFI loader was extracted from install.wim (image index).
     pub win7_loader_from_image: Option<u32>,
+    /// The processor the stick's UEFI loader is for (None: no UEFI boot).
+    #[serde(default)]
+    pub uefi_arch: Option<crate::boot::uefi::Arch>,
+    /// --ca2023: the boot managers came from boot.wim (image index).
+    #[serde(default)]
+    pub ca2023_from_image: Option<u32>,
     /// `write --verify`: what reading the stick back found.
     pub verified: Option<crate::verify::VerifyReport>,
 }
@@ -432,6 +442,8 @@ mod tests {
             sector_size: 512,
             label: None,
             boot: BootMode::Both,
+            boot_asked: false,
+            ca2023: true,
             table: Table::Mbr,
             source_driver: Driver::Auto,
             target_driver: Driver::Auto,

@@ -779,6 +779,8 @@ fn frame_seeds() -> Vec<Seed> {
         sector_size: 512,
         label: Some("WIN11".into()),
         boot: woesafe::boot::BootMode::Both,
+        boot_asked: true,
+        ca2023: true,
         table: Table::Mbr,
         source_driver: Driver::Auto,
         target_driver: Driver::Userspace,
@@ -815,6 +817,9 @@ fn frame_seeds() -> Vec<Seed> {
         scratch_bytes: 0,
         win7_image: Some(2),
         bridge: false,
+        boot: woesafe::boot::BootMode::Uefi,
+        uefi_arch: Some(woesafe::boot::uefi::Arch::Arm64),
+        ca2023_problem: Some("sources/boot.wim has 1 image".into()),
         layout: Default::default(),
     };
     let report = Report {
@@ -834,6 +839,8 @@ fn frame_seeds() -> Vec<Seed> {
         split: Some(("sources/install.wim".into(), 2)),
         bridge: Some((33 << 30, 1 << 20)),
         win7_loader_from_image: None,
+        uefi_arch: Some(woesafe::boot::uefi::Arch::Arm64),
+        ca2023_from_image: Some(2),
         verified: None,
     };
     let proceed = Down::Proceed { target: woesafe::sys::argfile::FileId { dev: 5, ino: 421, rdev: 2064 } };

@@ -1,17 +1,130 @@
-//! UEFI boot. On FAT32: the ISO's own efi/boot/bootx64.efi, copied with the other files (for Windows 7, which
-//! has none, the one extracted from install.wim). On NTFS, which firmware cannot read: a small FAT bridge
-//! partition holding a GRUB EFI image, built at write time from the distribution's GRUB modules, that finds the
-//! stick's NTFS volume by its serial number and chain-loads its efi/boot/bootx64.efi (or a UEFI:NTFS image the
-//! user supplies).
+//! UEFI boot. On FAT32: the ISO's own removable-media loader (efi/boot/bootx64.efi, or bootaa64.efi for Windows
+//! on ARM), copied with the other files (for Windows 7, which has none, the one extracted from install.wim). On
+//! NTFS, which firmware cannot read: a small FAT bridge partition holding a GRUB EFI image for the loader's
+//! architecture, built at write time from the distribution's GRUB modules, that finds the stick's NTFS volume by
+//! its serial number and chain-loads its loader (or a UEFI:NTFS image the user supplies).
 
 use std::path::{Path, PathBuf};
 
 use crate::media::SourceEntry;
 
 pub const UEFI_LOADER: &str = "efi/boot/bootx64.efi";
+pub const UEFI_LOADER_ARM64: &str = "efi/boot/bootaa64.efi";
+/// The boot manager at the root of Windows media that the El Torito and PXE paths load.
+pub const BOOTMGR_EFI: &str = "bootmgr.efi";
+/// The boot.wim image (setup's) whose Windows\Boot carries the CA 2023 boot managers.
+pub const CA2023_IMAGE: u32 = 2;
+/// The CA 2023 boot managers in that image, and the fonts their screens use (see `ca2023_extract_args`).
+pub const CA2023_LOADER_IN_WIM: &str = "/Windows/Boot/EFI_EX/bootmgfw_EX.efi";
+pub const CA2023_BOOTMGR_IN_WIM: [&str; 2] =
+    ["/Windows/Boot/EFI_EX/bootmgr_EX.efi", "/Windows/Boot/PCAT/bootmgr_EX.efi"];
+pub const CA2023_FONTS_IN_WIM: &str = "/Windows/Boot/Fonts_EX";
+/// Where the boot manager finds its fonts on the stick.
+pub const FONTS_DIR: &str = "efi/microsoft/boot/fonts";
+/// The most font files taken from Fonts_EX (Windows 11 has about 10).
+pub const MAX_CA2023_FONTS: usize = 64;
 /// Where Windows 7 keeps its UEFI boot manager inside install.wim.
 pub const WIN7_LOADER_IN_WIM: &str = "/Windows/Boot/EFI/bootmgfw.efi";
 pub const GRUB_X86_64_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+pub const GRUB_ARM64_EFI_DIR: &str = "/usr/lib/grub/arm64-efi";
+
+/// The processor a UEFI loader is built for: x64 (x86_64, "amd64") or arm64 (AArch64, Windows on ARM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    X64,
+    Arm64,
+}
+
+impl Arch {
+    /// Preferred first: an ISO with both loaders is an x64 one.
+    pub const ALL: [Arch; 2] = [Arch::X64, Arch::Arm64];
+
+    /// The removable-media loader's path for this processor (UEFI spec 3.5.1.1).
+    pub fn loader_path(self) -> &'static str {
+        match self {
+            Arch::X64 => UEFI_LOADER,
+            Arch::Arm64 => UEFI_LOADER_ARM64,
+        }
+    }
+
+    /// The PE/COFF machine type.
+    pub fn machine(self) -> u16 {
+        match self {
+            Arch::X64 => MACHINE_X64,
+            Arch::Arm64 => MACHINE_ARM64,
+        }
+    }
+
+    /// How people name it: "x64", "arm64".
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X64 => "x64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// How the PE format names the machine, in messages.
+    fn machine_name(self) -> &'static str {
+        match self {
+            Arch::X64 => "x86_64 (0x8664)",
+            Arch::Arm64 => "arm64 (0xaa64)",
+        }
+    }
+
+    /// GRUB's platform for the bridge loader, and where its modules live.
+    pub fn grub_platform(self) -> &'static str {
+        match self {
+            Arch::X64 => "x86_64-efi",
+            Arch::Arm64 => "arm64-efi",
+        }
+    }
+
+    pub fn grub_dir(self) -> &'static str {
+        match self {
+            Arch::X64 => GRUB_X86_64_EFI_DIR,
+            Arch::Arm64 => GRUB_ARM64_EFI_DIR,
+        }
+    }
+
+    /// The Debian package with those modules, as a user installs it.
+    pub fn grub_package(self) -> &'static str {
+        match self {
+            Arch::X64 => "grub-efi-amd64-bin",
+            Arch::Arm64 => "grub-efi-arm64-bin",
+        }
+    }
+
+    /// How to install the modules: on an amd64 machine the arm64 package is a foreign architecture's.
+    pub fn grub_install_hint(self) -> &'static str {
+        match self {
+            Arch::X64 => "install the Debian package grub-efi-amd64-bin",
+            Arch::Arm64 => {
+                "install the Debian package grub-efi-arm64-bin (on an amd64 machine: `dpkg --add-architecture arm64`, \
+                 `apt-get update`, `apt-get install grub-efi-arm64-bin:arm64`)"
+            }
+        }
+    }
+
+    /// The file name of the bridge loader on its FAT partition.
+    pub fn bridge_file(self) -> &'static str {
+        match self {
+            Arch::X64 => "BOOTX64.EFI",
+            Arch::Arm64 => "BOOTAA64.EFI",
+        }
+    }
+
+    /// The arch of a removable-media loader path, any letter case.
+    pub fn of_loader_path(path: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| path.eq_ignore_ascii_case(a.loader_path()))
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 /// Size of the bridge partition woesafe builds (the GRUB image is about 0.75 MiB).
 pub const BRIDGE_BYTES: u64 = 2 << 20;
 /// GRUB modules of the bridge loader: partition tables, NTFS, finding the volume, chain-loading.
@@ -20,10 +133,12 @@ pub const BRIDGE_MODULES: &[&str] = &["part_msdos", "part_gpt", "ntfs", "search"
 #[derive(Debug, thiserror::Error)]
 pub enum UefiError {
     #[error(
-        "GRUB for UEFI is not installed ({path} is missing); it builds the NTFS bridge loader: install the Debian \
-         package grub-efi-amd64-bin, give --uefi-ntfs-image, or use --boot bios"
+        "GRUB for {arch} UEFI is not installed ({path} is missing); it builds the NTFS stick's bridge loader: {hint}, \
+         give --uefi-ntfs-image{alt}",
+        hint = arch.grub_install_hint(),
+        alt = match arch { Arch::X64 => ", or use --boot bios", Arch::Arm64 => ", or use --fs fat32 (the default)" }
     )]
-    GrubMissing { path: PathBuf },
+    GrubMissing { path: PathBuf, arch: Arch },
     #[error("{path}: {what}")]
     BadImage { path: PathBuf, what: String },
     #[error("cannot read {path}: {source}")]
@@ -40,33 +155,51 @@ pub enum UefiError {
     #[error("the loader extracted from install.wim ({path}) is not a usable EFI program: {what}")]
     BadLoader { path: PathBuf, what: String },
     #[error(
-        "the UEFI loader {path} in install.wim cannot be used: it is a symbolic link in install.wim; woesafe does \
-         not follow it; nothing was written"
+        "the UEFI {kind} {path} in {wim} cannot be used: it is a symbolic link in {wim}; woesafe does not follow it; \
+         nothing was written",
+        kind = kind_of_file(path)
     )]
-    ExtractedLink { path: String },
+    ExtractedLink { path: String, wim: &'static str },
     #[error(
-        "the UEFI loader {path} in install.wim cannot be used: it is not a regular file but {found}; nothing was written"
+        "the UEFI {kind} {path} in {wim} cannot be used: it is not a regular file but {found}; nothing was written",
+        kind = kind_of_file(path)
     )]
-    ExtractedKind { path: String, found: &'static str },
+    ExtractedKind { path: String, wim: &'static str, found: &'static str },
     #[error(
-        "the UEFI loader {path} in install.wim cannot be used: it is bigger than a UEFI loader, which is at most \
-         {MAX_LOADER_BYTES} bytes; nothing was written"
+        "the UEFI {kind} {path} in {wim} cannot be used: it is bigger than a UEFI loader, which is at most \
+         {MAX_LOADER_BYTES} bytes; nothing was written",
+        kind = kind_of_file(path)
     )]
-    ExtractedTooBig { path: String },
-    #[error("cannot read the UEFI loader {path} that wimlib extracted from install.wim: {source}")]
+    ExtractedTooBig { path: String, wim: &'static str },
+    #[error("cannot read the UEFI {kind} {path} that wimlib extracted from {wim}: {source}", kind = kind_of_file(path))]
     ExtractedRead {
         path: String,
+        wim: &'static str,
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "--ca2023: sources/boot.wim image {image} has no {path}: this ISO carries no boot manager signed by the \
+         Windows UEFI CA 2023 (Windows 11 media of build 26200 and later do); leave out --ca2023; nothing was written"
+    )]
+    Ca2023Missing { image: u32, path: String },
+    #[error("--ca2023: {path} in sources/boot.wim is not a usable {arch} UEFI program: {what}; nothing was written")]
+    Ca2023Bad { path: String, arch: Arch, what: String },
+    #[error("--ca2023: {path} in sources/boot.wim holds {what}; nothing was written")]
+    Ca2023Fonts { path: String, what: String },
 }
 
-/// Check before anything is written that the bridge loader can be built.
-pub fn check_grub_efi_installed() -> Result<(), UefiError> {
+/// "loader" for an EFI program, "boot file" for a font and the like (in messages).
+fn kind_of_file(path: &str) -> &'static str {
+    if path.to_ascii_lowercase().ends_with(".efi") { "loader" } else { "boot file" }
+}
+
+/// Check before anything is written that the bridge loader for `arch` can be built.
+pub fn check_grub_efi_installed(arch: Arch) -> Result<(), UefiError> {
     for f in ["kernel.img", "ntfs.mod", "chain.mod", "search_fs_uuid.mod"] {
-        let p = Path::new(GRUB_X86_64_EFI_DIR).join(f);
+        let p = Path::new(arch.grub_dir()).join(f);
         if !p.exists() {
-            return Err(UefiError::GrubMissing { path: p });
+            return Err(UefiError::GrubMissing { path: p, arch });
         }
     }
     Ok(())
@@ -74,22 +207,25 @@ pub fn check_grub_efi_installed() -> Result<(), UefiError> {
 
 /// The grub.cfg embedded in the bridge loader: find the stick's NTFS volume by its serial number, then hand
 /// over to the loader on it.
-pub fn bridge_cfg(ntfs_uuid: &str) -> String {
+pub fn bridge_cfg(ntfs_uuid: &str, arch: Arch) -> String {
+    let loader = arch.loader_path();
     format!(
         "# Written by woesafe: the UEFI bridge to the NTFS partition.\n\
          search --no-floppy --fs-uuid --set=root {ntfs_uuid}\n\
-         chainloader /efi/boot/bootx64.efi\n\
+         chainloader /{loader}\n\
          boot\n\
-         echo \"woesafe bridge: the NTFS partition {ntfs_uuid} or its /efi/boot/bootx64.efi was not found\"\n"
+         echo \"woesafe bridge: the NTFS partition {ntfs_uuid} or its /{loader} was not found\"\n"
     )
 }
 
-/// `grub-mkstandalone` arguments building the bridge loader at `out` with `cfg` embedded.
-pub fn bridge_mkstandalone_args(out: &Path, cfg: &Path) -> Vec<String> {
+/// `grub-mkstandalone` arguments building the bridge loader for `arch` at `out` with `cfg` embedded.
+pub fn bridge_mkstandalone_args(out: &Path, cfg: &Path, arch: Arch) -> Vec<String> {
     let modules = BRIDGE_MODULES.join(" ");
     vec![
         "-O".into(),
-        "x86_64-efi".into(),
+        arch.grub_platform().into(),
+        "-d".into(),
+        arch.grub_dir().into(),
         "-o".into(),
         out.to_string_lossy().into_owned(),
         format!("--modules={modules}"),
@@ -145,6 +281,8 @@ pub const MAX_LOADER_BYTES: u64 = 8 << 20;
 const PE32_PLUS: u16 = 0x20b;
 /// IMAGE_FILE_MACHINE_AMD64.
 const MACHINE_X64: u16 = 0x8664;
+/// IMAGE_FILE_MACHINE_ARM64.
+const MACHINE_ARM64: u16 = 0xAA64;
 /// IMAGE_SUBSYSTEM_EFI_APPLICATION.
 const SUBSYSTEM_EFI_APPLICATION: u16 = 10;
 /// IMAGE_FILE_EXECUTABLE_IMAGE in the COFF characteristics.
@@ -152,10 +290,15 @@ const EXECUTABLE_IMAGE: u16 = 0x0002;
 /// IMAGE_FILE_DLL in the COFF characteristics.
 const DLL: u16 = 0x2000;
 
-/// Check that `data` is a UEFI loader for x86_64: a non-empty PE image (WoeUSB's extraction gave 0-byte files
-/// for years), PE32+ (optional header magic 0x20b), machine x86_64 (0x8664), marked executable, subsystem EFI
-/// application (10) — not a Windows program, a DLL or an EFI driver.
+/// Check that `data` is a UEFI loader for x86_64 (see `check_efi`).
 pub fn check_efi_x64(data: &[u8]) -> Result<(), String> {
+    check_efi(data, Arch::X64)
+}
+
+/// Check that `data` is a UEFI loader for `arch`: a non-empty PE image (WoeUSB's extraction gave 0-byte files
+/// for years), PE32+ (optional header magic 0x20b), machine x86_64 (0x8664) or arm64 (0xaa64), marked
+/// executable, subsystem EFI application (10) — not a Windows program, a DLL or an EFI driver.
+pub fn check_efi(data: &[u8], arch: Arch) -> Result<(), String> {
     if data.is_empty() {
         return Err("it is empty".into());
     }
@@ -169,8 +312,8 @@ pub fn check_efi_x64(data: &[u8]) -> Result<(), String> {
     }
     // COFF header: machine, sections, time stamp, symbols (8 bytes), optional header size, characteristics.
     let machine = u16_at(pe + 4).unwrap_or_default();
-    if machine != MACHINE_X64 {
-        return Err(format!("built for machine 0x{machine:04x}, not x86_64 (0x8664)"));
+    if machine != arch.machine() {
+        return Err(format!("built for machine 0x{machine:04x}, not {}", arch.machine_name()));
     }
     let optional_size = usize::from(u16_at(pe + 20).unwrap_or_default());
     let characteristics = u16_at(pe + 22).unwrap_or_default();
@@ -196,20 +339,26 @@ pub fn check_efi_x64(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Read a loader wimlib extracted into `path` (a directory woesafe made for it): never through a symbolic link
-/// (wimlib extracts a WIM's links as links: /dev/zero, /etc/shadow), only a regular file (checked on the open
-/// file), never more than MAX_LOADER_BYTES. `name` is how the user knows the file (its path in the WIM).
+/// Read a loader wimlib extracted from install.wim into `path` (see `read_extracted`).
 pub fn read_extracted_loader(path: &Path, name: &str) -> Result<Vec<u8>, UefiError> {
+    read_extracted(path, name, "install.wim")
+}
+
+/// Read a boot file wimlib extracted from `wim` into `path` (a directory woesafe made for it): never through a
+/// symbolic link (wimlib extracts a WIM's links as links: /dev/zero, /etc/shadow), only a regular file (checked
+/// on the open file), never more than MAX_LOADER_BYTES. `name` is how the user knows the file (its path in the
+/// WIM).
+pub fn read_extracted(path: &Path, name: &str, wim: &'static str) -> Result<Vec<u8>, UefiError> {
     use crate::sys::argfile::{self, ArgFileError, Want};
     let path_in_wim = || name.to_string();
-    let link = || UefiError::ExtractedLink { path: path_in_wim() };
-    let too_big = || UefiError::ExtractedTooBig { path: path_in_wim() };
-    let read_err = |source| UefiError::ExtractedRead { path: path_in_wim(), source };
+    let link = || UefiError::ExtractedLink { path: path_in_wim(), wim };
+    let too_big = || UefiError::ExtractedTooBig { path: path_in_wim(), wim };
+    let read_err = |source| UefiError::ExtractedRead { path: path_in_wim(), wim, source };
     // The path itself is looked at (lstat) and opened with O_NOFOLLOW and without blocking, then checked again
     // on the open file.
     let file = argfile::open_with(path, Want::Regular, false, libc::O_NOFOLLOW).map_err(|e| match e {
         ArgFileError::WrongKind { found, .. } if found == argfile::kind_of(libc::S_IFLNK) => link(),
-        ArgFileError::WrongKind { found, .. } => UefiError::ExtractedKind { path: path_in_wim(), found },
+        ArgFileError::WrongKind { found, .. } => UefiError::ExtractedKind { path: path_in_wim(), wim, found },
         ArgFileError::Open { source, .. } if source.raw_os_error() == Some(libc::ELOOP) => link(),
         ArgFileError::Stat { source, .. } | ArgFileError::Open { source, .. } => read_err(source),
         e => read_err(std::io::Error::other(e.to_string())),
@@ -222,9 +371,60 @@ pub fn read_extracted_loader(path: &Path, name: &str) -> Result<Vec<u8>, UefiErr
     argfile::read_capped(file, MAX_LOADER_BYTES).map_err(read_err)?.ok_or_else(too_big)
 }
 
-/// The ISO's removable-media loader for x86_64 (FAT and the firmware ignore case), when present and not empty.
-pub fn find_loader(entries: &[SourceEntry]) -> Option<&SourceEntry> {
-    entries.iter().find(|e| !e.is_dir && e.size > 0 && e.path.eq_ignore_ascii_case(UEFI_LOADER))
+/// `wimlib-imagex extract` arguments taking boot.wim's CA 2023 files into `dest`: the directories EFI_EX and
+/// Fonts_EX and PCAT's bootmgr_EX.efi. Each ends in wimlib's one-character wildcard (`EFI_E?`) so that, with
+/// --nullglob, one that the image lacks is skipped instead of failing the whole extraction; what was found is
+/// looked up by its exact name afterwards (`find_child`).
+pub fn ca2023_extract_args(wim: &Path, image: u32, dest: &Path) -> Vec<std::ffi::OsString> {
+    let mut d = std::ffi::OsString::from("--dest-dir=");
+    d.push(dest);
+    vec![
+        "extract".into(),
+        wim.into(),
+        image.to_string().into(),
+        "/Windows/Boot/EFI_E?".into(),
+        "/Windows/Boot/Fonts_E?".into(),
+        "/Windows/Boot/PCAT/bootmgr_E?.efi".into(),
+        d,
+        "--nullglob".into(),
+        "--no-acls".into(),
+        "--no-attributes".into(),
+    ]
+}
+
+/// The name a CA 2023 font gets on the stick: Fonts_EX's `segoe_slboot_EX.ttf` replaces `segoe_slboot.ttf`.
+/// None for a name that is not a plain `.ttf` file name (letters, digits, `_`, `-`, `.`; at most 64 bytes) ending
+/// in `_EX.ttf`.
+pub fn ex_font_name(name: &str) -> Option<String> {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    let lower = name.to_ascii_lowercase();
+    let stem = lower.strip_suffix("_ex.ttf")?;
+    (plain && !stem.is_empty()).then(|| format!("{}.ttf", &name[..stem.len()]))
+}
+
+/// A child of `dir` by name in any letter case (wimlib keeps the WIM's spelling), looked at without following
+/// links; at most 4096 entries are read.
+pub fn find_child(dir: &Path, name: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .take(4096)
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .map(|e| e.path())
+}
+
+/// The ISO's removable-media loader (FAT and the firmware ignore case), when present and not empty: x64's, else
+/// arm64's.
+pub fn find_loader(entries: &[SourceEntry]) -> Option<(Arch, &SourceEntry)> {
+    Arch::ALL.into_iter().find_map(|arch| {
+        entries
+            .iter()
+            .find(|e| !e.is_dir && e.size > 0 && e.path.eq_ignore_ascii_case(arch.loader_path()))
+            .map(|e| (arch, e))
+    })
 }
 
 #[cfg(test)]
@@ -261,9 +461,12 @@ mod tests {
         assert!(check_efi_x64(b"NOT-THE-X64-LOADER").unwrap_err().contains("MZ"));
         pe[0x84..0x86].copy_from_slice(&0x014Cu16.to_le_bytes());
         assert!(check_efi_x64(&pe).unwrap_err().contains("0x014c"));
-        // arm64 too is refused here (this check is for bootx64.efi)
+        // arm64 too is refused here (this check is for bootx64.efi), and passes as arm64
         pe[0x84..0x86].copy_from_slice(&0xAA64u16.to_le_bytes());
         assert!(check_efi_x64(&pe).unwrap_err().contains("0xaa64"));
+        assert_eq!(check_efi(&pe, Arch::Arm64), Ok(()));
+        pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
+        assert_eq!(check_efi(&pe, Arch::Arm64), Err("built for machine 0x8664, not arm64 (0xaa64)".into()));
     }
 
     #[test]
@@ -339,13 +542,19 @@ mod tests {
 
     #[test]
     fn bridge_config_names_the_volume() {
-        let cfg = bridge_cfg("1a2b3c4d5e6f7081");
+        let cfg = bridge_cfg("1a2b3c4d5e6f7081", Arch::X64);
         assert!(cfg.contains(
             "search --no-floppy --fs-uuid --set=root 1a2b3c4d5e6f7081\nchainloader /efi/boot/bootx64.efi\nboot\n"
         ));
-        let args = bridge_mkstandalone_args(Path::new("/w/b.efi"), Path::new("/w/b.cfg"));
+        let args = bridge_mkstandalone_args(Path::new("/w/b.efi"), Path::new("/w/b.cfg"), Arch::X64);
         assert!(args.contains(&"boot/grub/grub.cfg=/w/b.cfg".to_string()));
         assert!(args.iter().any(|a| a.starts_with("--modules=") && a.contains("ntfs") && a.contains("chain")));
+        assert_eq!(args[..4], ["-O", "x86_64-efi", "-d", "/usr/lib/grub/x86_64-efi"]);
+        // Windows on ARM: GRUB's arm64-efi modules, handing over to bootaa64.efi.
+        let cfg = bridge_cfg("1a2b3c4d5e6f7081", Arch::Arm64);
+        assert!(cfg.contains("chainloader /efi/boot/bootaa64.efi\nboot\n"), "{cfg}");
+        let args = bridge_mkstandalone_args(Path::new("/w/b.efi"), Path::new("/w/b.cfg"), Arch::Arm64);
+        assert_eq!(args[..4], ["-O", "arm64-efi", "-d", "/usr/lib/grub/arm64-efi"]);
     }
 
     #[test]
@@ -376,5 +585,28 @@ mod tests {
         assert!(find_loader(&[e("EFI/BOOT/BOOTX64.EFI", 10)]).is_some());
         assert!(find_loader(&[e("efi/boot/bootx64.efi", 0)]).is_none(), "an empty loader does not count");
         assert!(find_loader(&[e("efi/boot/bootia32.efi", 10)]).is_none());
+        let arm = [e("efi/boot/bootaa64.efi", 10)];
+        assert_eq!(find_loader(&arm).map(|(a, e)| (a, e.path.as_str())), Some((Arch::Arm64, "efi/boot/bootaa64.efi")));
+        // both: an x64 ISO that also carries an arm64 loader
+        let both = [e("efi/boot/bootaa64.efi", 10), e("efi/boot/bootx64.efi", 10)];
+        assert_eq!(find_loader(&both).map(|(a, _)| a), Some(Arch::X64));
+        assert_eq!(Arch::of_loader_path("EFI/Boot/BootAA64.efi"), Some(Arch::Arm64));
+        assert_eq!(Arch::of_loader_path("efi/boot/bootia32.efi"), None);
+    }
+
+    #[test]
+    fn ca2023_fonts_lose_their_ex() {
+        assert_eq!(ex_font_name("segoe_slboot_EX.ttf").as_deref(), Some("segoe_slboot.ttf"));
+        assert_eq!(ex_font_name("wgl4_boot_ex.TTF").as_deref(), Some("wgl4_boot.ttf"));
+        for bad in ["_EX.ttf", "segoe.ttf", "../x_EX.ttf", "a/b_EX.ttf", ".hidden_EX.ttf", "a b_EX.ttf", "é_EX.ttf", ""]
+        {
+            assert_eq!(ex_font_name(bad), None, "{bad}");
+        }
+        assert_eq!(ex_font_name(&format!("{}_EX.ttf", "a".repeat(58))), None, "over 64 bytes");
+        let args = ca2023_extract_args(Path::new("/s/boot.wim"), 2, Path::new("/s/x"));
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(args[..3], ["extract", "/s/boot.wim", "2"]);
+        assert!(args.contains(&"/Windows/Boot/EFI_E?") && args.contains(&"--nullglob"));
+        assert!(args.contains(&"--dest-dir=/s/x"));
     }
 }

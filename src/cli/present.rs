@@ -178,11 +178,15 @@ impl Human {
 
 /// What a finished write did, for people.
 fn report_lines(target: &Path, r: &Report, secs: f64) -> Vec<String> {
+    let uefi = match r.uefi_arch {
+        Some(arch) => format!("UEFI ({arch})"),
+        None => "UEFI".into(),
+    };
     let boot = match (r.bios, r.uefi) {
-        (true, true) => "BIOS and UEFI",
-        (true, false) => "BIOS",
-        (false, true) => "UEFI",
-        (false, false) => "none",
+        (true, true) => format!("BIOS and {uefi}"),
+        (true, false) => "BIOS".into(),
+        (false, true) => uefi,
+        (false, false) => "none".into(),
     };
     let mut lines = vec![format!(
         "Done: {} — {} \"{}\" (serial {}), {} partition 1 at {} MiB, {}; {} files, {} in {:.1} s; boots: {}",
@@ -209,6 +213,11 @@ fn report_lines(target: &Path, r: &Report, secs: f64) -> Vec<String> {
     }
     if let Some(image) = r.win7_loader_from_image {
         lines.push(format!("  Windows 7 UEFI loader: extracted from install.wim image {image}"));
+    }
+    if let Some(image) = r.ca2023_from_image {
+        lines.push(format!(
+            "  Boot managers: signed by the Windows UEFI CA 2023, from sources/boot.wim image {image} (--ca2023)"
+        ));
     }
     if let Some(v) = &r.verified {
         if v.identical() {
@@ -277,13 +286,17 @@ fn plan_lines(target: &Path, inv: &Inventory) -> Vec<String> {
     if let Some(b) = &l.bios {
         lines.push(format!("  BIOS boot: {}; {}; {} ({})", b.boot_code, b.core_image, escape(&b.config), b.chain));
     }
+    let arch = l.uefi_arch.map_or(String::new(), |a| format!(" ({a})"));
     match &l.uefi {
-        Some(PlannedUefi::IsoLoader { path }) => lines.push(format!("  UEFI boot: the ISO's {}", escape(path))),
+        Some(PlannedUefi::IsoLoader { path }) if l.ca2023_image.is_some() => {
+            lines.push(format!("  UEFI boot{arch}: {} (replaced by --ca2023)", escape(path)))
+        }
+        Some(PlannedUefi::IsoLoader { path }) => lines.push(format!("  UEFI boot{arch}: the ISO's {}", escape(path))),
         Some(PlannedUefi::Windows7 { image, path }) => {
-            lines.push(format!("  UEFI boot: {} extracted from install.wim image {image}", escape(path)))
+            lines.push(format!("  UEFI boot{arch}: {} extracted from install.wim image {image}", escape(path)))
         }
         Some(PlannedUefi::Bridge { loader, image }) => lines.push(format!(
-            "  UEFI boot: {} chain-loads {}",
+            "  UEFI boot{arch}: {} chain-loads {}",
             image.as_deref().map_or("the bridge woesafe builds (GRUB, not Secure Boot signed)".into(), |i| format!(
                 "the bridge image {}",
                 escape(i)
@@ -292,6 +305,14 @@ fn plan_lines(target: &Path, inv: &Inventory) -> Vec<String> {
         )),
         Some(PlannedUefi::Unavailable) => lines.push("  UEFI boot: unavailable (the ISO has no loader)".into()),
         None => {}
+    }
+    if l.bios.is_none() && !inv.has_bootmgr {
+        lines.push("  BIOS boot: none (the ISO has no /bootmgr)".into());
+    }
+    if let Some(image) = l.ca2023_image {
+        lines.push(format!(
+            "  boot managers: the Windows UEFI CA 2023 ones from sources/boot.wim image {image} (--ca2023)"
+        ));
     }
     lines
 }

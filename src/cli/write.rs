@@ -69,6 +69,11 @@ pub struct WriteArgs {
     /// Allow a disk that is not removable (a fixed disk, on USB or not); with --bypass, replace the ISO's own autounattend.xml
     #[arg(long, display_order = 13)]
     pub force: bool,
+    /// Put the boot managers signed by the "Windows UEFI CA 2023" in place of the ISO's (from sources/boot.wim's
+    /// setup image, Windows 11 media of build 26200 and later): for PCs whose firmware no longer trusts the 2011
+    /// Microsoft CA, or revokes its boot managers
+    #[arg(long, display_order = 15)]
+    pub ca2023: bool,
     /// NTFS sticks: write this UEFI:NTFS image (a FAT image, e.g. Rufus's Secure Boot signed one) as the UEFI
     /// bridge partition instead of the GRUB bridge woesafe builds
     #[arg(long, value_name = "FILE", display_order = 20)]
@@ -106,6 +111,7 @@ impl WriteArgs {
             target_driver: self.target_driver,
             force: self.force,
             bypass: self.bypass.clone(),
+            ca2023: self.ca2023,
             stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
             dry_run: self.dry_run,
             verify: self.verify,
@@ -124,6 +130,7 @@ impl WriteArgs {
             "target_driver": choices::name_of(self.target_driver),
             "force": self.force,
             "bypass": self.bypass.iter().map(|b| choices::name_of(*b)).collect::<Vec<_>>(),
+            "ca2023": self.ca2023,
             "uefi_ntfs_image": self.uefi_ntfs_image.as_deref().map(term::path_json),
             "stall_timeout": self.stall_timeout,
             "dry_run": self.dry_run,

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::boot::{bios, uefi};
+use crate::boot::{BootMode, bios, uefi};
 use crate::protocol::{Step, Up};
 use crate::stick::mbr;
 use crate::stick::units::human;
@@ -35,24 +35,26 @@ impl Job<'_> {
         &mut self,
         disk: &Disk,
         plan: &StickTree,
+        boot: BootMode,
         bridge: Option<mbr::PartitionSpan>,
         part: &LoopDevice,
         work: &Path,
     ) -> Result<Option<String>, WriteError> {
-        let uefi_loader = uefi::find_loader(&plan.entries).map(|e| e.path.clone());
-        if !self.req.boot.uefi() {
+        let found = uefi::find_loader(&plan.entries).map(|(arch, e)| (arch, e.path.clone()));
+        let uefi_loader = found.as_ref().map(|(_, p)| p.clone());
+        if !boot.uefi() {
             return Ok(uefi_loader);
         }
         self.enter(Step::BootUefi)?;
-        match (&uefi_loader, bridge) {
-            (None, _) => self
-                .link
-                .send(&Up::Warning("the ISO has no efi/boot/bootx64.efi: UEFI boot is not available".into()))?,
-            (Some(p), None) => self.info(format!("UEFI: the stick boots through /{p}"))?,
-            (Some(p), Some(b)) => {
-                self.write_bridge(&disk.file, &disk.path, b, part.file(), part.path(), work)?;
+        match (found, bridge) {
+            (None, _) => self.link.send(&Up::Warning(
+                "the ISO has no efi/boot/bootx64.efi or bootaa64.efi: UEFI boot is not available".into(),
+            ))?,
+            (Some((arch, p)), None) => self.info(format!("UEFI ({arch}): the stick boots through /{p}"))?,
+            (Some((arch, p)), Some(b)) => {
+                self.write_bridge(&disk.file, &disk.path, b, part.file(), part.path(), work, arch)?;
                 self.info(format!(
-                    "UEFI: the FAT bridge partition ({} at {} MiB) chain-loads /{p} from NTFS",
+                    "UEFI ({arch}): the FAT bridge partition ({} at {} MiB) chain-loads /{p} from NTFS",
                     human(b.size),
                     b.offset >> 20
                 ))?;
@@ -70,8 +72,9 @@ impl Job<'_> {
     }
 
     /// The UEFI bridge of an NTFS stick: the user's UEFI:NTFS image written as the partition, or a FAT
-    /// partition with a GRUB EFI image that finds the NTFS volume by its serial number and chain-loads its
-    /// efi/boot/bootx64.efi.
+    /// partition with a GRUB EFI image for `arch` that finds the NTFS volume by its serial number and chain-loads
+    /// its removable-media loader.
+    #[allow(clippy::too_many_arguments)]
     fn write_bridge(
         &mut self,
         disk: &File,
@@ -80,6 +83,7 @@ impl Job<'_> {
         ntfs_part: &File,
         ntfs_path: &Path,
         work: &Path,
+        arch: uefi::Arch,
     ) -> Result<(), WriteError> {
         let dev_err = |source| WriteError::Device { path: disk_path.into(), source };
         if let Some(img) = &self.req.uefi_ntfs_image {
@@ -99,9 +103,9 @@ impl Job<'_> {
         let uuid = crate::stick::ntfs::volume_uuid(ntfs_part, ntfs_path)?;
         let cfg = work.join("bridge.cfg");
         let efi = work.join("bridge.efi");
-        std::fs::write(&cfg, uefi::bridge_cfg(&uuid))
+        std::fs::write(&cfg, uefi::bridge_cfg(&uuid, arch))
             .map_err(|source| WriteError::Scratch { what: "writing the bridge configuration".into(), source })?;
-        helper::run("grub-mkstandalone", &uefi::bridge_mkstandalone_args(&efi, &cfg), "grub-efi-amd64-bin")?;
+        helper::run("grub-mkstandalone", &uefi::bridge_mkstandalone_args(&efi, &cfg, arch), arch.grub_package())?;
         // In the disk's sectors: firmware reads a FAT whose sectors are at least the disk's.
         let sector = self.sector();
         let lo = LoopDevice::attach_with_block_size(
@@ -115,8 +119,8 @@ impl Job<'_> {
         let args = ["-S".as_ref(), sector.as_ref(), "-n".as_ref(), "UEFI_NTFS".as_ref(), dev];
         helper::run("mkfs.fat", &args, "dosfstools")?;
         helper::run("mmd", &["-i".as_ref(), dev, "::/EFI".as_ref(), "::/EFI/BOOT".as_ref()], "mtools")?;
-        let to = OsStr::new("::/EFI/BOOT/BOOTX64.EFI");
-        helper::run("mcopy", &[OsStr::new("-i"), dev, efi.as_os_str(), to], "mtools")?;
+        let to = format!("::/EFI/BOOT/{}", arch.bridge_file());
+        helper::run("mcopy", &[OsStr::new("-i"), dev, efi.as_os_str(), OsStr::new(&to)], "mtools")?;
         lo.file().sync_all().map_err(|source| WriteError::Device { path: lo.path().into(), source })?;
         Ok(())
     }

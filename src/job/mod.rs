@@ -158,6 +158,9 @@ pub fn run(req: &WriteRequest, link: &mut dyn Channel) -> Up {
                             | uefi::UefiError::ExtractedLink { .. }
                             | uefi::UefiError::ExtractedKind { .. }
                             | uefi::UefiError::ExtractedTooBig { .. }
+                            | uefi::UefiError::Ca2023Missing { .. }
+                            | uefi::UefiError::Ca2023Bad { .. }
+                            | uefi::UefiError::Ca2023Fonts { .. }
                     )
                     | WriteError::TargetReplaced { .. }
             ) || matches!(&e, WriteError::Source(s) if s.is_refusal());
@@ -242,10 +245,10 @@ impl Job<'_> {
         let (mut mounts, target) = self.mount(&s, &disk, &part, &tree, work.path())?;
         let mut target = target; // declared after the mounts: dropped before them
         let total = self.copy(&tree, target.as_mut(), s.names_target.mounted())?;
-        if self.req.boot.bios() {
+        if s.boot.bios() {
             self.boot_bios(&disk, work.path())?;
         }
-        let uefi_loader = self.boot_uefi(&disk, &tree.plan, parts.bridge, &part, work.path())?;
+        let uefi_loader = self.boot_uefi(&disk, &tree.plan, s.boot, parts.bridge, &part, work.path())?;
         self.flush(target, &mounts, &part, &disk)?;
         self.unmount(&mut mounts, &part)?;
         drop(tree);
@@ -275,8 +278,10 @@ impl Job<'_> {
             dirs: s.layout.dirs,
             files: s.layout.files,
             bytes: total,
-            bios: self.req.boot.bios(),
-            uefi: self.req.boot.uefi() && uefi_loader.is_some(),
+            bios: s.boot.bios(),
+            uefi: s.boot.uefi() && uefi_loader.is_some(),
+            uefi_arch: uefi_loader.as_ref().and_then(|p| uefi::Arch::of_loader_path(p)).filter(|_| s.boot.uefi()),
+            ca2023_from_image: s.ca2023.map(|(_, image)| image),
             source_driver: s.source_desc,
             target_driver: s.target_desc,
             fs: s.fs,
@@ -321,6 +326,8 @@ impl Job<'_> {
             sector_size: req.sector_size,
             fs: req.fs,
             boot: req.boot,
+            boot_asked: req.boot_asked,
+            ca2023: req.ca2023,
             table: req.table,
             label: req.label.clone(),
             bypass: req.bypass.clone(),

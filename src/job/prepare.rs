@@ -1,6 +1,6 @@
 //! The Prepare step, in scratch space and before the target is touched: re-pack a WIM that cannot be split as it
-//! is, and extract the Windows 7 UEFI loader from install.wim. Also the tree as it will be written and its
-//! checks once prepared.
+//! is, extract the Windows 7 UEFI loader from install.wim, and the CA 2023 boot managers from boot.wim. Also the
+//! tree as it will be written and its checks once prepared.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -88,6 +88,9 @@ impl Job<'_> {
         }
         if let Some((i, image)) = s.win7 {
             added.push(self.extract_win7_loader(&staged(i), image, scratch.path(), s.mtime_now)?);
+        }
+        if let Some((i, image)) = s.ca2023 {
+            added.extend(self.extract_ca2023(source, &staged(i), image, scratch.path(), s)?);
         }
         drop(window_loops);
         Ok(Prepared { scratch: Some(scratch), added, split_report })
@@ -246,5 +249,129 @@ impl Job<'_> {
             uefi::UEFI_LOADER
         ))?;
         Ok(Added { path: uefi::UEFI_LOADER.into(), size: data.len() as u64, mtime, origin: Origin::Bytes(data) })
+    }
+
+    /// --ca2023: extract boot.wim's CA 2023 boot managers and fonts, check them, and return them as the files they
+    /// replace: bootmgfw_EX.efi as the ISO's removable-media loader, bootmgr_EX.efi as /bootmgr.efi (when the ISO
+    /// has one), Fonts_EX's `NAME_EX.ttf` as efi/microsoft/boot/fonts/NAME.ttf. The ISO's own files stay out.
+    fn extract_ca2023(
+        &mut self,
+        source: &Source,
+        wim: &Path,
+        image: u32,
+        scratch: &Path,
+        s: &Survey,
+    ) -> Result<Vec<Added>, WriteError> {
+        const WIM: &str = "sources/boot.wim";
+        let entries = source.entries();
+        let arch = s.uefi_arch.unwrap_or(uefi::Arch::X64);
+        let dir = scratch.join("ca2023");
+        std::fs::create_dir(&dir)
+            .map_err(|source| WriteError::Scratch { what: "creating the CA 2023 directory".into(), source })?;
+        helper::run("wimlib-imagex", &uefi::ca2023_extract_args(wim, image, &dir), "wimtools")?;
+        let missing = |path: &str| uefi::UefiError::Ca2023Missing { image, path: path.into() };
+        let efi_ex = uefi::find_child(&dir, "EFI_EX");
+        // A boot manager: found by its exact name, read without following links, checked for the loader's arch.
+        let program = |found: Option<PathBuf>, in_wim: &str| -> Result<Vec<u8>, uefi::UefiError> {
+            let path = found.ok_or_else(|| missing(in_wim))?;
+            let data = uefi::read_extracted(&path, in_wim, "sources/boot.wim")?;
+            uefi::check_efi(&data, arch).map_err(|what| uefi::UefiError::Ca2023Bad {
+                path: in_wim.into(),
+                arch,
+                what,
+            })?;
+            Ok(data)
+        };
+        let loader = program(
+            efi_ex.as_deref().and_then(|d| uefi::find_child(d, "bootmgfw_EX.efi")),
+            uefi::CA2023_LOADER_IN_WIM,
+        )?;
+        let loader_path = super::survey::find_file(entries, arch.loader_path())
+            .map_or_else(|| arch.loader_path().to_string(), |i| entries[i].path.clone());
+        let mut added = vec![Added {
+            path: loader_path.clone(),
+            size: loader.len() as u64,
+            mtime: s.mtime_now,
+            origin: Origin::Bytes(loader),
+        }];
+        self.info(format!(
+            "--ca2023: /{loader_path} is {WIM} image {image}'s {} (signed by the Windows UEFI CA 2023)",
+            uefi::CA2023_LOADER_IN_WIM
+        ))?;
+        if let Some(i) = super::survey::find_file(entries, uefi::BOOTMGR_EFI) {
+            let (found, in_wim) = match efi_ex.as_deref().and_then(|d| uefi::find_child(d, "bootmgr_EX.efi")) {
+                Some(p) => (Some(p), uefi::CA2023_BOOTMGR_IN_WIM[0]),
+                None => (uefi::find_child(&dir, "bootmgr_EX.efi"), uefi::CA2023_BOOTMGR_IN_WIM[1]),
+            };
+            let data = program(found, in_wim).map_err(|e| match e {
+                uefi::UefiError::Ca2023Missing { image, .. } => {
+                    uefi::UefiError::Ca2023Missing { image, path: uefi::CA2023_BOOTMGR_IN_WIM.join(" or ") }
+                }
+                e => e,
+            })?;
+            self.info(format!("--ca2023: /{} is {WIM} image {image}'s {in_wim}", entries[i].path))?;
+            added.push(Added {
+                path: entries[i].path.clone(),
+                size: data.len() as u64,
+                mtime: s.mtime_now,
+                origin: Origin::Bytes(data),
+            });
+        }
+        let fonts = self.ca2023_fonts(&dir, image, s.mtime_now)?;
+        if fonts.is_empty() {
+            self.link.send(&Up::Warning(format!(
+                "--ca2023: {WIM} image {image} has no {}: the stick keeps the ISO's boot fonts",
+                uefi::CA2023_FONTS_IN_WIM
+            )))?;
+        } else {
+            self.info(format!(
+                "--ca2023: {} fonts from {} replace the ISO's in /{}",
+                fonts.len(),
+                uefi::CA2023_FONTS_IN_WIM,
+                uefi::FONTS_DIR
+            ))?;
+        }
+        added.extend(fonts);
+        Ok(added)
+    }
+
+    /// Fonts_EX's fonts, each read as a boot file (no links, regular files, bounded), renamed without `_EX`.
+    fn ca2023_fonts(&mut self, dir: &Path, image: u32, mtime: i64) -> Result<Vec<Added>, WriteError> {
+        let Some(fonts_dir) = uefi::find_child(dir, "Fonts_EX") else { return Ok(Vec::new()) };
+        let read_dir = std::fs::read_dir(&fonts_dir)
+            .map_err(|source| WriteError::Scratch { what: "listing the CA 2023 fonts".into(), source })?;
+        let mut names: Vec<String> = read_dir
+            .take(4096)
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        let mut added = Vec::new();
+        for name in names {
+            let Some(on_stick) = uefi::ex_font_name(&name) else {
+                self.link.send(&Up::Warning(format!(
+                    "--ca2023: {}/{} in sources/boot.wim image {image} is not a font named NAME_EX.ttf: not copied",
+                    uefi::CA2023_FONTS_IN_WIM,
+                    crate::cli::term::escape(&name)
+                )))?;
+                continue;
+            };
+            if added.len() == uefi::MAX_CA2023_FONTS {
+                return Err(uefi::UefiError::Ca2023Fonts {
+                    path: uefi::CA2023_FONTS_IN_WIM.into(),
+                    what: format!("more than {} fonts, more than any Windows has", uefi::MAX_CA2023_FONTS),
+                }
+                .into());
+            }
+            let in_wim = format!("{}/{name}", uefi::CA2023_FONTS_IN_WIM);
+            let data = uefi::read_extracted(&fonts_dir.join(&name), &in_wim, "sources/boot.wim")?;
+            added.push(Added {
+                path: format!("{}/{on_stick}", uefi::FONTS_DIR),
+                size: data.len() as u64,
+                mtime,
+                origin: Origin::Bytes(data),
+            });
+        }
+        Ok(added)
     }
 }

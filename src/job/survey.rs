@@ -37,7 +37,13 @@ pub struct SurveyOptions {
     /// The target's logical sector size (512 or 4096): what the tables and filesystems count in.
     pub sector_size: u64,
     pub fs: FsRequest,
+    /// The boot mode asked for, or its default (see `boot_asked`).
     pub boot: BootMode,
+    /// Whether --boot was given: a default drops BIOS boot for an ISO without /bootmgr (Windows on ARM, UEFI-only
+    /// media); a request for it is refused.
+    pub boot_asked: bool,
+    /// --ca2023: the boot managers signed by the Windows UEFI CA 2023, from boot.wim, replace the ISO's.
+    pub ca2023: bool,
     pub table: Table,
     /// --label, already validated; None: derived from the volume id.
     pub label: Option<String>,
@@ -61,6 +67,8 @@ impl SurveyOptions {
             sector_size: 512,
             fs: FsRequest::Auto,
             boot: BootMode::Both,
+            boot_asked: false,
+            ca2023: false,
             table: Table::Mbr,
             label: None,
             bypass: Vec::new(),
@@ -101,6 +109,12 @@ pub enum SurveyError {
 /// The survey's result: the Inventory the supervisor sees, and what the later steps of a write need.
 pub struct Survey {
     pub inventory: Inventory,
+    /// The firmware the stick boots on (see `Inventory::boot`).
+    pub boot: BootMode,
+    /// The processor of the UEFI loader (x64 for Windows 7's extracted one).
+    pub uefi_arch: Option<uefi::Arch>,
+    /// --ca2023: boot.wim's index and the image that holds the CA 2023 boot managers.
+    pub ca2023: Option<(usize, u32)>,
     pub fs: Fs,
     pub use_kernel_target: bool,
     pub source_desc: String,
@@ -166,6 +180,14 @@ pub fn survey_with<E: From<SurveyError>>(
     }
     let entries = source.entries();
     let layout = source::layout(entries);
+    let iso_loader = uefi::find_loader(entries);
+    let boot = settle_boot(opts.boot, opts.boot_asked, layout.has_bootmgr, iso_loader.is_some());
+    if boot != opts.boot {
+        let arch = iso_loader.map_or("", |(a, _)| if a == uefi::Arch::Arm64 { " (Windows on ARM)" } else { "" });
+        note(Note::Info(format!(
+            "Boot: the ISO has no /bootmgr, so no BIOS boot code is installed: the stick boots under UEFI only{arch}"
+        )))?;
+    }
     let mtime_now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
 
@@ -233,7 +255,7 @@ pub fn survey_with<E: From<SurveyError>>(
     }
 
     // Windows 7: no UEFI loader on the ISO; its install.wim carries one.
-    let win7 = if opts.boot.uefi() && !layout.has_uefi_loader && is_windows7(source) {
+    let win7 = if boot.uefi() && !layout.has_uefi_loader && is_windows7(source) {
         // Only an x64 image carries an x86_64 loader (32-bit Windows 7 boots BIOS only).
         find_file(entries, "sources/install.wim")
             .and_then(|i| Some((i, inspect_wim(source, i).ok()?.x64_images.first().copied()?)))
@@ -258,11 +280,24 @@ pub fn survey_with<E: From<SurveyError>>(
     // Scratch space, only for what needs a file of its own: a re-pack (wimlib reads the WIM from a file, and
     // writes the re-packed one), the Windows 7 loader extraction (from a copy of install.wim when the ISO is
     // read in userspace).
+    // --ca2023: boot.wim's setup image carries the CA 2023 boot managers.
+    let (ca2023, ca2023_problem) = match opts.ca2023 {
+        false => (None, None),
+        true => match ca2023_source(source, boot, iso_loader.map(|(a, _)| a), win7.is_some()) {
+            Ok(found) => (Some(found), None),
+            Err(why) => (None, Some(why)),
+        },
+    };
+    if let Some((_, image)) = ca2023 {
+        note(Note::Info(format!(
+            "--ca2023: the boot managers signed by the Windows UEFI CA 2023 come from sources/boot.wim image {image}"
+        )))?;
+    }
     let mut staged_wims: Vec<usize> = repack.clone();
-    if let Some((i, _)) = win7
-        && !staged_wims.contains(&i)
-    {
-        staged_wims.push(i);
+    for (i, _) in win7.iter().chain(&ca2023) {
+        if !staged_wims.contains(i) {
+            staged_wims.push(*i);
+        }
     }
     let repack_info: Vec<(usize, u64)> = to_repack
         .iter()
@@ -290,10 +325,17 @@ pub fn survey_with<E: From<SurveyError>>(
     if win7.is_some() {
         scratch_bytes += 16 << 20;
     }
+    if ca2023.is_some() {
+        scratch_bytes += CA2023_SCRATCH;
+    }
     let scratch_problem = (scratch_bytes > 0)
         .then(|| {
             let need = staging::image_size(scratch_bytes);
-            let what = if repack.is_empty() { "extracting the Windows 7 UEFI loader" } else { "re-packing the WIM" };
+            let what = match (repack.is_empty(), win7.is_some()) {
+                (false, _) => "re-packing the WIM",
+                (true, true) => "extracting the Windows 7 UEFI loader",
+                (true, false) => "extracting the CA 2023 boot managers",
+            };
             match staging::free_bytes(&opts.scratch_dir) {
                 Ok(free) if free >= need => None,
                 Ok(free) => Some(format!(
@@ -310,7 +352,7 @@ pub fn survey_with<E: From<SurveyError>>(
         .flatten();
 
     // A bridge only when there is a loader on the stick to hand over to.
-    let bridge_wanted = fs == Fs::Ntfs && opts.boot.uefi() && (layout.has_uefi_loader || win7.is_some());
+    let bridge_wanted = fs == Fs::Ntfs && boot.uefi() && (layout.has_uefi_loader || win7.is_some());
     let no_room = || SurveyError::NoRoom { path: opts.target.clone(), size: opts.target_size };
     // Without room even for the main partition, the write cannot start (checked before the bridge image).
     if plan_partitions(opts.table, opts.target_size, 0, opts.sector_size).is_none() {
@@ -330,7 +372,7 @@ pub fn survey_with<E: From<SurveyError>>(
         note(Note::Info(format!("Windows 11 setup options: autounattend.xml bypassing {}", names.join(", "))))?;
     }
     let mut ours = Vec::new();
-    if opts.boot.bios() {
+    if boot.bios() {
         ours.push(bytes_file(bios::GRUB_CFG_PATH, bios::GRUB_CFG.as_bytes(), mtime_now));
     }
     if let Some(xml) = &answer_file {
@@ -358,17 +400,37 @@ pub fn survey_with<E: From<SurveyError>>(
             origin: Origin::Planned,
         });
     }
+    if ca2023.is_some() {
+        // Sized as the files they replace (about as big); checked again once extracted.
+        let arch = iso_loader.map_or(uefi::Arch::X64, |(a, _)| a);
+        for path in [arch.loader_path(), uefi::BOOTMGR_EFI] {
+            if let Some(i) = find_file(entries, path) {
+                planned_added.push(Added {
+                    path: entries[i].path.clone(),
+                    size: entries[i].size,
+                    mtime: mtime_now,
+                    origin: Origin::Planned,
+                });
+            }
+        }
+    }
     let planned = StickTree::build(entries, &removed, &planned_added);
     let names_target = names::Target { fs, kernel: use_kernel_target, mount_point_bytes: opts.mount_point_bytes };
     // The ISO's own UEFI loader must be one (the Windows 7 one is checked once extracted).
-    let loader_problem = match find_file(entries, uefi::UEFI_LOADER).filter(|&i| entries[i].size > 0) {
-        Some(i) if opts.boot.uefi() => check_iso_loader(source, i)?,
+    let loader_problem = match iso_loader {
+        Some((arch, e)) if boot.uefi() => {
+            check_iso_loader(source, entries.iter().position(|x| std::ptr::eq(x, e)).unwrap_or_default(), arch)?
+        }
         _ => None,
     };
+    let uefi_arch = iso_loader.map(|(a, _)| a).or(win7.map(|_| uefi::Arch::X64));
     let volume_id = source.volume_id();
     let main = partitions.main;
     let planned_layout = planned_layout(PlanFacts {
         opts,
+        boot,
+        uefi_arch,
+        ca2023_image: ca2023.map(|(_, image)| image),
         partitions: &partitions,
         fs: choice.as_ref().ok().map(|c| c.fs),
         label: opts.label.clone().unwrap_or_else(|| label::derive(&volume_id)),
@@ -404,10 +466,16 @@ pub fn survey_with<E: From<SurveyError>>(
         scratch_bytes,
         win7_image: win7.map(|(_, image)| image),
         bridge: partitions.bridge.is_some(),
+        boot,
+        uefi_arch,
+        ca2023_problem,
         layout: planned_layout,
     };
     Ok(Survey {
         inventory,
+        boot,
+        uefi_arch,
+        ca2023,
         fs,
         use_kernel_target,
         source_desc,
@@ -437,6 +505,9 @@ pub fn survey_with<E: From<SurveyError>>(
 /// What `planned_layout` reads.
 struct PlanFacts<'a> {
     opts: &'a SurveyOptions,
+    boot: BootMode,
+    uefi_arch: Option<uefi::Arch>,
+    ca2023_image: Option<u32>,
     partitions: &'a Partitions,
     fs: Option<Fs>,
     label: String,
@@ -472,7 +543,7 @@ fn planned_layout(f: PlanFacts<'_>) -> PlannedLayout {
                 part_sizes: parts.iter().map(|p| p.size).collect(),
             })
         });
-    let bios = f.opts.boot.bios().then(|| PlannedBios {
+    let bios = f.boot.bios().then(|| PlannedBios {
         boot_code: "GRUB boot code in bytes 0..440 of sector 0 (the partition table is kept)".into(),
         core_image: format!(
             "GRUB i386-pc core image in the MBR gap (sectors 1..{})",
@@ -481,8 +552,8 @@ fn planned_layout(f: PlanFacts<'_>) -> PlannedLayout {
         config: format!("/{}", bios::GRUB_CFG_PATH),
         chain: "ntldr /bootmgr".into(),
     });
-    let uefi = f.opts.boot.uefi().then(|| {
-        let loader = format!("/{}", uefi::UEFI_LOADER);
+    let uefi = f.boot.uefi().then(|| {
+        let loader = format!("/{}", f.uefi_arch.unwrap_or(uefi::Arch::X64).loader_path());
         match (f.has_uefi_loader, f.win7_image, f.partitions.bridge.is_some()) {
             (false, None, _) => PlannedUefi::Unavailable,
             (_, _, true) => PlannedUefi::Bridge {
@@ -507,10 +578,17 @@ fn planned_layout(f: PlanFacts<'_>) -> PlannedLayout {
         split,
         bios,
         uefi,
+        uefi_arch: f.uefi_arch.filter(|_| f.boot.uefi()),
+        ca2023_image: f.ca2023_image,
         added: f
             .added
             .iter()
-            .filter(|a| matches!(a.origin, Origin::Bytes(_)) || a.path.eq_ignore_ascii_case(uefi::UEFI_LOADER))
+            .filter(|a| {
+                matches!(a.origin, Origin::Bytes(_))
+                    || a.path.eq_ignore_ascii_case(uefi::UEFI_LOADER)
+                    || (f.ca2023_image.is_some() && uefi::Arch::of_loader_path(&a.path).is_some())
+                    || (f.ca2023_image.is_some() && a.path.eq_ignore_ascii_case(uefi::BOOTMGR_EFI))
+            })
             .map(|a| a.path.clone())
             .collect(),
     }
@@ -541,10 +619,10 @@ fn read_small(source: &Source, index: usize) -> Option<String> {
     Some(String::from_utf8_lossy(&text).into_owned())
 }
 
-/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): `Ok(Some(problem))` when it is not an
-/// x86_64 EFI application (a refusal); a read error is an error (a failure, not the ISO's fault as far as
+/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): `Ok(Some(problem))` when it is not an EFI
+/// application for `arch` (a refusal); a read error is an error (a failure, not the ISO's fault as far as
 /// anyone knows).
-fn check_iso_loader(source: &Source, index: usize) -> Result<Option<LoaderProblem>, SurveyError> {
+fn check_iso_loader(source: &Source, index: usize, arch: uefi::Arch) -> Result<Option<LoaderProblem>, SurveyError> {
     let entry = &source.entries()[index];
     let problem = |what: String| Some(LoaderProblem { path: entry.path.clone(), what });
     let too_big = || problem(format!("{} bytes; a UEFI loader is at most {}", entry.size, uefi::MAX_LOADER_BYTES));
@@ -558,7 +636,57 @@ fn check_iso_loader(source: &Source, index: usize) -> Result<Option<LoaderProble
         Some(data) => data,
         None => return Ok(too_big()),
     };
-    Ok(uefi::check_efi_x64(&data).err().and_then(problem))
+    Ok(uefi::check_efi(&data, arch).err().and_then(problem))
+}
+
+/// Scratch space for the CA 2023 extraction: two boot managers (about 3 MiB each) and the fonts.
+const CA2023_SCRATCH: u64 = 32 << 20;
+
+/// The boot mode a write uses: the one asked for, but a default drops BIOS boot when the ISO has no /bootmgr
+/// (nothing for GRUB's ntldr to load) and has a UEFI loader. A request for BIOS boot stays as asked (the
+/// supervisor refuses it).
+pub fn settle_boot(asked: BootMode, explicit: bool, has_bootmgr: bool, has_uefi_loader: bool) -> BootMode {
+    match asked {
+        BootMode::Both if !explicit && !has_bootmgr && has_uefi_loader => BootMode::Uefi,
+        b => b,
+    }
+}
+
+/// --ca2023: where the CA 2023 boot managers come from (boot.wim's index and the setup image, its second), or
+/// why they cannot be had, said before anything is written. Whether the image really holds them is known only
+/// once wimlib extracts them (Prepare, still before the target is touched).
+fn ca2023_source(
+    source: &Source,
+    boot: BootMode,
+    arch: Option<uefi::Arch>,
+    win7: bool,
+) -> Result<(usize, u32), String> {
+    if !boot.uefi() {
+        return Err("the CA 2023 boot managers are UEFI boot managers, and this stick boots under BIOS only: \
+                    leave out --boot bios, or --ca2023"
+            .into());
+    }
+    if win7 || arch.is_none() {
+        return Err("the ISO has no UEFI loader (efi/boot/bootx64.efi or bootaa64.efi) to replace: CA 2023 boot \
+                    managers come with Windows 11 media (build 26200 and later); leave out --ca2023"
+            .into());
+    }
+    let Some(i) = find_file(source.entries(), "sources/boot.wim") else {
+        return Err("the ISO has no sources/boot.wim, where Windows 11 media (build 26200 and later) carry the CA \
+                    2023 boot managers; leave out --ca2023"
+            .into());
+    };
+    let info = inspect_wim(source, i).map_err(|e| format!("sources/boot.wim cannot be read: {e}"))?;
+    if info.image_count < uefi::CA2023_IMAGE {
+        return Err(format!(
+            "sources/boot.wim has {} image{}, and the CA 2023 boot managers are in the setup image, its image {}; \
+             use Windows 11 media of build 26200 or later, or leave out --ca2023",
+            info.image_count,
+            if info.image_count == 1 { "" } else { "s" },
+            uefi::CA2023_IMAGE
+        ));
+    }
+    Ok((i, uefi::CA2023_IMAGE))
 }
 
 pub(crate) fn inspect_wim(source: &Source, index: usize) -> Result<wim::WimInfo, String> {
@@ -683,6 +811,9 @@ mod tests {
     ) -> PlanFacts<'a> {
         PlanFacts {
             opts,
+            boot: opts.boot,
+            uefi_arch: Some(uefi::Arch::X64),
+            ca2023_image: None,
             partitions,
             fs: Some(Fs::Fat32),
             label: "CCCOMA_X64F".into(),
@@ -759,5 +890,35 @@ mod tests {
         assert_eq!((split.wim.as_str(), split.repack, split.parts), ("sources/install.esd", true, 2));
         assert_eq!(split.part_sizes, [4000 << 20, (400 << 20) + 7]);
         assert_eq!(l.uefi, Some(PlannedUefi::Unavailable));
+    }
+
+    #[test]
+    fn boot_without_bootmgr_is_uefi_only_unless_asked() {
+        use BootMode::*;
+        // Windows on ARM and other UEFI-only media: no /bootmgr, a UEFI loader.
+        assert_eq!(settle_boot(Both, false, false, true), Uefi);
+        assert_eq!(settle_boot(Uefi, false, false, true), Uefi);
+        // asked for: kept as asked (the supervisor refuses BIOS without /bootmgr)
+        assert_eq!(settle_boot(Both, true, false, true), Both);
+        assert_eq!(settle_boot(Bios, true, false, true), Bios);
+        // x64 media with /bootmgr: unchanged
+        assert_eq!(settle_boot(Both, false, true, true), Both);
+        // nothing to boot either way: left as it was (the write warns)
+        assert_eq!(settle_boot(Both, false, false, false), Both);
+    }
+
+    #[test]
+    fn arm64_layout_names_its_loader_and_has_no_bios() {
+        let mut opts = SurveyOptions::defaults("/dev/sdb".into(), 8 << 30);
+        opts.boot = BootMode::Uefi;
+        let entries = [entry(uefi::UEFI_LOADER_ARM64, 20)];
+        let tree = StickTree::build(&entries, &[], &[]);
+        let parts = plan_partitions(Table::Mbr, 8 << 30, 0, 512).unwrap();
+        let mut f = facts(&opts, &parts, &tree, &entries, &[]);
+        f.uefi_arch = Some(uefi::Arch::Arm64);
+        let l = planned_layout(f);
+        assert_eq!(l.bios, None);
+        assert_eq!(l.uefi, Some(PlannedUefi::IsoLoader { path: "/efi/boot/bootaa64.efi".into() }));
+        assert_eq!(l.uefi_arch, Some(uefi::Arch::Arm64));
     }
 }

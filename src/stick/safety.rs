@@ -55,10 +55,21 @@ pub enum Refusal {
     #[error("the ISO cannot be written as it is: {0}")]
     Names(String),
     #[error(
-        "the ISO's {path} is not a UEFI loader for x86_64 ({what}): the stick would not boot under UEFI; write it \
-         with --boot bios, or use an intact ISO"
+        "the ISO's {path} is not a UEFI loader for {arch} ({what}): the stick would not boot under UEFI; {hint}",
+        arch = if uefi_arch_of(path) == Some(crate::boot::uefi::Arch::Arm64) { "arm64" } else { "x86_64" },
+        hint = if uefi_arch_of(path) == Some(crate::boot::uefi::Arch::Arm64) {
+            "use an intact ISO"
+        } else {
+            "write it with --boot bios, or use an intact ISO"
+        }
     )]
     Loader { path: String, what: String },
+    #[error("--ca2023: {0}")]
+    Ca2023(String),
+}
+
+fn uefi_arch_of(path: &str) -> Option<crate::boot::uefi::Arch> {
+    crate::boot::uefi::Arch::of_loader_path(path)
 }
 
 /// The ISO's UEFI loader is not one: its path on the ISO, and what is wrong with it.
@@ -187,10 +198,24 @@ pub struct Inventory {
     pub win7_image: Option<u32>,
     /// The stick gets a UEFI bridge partition (NTFS with a UEFI loader to hand over to).
     pub bridge: bool,
+    /// The firmware the stick will boot on, as the survey settled it: the request, without BIOS when the ISO has
+    /// no /bootmgr and --boot was not given.
+    #[serde(default = "both")]
+    pub boot: crate::boot::BootMode,
+    /// The processor of the ISO's UEFI loader (x64 for Windows 7's extracted one); None: no UEFI loader.
+    #[serde(default)]
+    pub uefi_arch: Option<crate::boot::uefi::Arch>,
+    /// --ca2023: why the Windows UEFI CA 2023 boot managers cannot be had from this ISO, if they cannot.
+    #[serde(default)]
+    pub ca2023_problem: Option<String>,
     /// What the write will do on the target: partitions, filesystem, label, files, split, boot code (for
     /// `--dry-run` and `inspect`).
     #[serde(default)]
     pub layout: PlannedLayout,
+}
+
+fn both() -> crate::boot::BootMode {
+    crate::boot::BootMode::Both
 }
 
 /// The partition table a write makes.
@@ -287,6 +312,13 @@ pub struct PlannedLayout {
     pub bios: Option<PlannedBios>,
     /// None without UEFI boot.
     pub uefi: Option<PlannedUefi>,
+    /// The processor the UEFI loader is for (x64, arm64); None without one.
+    #[serde(default)]
+    pub uefi_arch: Option<crate::boot::uefi::Arch>,
+    /// --ca2023: the boot managers signed by the Windows UEFI CA 2023, from boot.wim's image (index), replace
+    /// the ISO's.
+    #[serde(default)]
+    pub ca2023_image: Option<u32>,
     /// Files woesafe adds (boot/grub/grub.cfg, autounattend.xml, efi/boot/bootx64.efi for Windows 7).
     pub added: Vec<String>,
 }
@@ -312,6 +344,9 @@ pub fn check_content(
         && let Some(problem) = &inv.fat_problem
     {
         return Err(Refusal::NotFatCompatible(problem.clone()));
+    }
+    if let Some(problem) = &inv.ca2023_problem {
+        return Err(Refusal::Ca2023(problem.clone()));
     }
     if let Some(problem) = &inv.scratch_problem {
         return Err(Refusal::Scratch(problem.clone()));
@@ -511,6 +546,9 @@ mod tests {
             layout: Default::default(),
             win7_image: None,
             bridge: false,
+            boot: crate::boot::BootMode::Both,
+            uefi_arch: Some(crate::boot::uefi::Arch::X64),
+            ca2023_problem: None,
         }
     }
 

@@ -107,7 +107,7 @@ impl Follower<'_> {
                     crate::protocol::Table::Mbr => "mbr",
                     crate::protocol::Table::Gpt => "gpt",
                 },
-                boot: match opts.boot_mode_for(self.facts) {
+                boot: match inv.boot {
                     BootMode::Bios => "bios",
                     BootMode::Uefi => "uefi",
                     BootMode::Both => "both",
@@ -116,6 +116,9 @@ impl Follower<'_> {
         }
         if inv.scratch_bytes > 0 {
             self.progress.steps += 1; // the Prepare step
+        }
+        if self.write.options.boot_mode_for(self.facts).bios() && !inv.boot.bios() {
+            self.progress.steps -= 1; // no BootBios step: the ISO has no /bootmgr
         }
         let verdict = if self.stop.requested().is_some() {
             Err(fail(exit::REFUSED, "stopped before writing"))
@@ -358,11 +361,24 @@ impl Follower<'_> {
                  or leave out --bypass to keep it",
             ));
         }
-        if opts.boot_mode_for(self.facts) == BootMode::Uefi && !inv.has_uefi_loader && inv.win7_image.is_none() {
+        if let Some(asked) = opts.boot.filter(|b| b.bios())
+            && !inv.has_bootmgr
+        {
             return Err(fail(
                 exit::REFUSED,
-                "--boot uefi: the ISO has no efi/boot/bootx64.efi and is not a Windows 7 ISO (whose install.wim \
-                 carries one); use --boot bios",
+                format!(
+                    "--boot {}: the ISO has no /bootmgr, the boot manager BIOS firmware starts (Windows on ARM and \
+                     other UEFI-only media have none), so the stick could not boot under BIOS: use --boot uefi{}",
+                    crate::cli::choices::name_of(asked),
+                    if inv.has_uefi_loader { " or leave out --boot" } else { "" }
+                ),
+            ));
+        }
+        if inv.boot == BootMode::Uefi && !inv.has_uefi_loader && inv.win7_image.is_none() {
+            return Err(fail(
+                exit::REFUSED,
+                "--boot uefi: the ISO has no efi/boot/bootx64.efi or bootaa64.efi and is not a Windows 7 ISO (whose \
+                 install.wim carries one); use --boot bios",
             ));
         }
         if let Ok(c) = &inv.fs
@@ -374,7 +390,8 @@ impl Follower<'_> {
                 if kernel { &[("mkntfs", "ntfs-3g")] } else { &[("mkntfs", "ntfs-3g"), ("ntfs-3g", "ntfs-3g")] };
             target::need_programs(programs, &format!("the NTFS stick ({})", escape(&c.reason)))?;
             if inv.bridge && opts.uefi_ntfs_image.is_none() {
-                crate::boot::uefi::check_grub_efi_installed().map_err(|e| fail(exit::REFUSED, e))?;
+                let arch = inv.uefi_arch.unwrap_or(crate::boot::uefi::Arch::X64);
+                crate::boot::uefi::check_grub_efi_installed(arch).map_err(|e| fail(exit::REFUSED, e))?;
                 target::need_programs(
                     &[("mkfs.fat", "dosfstools"), ("mmd", "mtools"), ("mcopy", "mtools")],
                     "the UEFI bridge",

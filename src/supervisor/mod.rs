@@ -43,6 +43,8 @@ pub struct WriteOptions {
     /// Allow a disk that is not removable (a fixed disk, on USB or not); with `bypass`, replace the ISO's own answer file.
     pub force: bool,
     pub bypass: Vec<Bypass>,
+    /// Put the boot managers signed by the Windows UEFI CA 2023 (from boot.wim) in place of the ISO's.
+    pub ca2023: bool,
     /// No byte moving for this long is a stall.
     pub stall_timeout: Duration,
     /// Run every check and report the plan; open the target read-only, write nothing.
@@ -64,6 +66,7 @@ impl Default for WriteOptions {
             target_driver: Driver::Auto,
             force: false,
             bypass: Vec::new(),
+            ca2023: false,
             stall_timeout: Duration::from_secs(120),
             dry_run: false,
             verify: false,
@@ -358,6 +361,8 @@ impl Write {
             sector_size: facts.sector_size(),
             label,
             boot: opts.boot_mode_for(facts),
+            boot_asked: opts.boot.is_some(),
+            ca2023: opts.ca2023,
             table: opts.table,
             source_driver: opts.source_driver,
             target_driver: opts.target_driver,

@@ -743,36 +743,41 @@ fn check_fat_copies(
     Ok(bad)
 }
 
-/// The UEFI bridge partition of an NTFS stick: a FAT volume with an x86_64 EFI/BOOT/BOOTX64.EFI; when it is
-/// woesafe's GRUB bridge, its embedded grub.cfg names this stick's NTFS volume.
+/// The UEFI bridge partition of an NTFS stick: a FAT volume with an x86_64 EFI/BOOT/BOOTX64.EFI (or an arm64
+/// BOOTAA64.EFI); when it is woesafe's GRUB bridge, its embedded grub.cfg names this stick's NTFS volume.
 fn check_bridge(
     device: &File,
     device_path: &Path,
     bridge: mbr::PartitionSpan,
     main: mbr::PartitionSpan,
 ) -> Result<Vec<Mismatch>, VerifyError> {
-    const PATH: &str = "(UEFI bridge)/EFI/BOOT/BOOTX64.EFI";
-    let wrong = |what: String| vec![Mismatch { path: PATH.into(), problem: Problem::Wrong { what } }];
+    let mut path = "(UEFI bridge)/EFI/BOOT/BOOTX64.EFI".to_string();
+    let wrong = |path: &str, what: String| vec![Mismatch { path: path.into(), problem: Problem::Wrong { what } }];
     let vol = match fat::FatVolume::open(device, bridge.offset, bridge.size) {
         Ok(v) => v,
-        Err(e) => return Ok(wrong(format!("the bridge partition is not a FAT volume: {e}"))),
+        Err(e) => return Ok(wrong(&path, format!("the bridge partition is not a FAT volume: {e}"))),
     };
     let entries = match vol.walk(&fat::LIMITS) {
         Ok(e) => e,
-        Err(e) => return Ok(wrong(format!("the bridge partition cannot be read: {e}"))),
+        Err(e) => return Ok(wrong(&path, format!("the bridge partition cannot be read: {e}"))),
     };
-    let Some(e) = entries.iter().find(|e| !e.is_dir && e.path.eq_ignore_ascii_case("EFI/BOOT/BOOTX64.EFI")) else {
-        return Ok(vec![Mismatch { path: PATH.into(), problem: Problem::Missing }]);
+    let found = uefi::Arch::ALL.into_iter().find_map(|arch| {
+        let name = format!("EFI/BOOT/{}", arch.bridge_file());
+        entries.iter().find(|e| !e.is_dir && e.path.eq_ignore_ascii_case(&name)).map(|e| (arch, e))
+    });
+    let Some((arch, e)) = found else {
+        return Ok(vec![Mismatch { path, problem: Problem::Missing }]);
     };
+    path = format!("(UEFI bridge)/EFI/BOOT/{}", arch.bridge_file());
     if e.size > uefi::MAX_LOADER_BYTES {
-        return Ok(wrong(format!("{} bytes; a UEFI loader is at most {}", e.size, uefi::MAX_LOADER_BYTES)));
+        return Ok(wrong(&path, format!("{} bytes; a UEFI loader is at most {}", e.size, uefi::MAX_LOADER_BYTES)));
     }
     let mut data = Vec::new();
     if let Err(err) = vol.open_file(&e.path, e.first_cluster, e.size).read_to_end(&mut data) {
-        return Ok(vec![Mismatch { path: PATH.into(), problem: Problem::Unreadable { what: err.to_string() } }]);
+        return Ok(vec![Mismatch { path, problem: Problem::Unreadable { what: err.to_string() } }]);
     }
-    if let Err(what) = uefi::check_efi_x64(&data) {
-        return Ok(wrong(format!("not an x86_64 UEFI loader: {what}")));
+    if let Err(what) = uefi::check_efi(&data, arch) {
+        return Ok(wrong(&path, format!("not an {arch} UEFI loader: {what}")));
     }
     let marker = b"Written by woesafe: the UEFI bridge";
     if data.windows(marker.len()).any(|w| w == marker) {
@@ -781,11 +786,12 @@ fn check_bridge(
             .read_exact_at(&mut b, main.offset + 0x48)
             .map_err(|source| VerifyError::Device { path: device_path.to_path_buf(), source })?;
         let uuid = format!("{:016x}", u64::from_le_bytes(b));
-        let cfg = uefi::bridge_cfg(&uuid);
+        let cfg = uefi::bridge_cfg(&uuid, arch);
         if !data.windows(cfg.len()).any(|w| w == cfg.as_bytes()) {
-            return Ok(wrong(format!(
-                "woesafe's bridge, but its grub.cfg does not name this stick's NTFS volume {uuid}"
-            )));
+            return Ok(wrong(
+                &path,
+                format!("woesafe's bridge, but its grub.cfg does not name this stick's NTFS volume {uuid}"),
+            ));
         }
     }
     Ok(Vec::new())
