@@ -29,6 +29,21 @@ pub enum Check {
     ExtractedLoader { stick: usize },
     /// The ISO's WIM `iso`, split into these stick files (part 1, 2, ... in order).
     SplitWim { iso: usize, parts: Vec<usize> },
+    /// A boot manager or boot font that --ca2023 may have replaced (`iso`: the ISO's file at that path) or added:
+    /// the ISO's bytes, or one of the files of the ISO's sources/boot.wim.
+    Ca2023 { stick: usize, iso: Option<usize> },
+}
+
+/// Whether --ca2023 replaces or adds a file at `path` (lower case): the removable-media loaders, /bootmgr.efi,
+/// and the boot manager's fonts.
+pub fn ca2023_path(path: &str) -> bool {
+    use crate::boot::uefi;
+    uefi::Arch::of_loader_path(path).is_some()
+        || path == uefi::BOOTMGR_EFI
+        || path
+            .strip_prefix(uefi::FONTS_DIR)
+            .and_then(|p| p.strip_prefix('/'))
+            .is_some_and(|name| !name.contains('/') && name.ends_with(".ttf"))
 }
 
 /// Directories woesafe may add (for grub.cfg and a Windows 7 loader).
@@ -98,6 +113,8 @@ pub fn plan(iso: &[SourceEntry], stick: &[StickEntry]) -> (Vec<Check>, Vec<Misma
             checks.push(Check::GrubCfg { stick: s, iso: Some(i) });
         } else if k == crate::media::unattend::FILE_NAME {
             checks.push(Check::AnswerFile { stick: s, iso: Some(i) });
+        } else if ca2023_path(&k) && found.size <= crate::boot::uefi::MAX_LOADER_BYTES {
+            checks.push(Check::Ca2023 { stick: s, iso: Some(i) });
         } else if found.size != e.size {
             bad.push(Mismatch { path: e.path.clone(), problem: Problem::Size { expected: e.size, found: found.size } });
         } else {
@@ -116,6 +133,7 @@ pub fn plan(iso: &[SourceEntry], stick: &[StickEntry]) -> (Vec<Check>, Vec<Misma
             (false, crate::boot::bios::GRUB_CFG_PATH) => Some(Check::GrubCfg { stick: s, iso: None }),
             (false, crate::media::unattend::FILE_NAME) => Some(Check::AnswerFile { stick: s, iso: None }),
             (false, crate::boot::uefi::UEFI_LOADER) => Some(Check::ExtractedLoader { stick: s }),
+            (false, k) if ca2023_path(k) => Some(Check::Ca2023 { stick: s, iso: None }),
             _ => {
                 bad.push(Mismatch { path: e.path.clone(), problem: Problem::Unexpected { is_dir: e.is_dir } });
                 None
@@ -134,7 +152,8 @@ pub fn bytes_to_read(checks: &[Check], stick: &[StickEntry]) -> u64 {
             Check::SameAsIso { stick: s, .. }
             | Check::GrubCfg { stick: s, .. }
             | Check::AnswerFile { stick: s, .. }
-            | Check::ExtractedLoader { stick: s } => stick[*s].size,
+            | Check::ExtractedLoader { stick: s }
+            | Check::Ca2023 { stick: s, .. } => stick[*s].size,
             Check::SplitWim { parts, .. } => parts.iter().map(|&p| stick[p].size).sum(),
         })
         .sum()
@@ -223,5 +242,36 @@ mod tests {
         assert_eq!(first_difference(b"abc", b"abc"), None);
         assert_eq!(first_difference(b"abc", b"abd"), Some(2));
         assert_eq!(first_difference(b"ab", b"abc"), Some(2));
+    }
+
+    #[test]
+    fn ca2023_files_may_differ_in_size_or_be_new() {
+        assert!(ca2023_path("efi/boot/bootx64.efi") && ca2023_path("efi/boot/bootaa64.efi"));
+        assert!(ca2023_path("bootmgr.efi") && ca2023_path("efi/microsoft/boot/fonts/segoe_slboot.ttf"));
+        assert!(!ca2023_path("efi/microsoft/boot/fonts/sub/x.ttf") && !ca2023_path("efi/microsoft/boot/bcd"));
+        assert!(!ca2023_path("bootmgr") && !ca2023_path("efi/microsoft/boot/fonts/readme.txt"));
+        let isos = [
+            iso("EFI", true, 0),
+            iso("EFI/BOOT", true, 0),
+            iso("EFI/BOOT/BOOTX64.EFI", false, 100),
+            iso("bootmgr.efi", false, 50),
+            iso("setup.exe", false, 10),
+        ];
+        let stick = [
+            st("EFI", true, 0),
+            st("EFI/BOOT", true, 0),
+            st("EFI/BOOT/BOOTX64.EFI", false, 120),
+            st("bootmgr.efi", false, 50),
+            st("setup.exe", false, 10),
+            st("efi/microsoft/boot/fonts/new.ttf", false, 7),
+        ];
+        let (checks, bad) = plan(&isos, &stick);
+        // efi/microsoft/boot/ is not on this ISO: its directories are unexpected, the font is checked
+        assert!(bad.iter().all(|m| m.path.starts_with("efi/microsoft")), "{bad:?}");
+        assert!(checks.contains(&Check::Ca2023 { stick: 2, iso: Some(2) }), "a bigger loader is looked up");
+        assert!(checks.contains(&Check::Ca2023 { stick: 3, iso: Some(3) }));
+        assert!(checks.contains(&Check::Ca2023 { stick: 5, iso: None }), "a new font is looked up");
+        assert!(checks.contains(&Check::SameAsIso { stick: 4, iso: 4 }));
+        assert_eq!(bytes_to_read(&checks, &stick), 120 + 50 + 10 + 7);
     }
 }

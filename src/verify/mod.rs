@@ -570,6 +570,9 @@ pub fn check_stick(
     }
     let total = compare::bytes_to_read(&checks, &stick);
     let mut progress = Progress { done: 0, total, compared: 0, report: progress };
+    // --ca2023's files: boot.wim's blob table, read once when first needed.
+    let mut boot_wim: Option<Result<Vec<[u8; 20]>, String>> = None;
+    let mut ca2023_files = 0usize;
     for check in &checks {
         stop_check()?;
         match check {
@@ -655,6 +658,27 @@ pub fn check_stick(
                     }
                 }
             }
+            Check::Ca2023 { stick: s, iso } => {
+                let path = &stick[*s].path;
+                match read_small(&files, *s, path, uefi::MAX_LOADER_BYTES) {
+                    Ok(data) => {
+                        progress.compared(data.len() as u64);
+                        let same = match iso {
+                            Some(i) => read_iso_small(source, *i, uefi::MAX_LOADER_BYTES)?.is_some_and(|d| d == data),
+                            None => false,
+                        };
+                        if !same {
+                            let bad = check_ca2023_file(source, path, &data, iso.is_some(), &mut boot_wim)?;
+                            ca2023_files += usize::from(bad.is_none());
+                            mismatches.extend(bad);
+                        }
+                    }
+                    Err(m) => {
+                        progress.add(stick[*s].size);
+                        mismatches.push(m)
+                    }
+                }
+            }
             Check::SplitWim { iso, parts } => {
                 let (bad, note) = swm::check_split(source, *iso, parts, &stick, &files, &mut progress)?;
                 mismatches.extend(bad);
@@ -663,6 +687,12 @@ pub fn check_stick(
         }
     }
     report.bytes = progress.compared;
+    if ca2023_files > 0 {
+        report.notes.push(format!(
+            "{ca2023_files} boot file(s) differ from the ISO's and are files of its sources/boot.wim: the Windows \
+             UEFI CA 2023 boot managers and fonts of --ca2023"
+        ));
+    }
 
     if let Some(bridge) = layout.bridge {
         mismatches.extend(check_bridge(device, device_path, bridge, layout.main)?);
@@ -710,6 +740,48 @@ fn check_extracted_loader(
             ))
         }
         Err(e) => Ok((None, Some(format!("/{path}: an x86_64 UEFI application; not looked up in {wim_path}: {e}")))),
+    }
+}
+
+/// A boot manager or font that is not the ISO's: it must be one of the files of the ISO's sources/boot.wim
+/// (--ca2023 takes them from there), and a loader must still be an EFI program for its path's arch.
+fn check_ca2023_file(
+    source: &Source,
+    path: &str,
+    data: &[u8],
+    replaces: bool,
+    boot_wim: &mut Option<Result<Vec<[u8; 20]>, String>>,
+) -> Result<Option<Mismatch>, VerifyError> {
+    use sha1::{Digest, Sha1};
+    let wrong = |what: String| Some(Mismatch { path: path.into(), problem: Problem::Wrong { what } });
+    let differs = if replaces { "differs from the ISO's and is" } else { "is not on the ISO and is" };
+    if let Some(arch) = uefi::Arch::of_loader_path(path)
+        && let Err(what) = uefi::check_efi(data, arch)
+    {
+        return Ok(wrong(format!("not an {arch} UEFI loader: {what}")));
+    }
+    let hashes = boot_wim.get_or_insert_with(|| {
+        let i = source
+            .entries()
+            .iter()
+            .position(|e| !e.is_dir && e.path.eq_ignore_ascii_case("sources/boot.wim"))
+            .ok_or_else(|| "the ISO has no sources/boot.wim".to_string())?;
+        let mut wim = source.open_seekable(i).map_err(|e| e.to_string())?;
+        wimsplit::blob_hashes(&mut wim).map_err(|e| e.to_string())
+    });
+    match hashes {
+        Ok(hashes) => {
+            let hash: [u8; 20] = Sha1::digest(data).into();
+            Ok((!hashes.contains(&hash)).then(|| Mismatch {
+                path: path.into(),
+                problem: Problem::Wrong {
+                    what: format!(
+                        "{differs} not a file of the ISO's sources/boot.wim (--ca2023 takes them from there)"
+                    ),
+                },
+            }))
+        }
+        Err(e) => Ok(wrong(format!("{differs} not looked up in sources/boot.wim: {e}"))),
     }
 }
 
