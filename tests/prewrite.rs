@@ -326,3 +326,87 @@ fn an_iso_loader_that_is_no_efi_application_is_refused() {
     let new = work.path().join("bios.img");
     write_fixture(&iso, &new, "100M", &["--boot", "bios"]);
 }
+
+/// An x64 ISO (an EFI application as efi/boot/bootx64.efi, /bootmgr.efi) whose boot.wim has two images, the
+/// second holding `loader` as Windows/Boot/EFI_EX/bootmgfw_EX.efi (Err(link target): a symbolic link) and a font
+/// in Fonts_EX that is a link when `font_link`.
+fn ca2023_iso(dir: &Path, name: &str, loader: Result<&[u8], &str>, font_link: Option<&str>) -> PathBuf {
+    let one = dir.join(format!("{name}.wim1"));
+    std::fs::create_dir_all(one.join("Windows/System32")).unwrap();
+    std::fs::write(one.join("Windows/System32/winpeshl.ini"), b"[LaunchApps]").unwrap();
+    let two = dir.join(format!("{name}.wim2"));
+    let ex = two.join("Windows/Boot/EFI_EX");
+    let fonts = two.join("Windows/Boot/Fonts_EX");
+    std::fs::create_dir_all(&ex).unwrap();
+    std::fs::create_dir_all(&fonts).unwrap();
+    match loader {
+        Ok(bytes) => std::fs::write(ex.join("bootmgfw_EX.efi"), bytes).unwrap(),
+        Err(target) => std::os::unix::fs::symlink(target, ex.join("bootmgfw_EX.efi")).unwrap(),
+    }
+    std::fs::write(ex.join("bootmgr_EX.efi"), pe(0x20b, 10)).unwrap();
+    match font_link {
+        Some(target) => std::os::unix::fs::symlink(target, fonts.join("wgl4_boot_EX.ttf")).unwrap(),
+        None => std::fs::write(fonts.join("wgl4_boot_EX.ttf"), b"font").unwrap(),
+    }
+    let efi = pe(0x20b, 10);
+    let tree = tree_with(dir, name, &[("efi/boot/bootx64.efi", &efi), ("bootmgr.efi", &efi)], &[]);
+    let wim = tree.join("sources/boot.wim");
+    std::fs::remove_file(&wim).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("wimlib-imagex").args(args).output().unwrap();
+        assert!(out.status.success(), "wimlib-imagex {args:?}: {}", text(&out));
+    };
+    run(&["capture", one.to_str().unwrap(), wim.to_str().unwrap(), "Microsoft Windows PE (amd64)"]);
+    run(&["append", two.to_str().unwrap(), wim.to_str().unwrap(), "Microsoft Windows Setup (amd64)"]);
+    iso_of(dir, &tree)
+}
+
+/// --ca2023 reads what wimlib extracted from the ISO's boot.wim as hostile as everything else: links are never
+/// followed, a boot manager must be an EFI application for the ISO's processor. Refused before writing.
+#[test]
+fn ca2023_boot_managers_are_checked_and_links_never_followed() {
+    let name = "ca2023_boot_managers_are_checked_and_links_never_followed";
+    if !need_root(name) {
+        return;
+    }
+    if !have("wimlib-imagex") {
+        woesafe::report_skip(name, "wimlib-imagex is not installed");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let image = precious_image(work.path());
+    let secret = work.path().join("shadow");
+    std::fs::write(&secret, "root:$6$woesafe-secret-hash:19000:0:99999:7:::\n".repeat(100)).unwrap();
+    let ca = ["--ca2023"];
+    for (i, target) in [secret.to_str().unwrap(), "/dev/zero"].iter().enumerate() {
+        let iso = ca2023_iso(work.path(), &format!("calink{i}"), Err(target), None);
+        let msg = refused(
+            &iso,
+            &image,
+            &ca,
+            &[
+                "/Windows/Boot/EFI_EX/bootmgfw_EX.efi",
+                "is a symbolic link in sources/boot.wim; woesafe does not follow it",
+            ],
+        );
+        assert!(!msg.contains("woesafe-secret-hash"), "{msg}");
+    }
+    // A font that is a link: the same.
+    let iso = ca2023_iso(work.path(), "cafont", Ok(&pe(0x20b, 10)), Some(secret.to_str().unwrap()));
+    let msg = refused(&iso, &image, &ca, &["Fonts_EX/wgl4_boot_EX.ttf", "is a symbolic link in sources/boot.wim"]);
+    assert!(!msg.contains("woesafe-secret-hash"), "{msg}");
+    // Not PE32+, and an arm64 program for an x64 ISO.
+    let iso = ca2023_iso(work.path(), "cape32", Ok(&pe(0x10b, 10)), None);
+    refused(&iso, &image, &ca, &["--ca2023: /Windows/Boot/EFI_EX/bootmgfw_EX.efi", "not PE32+ (0x20b)"]);
+    let mut arm = pe(0x20b, 10);
+    arm[0x84..0x86].copy_from_slice(&0xAA64u16.to_le_bytes());
+    let iso = ca2023_iso(work.path(), "caarm", Ok(&arm), None);
+    refused(&iso, &image, &ca, &["not a usable x64 UEFI program", "built for machine 0xaa64, not x86_64 (0x8664)"]);
+    // The same ISO with a good loader is written, and its boot managers are boot.wim's.
+    let iso = ca2023_iso(work.path(), "cagood", Ok(&pe(0x20b, 10)), None);
+    let new = work.path().join("good.img");
+    let out = write_fixture(&iso, &new, "100M", &["--ca2023", "--verify"]);
+    let t = text(&out);
+    assert!(out.status.success() && t.contains("identical to the ISO"), "{t}");
+    assert!(t.contains("1 fonts from /Windows/Boot/Fonts_EX"), "{t}");
+}
