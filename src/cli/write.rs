@@ -60,7 +60,8 @@ pub struct WriteArgs {
     /// Filesystem label (at most 11 characters; default: derived from the ISO's volume id)
     #[arg(long, display_order = 10)]
     pub label: Option<String>,
-    /// Which firmware the stick boots on (default: both with an MBR table, uefi with GPT)
+    /// Which firmware the stick boots on (default: both with an MBR table, uefi with GPT, and uefi for an ISO
+    /// without /bootmgr such as Windows on ARM)
     #[arg(long, value_parser = choices::parser::<BootMode>(), display_order = 11)]
     pub boot: Option<BootMode>,
     /// Partition table: mbr (BIOS and UEFI) or gpt (UEFI only)
