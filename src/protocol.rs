@@ -316,6 +316,8 @@ pub enum Down {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Up {
     Info(String),
+    /// A remark for `-v` only.
+    Detail(String),
     Warning(String),
     Inventory(Box<Inventory>),
     Step(Step),

@@ -134,6 +134,11 @@ impl Human {
             }
             // The worker's lines carry names from the ISO: one line each, every control escaped.
             Event::Info { message } => self.line(&escape(message)),
+            Event::Detail { message } => {
+                if self.verbose > 0 {
+                    self.line(&escape(message))
+                }
+            }
             Event::Warning { message } => self.line(&format!("warning: {}", escape(message))),
             Event::Stopping { signal, at_once: false } => self.always(&format!(
                 "Stopping ({}): finishing cleanly — flush, unmount, detach. Press Ctrl-C again to stop at once.",

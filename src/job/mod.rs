@@ -341,6 +341,7 @@ impl Job<'_> {
         survey::survey_with(source, &opts, &mut |note| -> Result<(), WriteError> {
             Ok(link.send(&match note {
                 Note::Info(m) => Up::Info(m),
+                Note::Detail(m) => Up::Detail(m),
                 Note::Warning(m) => Up::Warning(m),
             })?)
         })

@@ -86,6 +86,8 @@ impl SurveyOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
     Info(String),
+    /// Only for `-v`.
+    Detail(String),
     Warning(String),
 }
 

@@ -57,6 +57,10 @@ pub enum Event {
     Info {
         message: String,
     },
+    /// A remark for `-v` only (e.g. a check that this machine cannot make).
+    Detail {
+        message: String,
+    },
     Warning {
         message: String,
     },

@@ -168,6 +168,7 @@ impl Follower<'_> {
                     movement.moved();
                     match frame {
                         Up::Info(m) => self.info(m),
+                        Up::Detail(message) => self.observer.event(&Event::Detail { message }),
                         Up::Warning(message) => self.observer.event(&Event::Warning { message }),
                         Up::Devices(d) => self.devices = d,
                         Up::Fuse { connection, fusectl } => self.worker.hold_for_fuse(connection, fusectl),

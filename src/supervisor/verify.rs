@@ -79,6 +79,7 @@ fn follow(
                     }
                     Up::Fuse { connection, fusectl } => worker.hold_for_fuse(connection, fusectl),
                     Up::Info(message) => on_event(&Event::Info { message }),
+                    Up::Detail(message) => on_event(&Event::Detail { message }),
                     Up::Warning(message) => on_event(&Event::Warning { message }),
                     Up::Verified(r) => ending = Some(Ok(*r)),
                     Up::VerifyFailed { message, refused } => {
