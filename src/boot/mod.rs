@@ -1,6 +1,7 @@
 //! Boot code: BIOS through GRUB's ntldr from the MBR gap, UEFI through the ISO's own loader.
 
 pub mod bios;
+pub mod revocation;
 pub mod uefi;
 
 /// Which firmware the stick should boot on.
