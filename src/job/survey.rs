@@ -6,6 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::boot::revocation::{self, Firmware};
 use crate::boot::{BootMode, bios, uefi};
 use crate::copy::SourceTree;
 use crate::media::SourceEntry;
@@ -117,6 +118,8 @@ pub struct Survey {
     pub uefi_arch: Option<uefi::Arch>,
     /// --ca2023: boot.wim's index and the image that holds the CA 2023 boot managers.
     pub ca2023: Option<(usize, u32)>,
+    /// This PC's Secure Boot databases (the revocation check), where it has them.
+    pub firmware: Option<Firmware>,
     pub fs: Fs,
     pub use_kernel_target: bool,
     pub source_desc: String,
@@ -419,12 +422,23 @@ pub fn survey_with<E: From<SurveyError>>(
     let planned = StickTree::build(entries, &removed, &planned_added);
     let names_target = names::Target { fs, kernel: use_kernel_target, mount_point_bytes: opts.mount_point_bytes };
     // The ISO's own UEFI loader must be one (the Windows 7 one is checked once extracted).
-    let loader_problem = match iso_loader {
-        Some((arch, e)) if boot.uefi() => {
-            check_iso_loader(source, entries.iter().position(|x| std::ptr::eq(x, e)).unwrap_or_default(), arch)?
-        }
+    let checked = match iso_loader {
+        Some((arch, e)) if boot.uefi() => Some(check_iso_loader(
+            source,
+            entries.iter().position(|x| std::ptr::eq(x, e)).unwrap_or_default(),
+            arch,
+        )?),
         _ => None,
     };
+    // The revocation check: of the ISO's loader here (unless --ca2023 replaces it), of what Prepare extracts
+    // and of the bridge when they are made.
+    let firmware = if boot.uefi() && (checked.is_some() || win7.is_some()) { firmware_databases(note)? } else { None };
+    if let (Some(fw), Some(Ok(data)), Some((_, e)), None) = (&firmware, &checked, iso_loader, ca2023) {
+        for n in revocation_notes(fw, &format!("the ISO's /{}", e.path), data) {
+            note(n)?;
+        }
+    }
+    let loader_problem = checked.and_then(Result::err);
     let uefi_arch = iso_loader.map(|(a, _)| a).or(win7.map(|_| uefi::Arch::X64));
     let volume_id = source.volume_id();
     let main = partitions.main;
@@ -478,6 +492,7 @@ pub fn survey_with<E: From<SurveyError>>(
         boot,
         uefi_arch,
         ca2023,
+        firmware,
         fs,
         use_kernel_target,
         source_desc,
@@ -621,12 +636,16 @@ fn read_small(source: &Source, index: usize) -> Option<String> {
     Some(String::from_utf8_lossy(&text).into_owned())
 }
 
-/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): `Ok(Some(problem))` when it is not an EFI
-/// application for `arch` (a refusal); a read error is an error (a failure, not the ISO's fault as far as
-/// anyone knows).
-fn check_iso_loader(source: &Source, index: usize, arch: uefi::Arch) -> Result<Option<LoaderProblem>, SurveyError> {
+/// Check the ISO's UEFI loader (read within uefi::MAX_LOADER_BYTES): `Ok(Err(problem))` when it is not an EFI
+/// application for `arch` (a refusal), else its bytes; a read error is an error (a failure, not the ISO's fault
+/// as far as anyone knows).
+fn check_iso_loader(
+    source: &Source,
+    index: usize,
+    arch: uefi::Arch,
+) -> Result<Result<Vec<u8>, LoaderProblem>, SurveyError> {
     let entry = &source.entries()[index];
-    let problem = |what: String| Some(LoaderProblem { path: entry.path.clone(), what });
+    let problem = |what: String| Err(LoaderProblem { path: entry.path.clone(), what });
     let too_big = || problem(format!("{} bytes; a UEFI loader is at most {}", entry.size, uefi::MAX_LOADER_BYTES));
     if entry.size > uefi::MAX_LOADER_BYTES {
         return Ok(too_big());
@@ -638,7 +657,54 @@ fn check_iso_loader(source: &Source, index: usize, arch: uefi::Arch) -> Result<O
         Some(data) => data,
         None => return Ok(too_big()),
     };
-    Ok(uefi::check_efi(&data, arch).err().and_then(problem))
+    Ok(match uefi::check_efi(&data, arch) {
+        Ok(()) => Ok(data),
+        Err(what) => problem(what),
+    })
+}
+
+/// This machine's Secure Boot databases, for the revocation check: None (said under -v) where it has none (no
+/// UEFI, or no dbx), or where they cannot be read (said as a warning).
+pub(crate) fn firmware_databases<E>(note: &mut dyn FnMut(Note) -> Result<(), E>) -> Result<Option<Firmware>, E> {
+    let dir = revocation::efivars_dir();
+    match revocation::load(&dir) {
+        Ok(Some(fw)) => Ok(Some(fw)),
+        Ok(None) => {
+            note(Note::Detail(format!(
+                "Secure Boot revocation check: this machine has no dbx variable in {} (not UEFI, or no Secure Boot \
+                 databases): skipped",
+                dir.display()
+            )))?;
+            Ok(None)
+        }
+        Err(e) => {
+            note(Note::Warning(format!(
+                "Secure Boot revocation check skipped: {e}; the stick's boot loaders were not checked against this \
+                 PC's dbx"
+            )))?;
+            Ok(None)
+        }
+    }
+}
+
+/// What this PC's Secure Boot databases say of the UEFI program `data` (`name`: how the user knows it): a
+/// warning when they revoke it, SBAT and an unknown signer as information, the db certificate that signed it
+/// under -v. Offline: only this machine's own variables are read.
+pub(crate) fn revocation_notes(fw: &Firmware, name: &str, data: &[u8]) -> Vec<Note> {
+    match revocation::examine(data) {
+        Err(e) => vec![Note::Detail(format!("Secure Boot revocation check of {name} skipped: {e}"))],
+        Ok(facts) => revocation::check(name, &facts, fw)
+            .into_iter()
+            .map(|f| {
+                let text = f.to_string();
+                match f {
+                    _ if f.is_warning() => Note::Warning(text),
+                    revocation::Finding::DbIssuer { issuer: Some(_), .. } => Note::Detail(text),
+                    _ => Note::Info(text),
+                }
+            })
+            .collect(),
+    }
 }
 
 /// Scratch space for the CA 2023 extraction: two boot managers (about 3 MiB each) and the fonts.
