@@ -2,7 +2,7 @@
 """Write the deterministic parts of the woesafe test ISO tree.
 
 Usage: make_test_tree.py TREE_DIR WIMSRC_DIR [--big-file-mib N] [--win7] [--support-files N]
-                         [--big-wim-mib N [--big-wim-one-resource]]
+                         [--big-wim-mib N [--big-wim-one-resource]] [--arm64] [--ca2023]
 
 Writes every file of the Windows-installer-like tree except the ones built by
 external tools (efi/boot/bootx64.efi, efi/microsoft/boot/efisys.bin,
@@ -20,7 +20,13 @@ alternately to install1 and install2.
 --big-wim-one-resource makes that filler one file of all N MiB instead
 (install1's Windows/System32/DriverStore/filler00.bin), so the WIM holds one
 resource of N MiB.
-Both options draw from their own PRNGs, so every other file stays the same.
+--arm64 leaves out /bootmgr and boot/etfsboot.com (a Windows on ARM disc boots
+UEFI only) and names the Arm64 section of autorun.inf.
+--ca2023 adds efi/microsoft/boot/fonts/{segoe_slboot,chs_boot}.ttf to the tree
+(wgl4_boot.ttf is always there) and Windows/Boot/Fonts_EX/{segoe_slboot_EX,
+wgl4_boot_EX,chs_boot_EX}.ttf to the boot2 source (make-test-iso puts the
+GRUB images into its Windows/Boot/EFI_EX/).
+These options draw from their own PRNGs, so every other file stays the same.
 
 Called by scripts/make-test-iso; not meant to be run on its own.
 """
@@ -86,6 +92,12 @@ def main():
     win7 = "--win7" in args
     if win7:
         args.remove("--win7")
+    arm64 = "--arm64" in args
+    if arm64:
+        args.remove("--arm64")
+    ca2023 = "--ca2023" in args
+    if ca2023:
+        args.remove("--ca2023")
     if len(args) != 2:
         sys.exit(__doc__)
     tree, wimsrc = args
@@ -93,14 +105,16 @@ def main():
     rng = random.Random(0x5AFE_15_0)
 
     # --- top level -------------------------------------------------------
-    bootmgr = serial_print_program(BIOS_MARKER)
-    write(tree, "bootmgr", bootmgr)
+    if not arm64:  # Windows on ARM discs have no BIOS boot manager
+        bootmgr = serial_print_program(BIOS_MARKER)
+        write(tree, "bootmgr", bootmgr)
     write(tree, "bootmgr.efi", fake_pe(rng, 4096))
     write(tree, "setup.exe", fake_pe(rng, 8192 + 123))
     write(
         tree,
         "autorun.inf",
-        b"[AutoRun.Amd64]\r\nopen=setup.exe\r\nicon=setup.exe,0\r\n\r\n"
+        (b"[AutoRun.Arm64]" if arm64 else b"[AutoRun.Amd64]")
+        + b"\r\nopen=setup.exe\r\nicon=setup.exe,0\r\n\r\n"
         b"[AutoRun]\r\nopen=sources\\SetupError.exe x64\r\n"
         b"icon=sources\\SetupError.exe,0\r\n",
     )
@@ -116,7 +130,8 @@ def main():
     write(tree, "boot/bcd", rng.randbytes(16384))
     write(tree, "boot/boot.sdi", rng.randbytes(65536))
     # El Torito no-emulation boot image (loaded at 0x07C0:0000 by the BIOS).
-    write(tree, "boot/etfsboot.com", serial_print_program(ELTORITO_MARKER).ljust(2048, b"\0"))
+    if not arm64:
+        write(tree, "boot/etfsboot.com", serial_print_program(ELTORITO_MARKER).ljust(2048, b"\0"))
     write(tree, "boot/en-us/bootsect.exe.mui", fake_pe(rng, 3000))
     write(tree, "boot/fonts/segmono_boot.ttf", rng.randbytes(5000))
 
@@ -216,6 +231,18 @@ def main():
             write(base, "Windows/Boot/PCAT/bootmgr", rng7.randbytes(4000))
         # x86 image: a file a test can tell apart from the x64 GRUB loader.
         write(os.path.join(wimsrc, "install1"), "Windows/Boot/EFI/bootmgfw.efi", b"NOT-THE-X64-LOADER")
+
+    # --- Windows UEFI CA 2023 boot files (own PRNG) -------------------------
+    # The disc keeps the old fonts; boot.wim's Setup image (2) carries the _EX
+    # set next to the CA 2023 signed loaders (Windows/Boot/EFI_EX/, built by
+    # make-test-iso).  Content: a TrueType header, then random bytes.
+    if ca2023:
+        rngc = random.Random(0x5AFE_CA23)
+        for name, size in (("segoe_slboot", 4100), ("chs_boot", 6200)):
+            write(tree, f"efi/microsoft/boot/fonts/{name}.ttf", b"\0\1\0\0" + rngc.randbytes(size))
+        boot2 = os.path.join(wimsrc, "boot2")
+        for name, size in (("segoe_slboot", 4300), ("wgl4_boot", 4500), ("chs_boot", 6600)):
+            write(boot2, f"Windows/Boot/Fonts_EX/{name}_EX.ttf", b"\0\1\0\0" + rngc.randbytes(size))
 
     # --- big install.wim filler (own PRNG, sparse) -----------------------
     if big_wim_mib > 0:
