@@ -216,6 +216,25 @@ impl Job<'_> {
         Ok(self.link.send(&Up::Info(msg))?)
     }
 
+    /// What the revocation check says of a UEFI program woesafe puts on the stick (see
+    /// `survey::revocation_notes`), sent on; nothing where this PC has no Secure Boot databases.
+    fn check_revocation(
+        &mut self,
+        fw: Option<&crate::boot::revocation::Firmware>,
+        name: &str,
+        data: &[u8],
+    ) -> Result<(), WriteError> {
+        let Some(fw) = fw else { return Ok(()) };
+        for note in survey::revocation_notes(fw, name, data) {
+            self.link.send(&match note {
+                Note::Info(m) => Up::Info(m),
+                Note::Detail(m) => Up::Detail(m),
+                Note::Warning(m) => Up::Warning(m),
+            })?;
+        }
+        Ok(())
+    }
+
     /// The write, step by step. Every guard is a local here, declared in the order it is made, so that on any
     /// error it is dropped in the reverse order: the writer, the mounts, the partition's loop device, the disk
     /// (and the image's loop device), the tree, the scratch space, the source, the private tmpfs.

@@ -87,7 +87,12 @@ impl Job<'_> {
             added.extend(parts);
         }
         if let Some((i, image)) = s.win7 {
-            added.push(self.extract_win7_loader(&staged(i), image, scratch.path(), s.mtime_now)?);
+            let loader = self.extract_win7_loader(&staged(i), image, scratch.path(), s.mtime_now)?;
+            if let Origin::Bytes(data) = &loader.origin {
+                let name = format!("/{} (from install.wim image {image})", loader.path);
+                self.check_revocation(s.firmware.as_ref(), &name, data)?;
+            }
+            added.push(loader);
         }
         if let Some((i, image)) = s.ca2023 {
             added.extend(self.extract_ca2023(source, &staged(i), image, scratch.path(), s)?);
@@ -294,6 +299,10 @@ impl Job<'_> {
             mtime: s.mtime_now,
             origin: Origin::Bytes(loader),
         }];
+        if let Origin::Bytes(data) = &added[0].origin {
+            let data = data.clone();
+            self.check_revocation(s.firmware.as_ref(), &format!("/{loader_path} (--ca2023)"), &data)?;
+        }
         self.info(format!(
             "--ca2023: /{loader_path} is {WIM} image {image}'s {} (signed by the Windows UEFI CA 2023)",
             uefi::CA2023_LOADER_IN_WIM
@@ -310,6 +319,7 @@ impl Job<'_> {
                 e => e,
             })?;
             self.info(format!("--ca2023: /{} is {WIM} image {image}'s {in_wim}", entries[i].path))?;
+            self.check_revocation(s.firmware.as_ref(), &format!("/{} (--ca2023)", entries[i].path), &data)?;
             added.push(Added {
                 path: entries[i].path.clone(),
                 size: data.len() as u64,

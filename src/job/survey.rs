@@ -423,11 +423,9 @@ pub fn survey_with<E: From<SurveyError>>(
     let names_target = names::Target { fs, kernel: use_kernel_target, mount_point_bytes: opts.mount_point_bytes };
     // The ISO's own UEFI loader must be one (the Windows 7 one is checked once extracted).
     let checked = match iso_loader {
-        Some((arch, e)) if boot.uefi() => Some(check_iso_loader(
-            source,
-            entries.iter().position(|x| std::ptr::eq(x, e)).unwrap_or_default(),
-            arch,
-        )?),
+        Some((arch, e)) if boot.uefi() => {
+            Some(check_iso_loader(source, entries.iter().position(|x| std::ptr::eq(x, e)).unwrap_or_default(), arch)?)
+        }
         _ => None,
     };
     // The revocation check: of the ISO's loader here (unless --ca2023 replaces it), of what Prepare extracts
