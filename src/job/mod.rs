@@ -323,7 +323,7 @@ impl Job<'_> {
             boot: req.boot,
             table: req.table,
             label: req.label.clone(),
-            bypass: req.bypass.clone(),
+            setup: req.setup.clone(),
             source_driver: req.source_driver,
             target_driver: req.target_driver,
             scratch_dir: req.scratch_dir.clone(),
