@@ -616,7 +616,7 @@ pub fn check_stick(
                             mismatches.push(Mismatch {
                                 path: path.clone(),
                                 problem: Problem::Wrong {
-                                    what: "neither the ISO's autounattend.xml nor an answer file woesafe writes (--bypass and the other setup options)".into(),
+                                    what: "neither the ISO's autounattend.xml nor woesafe's answer file for any set of setup options".into(),
                                 },
                             });
                         }
