@@ -116,8 +116,8 @@ pub struct WriteRequest {
     /// A directory the supervisor created for us; the worker mounts a private tmpfs on it.
     #[serde(with = "path_bytes")]
     pub work_dir: PathBuf,
-    /// Windows 11 setup options: what autounattend.xml should bypass (empty: no answer file).
-    pub bypass: Vec<crate::media::unattend::Bypass>,
+    /// Windows 11 setup options: what autounattend.xml sets (nothing: no answer file).
+    pub setup: crate::media::unattend::SetupOptions,
     /// The filesystem asked for (--fs).
     pub fs: crate::stick::choose::FsRequest,
     /// Where the unnamed scratch file for WIM work goes ($TMPDIR, else /var/tmp).
@@ -450,7 +450,7 @@ mod tests {
             source_driver: Driver::Auto,
             target_driver: Driver::Auto,
             work_dir: "/run/woesafe.1".into(),
-            bypass: vec![],
+            setup: crate::media::unattend::SetupOptions::default(),
             fs: crate::stick::choose::FsRequest::Auto,
             scratch_dir: odd(b"/var/tmp/\xfe"),
             uefi_ntfs_image: Some(odd(b"/u\xc3.img")),

@@ -499,3 +499,44 @@ fn file_names_that_are_not_utf8_work() {
     assert!(err.contains("does not look like a Windows installation ISO"), "{err}");
     assert!(!img.exists(), "a refused new image must not be created");
 }
+
+#[test]
+fn bad_setup_options_are_usage_errors_before_anything_is_written() {
+    let work = tempfile::tempdir().unwrap();
+    let new = work.path().join("new.img");
+    let existing = patterned_image(work.path(), 8 << 20);
+    let before = digest(&existing);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--local-account", "Administrator"], "is the name of a built-in Windows account or group"),
+        (vec!["--local-account", "a/b"], "contains '/', which Windows does not allow in a user name"),
+        (vec!["--local-account", "abcdefghijklmnopqrstu"], "has 21 characters; Windows allows at most 20"),
+        (vec!["--local-account", ""], "--local-account: the name is empty"),
+        (vec!["--regional", "C.UTF-8"], "names no language and country"),
+        (vec!["--regional", "xx_YY,Europe/Berlin"], "is not one Windows knows"),
+        (vec!["--regional", "de_DE,Mars/Olympus"], "has no Windows equivalent"),
+        (vec!["--regional", "de_DE,Europe/Berlin,x"], "expected host, LOCALE or LOCALE,ZONE"),
+        (vec!["--bypass", "tpm", "--no-bitlocker", "--local-account", "Guest"], "built-in Windows account"),
+    ];
+    for (extra, expect) in cases {
+        for target in [&new, &existing] {
+            let mut args = vec!["write", "/etc/hostname", target.to_str().unwrap(), "--size", "1G", "--yes"];
+            args.extend(&extra);
+            let out = woesafe(&args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}\n{}", text(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(expect), "{args:?}: expected {expect:?} in\n{err}");
+            assert!(!new.exists(), "{args:?} created the image");
+            assert_eq!(digest(&existing), before, "{args:?} changed the target");
+        }
+    }
+    // --regional host on a machine whose locale names no language: refused, saying where it looked.
+    let out = std::process::Command::new(bin())
+        .args(["write", "/etc/hostname", new.to_str().unwrap(), "--size", "1G", "--regional", "host"])
+        .env("LC_ALL", "C.UTF-8")
+        .env("TZ", "Europe/Berlin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"C.UTF-8\" (from $LC_ALL)"), "{}", text(&out));
+    assert!(!new.exists());
+}

@@ -785,7 +785,10 @@ fn frame_seeds() -> Vec<Seed> {
         source_driver: Driver::Auto,
         target_driver: Driver::Userspace,
         work_dir: "/run/woesafe.1234".into(),
-        bypass: vec![woesafe::media::unattend::Bypass::Tpm, woesafe::media::unattend::Bypass::OnlineAccount],
+        setup: woesafe::media::unattend::SetupOptions::bypassing(&[
+            woesafe::media::unattend::Bypass::Tpm,
+            woesafe::media::unattend::Bypass::OnlineAccount,
+        ]),
         fs: FsRequest::Auto,
         scratch_dir: "/var/tmp".into(),
         uefi_ntfs_image: None,

@@ -276,3 +276,83 @@ fn windows_11_setup_options() {
     write_fixture(&iso, &image, "100M", &[]);
     assert!(mtype(&image, "Autounattend.xml").contains("vendor's own"));
 }
+
+/// The out-of-box options (--local-account, --regional, --no-data-collection, --no-bitlocker): refused over
+/// the ISO's own answer file without --force, like --bypass; written with it, each setting in its pass, and
+/// the read-back (--verify) knows the file for woesafe's.
+#[test]
+fn windows_setup_oobe_options() {
+    if !need_root("windows_setup_oobe_options") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(tree.join("sources")).unwrap();
+    std::fs::write(tree.join("sources/boot.wim"), b"wim").unwrap();
+    std::fs::write(tree.join("autounattend.xml"), b"<unattend>the vendor's own</unattend>").unwrap();
+    let iso = work.path().join("own.iso");
+    make_iso(&tree, &iso);
+    let image = work.path().join("oobe.img");
+    for option in [&["--local-account", "alice"][..], &["--regional", "de_DE,Europe/Berlin"], &["--no-bitlocker"]] {
+        let mut args = vec!["write", iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "100M", "--yes"];
+        args.extend(option);
+        let out = woesafe(&args);
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        let want = format!("which {} would replace", option[0]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&want), "{}", text(&out));
+        assert!(!image.exists(), "a refused write must not create the image");
+    }
+    let out = write_fixture(
+        &iso,
+        &image,
+        "100M",
+        &[
+            "--local-account",
+            "alice",
+            "--regional",
+            "de_DE.UTF-8,Europe/Berlin",
+            "--no-data-collection",
+            "--no-bitlocker",
+            "--force",
+            "--verify",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("autounattend.xml local account alice"), "{}", text(&out));
+    assert!(err.contains("regional settings de-DE (display language de-DE), W. Europe Standard Time"), "{err}");
+    let xml = mtype(&image, "autounattend.xml");
+    // Read back with Python's XML parser: (pass, component, setting) for each leaf setting.
+    let script = r#"
+import sys, xml.dom.minidom as m
+d = m.parseString(sys.stdin.read())
+for s in d.getElementsByTagName("settings"):
+    for c in s.getElementsByTagName("component"):
+        for e in c.getElementsByTagName("*"):
+            if all(k.nodeType != k.ELEMENT_NODE for k in e.childNodes) and e.firstChild is not None:
+                print(s.getAttribute("pass"), c.getAttribute("name"), e.tagName, e.firstChild.data, sep="|")
+"#;
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "oobeSystem|Microsoft-Windows-Shell-Setup|Name|alice",
+        "oobeSystem|Microsoft-Windows-Shell-Setup|CommandLine|net user \"alice\" /logonpasswordchg:yes",
+        "oobeSystem|Microsoft-Windows-Shell-Setup|HideEULAPage|true",
+        "oobeSystem|Microsoft-Windows-Shell-Setup|ProtectYourPC|3",
+        "oobeSystem|Microsoft-Windows-Shell-Setup|TimeZone|W. Europe Standard Time",
+        "oobeSystem|Microsoft-Windows-International-Core|InputLocale|de-DE",
+        "oobeSystem|Microsoft-Windows-International-Core|UILanguage|de-DE",
+        "oobeSystem|Microsoft-Windows-SecureStartup-FilterDriver|PreventDeviceEncryption|true",
+        "oobeSystem|Microsoft-Windows-EnhancedStorage-Adm|TCGSecurityActivationDisabled|1",
+        "specialize|Microsoft-Windows-Deployment|Path|reg add HKLM\\SYSTEM\\CurrentControlSet\\Control\\BitLocker /v PreventDeviceEncryption /t REG_DWORD /d 1 /f",
+    ] {
+        assert!(lines.lines().any(|l| l == want), "{want}\nin\n{lines}");
+    }
+}

@@ -16,7 +16,7 @@ use super::choices;
 use super::present::{Human, Json, Tee};
 use super::term;
 use crate::boot::BootMode;
-use crate::media::unattend::Bypass;
+use crate::media::unattend::{Bypass, SetupOptions, account, regional};
 use crate::protocol::{Driver, Table};
 use crate::stick::choose::FsRequest;
 use crate::stick::units::parse_size;
@@ -46,6 +46,21 @@ pub struct WriteArgs {
     /// and/or online-account (comma-separated), or all
     #[arg(long, value_parser = choices::parser::<Bypass>(), value_delimiter = ',', value_name = "LIST", display_order = 4)]
     pub bypass: Vec<Bypass>,
+    /// Windows setup option: create this local administrator account, with an empty password that must be
+    /// changed at the first logon (written to autounattend.xml)
+    #[arg(long, value_name = "NAME", display_order = 4)]
+    pub local_account: Option<String>,
+    /// Windows setup option: the locale, keyboard, display language and time zone: host (this machine's),
+    /// LOCALE (de_DE.UTF-8 or de-DE) or LOCALE,ZONE (de_DE.UTF-8,Europe/Berlin)
+    #[arg(long, value_name = "host|LOCALE[,ZONE]", display_order = 4)]
+    pub regional: Option<String>,
+    /// Windows setup option: skip the license page and answer no to the privacy questions (ProtectYourPC 3)
+    #[arg(long, display_order = 4)]
+    pub no_data_collection: bool,
+    /// Windows setup option: no automatic BitLocker device encryption (PreventDeviceEncryption) and no
+    /// hardware encryption of self-encrypting drives (TCGSecurityActivationDisabled)
+    #[arg(long, display_order = 4)]
+    pub no_bitlocker: bool,
     /// Run every check and show the full plan (partitions, filesystem, files, split, boot code); the target is
     /// opened read-only and nothing is written
     #[arg(long, display_order = 5)]
@@ -67,7 +82,8 @@ pub struct WriteArgs {
     /// Partition table: mbr (BIOS and UEFI) or gpt (UEFI only)
     #[arg(long, value_parser = choices::parser::<Table>(), default_value = "mbr", display_order = 12)]
     pub table: Table,
-    /// Allow a disk that is not removable (a fixed disk, on USB or not); with --bypass, replace the ISO's own autounattend.xml
+    /// Allow a disk that is not removable (a fixed disk, on USB or not); with --bypass or another setup option,
+    /// replace the ISO's own autounattend.xml
     #[arg(long, display_order = 13)]
     pub force: bool,
     /// Put the boot managers signed by the "Windows UEFI CA 2023" in place of the ISO's (from sources/boot.wim's
@@ -95,7 +111,27 @@ pub struct WriteArgs {
 }
 
 impl WriteArgs {
-    /// The library's options; a malformed --size is a usage error.
+    /// The answer file's options, checked: a bad --local-account or --regional is a usage error.
+    pub fn setup(&self) -> Result<SetupOptions, Exit> {
+        let usage = |e: &dyn std::fmt::Display| fail(exit::USAGE, e);
+        let local_account = match &self.local_account {
+            Some(n) => Some(account::check(n).map_err(|e| usage(&e))?),
+            None => None,
+        };
+        let regional = match &self.regional {
+            Some(r) => Some(regional::parse_request(r).and_then(|r| regional::resolve(&r)).map_err(|e| usage(&e))?),
+            None => None,
+        };
+        Ok(SetupOptions {
+            bypass: self.bypass.clone(),
+            local_account,
+            regional,
+            no_data_collection: self.no_data_collection,
+            no_bitlocker: self.no_bitlocker,
+        })
+    }
+
+    /// The library's options; a malformed --size, --local-account or --regional is a usage error.
     pub fn options(&self) -> Result<WriteOptions, Exit> {
         let size = match &self.size {
             Some(s) => Some(parse_size(s).map_err(|e| fail(exit::USAGE, format!("--size: {e}")))?),
@@ -111,7 +147,7 @@ impl WriteArgs {
             source_driver: self.source_driver,
             target_driver: self.target_driver,
             force: self.force,
-            bypass: self.bypass.clone(),
+            setup: self.setup()?,
             ca2023: self.ca2023,
             stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
             dry_run: self.dry_run,
@@ -131,6 +167,10 @@ impl WriteArgs {
             "target_driver": choices::name_of(self.target_driver),
             "force": self.force,
             "bypass": self.bypass.iter().map(|b| choices::name_of(*b)).collect::<Vec<_>>(),
+            "local_account": self.local_account,
+            "regional": self.regional,
+            "no_data_collection": self.no_data_collection,
+            "no_bitlocker": self.no_bitlocker,
             "ca2023": self.ca2023,
             "uefi_ntfs_image": self.uefi_ntfs_image.as_deref().map(term::path_json),
             "stall_timeout": self.stall_timeout,

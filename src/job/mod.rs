@@ -349,7 +349,7 @@ impl Job<'_> {
             ca2023: req.ca2023,
             table: req.table,
             label: req.label.clone(),
-            bypass: req.bypass.clone(),
+            setup: req.setup.clone(),
             source_driver: req.source_driver,
             target_driver: req.target_driver,
             scratch_dir: req.scratch_dir.clone(),

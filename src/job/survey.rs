@@ -11,7 +11,7 @@ use crate::boot::{BootMode, bios, uefi};
 use crate::copy::SourceTree;
 use crate::media::SourceEntry;
 use crate::media::source::{self, Source};
-use crate::media::unattend::{self, Bypass};
+use crate::media::unattend::{self, SetupOptions};
 use crate::media::wim::{self, FAT32_MAX_FILE, PART_MIB};
 use crate::media::wimsplit;
 use crate::protocol::{Driver, Table};
@@ -48,7 +48,8 @@ pub struct SurveyOptions {
     pub table: Table,
     /// --label, already validated; None: derived from the volume id.
     pub label: Option<String>,
-    pub bypass: Vec<Bypass>,
+    /// The answer file's options (--bypass, --local-account, ...).
+    pub setup: SetupOptions,
     pub source_driver: Driver,
     pub target_driver: Driver,
     /// Where the scratch space would go ($TMPDIR, else /var/tmp): its free room is checked.
@@ -72,7 +73,7 @@ impl SurveyOptions {
             ca2023: false,
             table: Table::Mbr,
             label: None,
-            bypass: Vec::new(),
+            setup: SetupOptions::default(),
             source_driver: Driver::Auto,
             target_driver: Driver::Auto,
             scratch_dir: std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from),
@@ -371,10 +372,9 @@ pub fn survey_with<E: From<SurveyError>>(
     let partitions =
         plan_partitions(opts.table, opts.target_size, bridge_bytes, opts.sector_size).ok_or_else(no_room)?;
 
-    let answer_file = unattend::answer_file(&opts.bypass, unattend::architecture(entries));
+    let answer_file = unattend::answer_file(&opts.setup, unattend::architecture(entries));
     if answer_file.is_some() {
-        let names: Vec<String> = opts.bypass.iter().map(|b| format!("{b:?}").to_lowercase()).collect();
-        note(Note::Info(format!("Windows 11 setup options: autounattend.xml bypassing {}", names.join(", "))))?;
+        note(Note::Info(format!("Windows 11 setup options: autounattend.xml {}", opts.setup.summary())))?;
     }
     let mut ours = Vec::new();
     if boot.bios() {

@@ -355,11 +355,14 @@ impl Follower<'_> {
         // One line, naming files from the ISO: every control escaped (this message is shown as it is).
         safety::check_content(inv, &write.iso, &write.target, target_size)
             .map_err(|e| fail(exit::REFUSED, escape(&e.to_string())))?;
-        if !opts.bypass.is_empty() && inv.has_answer_file && !opts.force {
+        if opts.setup.writes_answer_file() && inv.has_answer_file && !opts.force {
+            let names = opts.setup.option_names().join(" and ");
             return Err(fail(
                 exit::REFUSED,
-                "the ISO already has an autounattend.xml, which --bypass would replace; add --force to replace it, \
-                 or leave out --bypass to keep it",
+                format!(
+                    "the ISO already has an autounattend.xml, which {names} would replace; add --force to replace \
+                     it, or leave out {names} to keep it"
+                ),
             ));
         }
         if let Some(asked) = opts.boot.filter(|b| b.bios())

@@ -16,7 +16,7 @@ pub use event::{Confirmation, Event, Observer, StopHandle, signal_name};
 use crate::boot::BootMode;
 use crate::cli::term;
 use crate::exit::{self, Exit, fail};
-use crate::media::unattend::Bypass;
+use crate::media::unattend::SetupOptions;
 use crate::protocol::{Driver, Report, Step, Table, TargetState, WriteRequest};
 use crate::stick::choose::FsRequest;
 use crate::stick::disk::{self, TargetFacts};
@@ -40,9 +40,10 @@ pub struct WriteOptions {
     pub table: Table,
     pub source_driver: Driver,
     pub target_driver: Driver,
-    /// Allow a disk that is not removable (a fixed disk, on USB or not); with `bypass`, replace the ISO's own answer file.
+    /// Allow a disk that is not removable (a fixed disk, on USB or not); with `setup`, replace the ISO's own answer file.
     pub force: bool,
-    pub bypass: Vec<Bypass>,
+    /// The answer file's options (--bypass, --local-account, --regional, --no-data-collection, --no-bitlocker).
+    pub setup: SetupOptions,
     /// Put the boot managers signed by the Windows UEFI CA 2023 (from boot.wim) in place of the ISO's.
     pub ca2023: bool,
     /// No byte moving for this long is a stall.
@@ -65,7 +66,7 @@ impl Default for WriteOptions {
             source_driver: Driver::Auto,
             target_driver: Driver::Auto,
             force: false,
-            bypass: Vec::new(),
+            setup: SetupOptions::default(),
             ca2023: false,
             stall_timeout: Duration::from_secs(120),
             dry_run: false,
@@ -367,7 +368,7 @@ impl Write {
             source_driver: opts.source_driver,
             target_driver: opts.target_driver,
             work_dir: work_dir.to_path_buf(),
-            bypass: opts.bypass.clone(),
+            setup: opts.setup.clone(),
             fs: opts.fs,
             scratch_dir: target::scratch_dir(),
             uefi_ntfs_image: opts

@@ -409,20 +409,6 @@ fn read_iso_small(source: &Source, index: usize, cap: u64) -> Result<Option<Vec<
     crate::sys::argfile::read_capped(source.open(index).map_err(err)?, cap).map_err(err)
 }
 
-/// Every answer file woesafe writes for this ISO: one per non-empty set of bypasses.
-fn answer_files(source: &Source) -> Vec<String> {
-    use crate::media::unattend::{self, Bypass};
-    let arch = unattend::architecture(source.entries());
-    let all = [Bypass::Tpm, Bypass::Secureboot, Bypass::Ram, Bypass::OnlineAccount];
-    (1u32..16)
-        .filter_map(|mask| {
-            let set: Vec<Bypass> =
-                all.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, b)| *b).collect();
-            unattend::answer_file(&set, arch)
-        })
-        .collect()
-}
-
 /// Check a written stick against its ISO. `device` is the whole stick (or image file), opened read-only (and
 /// locked by the caller); `source` the ISO, opened with the userspace reader (or the kernel's); `files` how to
 /// reach the files (FAT32 in userspace; NTFS only through a read-only mount of the main partition the caller
@@ -627,12 +613,13 @@ pub fn check_stick(
                             Some(i) => read_iso_small(source, *i, 1 << 20)?,
                             None => None,
                         };
-                        let ours = answer_files(source).iter().any(|x| x.as_bytes() == data);
+                        let arch = crate::media::unattend::architecture(source.entries());
+                        let ours = crate::media::unattend::is_ours(&data, arch);
                         if !ours && own.as_deref() != Some(&data[..]) {
                             mismatches.push(Mismatch {
                                 path: path.clone(),
                                 problem: Problem::Wrong {
-                                    what: "neither the ISO's autounattend.xml nor woesafe's answer file for any --bypass set".into(),
+                                    what: "neither the ISO's autounattend.xml nor woesafe's answer file for any set of setup options".into(),
                                 },
                             });
                         }
