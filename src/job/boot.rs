@@ -6,7 +6,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::boot::{BootMode, bios, uefi};
+use crate::boot::revocation::Firmware;
+use crate::boot::{bios, uefi};
 use crate::protocol::{Step, Up};
 use crate::stick::mbr;
 use crate::stick::units::human;
@@ -15,6 +16,7 @@ use crate::sys::loopdev::{LoopDevice, LoopWindow};
 use crate::tree::StickTree;
 
 use super::layout::Disk;
+use super::survey::Survey;
 use super::{Job, WriteError};
 
 impl Job<'_> {
@@ -35,11 +37,11 @@ impl Job<'_> {
         &mut self,
         disk: &Disk,
         plan: &StickTree,
-        boot: BootMode,
-        bridge: Option<mbr::PartitionSpan>,
+        s: &Survey,
         part: &LoopDevice,
         work: &Path,
     ) -> Result<Option<String>, WriteError> {
+        let (boot, firmware, bridge) = (s.boot, s.firmware.as_ref(), s.partitions.bridge);
         let found = uefi::find_loader(&plan.entries).map(|(arch, e)| (arch, e.path.clone()));
         let uefi_loader = found.as_ref().map(|(_, p)| p.clone());
         if !boot.uefi() {
@@ -52,7 +54,7 @@ impl Job<'_> {
             ))?,
             (Some((arch, p)), None) => self.info(format!("UEFI ({arch}): the stick boots through /{p}"))?,
             (Some((arch, p)), Some(b)) => {
-                self.write_bridge(&disk.file, &disk.path, b, part.file(), part.path(), work, arch)?;
+                self.write_bridge(&disk.file, &disk.path, b, part.file(), part.path(), work, arch, firmware)?;
                 self.info(format!(
                     "UEFI ({arch}): the FAT bridge partition ({} at {} MiB) chain-loads /{p} from NTFS",
                     human(b.size),
@@ -84,6 +86,7 @@ impl Job<'_> {
         ntfs_path: &Path,
         work: &Path,
         arch: uefi::Arch,
+        firmware: Option<&Firmware>,
     ) -> Result<(), WriteError> {
         let dev_err = |source| WriteError::Device { path: disk_path.into(), source };
         if let Some(img) = &self.req.uefi_ntfs_image {
@@ -106,6 +109,12 @@ impl Job<'_> {
         std::fs::write(&cfg, uefi::bridge_cfg(&uuid, arch))
             .map_err(|source| WriteError::Scratch { what: "writing the bridge configuration".into(), source })?;
         helper::run("grub-mkstandalone", &uefi::bridge_mkstandalone_args(&efi, &cfg, arch), arch.grub_package())?;
+        if firmware.is_some() {
+            let data = std::fs::read(&efi)
+                .map_err(|source| WriteError::Scratch { what: "reading the bridge loader".into(), source })?;
+            let name = format!("the bridge's EFI/BOOT/{}", arch.bridge_file());
+            self.check_revocation(firmware, &name, &data)?;
+        }
         // In the disk's sectors: firmware reads a FAT whose sectors are at least the disk's.
         let sector = self.sector();
         let lo = LoopDevice::attach_with_block_size(

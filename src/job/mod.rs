@@ -267,7 +267,7 @@ impl Job<'_> {
         if s.boot.bios() {
             self.boot_bios(&disk, work.path())?;
         }
-        let uefi_loader = self.boot_uefi(&disk, &tree.plan, s.boot, parts.bridge, &part, work.path())?;
+        let uefi_loader = self.boot_uefi(&disk, &tree.plan, &s, &part, work.path())?;
         self.flush(target, &mounts, &part, &disk)?;
         self.unmount(&mut mounts, &part)?;
         drop(tree);

@@ -436,6 +436,11 @@ pub fn survey_with<E: From<SurveyError>>(
             note(n)?;
         }
     }
+    if let (Some(fw), Some(img), true) = (&firmware, &opts.uefi_ntfs_image, bridge_wanted) {
+        for n in image_loader_notes(fw, img) {
+            note(n)?;
+        }
+    }
     let loader_problem = checked.and_then(Result::err);
     let uefi_arch = iso_loader.map(|(a, _)| a).or(win7.map(|_| uefi::Arch::X64));
     let volume_id = source.volume_id();
@@ -683,6 +688,37 @@ pub(crate) fn firmware_databases<E>(note: &mut dyn FnMut(Note) -> Result<(), E>)
             Ok(None)
         }
     }
+}
+
+/// The revocation check of the loader inside a user's UEFI:NTFS image (a FAT image, read with woesafe's
+/// bounded FAT reader): EFI/BOOT/BOOTX64.EFI or BOOTAA64.EFI.
+fn image_loader_notes(fw: &Firmware, img: &Path) -> Vec<Note> {
+    let skipped =
+        |what: String| vec![Note::Detail(format!("Secure Boot revocation check of {}: {what}", img.display()))];
+    let Ok(file) = crate::sys::argfile::open(img, crate::sys::argfile::Want::Regular, false) else {
+        return skipped("cannot be opened".into());
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let vol = match crate::verify::fat::FatVolume::open(&file, 0, len) {
+        Ok(v) => v,
+        Err(e) => return skipped(format!("not read as FAT: {e}")),
+    };
+    let entries = match vol.walk(&crate::verify::fat::LIMITS) {
+        Ok(e) => e,
+        Err(e) => return skipped(format!("not read as FAT: {e}")),
+    };
+    let found = uefi::Arch::ALL.into_iter().find_map(|arch| {
+        let name = format!("EFI/BOOT/{}", arch.bridge_file());
+        entries.iter().find(|e| !e.is_dir && e.path.eq_ignore_ascii_case(&name))
+    });
+    let Some(e) = found.filter(|e| e.size <= uefi::MAX_LOADER_BYTES) else {
+        return skipped("no EFI/BOOT/BOOTX64.EFI or BOOTAA64.EFI of at most 8 MiB in it".into());
+    };
+    let mut data = Vec::new();
+    if let Err(err) = vol.open_file(&e.path, e.first_cluster, e.size).read_to_end(&mut data) {
+        return skipped(format!("its {} cannot be read: {err}", e.path));
+    }
+    revocation_notes(fw, &format!("--uefi-ntfs-image's {}", e.path), &data)
 }
 
 /// What this PC's Secure Boot databases say of the UEFI program `data` (`name`: how the user knows it): a
