@@ -141,3 +141,35 @@ fn ca2023_without_the_files_is_refused_before_writing() {
     let w7 = fixture_with("win7", &["--win7"]);
     refused(&w7.iso, &[], &["--ca2023: the ISO has no UEFI loader"]);
 }
+
+/// Windows on ARM with --ca2023: the arm64 bootmgfw_EX.efi becomes efi/boot/bootaa64.efi, and AAVMF boots it.
+#[test]
+fn ca2023_on_arm64_boots_the_arm64_ex_loader_under_aavmf() {
+    let name = "ca2023_on_arm64_boots_the_arm64_ex_loader_under_aavmf";
+    if !need_root(name) {
+        return;
+    }
+    if !have("wimlib-imagex") || !have("qemu-system-aarch64") || !Path::new("/usr/share/AAVMF/AAVMF_CODE.fd").exists() {
+        woesafe::report_skip(name, "wimlib-imagex, qemu-system-aarch64 or AAVMF not installed");
+        return;
+    }
+    let fx = fixture_with("win-arm64-ca2023", &["--arm64", "--ca2023"]);
+    let ex = root().join("target/test-fixtures/win-arm64-ca2023.ex");
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("arm64-ca2023.img");
+    let out = write_fixture(&fx.iso, &image, "2G", &["--ca2023"]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("boots: UEFI (arm64)") && all.contains("--ca2023: /efi/boot/bootaa64.efi is"), "{all}");
+    assert_eq!(
+        mcopy_out(&image, "efi/boot/bootaa64.efi", &work.path().join("got")),
+        std::fs::read(ex.join("bootmgfw_EX.efi")).unwrap()
+    );
+    let out = std::process::Command::new(root().join("scripts/boot-check"))
+        .arg(&image)
+        .arg("uefi-aa64")
+        .args(["--marker", "WOESAFE-UEFI-ARM64-CA2023-OK", "--timeout", "180"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "AAVMF → the arm64 CA 2023 loader did not reach its marker:\n{}", text(&out));
+}
