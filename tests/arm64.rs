@@ -175,3 +175,41 @@ fn arm64_ntfs_without_arm64_grub_is_refused_naming_the_package() {
     assert!(t.contains("--fs fat32"), "the way out is named: {t}");
     assert_eq!(digest(&image), before, "a refused write changed the target");
 }
+
+/// A user's UEFI:NTFS image without an arm64 loader cannot boot a Windows on ARM stick: refused before writing.
+#[test]
+fn an_x64_only_uefi_ntfs_image_is_refused_for_arm64() {
+    let name = "an_x64_only_uefi_ntfs_image_is_refused_for_arm64";
+    if !need_root(name) {
+        return;
+    }
+    let fx = arm64_fixture();
+    let work = tempfile::tempdir().unwrap();
+    let img = work.path().join("uefi-ntfs.img");
+    std::fs::File::create(&img).unwrap().set_len(1 << 20).unwrap();
+    let i = img.to_str().unwrap();
+    for (prog, args) in [
+        ("mkfs.fat", vec!["-n", "UEFI_NTFS", i]),
+        ("mmd", vec!["-i", i, "::/EFI", "::/EFI/BOOT"]),
+        ("mcopy", vec!["-i", i, "/dev/null", "::/EFI/BOOT/BOOTX64.EFI"]),
+    ] {
+        let out = std::process::Command::new(prog).args(&args).env("MTOOLS_SKIP_CHECK", "1").output().unwrap();
+        assert!(out.status.success(), "{prog}: {}", text(&out));
+    }
+    let image = precious_image(work.path());
+    let before = digest(&image);
+    let out = woesafe(&[
+        "write",
+        fx.iso.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--yes",
+        "--fs",
+        "ntfs",
+        "--uefi-ntfs-image",
+        i,
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(t.contains("it has no EFI/BOOT/BOOTAA64.EFI, the loader arm64 UEFI firmware starts"), "{t}");
+    assert_eq!(digest(&image), before, "a refused write changed the target");
+}

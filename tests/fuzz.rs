@@ -823,6 +823,7 @@ fn frame_seeds() -> Vec<Seed> {
         boot: woesafe::boot::BootMode::Uefi,
         uefi_arch: Some(woesafe::boot::uefi::Arch::Arm64),
         ca2023_problem: Some("sources/boot.wim has 1 image".into()),
+        bridge_problem: None,
         layout: Default::default(),
     };
     let report = Report {

@@ -327,10 +327,25 @@ fn an_iso_loader_that_is_no_efi_application_is_refused() {
     write_fixture(&iso, &new, "100M", &["--boot", "bios"]);
 }
 
+/// `ca2023_iso` with a good loader, its image 2's source tree changed by `change` first.
+fn ca2023_iso_with(dir: &Path, name: &str, change: impl Fn(&Path)) -> PathBuf {
+    ca2023_iso_changed(dir, name, Ok(&pe(0x20b, 10)), None, &change)
+}
+
+fn ca2023_iso(dir: &Path, name: &str, loader: Result<&[u8], &str>, font_link: Option<&str>) -> PathBuf {
+    ca2023_iso_changed(dir, name, loader, font_link, &|_| {})
+}
+
 /// An x64 ISO (an EFI application as efi/boot/bootx64.efi, /bootmgr.efi) whose boot.wim has two images, the
 /// second holding `loader` as Windows/Boot/EFI_EX/bootmgfw_EX.efi (Err(link target): a symbolic link) and a font
 /// in Fonts_EX that is a link when `font_link`.
-fn ca2023_iso(dir: &Path, name: &str, loader: Result<&[u8], &str>, font_link: Option<&str>) -> PathBuf {
+fn ca2023_iso_changed(
+    dir: &Path,
+    name: &str,
+    loader: Result<&[u8], &str>,
+    font_link: Option<&str>,
+    change: &dyn Fn(&Path),
+) -> PathBuf {
     let one = dir.join(format!("{name}.wim1"));
     std::fs::create_dir_all(one.join("Windows/System32")).unwrap();
     std::fs::write(one.join("Windows/System32/winpeshl.ini"), b"[LaunchApps]").unwrap();
@@ -346,8 +361,9 @@ fn ca2023_iso(dir: &Path, name: &str, loader: Result<&[u8], &str>, font_link: Op
     std::fs::write(ex.join("bootmgr_EX.efi"), pe(0x20b, 10)).unwrap();
     match font_link {
         Some(target) => std::os::unix::fs::symlink(target, fonts.join("wgl4_boot_EX.ttf")).unwrap(),
-        None => std::fs::write(fonts.join("wgl4_boot_EX.ttf"), b"font").unwrap(),
+        None => std::fs::write(fonts.join("wgl4_boot_EX.ttf"), b"\0\x01\0\0font").unwrap(),
     }
+    change(&two);
     let efi = pe(0x20b, 10);
     let tree = tree_with(dir, name, &[("efi/boot/bootx64.efi", &efi), ("bootmgr.efi", &efi)], &[]);
     let wim = tree.join("sources/boot.wim");
@@ -395,6 +411,26 @@ fn ca2023_boot_managers_are_checked_and_links_never_followed() {
     let iso = ca2023_iso(work.path(), "cafont", Ok(&pe(0x20b, 10)), Some(secret.to_str().unwrap()));
     let msg = refused(&iso, &image, &ca, &["Fonts_EX/wgl4_boot_EX.ttf", "is a symbolic link in sources/boot.wim"]);
     assert!(!msg.contains("woesafe-secret-hash"), "{msg}");
+    // The directories themselves as links to a host directory: each file "in" them would be the host's.
+    let host = work.path().join("host-dir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("bootmgfw_EX.efi"), pe(0x20b, 10)).unwrap();
+    std::fs::write(host.join("bootmgr_EX.efi"), pe(0x20b, 10)).unwrap();
+    std::fs::write(host.join("secret_EX.ttf"), b"\0\x01\0\0HOST-SECRET-FONT").unwrap();
+    for (i, dir) in ["Windows/Boot/EFI_EX", "Windows/Boot/Fonts_EX"].iter().enumerate() {
+        let iso = ca2023_iso_with(work.path(), &format!("cadirlink{i}"), |two| {
+            let d = two.join(dir);
+            std::fs::remove_dir_all(&d).unwrap();
+            std::os::unix::fs::symlink(&host, &d).unwrap();
+        });
+        let msg = refused(&iso, &image, &ca, &[&format!("/{dir}"), "is a symbolic link in sources/boot.wim"]);
+        assert!(!msg.contains("HOST-SECRET") && !msg.contains("secret_EX"), "{msg}");
+    }
+    // A font that is no font, and a file where Fonts_EX should be a directory.
+    let iso = ca2023_iso_with(work.path(), "canofont", |two| {
+        std::fs::write(two.join("Windows/Boot/Fonts_EX/wgl4_boot_EX.ttf"), b"#!/bin/sh\n").unwrap();
+    });
+    refused(&iso, &image, &ca, &["Fonts_EX/wgl4_boot_EX.ttf in sources/boot.wim holds no TrueType or OpenType font"]);
     // Not PE32+, and an arm64 program for an x64 ISO.
     let iso = ca2023_iso(work.path(), "cape32", Ok(&pe(0x10b, 10)), None);
     refused(&iso, &image, &ca, &["--ca2023: /Windows/Boot/EFI_EX/bootmgfw_EX.efi", "not PE32+ (0x20b)"]);

@@ -146,3 +146,44 @@ fn a_uefi_ntfs_images_loader_is_checked_too() {
         "{t}"
     );
 }
+
+/// --ca2023's boot manager is checked once extracted: revoked, it is said, without suggesting --ca2023 again.
+#[test]
+fn the_ca2023_boot_manager_is_checked_once_extracted() {
+    let name = "the_ca2023_boot_manager_is_checked_once_extracted";
+    if !need_root(name) {
+        return;
+    }
+    if !have("wimlib-imagex") {
+        woesafe::report_skip(name, "wimlib-imagex not installed");
+        return;
+    }
+    let fx = fixture_with("win-ca2023", &["--ca2023"]);
+    let ex = root().join("target/test-fixtures/win-ca2023.ex/bootmgfw_EX.efi");
+    let facts = woesafe::boot::revocation::examine(&std::fs::read(ex).unwrap()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let revoked = efivars(work.path(), "revoked", &[facts.sha256.to_vec()]);
+    let image = work.path().join("ca.img");
+    let out = std::process::Command::new(bin())
+        .args(["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "2G", "--yes", "--ca2023"])
+        .env("WOESAFE_TEST_EFIVARS", &revoked)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let hex: String = facts.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let want = format!(
+        "warning: /efi/boot/bootx64.efi (--ca2023): its Authenticode SHA-256 {hex} is in this PC's \
+         forbidden-signature database (dbx): this stick will not boot on this PC with Secure Boot on\n"
+    );
+    assert!(t.contains(&want), "{t}");
+    // The ISO's own loader is not listed: a write without --ca2023 says nothing.
+    let image = work.path().join("plain.img");
+    let out = std::process::Command::new(bin())
+        .args(["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "2G", "--yes"])
+        .env("WOESAFE_TEST_EFIVARS", &revoked)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success() && !t.contains("dbx"), "{t}");
+}

@@ -21,8 +21,10 @@ pub const CA2023_BOOTMGR_IN_WIM: [&str; 2] =
 pub const CA2023_FONTS_IN_WIM: &str = "/Windows/Boot/Fonts_EX";
 /// Where the boot manager finds its fonts on the stick.
 pub const FONTS_DIR: &str = "efi/microsoft/boot/fonts";
-/// The most font files taken from Fonts_EX (Windows 11 has about 10).
+/// The most font files taken from Fonts_EX (Windows 11 has about 10), and their most bytes in all (Windows 11's
+/// are about 20 MiB).
 pub const MAX_CA2023_FONTS: usize = 64;
+pub const MAX_CA2023_FONT_BYTES: u64 = 64 << 20;
 /// Where Windows 7 keeps its UEFI boot manager inside install.wim.
 pub const WIN7_LOADER_IN_WIM: &str = "/Windows/Boot/EFI/bootmgfw.efi";
 pub const GRUB_X86_64_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
@@ -405,8 +407,8 @@ pub fn ex_font_name(name: &str) -> Option<String> {
     (plain && !stem.is_empty()).then(|| format!("{}.ttf", &name[..stem.len()]))
 }
 
-/// A child of `dir` by name in any letter case (wimlib keeps the WIM's spelling), looked at without following
-/// links; at most 4096 entries are read.
+/// A child of `dir` by name in any letter case (wimlib keeps the WIM's spelling), of any kind (a link is
+/// returned as the link: see `extracted_dir`); at most 4096 entries are read.
 pub fn find_child(dir: &Path, name: &str) -> Option<PathBuf> {
     std::fs::read_dir(dir)
         .ok()?
@@ -414,6 +416,31 @@ pub fn find_child(dir: &Path, name: &str) -> Option<PathBuf> {
         .filter_map(Result::ok)
         .find(|e| e.file_name().to_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
         .map(|e| e.path())
+}
+
+/// A directory wimlib extracted from `wim` as `name` into `dir` (woesafe's own): None when there is none; an
+/// error when it is a symbolic link (wimlib extracts a WIM's links as links: a link to a host directory would
+/// make every file "in" it the host's) or not a directory. `in_wim` is its path in the WIM, for messages.
+pub fn extracted_dir(dir: &Path, name: &str, in_wim: &str, wim: &'static str) -> Result<Option<PathBuf>, UefiError> {
+    let Some(path) = find_child(dir, name) else { return Ok(None) };
+    let meta = std::fs::symlink_metadata(&path).map_err(|source| UefiError::ExtractedRead {
+        path: in_wim.into(),
+        wim,
+        source,
+    })?;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        return Err(UefiError::ExtractedLink { path: in_wim.into(), wim });
+    }
+    if !kind.is_dir() {
+        return Err(UefiError::ExtractedKind { path: in_wim.into(), wim, found: "a file, not a directory" });
+    }
+    Ok(Some(path))
+}
+
+/// Whether `data` looks like a TrueType or OpenType font (the first four bytes: 00 01 00 00, `true`, `OTTO`).
+pub fn is_font(data: &[u8]) -> bool {
+    matches!(data.get(..4), Some([0, 1, 0, 0] | b"true" | b"OTTO"))
 }
 
 /// The ISO's removable-media loader (FAT and the firmware ignore case), when present and not empty: x64's, else

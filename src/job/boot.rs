@@ -113,7 +113,7 @@ impl Job<'_> {
             let data = std::fs::read(&efi)
                 .map_err(|source| WriteError::Scratch { what: "reading the bridge loader".into(), source })?;
             let name = format!("the bridge's EFI/BOOT/{}", arch.bridge_file());
-            self.check_revocation(firmware, &name, &data)?;
+            self.check_revocation(firmware, &name, &data, "")?;
         }
         // In the disk's sectors: firmware reads a FAT whose sectors are at least the disk's.
         let sector = self.sector();

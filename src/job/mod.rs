@@ -97,6 +97,13 @@ pub enum WriteError {
     )]
     TooSmallAfterRepack { path: PathBuf, size: u64, needed: u64 },
     #[error(
+        "the target {path} is too small with --ca2023's boot managers and fonts: {} needed, it has {}; nothing was \
+         written. Use a bigger stick",
+        human(*needed),
+        human(*size)
+    )]
+    TooSmallWithCa2023 { path: PathBuf, size: u64, needed: u64 },
+    #[error(
         "re-packing {wim} needed more scratch space than set aside (twice its size); nothing was written: set \
          TMPDIR to a directory with more room than {}, or use --fs ntfs",
         dir.display()
@@ -149,6 +156,7 @@ pub fn run(req: &WriteRequest, link: &mut dyn Channel) -> Up {
             let worker_refusal = matches!(
                 e,
                 WriteError::TooSmallAfterRepack { .. }
+                    | WriteError::TooSmallWithCa2023 { .. }
                     | WriteError::Survey(SurveyError::NoRoom { .. })
                     | WriteError::PartTooBig { .. }
                     | WriteError::ScratchFull { .. }
@@ -223,9 +231,10 @@ impl Job<'_> {
         fw: Option<&crate::boot::revocation::Firmware>,
         name: &str,
         data: &[u8],
+        hint: &str,
     ) -> Result<(), WriteError> {
         let Some(fw) = fw else { return Ok(()) };
-        for note in survey::revocation_notes(fw, name, data) {
+        for note in survey::revocation_notes(fw, name, data, hint) {
             self.link.send(&match note {
                 Note::Info(m) => Up::Info(m),
                 Note::Detail(m) => Up::Detail(m),

@@ -90,7 +90,7 @@ impl Job<'_> {
             let loader = self.extract_win7_loader(&staged(i), image, scratch.path(), s.mtime_now)?;
             if let Origin::Bytes(data) = &loader.origin {
                 let name = format!("/{} (from install.wim image {image})", loader.path);
-                self.check_revocation(s.firmware.as_ref(), &name, data)?;
+                self.check_revocation(s.firmware.as_ref(), &name, data, "")?;
             }
             added.push(loader);
         }
@@ -105,14 +105,15 @@ impl Job<'_> {
     /// after a re-pack the stick's room.
     pub(super) fn check_prepared(&self, s: &Survey, plan: &StickTree) -> Result<(), WriteError> {
         names::check_names(s.names_target, plan)?;
-        if !s.repack.is_empty() {
+        // The room, again, once the files are known: a re-pack's parts, --ca2023's boot managers and fonts.
+        if !s.repack.is_empty() || s.ca2023.is_some() {
             let needed =
                 needed_bytes(s.fs, &plan.entries, s.partitions.main.size, self.req.sector_size) + s.bridge_bytes;
             if needed > self.req.target_size {
-                return Err(WriteError::TooSmallAfterRepack {
-                    path: self.req.target.clone(),
-                    size: self.req.target_size,
-                    needed,
+                let (path, size) = (self.req.target.clone(), self.req.target_size);
+                return Err(match s.repack.is_empty() {
+                    false => WriteError::TooSmallAfterRepack { path, size, needed },
+                    true => WriteError::TooSmallWithCa2023 { path, size, needed },
                 });
             }
         }
@@ -275,11 +276,11 @@ impl Job<'_> {
             .map_err(|source| WriteError::Scratch { what: "creating the CA 2023 directory".into(), source })?;
         helper::run("wimlib-imagex", &uefi::ca2023_extract_args(wim, image, &dir), "wimtools")?;
         let missing = |path: &str| uefi::UefiError::Ca2023Missing { image, path: path.into() };
-        let efi_ex = uefi::find_child(&dir, "EFI_EX");
+        let efi_ex = uefi::extracted_dir(&dir, "EFI_EX", "/Windows/Boot/EFI_EX", WIM)?;
         // A boot manager: found by its exact name, read without following links, checked for the loader's arch.
         let program = |found: Option<PathBuf>, in_wim: &str| -> Result<Vec<u8>, uefi::UefiError> {
             let path = found.ok_or_else(|| missing(in_wim))?;
-            let data = uefi::read_extracted(&path, in_wim, "sources/boot.wim")?;
+            let data = uefi::read_extracted(&path, in_wim, WIM)?;
             uefi::check_efi(&data, arch).map_err(|what| uefi::UefiError::Ca2023Bad {
                 path: in_wim.into(),
                 arch,
@@ -293,16 +294,13 @@ impl Job<'_> {
         )?;
         let loader_path = super::survey::find_file(entries, arch.loader_path())
             .map_or_else(|| arch.loader_path().to_string(), |i| entries[i].path.clone());
+        self.check_revocation(s.firmware.as_ref(), &format!("/{loader_path} (--ca2023)"), &loader, "")?;
         let mut added = vec![Added {
             path: loader_path.clone(),
             size: loader.len() as u64,
             mtime: s.mtime_now,
             origin: Origin::Bytes(loader),
         }];
-        if let Origin::Bytes(data) = &added[0].origin {
-            let data = data.clone();
-            self.check_revocation(s.firmware.as_ref(), &format!("/{loader_path} (--ca2023)"), &data)?;
-        }
         self.info(format!(
             "--ca2023: /{loader_path} is {WIM} image {image}'s {} (signed by the Windows UEFI CA 2023)",
             uefi::CA2023_LOADER_IN_WIM
@@ -319,7 +317,7 @@ impl Job<'_> {
                 e => e,
             })?;
             self.info(format!("--ca2023: /{} is {WIM} image {image}'s {in_wim}", entries[i].path))?;
-            self.check_revocation(s.firmware.as_ref(), &format!("/{} (--ca2023)", entries[i].path), &data)?;
+            self.check_revocation(s.firmware.as_ref(), &format!("/{} (--ca2023)", entries[i].path), &data, "")?;
             added.push(Added {
                 path: entries[i].path.clone(),
                 size: data.len() as u64,
@@ -347,7 +345,10 @@ impl Job<'_> {
 
     /// Fonts_EX's fonts, each read as a boot file (no links, regular files, bounded), renamed without `_EX`.
     fn ca2023_fonts(&mut self, dir: &Path, image: u32, mtime: i64) -> Result<Vec<Added>, WriteError> {
-        let Some(fonts_dir) = uefi::find_child(dir, "Fonts_EX") else { return Ok(Vec::new()) };
+        const WIM: &str = "sources/boot.wim";
+        let Some(fonts_dir) = uefi::extracted_dir(dir, "Fonts_EX", uefi::CA2023_FONTS_IN_WIM, WIM)? else {
+            return Ok(Vec::new());
+        };
         let read_dir = std::fs::read_dir(&fonts_dir)
             .map_err(|source| WriteError::Scratch { what: "listing the CA 2023 fonts".into(), source })?;
         let mut names: Vec<String> = read_dir
@@ -356,14 +357,11 @@ impl Job<'_> {
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
             .collect();
         names.sort();
-        let mut added = Vec::new();
+        let mut added: Vec<Added> = Vec::new();
+        let mut others = Vec::new();
         for name in names {
             let Some(on_stick) = uefi::ex_font_name(&name) else {
-                self.link.send(&Up::Warning(format!(
-                    "--ca2023: {}/{} in sources/boot.wim image {image} is not a font named NAME_EX.ttf: not copied",
-                    uefi::CA2023_FONTS_IN_WIM,
-                    crate::cli::term::escape(&name)
-                )))?;
+                others.push(name);
                 continue;
             };
             if added.len() == uefi::MAX_CA2023_FONTS {
@@ -374,13 +372,40 @@ impl Job<'_> {
                 .into());
             }
             let in_wim = format!("{}/{name}", uefi::CA2023_FONTS_IN_WIM);
-            let data = uefi::read_extracted(&fonts_dir.join(&name), &in_wim, "sources/boot.wim")?;
+            let data = uefi::read_extracted(&fonts_dir.join(&name), &in_wim, WIM)?;
+            if !uefi::is_font(&data) {
+                return Err(
+                    uefi::UefiError::Ca2023Fonts { path: in_wim, what: "no TrueType or OpenType font".into() }.into()
+                );
+            }
+            if added.iter().map(|a| a.size).sum::<u64>() + data.len() as u64 > uefi::MAX_CA2023_FONT_BYTES {
+                return Err(uefi::UefiError::Ca2023Fonts {
+                    path: uefi::CA2023_FONTS_IN_WIM.into(),
+                    what: format!(
+                        "fonts of more than {} bytes in all, more than any Windows has",
+                        uefi::MAX_CA2023_FONT_BYTES
+                    ),
+                }
+                .into());
+            }
             added.push(Added {
                 path: format!("{}/{on_stick}", uefi::FONTS_DIR),
                 size: data.len() as u64,
                 mtime,
                 origin: Origin::Bytes(data),
             });
+        }
+        // What is not a font by name is left out, said once (a hostile WIM may hold thousands of names).
+        if !others.is_empty() {
+            let shown: Vec<String> = others.iter().take(3).map(|n| crate::cli::term::escape(n).into_owned()).collect();
+            self.link.send(&Up::Warning(format!(
+                "--ca2023: {} file(s) in {} of sources/boot.wim image {image} are not fonts named NAME_EX.ttf and are \
+                 not copied: {}{}",
+                others.len(),
+                uefi::CA2023_FONTS_IN_WIM,
+                shown.join(", "),
+                if others.len() > 3 { ", ..." } else { "" }
+            )))?;
         }
         Ok(added)
     }

@@ -432,17 +432,41 @@ pub fn survey_with<E: From<SurveyError>>(
     // and of the bridge when they are made.
     let firmware = if boot.uefi() && (checked.is_some() || win7.is_some()) { firmware_databases(note)? } else { None };
     if let (Some(fw), Some(Ok(data)), Some((_, e)), None) = (&firmware, &checked, iso_loader, ca2023) {
-        for n in revocation_notes(fw, &format!("the ISO's /{}", e.path), data) {
+        for n in revocation_notes(fw, &format!("the ISO's /{}", e.path), data, "; try --ca2023") {
             note(n)?;
         }
     }
-    if let (Some(fw), Some(img), true) = (&firmware, &opts.uefi_ntfs_image, bridge_wanted) {
-        for n in image_loader_notes(fw, img) {
-            note(n)?;
+    let uefi_arch = iso_loader.map(|(a, _)| a).or(win7.map(|_| uefi::Arch::X64));
+    // A user's UEFI:NTFS image must hold the loader for the ISO's processor (the firmware starts only that one),
+    // and it is checked against this PC's dbx like the others.
+    let mut bridge_problem = None;
+    if let (Some(img), true) = (&opts.uefi_ntfs_image, bridge_wanted) {
+        let arch = uefi_arch.unwrap_or(uefi::Arch::X64);
+        match image_loader(img, arch) {
+            Ok(Some(data)) => {
+                if let Some(fw) = &firmware {
+                    let name = format!("--uefi-ntfs-image's EFI/BOOT/{}", arch.bridge_file());
+                    for n in revocation_notes(fw, &name, &data, "; give another UEFI:NTFS image, or use --fs fat32") {
+                        note(n)?;
+                    }
+                }
+            }
+            Ok(None) => {
+                bridge_problem = Some(format!(
+                    "--uefi-ntfs-image {}: it has no EFI/BOOT/{}, the loader {arch} UEFI firmware starts from the \
+                     bridge: give a UEFI:NTFS image for {arch}, or use --fs fat32",
+                    img.display(),
+                    arch.bridge_file()
+                ))
+            }
+            Err(what) if firmware.is_some() => note(Note::Detail(format!(
+                "Secure Boot revocation check of --uefi-ntfs-image {}: {what}",
+                img.display()
+            )))?,
+            Err(_) => {}
         }
     }
     let loader_problem = checked.and_then(Result::err);
-    let uefi_arch = iso_loader.map(|(a, _)| a).or(win7.map(|_| uefi::Arch::X64));
     let volume_id = source.volume_id();
     let main = partitions.main;
     let planned_layout = planned_layout(PlanFacts {
@@ -488,6 +512,7 @@ pub fn survey_with<E: From<SurveyError>>(
         boot,
         uefi_arch,
         ca2023_problem,
+        bridge_problem,
         layout: planned_layout,
     };
     Ok(Survey {
@@ -690,49 +715,44 @@ pub(crate) fn firmware_databases<E>(note: &mut dyn FnMut(Note) -> Result<(), E>)
     }
 }
 
-/// The revocation check of the loader inside a user's UEFI:NTFS image (a FAT image, read with woesafe's
-/// bounded FAT reader): EFI/BOOT/BOOTX64.EFI or BOOTAA64.EFI.
-fn image_loader_notes(fw: &Firmware, img: &Path) -> Vec<Note> {
-    let skipped =
-        |what: String| vec![Note::Detail(format!("Secure Boot revocation check of {}: {what}", img.display()))];
-    let Ok(file) = crate::sys::argfile::open(img, crate::sys::argfile::Want::Regular, false) else {
-        return skipped("cannot be opened".into());
-    };
+/// The loader for `arch` inside a user's UEFI:NTFS image (a FAT image, read with woesafe's bounded FAT reader):
+/// Ok(None) when the image reads as FAT but has no EFI/BOOT/BOOTX64.EFI (BOOTAA64.EFI) of at most 8 MiB; Err
+/// when it cannot be read as FAT (its FAT signature was checked before; woesafe's reader may not know its kind).
+fn image_loader(img: &Path, arch: uefi::Arch) -> Result<Option<Vec<u8>>, String> {
+    let file = crate::sys::argfile::open(img, crate::sys::argfile::Want::Regular, false).map_err(|e| e.to_string())?;
     let len = file.metadata().map_or(0, |m| m.len());
-    let vol = match crate::verify::fat::FatVolume::open(&file, 0, len) {
-        Ok(v) => v,
-        Err(e) => return skipped(format!("not read as FAT: {e}")),
-    };
-    let entries = match vol.walk(&crate::verify::fat::LIMITS) {
-        Ok(e) => e,
-        Err(e) => return skipped(format!("not read as FAT: {e}")),
-    };
-    let found = uefi::Arch::ALL.into_iter().find_map(|arch| {
-        let name = format!("EFI/BOOT/{}", arch.bridge_file());
-        entries.iter().find(|e| !e.is_dir && e.path.eq_ignore_ascii_case(&name))
-    });
-    let Some(e) = found.filter(|e| e.size <= uefi::MAX_LOADER_BYTES) else {
-        return skipped("no EFI/BOOT/BOOTX64.EFI or BOOTAA64.EFI of at most 8 MiB in it".into());
-    };
-    let mut data = Vec::new();
-    if let Err(err) = vol.open_file(&e.path, e.first_cluster, e.size).read_to_end(&mut data) {
-        return skipped(format!("its {} cannot be read: {err}", e.path));
+    let vol = crate::verify::fat::FatVolume::open(&file, 0, len).map_err(|e| format!("not read as FAT: {e}"))?;
+    let entries = vol.walk(&crate::verify::fat::LIMITS).map_err(|e| format!("not read as FAT: {e}"))?;
+    let name = format!("EFI/BOOT/{}", arch.bridge_file());
+    let Some(e) = entries.iter().find(|e| !e.is_dir && e.path.eq_ignore_ascii_case(&name)) else { return Ok(None) };
+    if e.size > uefi::MAX_LOADER_BYTES {
+        return Ok(None);
     }
-    revocation_notes(fw, &format!("--uefi-ntfs-image's {}", e.path), &data)
+    let mut data = Vec::new();
+    vol.open_file(&e.path, e.first_cluster, e.size)
+        .read_to_end(&mut data)
+        .map_err(|err| format!("its {} cannot be read: {err}", e.path))?;
+    Ok(Some(data))
 }
 
 /// What this PC's Secure Boot databases say of the UEFI program `data` (`name`: how the user knows it): a
 /// warning when they revoke it, SBAT and an unknown signer as information, the db certificate that signed it
 /// under -v. Offline: only this machine's own variables are read.
-pub(crate) fn revocation_notes(fw: &Firmware, name: &str, data: &[u8]) -> Vec<Note> {
+///
+/// `hint` ends a warning: what to do about it where this file is concerned ("; try --ca2023" for the ISO's
+/// own loader), or nothing.
+pub(crate) fn revocation_notes(fw: &Firmware, name: &str, data: &[u8], hint: &str) -> Vec<Note> {
+    let wont_boot = revocation::WONT_BOOT.strip_suffix("; try --ca2023").unwrap_or(revocation::WONT_BOOT);
     match revocation::examine(data) {
         Err(e) => vec![Note::Detail(format!("Secure Boot revocation check of {name} skipped: {e}"))],
         Ok(facts) => revocation::check(name, &facts, fw)
             .into_iter()
             .map(|f| {
-                let text = f.to_string();
+                let text = f.to_string().replace(revocation::WONT_BOOT, &format!("{wont_boot}{hint}"));
                 match f {
                     _ if f.is_warning() => Note::Warning(text),
+                    // No db certificate issued its signature: the firmware may refuse it.
+                    revocation::Finding::DbIssuer { issuer: None, .. } => Note::Warning(format!("{text}{hint}")),
                     revocation::Finding::DbIssuer { issuer: Some(_), .. } => Note::Detail(text),
                     _ => Note::Info(text),
                 }
@@ -741,8 +761,9 @@ pub(crate) fn revocation_notes(fw: &Firmware, name: &str, data: &[u8]) -> Vec<No
     }
 }
 
-/// Scratch space for the CA 2023 extraction: two boot managers (about 3 MiB each) and the fonts.
-const CA2023_SCRATCH: u64 = 32 << 20;
+/// Scratch space for the CA 2023 extraction: EFI_EX (two boot managers of about 3 MiB, memtest, language files)
+/// and Fonts_EX (about 20 MiB in Windows 11).
+const CA2023_SCRATCH: u64 = 96 << 20;
 
 /// The boot mode a write uses: the one asked for, but a default drops BIOS boot when the ISO has no /bootmgr
 /// (nothing for GRUB's ntldr to load) and has a UEFI loader. A request for BIOS boot stays as asked (the

@@ -66,6 +66,8 @@ pub enum Refusal {
     Loader { path: String, what: String },
     #[error("--ca2023: {0}")]
     Ca2023(String),
+    #[error("{0}")]
+    Bridge(String),
 }
 
 fn uefi_arch_of(path: &str) -> Option<crate::boot::uefi::Arch> {
@@ -208,6 +210,9 @@ pub struct Inventory {
     /// --ca2023: why the Windows UEFI CA 2023 boot managers cannot be had from this ISO, if they cannot.
     #[serde(default)]
     pub ca2023_problem: Option<String>,
+    /// Why the user's --uefi-ntfs-image cannot boot this stick (no loader for the ISO's processor), if so.
+    #[serde(default)]
+    pub bridge_problem: Option<String>,
     /// What the write will do on the target: partitions, filesystem, label, files, split, boot code (for
     /// `--dry-run` and `inspect`).
     #[serde(default)]
@@ -347,6 +352,9 @@ pub fn check_content(
     }
     if let Some(problem) = &inv.ca2023_problem {
         return Err(Refusal::Ca2023(problem.clone()));
+    }
+    if let Some(problem) = &inv.bridge_problem {
+        return Err(Refusal::Bridge(problem.clone()));
     }
     if let Some(problem) = &inv.scratch_problem {
         return Err(Refusal::Scratch(problem.clone()));
@@ -549,6 +557,7 @@ mod tests {
             boot: crate::boot::BootMode::Both,
             uefi_arch: Some(crate::boot::uefi::Arch::X64),
             ca2023_problem: None,
+            bridge_problem: None,
         }
     }
 

@@ -682,7 +682,8 @@ pub fn check_stick(
     }
 
     if let Some(bridge) = layout.bridge {
-        mismatches.extend(check_bridge(device, device_path, bridge, layout.main)?);
+        let arch = uefi::find_loader(source.entries()).map(|(a, _)| a);
+        mismatches.extend(check_bridge(device, device_path, bridge, layout.main, arch)?);
     }
     report.mismatches = mismatches;
     Ok(report)
@@ -742,10 +743,19 @@ fn check_ca2023_file(
     use sha1::{Digest, Sha1};
     let wrong = |what: String| Some(Mismatch { path: path.into(), problem: Problem::Wrong { what } });
     let differs = if replaces { "differs from the ISO's and is" } else { "is not on the ISO and is" };
-    if let Some(arch) = uefi::Arch::of_loader_path(path)
-        && let Err(what) = uefi::check_efi(data, arch)
-    {
-        return Ok(wrong(format!("not an {arch} UEFI loader: {what}")));
+    // What it must be: a loader for its path's processor; /bootmgr.efi for the ISO's; a font.
+    let lower = path.to_ascii_lowercase();
+    let arch = uefi::Arch::of_loader_path(&lower).or_else(|| {
+        (lower == uefi::BOOTMGR_EFI).then(|| uefi::find_loader(source.entries()).map_or(uefi::Arch::X64, |(a, _)| a))
+    });
+    match arch {
+        Some(arch) => {
+            if let Err(what) = uefi::check_efi(data, arch) {
+                return Ok(wrong(format!("not an {arch} UEFI program: {what}")));
+            }
+        }
+        None if !uefi::is_font(data) => return Ok(wrong("not a TrueType or OpenType font".into())),
+        None => {}
     }
     let hashes = boot_wim.get_or_insert_with(|| {
         let i = source
@@ -809,6 +819,7 @@ fn check_bridge(
     device_path: &Path,
     bridge: mbr::PartitionSpan,
     main: mbr::PartitionSpan,
+    iso_arch: Option<uefi::Arch>,
 ) -> Result<Vec<Mismatch>, VerifyError> {
     let mut path = "(UEFI bridge)/EFI/BOOT/BOOTX64.EFI".to_string();
     let wrong = |path: &str, what: String| vec![Mismatch { path: path.into(), problem: Problem::Wrong { what } }];
@@ -820,7 +831,12 @@ fn check_bridge(
         Ok(e) => e,
         Err(e) => return Ok(wrong(&path, format!("the bridge partition cannot be read: {e}"))),
     };
-    let found = uefi::Arch::ALL.into_iter().find_map(|arch| {
+    // The loader for the ISO's processor: the one its firmware starts (any, for an ISO without one).
+    let arches: Vec<uefi::Arch> = iso_arch.map_or(uefi::Arch::ALL.to_vec(), |a| vec![a]);
+    if let Some(a) = iso_arch {
+        path = format!("(UEFI bridge)/EFI/BOOT/{}", a.bridge_file());
+    }
+    let found = arches.into_iter().find_map(|arch| {
         let name = format!("EFI/BOOT/{}", arch.bridge_file());
         entries.iter().find(|e| !e.is_dir && e.path.eq_ignore_ascii_case(&name)).map(|e| (arch, e))
     });
