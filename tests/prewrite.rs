@@ -234,6 +234,19 @@ fn explicit_short_names_win_or_are_refused() {
     assert!(listing.contains("LONGFI~2 TXT") && listing.contains("LONGFI~1 TXT"), "{listing}");
 }
 
+/// Run wimlib-imagex; it must succeed.
+fn wimlib(args: &[&str]) {
+    let out = std::process::Command::new("wimlib-imagex").args(args).output().unwrap();
+    assert!(out.status.success(), "wimlib-imagex {args:?}: {}", text(&out));
+}
+
+/// A secret only root can read (a shadow file's line, repeated), which a refused write must never show.
+fn secret_file(dir: &Path) -> PathBuf {
+    let secret = dir.join("shadow");
+    std::fs::write(&secret, "root:$6$woesafe-secret-hash:19000:0:99999:7:::\n".repeat(100)).unwrap();
+    secret
+}
+
 /// A Windows 7-shaped ISO whose install.wim (one x64 image) holds `loader` as Windows/Boot/EFI/bootmgfw.efi:
 /// Err(link target) makes it a symbolic link.
 fn win7_iso(dir: &Path, name: &str, loader: Result<&[u8], &str>) -> PathBuf {
@@ -252,12 +265,8 @@ fn win7_iso(dir: &Path, name: &str, loader: Result<&[u8], &str>) -> PathBuf {
         &[],
     );
     let wim = tree.join("sources/install.wim");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("wimlib-imagex").args(args).output().unwrap();
-        assert!(out.status.success(), "wimlib-imagex {args:?}: {}", text(&out));
-    };
-    run(&["capture", src.to_str().unwrap(), wim.to_str().unwrap(), "Windows 7 ULTIMATE"]);
-    run(&["info", wim.to_str().unwrap(), "1", "--image-property", "WINDOWS/ARCH=9"]);
+    wimlib(&["capture", src.to_str().unwrap(), wim.to_str().unwrap(), "Windows 7 ULTIMATE"]);
+    wimlib(&["info", wim.to_str().unwrap(), "1", "--image-property", "WINDOWS/ARCH=9"]);
     iso_of(dir, &tree)
 }
 
@@ -274,8 +283,7 @@ fn windows7_loader_links_are_never_followed() {
     let work = tempfile::tempdir().unwrap();
     let image = precious_image(work.path());
     // A secret only root can read, and a device that never ends.
-    let secret = work.path().join("shadow");
-    std::fs::write(&secret, "root:$6$woesafe-secret-hash:19000:0:99999:7:::\n".repeat(100)).unwrap();
+    let secret = secret_file(work.path());
     let secret_len = std::fs::metadata(&secret).unwrap().len().to_string();
     for (i, target) in [secret.to_str().unwrap(), "/dev/zero", "/etc/shadow"].iter().enumerate() {
         let iso = win7_iso(work.path(), &format!("link{i}"), Err(target));
@@ -368,12 +376,8 @@ fn ca2023_iso_changed(
     let tree = tree_with(dir, name, &[("efi/boot/bootx64.efi", &efi), ("bootmgr.efi", &efi)], &[]);
     let wim = tree.join("sources/boot.wim");
     std::fs::remove_file(&wim).unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("wimlib-imagex").args(args).output().unwrap();
-        assert!(out.status.success(), "wimlib-imagex {args:?}: {}", text(&out));
-    };
-    run(&["capture", one.to_str().unwrap(), wim.to_str().unwrap(), "Microsoft Windows PE (amd64)"]);
-    run(&["append", two.to_str().unwrap(), wim.to_str().unwrap(), "Microsoft Windows Setup (amd64)"]);
+    wimlib(&["capture", one.to_str().unwrap(), wim.to_str().unwrap(), "Microsoft Windows PE (amd64)"]);
+    wimlib(&["append", two.to_str().unwrap(), wim.to_str().unwrap(), "Microsoft Windows Setup (amd64)"]);
     iso_of(dir, &tree)
 }
 
@@ -391,8 +395,7 @@ fn ca2023_boot_managers_are_checked_and_links_never_followed() {
     }
     let work = tempfile::tempdir().unwrap();
     let image = precious_image(work.path());
-    let secret = work.path().join("shadow");
-    std::fs::write(&secret, "root:$6$woesafe-secret-hash:19000:0:99999:7:::\n".repeat(100)).unwrap();
+    let secret = secret_file(work.path());
     let ca = ["--ca2023"];
     for (i, target) in [secret.to_str().unwrap(), "/dev/zero"].iter().enumerate() {
         let iso = ca2023_iso(work.path(), &format!("calink{i}"), Err(target), None);
