@@ -1,11 +1,12 @@
 //! Fuzzing on stable Rust, inside `cargo test`: a seeded mutation loop over real inputs (ISOs made by
-//! genisoimage, WIMs made by wimlib-imagex, worker frames), each mutant run through `woesafe::fuzzing` under a
-//! memory and a time budget. A failing input is saved as target/fuzz-failures/<target>-<hash>.bin; every file in
-//! tests/fuzz-regressions/<target>/ is replayed on every run.
+//! genisoimage, WIMs made by wimlib-imagex, worker frames, UEFI loaders with signature lists and SbatLevels),
+//! each mutant run through `woesafe::fuzzing` under a memory and a time budget. A failing input is saved as
+//! target/fuzz-failures/<target>-<hash>.bin; every file in tests/fuzz-regressions/<target>/ is replayed on every
+//! run.
 //!
-//! Environment: WOESAFE_FUZZ_ITERS (inputs per target; default 20000 for iso, 50000 for wim and frame),
-//! WOESAFE_FUZZ_SEED (a number, or `random`; default fixed), WOESAFE_FUZZ_DUMP_SEEDS=DIR (write the seed inputs
-//! to DIR/<target>/, a starting corpus for the cargo-fuzz targets in fuzz/).
+//! Environment: WOESAFE_FUZZ_ITERS (inputs per target; default 20000 for iso, 50000 for wim and frame, 60000 for
+//! loader), WOESAFE_FUZZ_SEED (a number, or `random`; default fixed), WOESAFE_FUZZ_DUMP_SEEDS=DIR (write the seed
+//! inputs to DIR/<target>/, a starting corpus for the cargo-fuzz targets in fuzz/).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -34,10 +35,11 @@ const TIME_BUDGET: Duration = Duration::from_secs(2);
 const HANG_LIMIT: Duration = Duration::from_secs(30);
 /// Failures collected per target before it stops.
 const MAX_FAILURES: usize = 10;
-/// Inputs per target by default: ISO inputs cost about 1 ms of CPU each in a debug build, the others far less.
-const DEFAULT_ITERS: [(&str, u64); 3] = [("iso", 20_000), ("wim", 50_000), ("frame", 50_000)];
+/// Inputs per target by default: ISO inputs cost about 1 ms of CPU each in a debug build, loader inputs about
+/// 0.15 ms, the others far less.
+const DEFAULT_ITERS: [(&str, u64); 4] = [("iso", 20_000), ("wim", 50_000), ("frame", 50_000), ("loader", 60_000)];
 const DEFAULT_SEED: u64 = 0x5EED_F022_1005_0001;
-const TARGETS: [&str; 3] = ["iso", "wim", "frame"];
+const TARGETS: [&str; 4] = ["iso", "wim", "frame", "loader"];
 
 // ---------------------------------------------------------------------------------------------------------
 // Memory accounting: a global allocator that counts each thread's live bytes and their peak.
@@ -299,6 +301,7 @@ enum Kind {
     Iso,
     Wim,
     Frame,
+    Loader,
 }
 
 /// A seed input and where mutations are most useful in it.
@@ -518,6 +521,28 @@ fn mutate(rng: &mut Rng, data: &mut Vec<u8>, seed: &Seed, seeds: &[Seed], dict: 
                     _ => body,
                 };
                 put_le(data, 0, 4, v);
+            }
+            Kind::Loader if data.starts_with(b"MZ") => {
+                // The Certificate Table (its data directory entry and its first WIN_CERTIFICATE's length) made to
+                // reach the end of the file, so that bytes inserted or cut off still reach the signature parser.
+                if let Some((dir, table)) = certificate_table(data) {
+                    let size = (len - table) as u64;
+                    put_le(data, dir + 4, 4, size);
+                    if table + 4 <= len {
+                        put_le(data, table, 4, size);
+                    }
+                } else {
+                    poke(rng, data, at, kind);
+                }
+            }
+            Kind::Loader if len >= 28 => {
+                // The first signature list's size made to match the bytes that follow (or off by one).
+                let v = match rng.below(4) {
+                    0 => len + 1,
+                    1 => len - 1,
+                    _ => len,
+                };
+                put_le(data, 16, 4, v as u64);
             }
             _ => poke(rng, data, at, kind),
         },
@@ -882,6 +907,134 @@ fn frame_seeds() -> Vec<Seed> {
     seeds
 }
 
+/// A PE image's Certificate Table: (offset of its data directory entry, the table's file offset), when the
+/// headers are there to say so and the table starts inside the file.
+fn certificate_table(data: &[u8]) -> Option<(usize, usize)> {
+    let pe = get_le(data.get(..0x40)?, 0x3C, 4) as usize;
+    let opt = pe.checked_add(24).filter(|opt| opt + 2 <= data.len())?;
+    // The data directories follow 112 bytes of PE32+ optional header (96 of PE32); the fifth is the table.
+    let dirs = match get_le(data, opt, 2) {
+        0x20b => opt + 112,
+        0x10b => opt + 96,
+        _ => return None,
+    };
+    let dir = dirs + 4 * 8;
+    if dir + 8 > data.len() {
+        return None;
+    }
+    let table = get_le(data, dir, 4) as usize;
+    (table > 0 && table < data.len()).then_some((dir, table))
+}
+
+/// Where a loader's mutations matter most: its headers, its `.sbat` section and its Certificate Table (the
+/// WIN_CERTIFICATE and the PKCS#7 DER), in 16-byte ranges; signature lists and text wholly.
+fn loader_hot(bytes: &[u8]) -> Vec<Range<usize>> {
+    let chunks = |r: Range<usize>| {
+        let end = r.end.min(bytes.len());
+        (r.start..end).step_by(16).map(move |s| s..(s + 16).min(end))
+    };
+    if !bytes.starts_with(b"MZ") || bytes.len() < 0x40 {
+        return chunks(0..bytes.len()).collect();
+    }
+    let pe = get_le(bytes, 0x3C, 4) as usize;
+    let mut hot: Vec<Range<usize>> = chunks(0..0x400).collect();
+    if pe + 24 <= bytes.len() {
+        let sections = get_le(bytes, pe + 6, 2) as usize;
+        let table = pe + 24 + get_le(bytes, pe + 20, 2) as usize;
+        for s in (0..sections).map(|i| table + 40 * i).filter(|s| s + 40 <= bytes.len()) {
+            if &bytes[s..s + 8] == b".sbat\0\0\0" {
+                let (size, at) = (get_le(bytes, s + 16, 4) as usize, get_le(bytes, s + 20, 4) as usize);
+                hot.extend(chunks(at..at.saturating_add(size)));
+            }
+        }
+    }
+    if let Some((dir, table)) = certificate_table(bytes) {
+        let size = get_le(bytes, dir + 4, 4) as usize;
+        hot.extend(chunks(table..table.saturating_add(size)));
+    }
+    hot
+}
+
+/// A GRUB image for `platform` (x86_64-efi, arm64-efi) as grub-mkimage makes one: the kernel alone (no modules,
+/// about 130 KiB), with an SBAT section. None without grub-mkimage or the platform's GRUB files.
+fn grub_image(work: &Path, platform: &str) -> Option<Vec<u8>> {
+    let dir = Path::new("/usr/lib/grub").join(platform);
+    if !have("grub-mkimage") || !dir.join("kernel.img").exists() {
+        return None;
+    }
+    let (csv, out) = (work.join("sbat.csv"), work.join(format!("grub-{platform}.efi")));
+    std::fs::write(
+        &csv,
+        "sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\n\
+         grub,4,Free Software Foundation,grub,2.12,https://www.gnu.org/software/grub/\n",
+    )
+    .unwrap();
+    run(Command::new("grub-mkimage")
+        .args(["-O", platform, "-p", "/efi/boot", "--sbat"])
+        .arg(&csv)
+        .arg("-d")
+        .arg(&dir)
+        .arg("-o")
+        .arg(&out));
+    Some(std::fs::read(out).unwrap())
+}
+
+/// Seeds of the revocation check: the signed test loader, GRUB images, dbx and db contents (certificates, image
+/// hashes, TBSCertificate hashes, a skipped type), an SbatLevel, and a bundle of a loader with its databases.
+fn loader_seeds(work: &Path) -> Vec<Seed> {
+    use fuzzing::{EFI_CERT_SHA1, EFI_CERT_SHA256, EFI_CERT_X509, EFI_CERT_X509_SHA256, signature_list};
+    let fixture = |name: &str| {
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/revocation").join(name)).unwrap()
+    };
+    let signed = fixture("signed.efi");
+    let facts = woesafe::boot::revocation::examine(&signed).expect("the signed fixture examines");
+    assert_eq!(facts.certs.len(), 2, "the signed fixture carries its signer's and its CA's certificates");
+    let mut certs = signature_list(EFI_CERT_X509, &[&fixture("signer.der")]);
+    certs.extend(signature_list(EFI_CERT_X509, &[&fixture("ca.der")]));
+    let mut hashes = signature_list(EFI_CERT_SHA256, &[&[0x11; 32], &facts.sha256, &[0x22; 32]]);
+    // TBSCertificate hashes, each with its EFI_TIME of revocation (2024-01-09).
+    let tbs: Vec<Vec<u8>> =
+        facts.certs.iter().map(|c| [&c.tbs_sha256[..], &[0xe8, 0x07, 1, 9], &[0; 12]].concat()).collect();
+    hashes.extend(signature_list(EFI_CERT_X509_SHA256, &tbs.iter().map(Vec::as_slice).collect::<Vec<_>>()));
+    hashes.extend(signature_list(EFI_CERT_SHA1, &[&[0x33; 20], &[0x44; 20]]));
+    let level = b"sbat,1,2024010900\nshim,4\ngrub,3\ngrub.debian,4\n\0".to_vec();
+    // A loader whose hash and CA the bundle's dbx lists, whose CA its db holds, under an SbatLevel it is below.
+    let mut dbx = signature_list(EFI_CERT_SHA256, &[&[0x11; 32], &facts.sha256]);
+    dbx.extend(signature_list(EFI_CERT_X509, &[&fixture("ca.der")]));
+    let db = signature_list(EFI_CERT_X509, &[&fixture("ca.der")]);
+    let bundle = [&signed[..], &dbx, &db, &level].join(fuzzing::LOADER_PART_MARK);
+    let mut seeds: Vec<(String, Vec<u8>)> = vec![
+        ("signed-efi".into(), signed),
+        ("dbx-certificates".into(), certs),
+        ("dbx-hashes".into(), hashes),
+        ("sbat-level".into(), level),
+        ("bundle".into(), bundle),
+    ];
+    for platform in ["x86_64-efi", "arm64-efi"] {
+        match grub_image(work, platform) {
+            Some(image) => seeds.push((format!("grub-{platform}"), image)),
+            None => {
+                eprintln!("fuzz loader: no GRUB {platform} seed (grub-mkimage or /usr/lib/grub/{platform} missing)")
+            }
+        }
+    }
+    seeds
+        .into_iter()
+        .map(|(name, bytes)| {
+            // A bundle's loader gets the attention a loader does; the rest of it, all of it.
+            let hot = match fuzzing::find_part_mark(&bytes) {
+                Some(end) => {
+                    let mut hot = loader_hot(&bytes[..end]);
+                    hot.extend((end..bytes.len()).step_by(16).map(|s| s..(s + 16).min(bytes.len())));
+                    hot
+                }
+                None => loader_hot(&bytes),
+            };
+            Seed { name, hot, tags: Vec::new(), bytes }
+        })
+        .collect()
+}
+
 fn utf16(s: &str) -> Vec<u8> {
     s.encode_utf16().flat_map(u16::to_le_bytes).collect()
 }
@@ -955,6 +1108,49 @@ fn dictionary(kind: Kind) -> Vec<Vec<u8>> {
         .iter()
         .map(|t| t.as_bytes().to_vec())
         .collect(),
+        Kind::Loader => {
+            let mut d: Vec<Vec<u8>> = [
+                &b"MZ"[..],
+                b"PE\0\0",
+                b".sbat\0\0\0",
+                b".text\0\0\0",
+                b".data\0\0\0",
+                b"\x0b\x02",                         // PE32+ optional header magic
+                b"\x0b\x01",                         // PE32's
+                b"\x64\x86",                         // machine x86_64
+                b"\x64\xaa",                         // machine arm64
+                b"\x0a\x00",                         // subsystem EFI application
+                b"\x00\x02\x02\x00",                 // WIN_CERTIFICATE revision 0x0200, type 0x0002 (PKCS#7)
+                b"\x30\x82",                         // DER SEQUENCE, two length bytes
+                b"\x30\x80",                         // an indefinite length (BER, not DER)
+                b"\x30\x84\x0f\xff\xff\xff",         // the largest length the der crate reads
+                b"\x30\x84\xff\xff\xff\xff",         // 4 GiB
+                b"\xa0\x82",                         // [0] (certificates), two length bytes
+                b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02", // OID signedData
+                b"\x06\x0a\x2b\x06\x01\x04\x01\x82\x37\x02\x01\x04", // OID SPC_INDIRECT_DATA
+                b"\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01", // OID SHA-256
+                b"sbat,1,",
+                b"sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\n",
+                b"grub,",
+                b"shim,",
+                b",4294967295",
+                b",4294967296",
+                b",-1",
+                b"\n",
+                b"\r\n",
+                b"\0",
+                b"\xff\xfe",
+                fuzzing::LOADER_PART_MARK,
+            ]
+            .iter()
+            .map(|t| t.to_vec())
+            .collect();
+            // The signature list types, and a list header: 28 bytes and one 48-byte SHA-256 entry.
+            use fuzzing::{EFI_CERT_SHA1, EFI_CERT_SHA256, EFI_CERT_X509, EFI_CERT_X509_SHA256};
+            d.extend([EFI_CERT_SHA256, EFI_CERT_X509, EFI_CERT_X509_SHA256, EFI_CERT_SHA1].map(|t| t.to_vec()));
+            d.push([&EFI_CERT_SHA256[..], &76u32.to_le_bytes(), &0u32.to_le_bytes(), &48u32.to_le_bytes()].concat());
+            d
+        }
     }
 }
 
@@ -1124,6 +1320,12 @@ fn fuzz_frame() {
     fuzz("frame", Kind::Frame, frame_seeds(), fuzzing::frame, 10);
 }
 
+#[test]
+fn fuzz_loader() {
+    let work = tempfile::tempdir().unwrap();
+    fuzz("loader", Kind::Loader, loader_seeds(work.path()), fuzzing::loader, 30);
+}
+
 /// Every file under tests/fuzz-regressions/<target>/ (but README.md and dot files) passes, under the same
 /// budgets: inputs that once found a bug.
 #[test]
@@ -1143,6 +1345,7 @@ fn regressions() {
         let entry: Entry = match *target {
             "iso" => fuzzing::iso,
             "wim" => fuzzing::wim,
+            "loader" => fuzzing::loader,
             _ => fuzzing::frame,
         };
         let dog = Watchdog::start(target);

@@ -335,6 +335,11 @@ fn examine_file<I: object::read::pe::ImageNtHeaders>(
                         facts.certs.push(loader_cert(der));
                     }
                 }
+                if !der_fits(entry.data) {
+                    let what = "an element's length goes past what holds it (or nests deeper than woesafe reads)";
+                    facts.unreadable_signatures.push(format!("signature {}: {what}", i + 1));
+                    continue;
+                }
                 match (entry.get_authenticode_signature(), certs) {
                     (Ok(sig), Some(_)) => facts.signed_digests.push(sig.digest().to_vec()),
                     (Ok(sig), None) => {
@@ -362,9 +367,10 @@ fn loader_cert(der: &[u8]) -> LoaderCert {
     use der::Decode as _;
     let tbs = der_element(der).and_then(|(_, content, _)| der_element(content)).map(|(_, _, whole)| whole);
     let tbs_sha256 = Sha256::digest(tbs.unwrap_or_default()).into();
-    let (subject, issuer) = match x509_cert::Certificate::from_der(der) {
-        Ok(c) => (c.tbs_certificate.subject.to_string(), c.tbs_certificate.issuer.to_string()),
-        Err(_) => ("(a certificate woesafe cannot read)".to_string(), String::new()),
+    let cert = der_fits(der).then(|| x509_cert::Certificate::from_der(der));
+    let (subject, issuer) = match cert {
+        Some(Ok(c)) => (c.tbs_certificate.subject.to_string(), c.tbs_certificate.issuer.to_string()),
+        _ => ("(a certificate woesafe cannot read)".to_string(), String::new()),
     };
     LoaderCert { der: der.to_vec(), subject, issuer, tbs_sha256 }
 }
@@ -386,6 +392,40 @@ fn der_element(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     };
     let end = header.checked_add(len)?;
     Some((tag, data.get(header..end)?, data.get(..end)?))
+}
+
+/// How deeply nested elements [`der_fits`] follows, the outermost counted as one (a signature with its
+/// certificates and a timestamp's nests about 30 deep).
+const MAX_DER_DEPTH: usize = 64;
+
+/// Whether the DER element at the start of `data`, and every element inside it (through constructed ones, at
+/// most MAX_DER_DEPTH deep), fits in what holds it. The der crate (0.7, under x509-cert and the authenticode
+/// crate) allocates the length an element declares before it checks that the bytes are there: unchecked, a
+/// 4 KiB signature or certificate declaring 256 MiB makes woesafe allocate 256 MiB. Trailing bytes after the
+/// first element are not looked at (a WIN_CERTIFICATE is padded to 8 bytes; the decoders ignore them too).
+fn der_fits(data: &[u8]) -> bool {
+    let Some((_, _, first)) = der_element(data) else { return false };
+    // Depth first, each entry the rest of one level: the stack stays short (MAX_DER_DEPTH + 1) whatever the data.
+    let mut levels = vec![first];
+    while let Some(level) = levels.last_mut() {
+        if level.is_empty() {
+            levels.pop();
+            continue;
+        }
+        let Some((tag, content, whole)) = der_element(level) else { return false };
+        *level = &level[whole.len()..];
+        if tag & 0x1f == 0x1f {
+            // A multi-byte tag, which der_element does not read (neither PKCS#7 nor X.509 uses them).
+            return false;
+        }
+        if tag & 0x20 != 0 {
+            if levels.len() > MAX_DER_DEPTH {
+                return false;
+            }
+            levels.push(content);
+        }
+    }
+    true
 }
 
 /// The DER certificates of a PKCS#7 ContentInfo holding SignedData: `certificates [0] IMPLICIT` after version,
@@ -1022,6 +1062,53 @@ mod tests {
         // and more than a loader is never looked at
         let err = examine(&vec![0u8; MAX_LOADER_BYTES as usize + 1]).unwrap_err().to_string();
         assert!(err.contains("bigger than a UEFI loader"), "{err}");
+    }
+
+    /// DER that declares more than it holds is never handed to the der crate, which would allocate the declared
+    /// length first (256 MiB for a few bytes: found by the `loader` fuzz target, tests/fuzz-regressions/loader/).
+    #[test]
+    fn der_lengths_past_their_holder_are_never_decoded() {
+        for der in [fixture("signer.der"), fixture("ca.der")] {
+            assert!(der_fits(&der));
+            let mut padded = der.clone();
+            padded.extend([0; 3]);
+            assert!(der_fits(&padded), "bytes after the element are not looked at");
+            assert!(!der_fits(&der[..der.len() - 1]));
+        }
+        // a certificate whose signature algorithm's parameters declare 256 MiB
+        let huge: &[u8] = b"\x30\x1d\x30\x1b\xa0\x03\x02\x01\x02\x02\x01\x01\x30\x11\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0b\x05\x84\x0f\xff\xff\xff";
+        assert!(!der_fits(huge));
+        assert_eq!(loader_cert(huge).subject, "(a certificate woesafe cannot read)");
+        // and read through a dbx: no finding, no allocation
+        let facts = examine(&fixture("signed.efi")).unwrap();
+        assert_eq!(check(NAME, &facts, &firmware(&[("dbx", &esl(CERT_X509, &[huge]))])), []);
+        for (der, fits) in [
+            (&b"\x30\x03\x30\x01"[..], false),   // inside, longer than what holds it
+            (b"\x30\x04\x04\x02\x30\x7f", true), // primitive contents are not elements
+            (b"\x30\x02\x1f\x00", false),        // a multi-byte tag
+            (b"\x30\x80\x00\x00", false),        // an indefinite length (BER, not DER)
+            (b"", false),
+        ] {
+            assert_eq!(der_fits(der), fits, "{der:02x?}");
+        }
+        // nesting: MAX_DER_DEPTH levels are followed, one more is refused
+        let nested =
+            |depth: usize| (0..depth).fold(vec![], |inner, _| [&[0x30, inner.len() as u8][..], &inner].concat());
+        assert!(der_fits(&nested(MAX_DER_DEPTH)));
+        assert!(!der_fits(&nested(MAX_DER_DEPTH + 1)));
+        // a signature whose digest algorithm's parameters declare 256 MiB: noted, its certificates still read
+        let mut pe = fixture("signed.efi");
+        let sha256_alg = b"\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00";
+        let at = pe.windows(sha256_alg.len()).position(|w| w == sha256_alg).unwrap();
+        pe[at + 2..at + 15].copy_from_slice(b"\x06\x01\x2a\x05\x84\x0f\xff\xff\xff\0\0\0\0");
+        let broken = examine(&pe).unwrap();
+        assert_eq!(broken.sha256, facts.sha256);
+        assert_eq!(broken.certs, facts.certs);
+        assert_eq!(broken.signed_digests, Vec::<Vec<u8>>::new());
+        assert_eq!(
+            broken.unreadable_signatures,
+            ["signature 1: an element's length goes past what holds it (or nests deeper than woesafe reads)"]
+        );
     }
 
     /// Writes the unsigned fixture loader to $WOESAFE_WRITE_FIXTURE (to sign it into
