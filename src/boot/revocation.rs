@@ -553,7 +553,9 @@ pub fn check(name: &str, loader: &LoaderFacts, fw: &Firmware) -> Vec<Finding> {
     }
     for der in &fw.dbx.x509 {
         let subject = loader_cert(der).subject;
-        if loader.certs.iter().any(|c| c.issuer == subject && c.der != *der)
+        // An unreadable name is "" on either side: never a match.
+        if !subject.is_empty()
+            && loader.certs.iter().any(|c| c.issuer == subject && c.der != *der)
             && !findings.iter().any(|f| matches!(f, Finding::CertRevoked { subject: s, .. } if *s == subject))
         {
             findings.push(Finding::CertRevoked { file: file(), subject });
@@ -582,7 +584,11 @@ pub fn check(name: &str, loader: &LoaderFacts, fw: &Firmware) -> Vec<Finding> {
     {
         let issuer = db.x509.iter().find_map(|der| {
             let subject = loader_cert(der).subject;
-            loader.certs.iter().any(|c| c.issuer == subject || c.der == *der).then_some(subject)
+            loader
+                .certs
+                .iter()
+                .any(|c| (!subject.is_empty() && c.issuer == subject) || c.der == *der)
+                .then_some(subject)
         });
         findings.push(Finding::DbIssuer { file: file(), issuer });
     }
