@@ -65,7 +65,7 @@ pub fn have(tool: &str) -> bool {
 }
 
 /// The fixture ISO: (iso, tree it was built from, sha256 manifest). Built once for all test binaries, under a
-/// file lock.
+/// file lock of its own (so that two tests needing two different fixtures build them at the same time).
 pub struct Fixture {
     pub iso: PathBuf,
     pub tree: PathBuf,
@@ -90,12 +90,13 @@ pub fn time_scale() -> u32 {
     if in_vm() { 6 } else { 1 }
 }
 
-/// A fixture ISO built by `scripts/make-test-iso target/test-fixtures/NAME.iso ARGS` (once, under the lock).
+/// A fixture ISO built by `scripts/make-test-iso target/test-fixtures/NAME.iso ARGS` (once, under NAME's lock,
+/// target/test-fixtures/.NAME.lock: builds of different fixtures never wait for each other).
 pub fn fixture_with(name: &str, args: &[&str]) -> Fixture {
     let dir = root().join("target/test-fixtures");
     std::fs::create_dir_all(&dir).unwrap();
-    let lock = File::create(dir.join(".lock")).unwrap();
-    // SAFETY: flock on an fd we own; blocks until other test binaries finish building.
+    let lock = File::create(dir.join(format!(".{name}.lock"))).unwrap();
+    // SAFETY: flock on an fd we own; blocks until other tests or test binaries finish building this fixture.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let iso = dir.join(format!("{name}.iso"));
     let stamp = dir.join(format!("{name}.iso.ok"));
