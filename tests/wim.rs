@@ -81,14 +81,7 @@ fn big_esd_iso(dir: &Path) -> std::path::PathBuf {
     let f = std::fs::OpenOptions::new().write(true).open(tree.join("sources/install.esd")).unwrap();
     f.set_len((4 << 30) + (1 << 20)).unwrap();
     let iso = dir.join("big-esd.iso");
-    let out = Command::new("genisoimage")
-        .args(["-quiet", "-udf", "-iso-level", "3", "-allow-limited-size", "-o"])
-        .arg(&iso)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "genisoimage: {}", text(&out));
-    let _ = Command::new("fallocate").arg("--dig-holes").arg(&iso).status();
+    make_sparse_iso(&["-udf", "-iso-level", "3", "-allow-limited-size"], &tree, &iso);
     iso
 }
 
@@ -196,11 +189,15 @@ fn a_solid_esd_becomes_fat32_parts_that_boot_under_secure_boot() {
     let fx = fixture_with("win-sb-esd", &["--secureboot", "--esd-mib", "4400"]);
     let work = tempfile::tempdir().unwrap();
     let image = work.path().join("esd.img");
-    let before = host_state(work.path());
+    // The re-pack's scratch (a plain WIM of 4.4 GiB, gone when the write ends) in RAM where /dev/shm has room,
+    // else in the test's directory: either way a leaked loop device on it would show.
+    let ram = scratch_in_ram(4600 << 20);
+    let tmp = ram.as_ref().map_or(work.path(), |d| d.path());
+    let before = (host_state(work.path()), host_state(tmp));
     let out = Command::new(bin())
         .args(["write", fx.iso.to_str().unwrap(), image.to_str().unwrap(), "--size", "6G", "--yes"])
         .args(["--source-driver", "userspace"])
-        .env("TMPDIR", work.path())
+        .env("TMPDIR", tmp)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -209,21 +206,29 @@ fn a_solid_esd_becomes_fat32_parts_that_boot_under_secure_boot() {
     assert!(msg.contains("Filesystem: FAT32 — sources/install.esd") && msg.contains("re-packed"), "{msg}");
     assert!(msg.contains("It is split into 2 parts while it is copied"), "{msg}");
     assert!(msg.contains("sources/install.esd was split into 2 parts"), "{msg}");
-    assert_eq!(before, host_state(work.path()), "the write left something behind");
+    assert_eq!(before, (host_state(work.path()), host_state(tmp)), "the write left something behind");
+    let left: Vec<_> =
+        std::fs::read_dir(tmp).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "esd.img").collect();
+    assert!(left.is_empty(), "scratch left in {}: {left:?}", tmp.display());
+    drop(ram);
     assert_eq!(sfdisk_types(&image), ["c"], "one FAT32 partition, no NTFS");
     let img = format!("{}@@1M", image.display());
     let names = String::from_utf8_lossy(&mtools(&["mdir", "-i", &img, "-b", "::/sources"]).stdout).to_lowercase();
     assert!(!names.contains("install.esd"), "the ESD itself is on the stick:\n{names}");
-    let (ok_boot, log) = boot_check(&image, "uefi-sb");
-    assert!(ok_boot, "the re-packed ESD stick did not boot under Secure Boot:\n{log}");
     let parts: Vec<std::path::PathBuf> = (1..=2).map(|n| work.path().join(format!("part{n}.swm"))).collect();
-    for (n, p) in parts.iter().enumerate() {
-        let on_stick = format!("::/sources/{}", woesafe::media::wim::part_name("install", n + 1));
-        let out = mtools(&["mcopy", "-i", &img, &on_stick, p.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", text(&out));
-        let size = std::fs::metadata(p).unwrap().len();
-        assert!(size <= woesafe::media::wim::FAT32_MAX_FILE, "{} is {size} bytes", p.display());
-    }
+    // The boot (QEMU reads the image through a snapshot) runs while the parts are copied out of the image.
+    let (ok_boot, log) = std::thread::scope(|s| {
+        let boot = s.spawn(|| boot_check(&image, "uefi-sb"));
+        for (n, p) in parts.iter().enumerate() {
+            let on_stick = format!("::/sources/{}", woesafe::media::wim::part_name("install", n + 1));
+            let out = mtools(&["mcopy", "-i", &img, &on_stick, p.to_str().unwrap()]);
+            assert!(out.status.success(), "{}", text(&out));
+            let size = std::fs::metadata(p).unwrap().len();
+            assert!(size <= woesafe::media::wim::FAT32_MAX_FILE, "{} is {size} bytes", p.display());
+        }
+        boot.join().unwrap()
+    });
+    assert!(ok_boot, "the re-packed ESD stick did not boot under Secure Boot:\n{log}");
     std::fs::remove_file(&image).unwrap(); // disk space
     let joined = work.path().join("joined.wim");
     ok(wimlib(&["join", joined.to_str().unwrap(), parts[0].to_str().unwrap(), parts[1].to_str().unwrap()]));
@@ -233,6 +238,27 @@ fn a_solid_esd_becomes_fat32_parts_that_boot_under_secure_boot() {
     ok(wimlib(&["verify", joined.to_str().unwrap()]));
     let original = fx.tree.join("sources/install.esd");
     assert_eq!(wim_content(&joined), wim_content(&original), "the parts' content differs from the ESD's");
+}
+
+/// A new directory in /dev/shm (RAM) for `bytes` of scratch space, if it has room for them with 2 GiB to spare and
+/// as much memory is available; else None.
+fn scratch_in_ram(bytes: u64) -> Option<tempfile::TempDir> {
+    let need = bytes + (2 << 30);
+    let shm = nix::sys::statvfs::statvfs("/dev/shm").ok()?;
+    let room = shm.blocks_available() as u64 * shm.fragment_size() as u64;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    if room < need || mem_kib * 1024 < need {
+        return None;
+    }
+    tempfile::tempdir_in("/dev/shm").ok()
 }
 
 /// Partition types in the image's table, as sfdisk reads it.
@@ -488,7 +514,9 @@ fn same_but_guid(a: &Path, b: &Path) {
         if at == 0 {
             ba[24..40].copy_from_slice(&bb[24..40]);
         }
-        if let Some(i) = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y) {
+        // Slice equality is a memcmp; only a difference is looked for byte by byte.
+        if ba[..n] != bb[..n] {
+            let i = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y).unwrap();
             panic!("{} differs from {} at byte {}", a.display(), b.display(), at + i as u64);
         }
         at += n as u64;

@@ -16,7 +16,10 @@ x86 image (install1) gets Windows/Boot/EFI/bootmgfw.efi = "NOT-THE-X64-LOADER"
 (make-test-iso puts the GRUB EFI image there in install2).
 --big-wim-mib N adds sparse filler files (5 or more, N MiB in total, each a
 unique random 64 KiB block followed by zeros) to the install image sources,
-alternately to install1 and install2.
+alternately to install1 and install2.  No two have the same size (they are
+4 KiB apart, the last one takes the rest): wimlib hashes a file whose size
+another file shares before it writes it, which reads and hashes it twice
+(about twice the capture time of --compress=none).
 --big-wim-one-resource makes that filler one file of all N MiB instead
 (install1's Windows/System32/DriverStore/filler00.bin), so the WIM holds one
 resource of N MiB.
@@ -251,8 +254,9 @@ def main():
         count = max(5, -(-big_wim_mib // 512))  # files of at most ~512 MiB
         if one_resource:
             count = 1
-        for n in range(count):
-            size = total // count + (total % count if n == count - 1 else 0)
+        sizes = [total // count - n * 4096 for n in range(count - 1)]
+        sizes.append(total - sum(sizes))  # the largest: no two sizes alike
+        for n, size in enumerate(sizes):
             image = "install1" if n % 2 == 0 else "install2"
             path = os.path.join(wimsrc, image, f"Windows/System32/DriverStore/filler{n:02d}.bin")
             os.makedirs(os.path.dirname(path), exist_ok=True)
