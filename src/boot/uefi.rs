@@ -12,6 +12,8 @@ pub const UEFI_LOADER: &str = "efi/boot/bootx64.efi";
 pub const UEFI_LOADER_ARM64: &str = "efi/boot/bootaa64.efi";
 /// The boot manager at the root of Windows media that the El Torito and PXE paths load.
 pub const BOOTMGR_EFI: &str = "bootmgr.efi";
+/// Where Windows media keep the WIM of Windows PE and Setup, which carries the CA 2023 boot managers.
+pub const BOOT_WIM: &str = "sources/boot.wim";
 /// The boot.wim image (setup's) whose Windows\Boot carries the CA 2023 boot managers.
 pub const CA2023_IMAGE: u32 = 2;
 /// The CA 2023 boot managers in that image, and the fonts their screens use (see `ca2023_extract_args`).

@@ -268,7 +268,7 @@ impl Job<'_> {
         scratch: &Path,
         s: &Survey,
     ) -> Result<Vec<Added>, WriteError> {
-        const WIM: &str = "sources/boot.wim";
+        const WIM: &str = uefi::BOOT_WIM;
         let entries = source.entries();
         let arch = s.uefi_arch.unwrap_or(uefi::Arch::X64);
         let dir = scratch.join("ca2023");
@@ -345,7 +345,7 @@ impl Job<'_> {
 
     /// Fonts_EX's fonts, each read as a boot file (no links, regular files, bounded), renamed without `_EX`.
     fn ca2023_fonts(&mut self, dir: &Path, image: u32, mtime: i64) -> Result<Vec<Added>, WriteError> {
-        const WIM: &str = "sources/boot.wim";
+        const WIM: &str = uefi::BOOT_WIM;
         let Some(fonts_dir) = uefi::extracted_dir(dir, "Fonts_EX", uefi::CA2023_FONTS_IN_WIM, WIM)? else {
             return Ok(Vec::new());
         };

@@ -423,9 +423,10 @@ pub fn survey_with<E: From<SurveyError>>(
     let names_target = names::Target { fs, kernel: use_kernel_target, mount_point_bytes: opts.mount_point_bytes };
     // The ISO's own UEFI loader must be one (the Windows 7 one is checked once extracted).
     let checked = match iso_loader {
-        Some((arch, e)) if boot.uefi() => {
-            Some(check_iso_loader(source, entries.iter().position(|x| std::ptr::eq(x, e)).unwrap_or_default(), arch)?)
-        }
+        Some((arch, e)) if boot.uefi() => match entries.iter().position(|x| !x.is_dir && x.path == e.path) {
+            Some(i) => Some(check_iso_loader(source, i, arch)?),
+            None => None,
+        },
         _ => None,
     };
     // The revocation check: of the ISO's loader here (unless --ca2023 replaces it), of what Prepare extracts
@@ -794,7 +795,7 @@ fn ca2023_source(
                     managers come with Windows 11 media (build 26200 and later); leave out --ca2023"
             .into());
     }
-    let Some(i) = find_file(source.entries(), "sources/boot.wim") else {
+    let Some(i) = find_file(source.entries(), uefi::BOOT_WIM) else {
         return Err("the ISO has no sources/boot.wim, where Windows 11 media (build 26200 and later) carry the CA \
                     2023 boot managers; leave out --ca2023"
             .into());

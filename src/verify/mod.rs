@@ -761,7 +761,7 @@ fn check_ca2023_file(
         let i = source
             .entries()
             .iter()
-            .position(|e| !e.is_dir && e.path.eq_ignore_ascii_case("sources/boot.wim"))
+            .position(|e| !e.is_dir && e.path.eq_ignore_ascii_case(uefi::BOOT_WIM))
             .ok_or_else(|| "the ISO has no sources/boot.wim".to_string())?;
         let mut wim = source.open_seekable(i).map_err(|e| e.to_string())?;
         wimsplit::blob_hashes(&mut wim).map_err(|e| e.to_string())
