@@ -235,11 +235,7 @@ impl Job<'_> {
     ) -> Result<(), WriteError> {
         let Some(fw) = fw else { return Ok(()) };
         for note in survey::revocation_notes(fw, name, data, hint) {
-            self.link.send(&match note {
-                Note::Info(m) => Up::Info(m),
-                Note::Detail(m) => Up::Detail(m),
-                Note::Warning(m) => Up::Warning(m),
-            })?;
+            self.link.send(&Up::from(note))?;
         }
         Ok(())
     }
@@ -366,12 +362,8 @@ impl Job<'_> {
             mount_point_bytes: survey::target_mount_point(work.path()).as_os_str().len(),
         };
         let link = &mut *self.link;
-        survey::survey_with(source, &opts, &mut |note| -> Result<(), WriteError> {
-            Ok(link.send(&match note {
-                Note::Info(m) => Up::Info(m),
-                Note::Detail(m) => Up::Detail(m),
-                Note::Warning(m) => Up::Warning(m),
-            })?)
+        survey::survey_with(source, &opts, &mut |note: Note| -> Result<(), WriteError> {
+            Ok(link.send(&Up::from(note))?)
         })
     }
 

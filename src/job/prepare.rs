@@ -87,12 +87,7 @@ impl Job<'_> {
             added.extend(parts);
         }
         if let Some((i, image)) = s.win7 {
-            let loader = self.extract_win7_loader(&staged(i), image, scratch.path(), s.mtime_now)?;
-            if let Origin::Bytes(data) = &loader.origin {
-                let name = format!("/{} (from install.wim image {image})", loader.path);
-                self.check_revocation(s.firmware.as_ref(), &name, data, "")?;
-            }
-            added.push(loader);
+            added.push(self.extract_win7_loader(&staged(i), image, scratch.path(), s)?);
         }
         if let Some((i, image)) = s.ca2023 {
             added.extend(self.extract_ca2023(source, &staged(i), image, scratch.path(), s)?);
@@ -226,8 +221,8 @@ impl Job<'_> {
     }
 
     /// Windows 7: extract the UEFI boot manager from install.wim's x64 image into efi/boot/bootx64.efi, and
-    /// check that it is a non-empty x86_64 PE program.
-    fn extract_win7_loader(&mut self, wim: &Path, image: u32, scratch: &Path, mtime: i64) -> Result<Added, WriteError> {
+    /// check that it is a non-empty x86_64 PE program (and what this PC's dbx says of it).
+    fn extract_win7_loader(&mut self, wim: &Path, image: u32, scratch: &Path, s: &Survey) -> Result<Added, WriteError> {
         let dir = scratch.join("loader");
         std::fs::create_dir(&dir)
             .map_err(|source| WriteError::Scratch { what: "creating the loader directory".into(), source })?;
@@ -254,7 +249,14 @@ impl Job<'_> {
             data.len(),
             uefi::UEFI_LOADER
         ))?;
-        Ok(Added { path: uefi::UEFI_LOADER.into(), size: data.len() as u64, mtime, origin: Origin::Bytes(data) })
+        let name = format!("/{} (from install.wim image {image})", uefi::UEFI_LOADER);
+        self.check_revocation(s.firmware.as_ref(), &name, &data, "")?;
+        Ok(Added {
+            path: uefi::UEFI_LOADER.into(),
+            size: data.len() as u64,
+            mtime: s.mtime_now,
+            origin: Origin::Bytes(data),
+        })
     }
 
     /// --ca2023: extract boot.wim's CA 2023 boot managers and fonts, check them, and return them as the files they
@@ -358,6 +360,7 @@ impl Job<'_> {
             .collect();
         names.sort();
         let mut added: Vec<Added> = Vec::new();
+        let mut bytes = 0u64;
         let mut others = Vec::new();
         for name in names {
             let Some(on_stick) = uefi::ex_font_name(&name) else {
@@ -378,7 +381,8 @@ impl Job<'_> {
                     uefi::UefiError::Ca2023Fonts { path: in_wim, what: "no TrueType or OpenType font".into() }.into()
                 );
             }
-            if added.iter().map(|a| a.size).sum::<u64>() + data.len() as u64 > uefi::MAX_CA2023_FONT_BYTES {
+            bytes += data.len() as u64;
+            if bytes > uefi::MAX_CA2023_FONT_BYTES {
                 return Err(uefi::UefiError::Ca2023Fonts {
                     path: uefi::CA2023_FONTS_IN_WIM.into(),
                     what: format!(

@@ -93,6 +93,17 @@ pub enum Note {
     Warning(String),
 }
 
+impl From<Note> for crate::protocol::Up {
+    /// A note as the worker sends it on.
+    fn from(note: Note) -> crate::protocol::Up {
+        match note {
+            Note::Info(m) => crate::protocol::Up::Info(m),
+            Note::Detail(m) => crate::protocol::Up::Detail(m),
+            Note::Warning(m) => crate::protocol::Up::Warning(m),
+        }
+    }
+}
+
 /// Why the survey cannot finish.
 #[derive(Debug, thiserror::Error)]
 pub enum SurveyError {
@@ -283,9 +294,6 @@ pub fn survey_with<E: From<SurveyError>>(
         note(Note::Info(format!("{} {}", entries[*i].path, split_summary(plan))))?;
     }
 
-    // Scratch space, only for what needs a file of its own: a re-pack (wimlib reads the WIM from a file, and
-    // writes the re-packed one), the Windows 7 loader extraction (from a copy of install.wim when the ISO is
-    // read in userspace).
     // --ca2023: boot.wim's setup image carries the CA 2023 boot managers.
     let (ca2023, ca2023_problem) = match opts.ca2023 {
         false => (None, None),
@@ -299,6 +307,9 @@ pub fn survey_with<E: From<SurveyError>>(
             "--ca2023: the boot managers signed by the Windows UEFI CA 2023 come from sources/boot.wim image {image}"
         )))?;
     }
+    // Scratch space, only for what needs a file of its own: a re-pack (wimlib reads the WIM from a file, and
+    // writes the re-packed one), the Windows 7 loader extraction (from a copy of install.wim when the ISO is
+    // read in userspace), the CA 2023 extraction (from boot.wim).
     let mut staged_wims: Vec<usize> = repack.clone();
     for (i, _) in win7.iter().chain(&ca2023) {
         if !staged_wims.contains(i) {
